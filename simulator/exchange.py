@@ -1,0 +1,87 @@
+"""All simulated venues together: what tests, benchmarks and ``aggbook demo`` start.
+
+``async with SimulatedExchange() as sim:`` starts every venue on its own free
+port on 127.0.0.1; ``sim.venues["binance"].urls()`` gives the base URLs to put in
+a feed's config in place of the real endpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from simulator.faults import FaultInjector
+from simulator.market import DEFAULT_SYMBOLS, SymbolSpec
+from simulator.venue import VenueServer
+
+
+def venue_classes() -> dict[str, type[VenueServer]]:
+    """Venue name -> simulator class.  Imported here so each module stays independent."""
+    from simulator.binance import BinanceFuturesVenue, BinanceSpotVenue
+    from simulator.bitv import BitvVenue
+    from simulator.btse import BtseVenue
+    from simulator.mexc import MexcVenue
+    from simulator.nhex import NhexVenue
+
+    return {
+        "binance": BinanceSpotVenue,
+        "binance-futures": BinanceFuturesVenue,
+        "mexc": MexcVenue,
+        "btse": BtseVenue,
+        "nhex": NhexVenue,
+        "bitv": BitvVenue,
+    }
+
+
+class SimulatedExchange:
+    """Starts and stops a set of simulated venues sharing one seed."""
+
+    def __init__(
+        self,
+        venues: Iterable[str] | None = None,
+        symbols: Iterable[SymbolSpec] = DEFAULT_SYMBOLS,
+        *,
+        seed: int = 1,
+        rate: float = 20.0,
+        fault_rate: float = 0.0,
+        host: str = "127.0.0.1",
+        **venue_kwargs: object,
+    ) -> None:
+        classes = venue_classes()
+        names = list(venues) if venues is not None else list(classes)
+        symbols = list(symbols)
+        self.host = host
+        self.venues: dict[str, VenueServer] = {
+            name: classes[name](
+                symbols,
+                seed=seed,
+                rate=rate,
+                faults=FaultInjector(seed=seed + i, rate=fault_rate),
+                **venue_kwargs,  # type: ignore[arg-type]
+            )
+            for i, name in enumerate(names)
+        }
+
+    async def start(self) -> None:
+        await asyncio.gather(*(v.start(self.host) for v in self.venues.values()))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(v.stop() for v in self.venues.values()), return_exceptions=True)
+
+    def pause(self) -> None:
+        for venue in self.venues.values():
+            venue.pause()
+
+    def resume(self) -> None:
+        for venue in self.venues.values():
+            venue.resume()
+
+    def __getitem__(self, name: str) -> VenueServer:
+        return self.venues[name]
+
+    async def __aenter__(self) -> SimulatedExchange:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

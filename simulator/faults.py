@@ -1,0 +1,90 @@
+"""Named faults a test (or the demo's random mode) can inject into a simulated venue.
+
+A fault is armed with :meth:`FaultInjector.inject`, optionally scoped to one
+symbol and/or one connection id, for ``count`` occurrences.  Venue code asks
+:meth:`FaultInjector.take` at the decision point where the fault can happen
+("about to send a delta on connection 3 for BTCUSDT: should I drop it?").
+Random mode arms faults by itself with a seeded RNG, so a run is reproducible.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Fault(StrEnum):
+    GAP = "gap"  # a delta is never sent
+    DUPLICATE = "duplicate"  # a delta is sent twice
+    REORDER = "reorder"  # two consecutive deltas swap places
+    STALE_SNAPSHOT = "stale_snapshot"  # snapshot older than the first buffered delta
+    SNAPSHOT_429 = "snapshot_429"  # snapshot answered 429 with Retry-After
+    SNAPSHOT_418 = "snapshot_418"  # snapshot answered 418 (ban) with Retry-After
+    SLOW_SNAPSHOT = "slow_snapshot"  # snapshot delayed (params: delay seconds)
+    DISCONNECT = "disconnect"  # abrupt TCP close mid-stream
+    SILENT = "silent"  # connection stays open, no data and no heartbeats
+    SERVER_CLOSE = "server_close"  # orderly server-initiated close (24 h rollover)
+    MALFORMED = "malformed"  # truncated JSON / bad gzip / bad protobuf frame
+    UNKNOWN_SYMBOL = "unknown_symbol"  # the venue answers as if the symbol did not exist
+    BUFFER_FULL = "buffer_full"  # BTSE error 1007 (messages lost)
+    CROSSED = "crossed"  # a delta that crosses the book (venue-side bug)
+
+
+@dataclass
+class ArmedFault:
+    fault: Fault
+    symbol: str | None
+    conn_id: int | None
+    remaining: int
+    params: dict
+
+
+class FaultInjector:
+    """Holds armed faults and counts the ones that fired."""
+
+    def __init__(self, seed: int | None = None, rate: float = 0.0, allowed: set[Fault] | None = None) -> None:
+        self._armed: list[ArmedFault] = []
+        self._rng = random.Random(seed)
+        self.rate = rate
+        self.allowed = allowed if allowed is not None else {Fault.GAP, Fault.DUPLICATE, Fault.REORDER}
+        self.fired: Counter[str] = Counter()
+
+    def inject(
+        self,
+        fault: Fault | str,
+        symbol: str | None = None,
+        conn_id: int | None = None,
+        count: int = 1,
+        **params: object,
+    ) -> None:
+        self._armed.append(ArmedFault(Fault(fault), symbol, conn_id, count, dict(params)))
+
+    def clear(self) -> None:
+        self._armed.clear()
+
+    def pending(self, fault: Fault | str | None = None) -> int:
+        return sum(a.remaining for a in self._armed if fault is None or a.fault == Fault(fault))
+
+    def take(self, fault: Fault, symbol: str | None = None, conn_id: int | None = None) -> dict | None:
+        """Consume one armed occurrence matching the decision point; return its params or None.
+
+        In random mode a matching fault also fires with probability ``rate``.
+        """
+        for armed in self._armed:
+            if armed.fault != fault:
+                continue
+            if armed.symbol is not None and symbol is not None and armed.symbol.upper() != symbol.upper():
+                continue
+            if armed.conn_id is not None and conn_id is not None and armed.conn_id != conn_id:
+                continue
+            armed.remaining -= 1
+            if armed.remaining <= 0:
+                self._armed.remove(armed)
+            self.fired[fault.value] += 1
+            return armed.params
+        if self.rate > 0 and fault in self.allowed and self._rng.random() < self.rate:
+            self.fired[fault.value] += 1
+            return {}
+        return None

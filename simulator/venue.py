@@ -1,0 +1,340 @@
+"""Shared machinery of a simulated venue: an aiohttp server on 127.0.0.1, a market
+pump, WebSocket connection bookkeeping, fault injection and the ``/_sim/`` control API.
+
+A venue module subclasses :class:`VenueServer` and supplies the wire protocol:
+``venue_symbol`` (the venue's own symbol spelling), ``add_routes`` (REST and
+WebSocket paths exactly as the real venue has them) and ``publish`` (turn one
+market step into frames for the subscribed connections).  Everything else—ticking
+the market, pausing, truth books, fault bookkeeping, control endpoints—lives here
+once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+from decimal import Decimal
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from simulator.faults import Fault, FaultInjector
+from simulator.market import DEFAULT_SYMBOLS, LevelChange, MarketModel, SymbolSpec, TruthBook
+
+log = logging.getLogger("simulator")
+
+_conn_ids = itertools.count(1)
+
+
+class SimConnection:
+    """One client WebSocket as the venue sees it."""
+
+    def __init__(self, ws: web.WebSocketResponse, path: str) -> None:
+        self.id = next(_conn_ids)
+        self.ws = ws
+        self.path = path
+        self.subscriptions: set[str] = set()
+        self.silent = False  # SILENT fault: send nothing at all, heartbeats included
+        self.opened_at = time.monotonic()
+        self.state: dict = {}  # per-venue scratch space (held-back frames for REORDER, etc.)
+
+    @property
+    def closed(self) -> bool:
+        return self.ws.closed
+
+    async def send_str(self, text: str) -> None:
+        if self.silent or self.ws.closed:
+            return
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.ws.send_str(text)
+
+    async def send_bytes(self, data: bytes) -> None:
+        if self.silent or self.ws.closed:
+            return
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.ws.send_bytes(data)
+
+    async def send_json(self, obj: object) -> None:
+        await self.send_str(orjson.dumps(obj).decode())
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a close handshake (DISCONNECT fault)."""
+        transport = self.ws._req.transport if self.ws._req is not None else None  # noqa: SLF001
+        if transport is not None:
+            transport.abort()
+
+
+class VenueServer:
+    """Base class of every simulated venue."""
+
+    name = "venue"
+
+    def __init__(
+        self,
+        symbols: Iterable[SymbolSpec] = DEFAULT_SYMBOLS,
+        *,
+        seed: int = 1,
+        rate: float = 20.0,
+        depth: int = 40,
+        faults: FaultInjector | None = None,
+        autostart_pump: bool = True,
+    ) -> None:
+        self.specs: dict[str, SymbolSpec] = {}
+        self.markets: dict[str, MarketModel] = {}
+        for spec in symbols:
+            vs = self.venue_symbol(spec)
+            self.specs[vs] = spec
+            self.markets[vs] = MarketModel(spec, seed=seed, depth=depth)
+        self.rate = rate
+        self.faults = faults or FaultInjector()
+        self.connections: dict[int, SimConnection] = {}
+        self.autostart_pump = autostart_pump
+        self.base_url = ""
+        self.host = "127.0.0.1"
+        self.port = 0
+        self._paused = asyncio.Event()
+        self._paused.set()  # set == running
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task] = []
+        self.steps_published = 0
+        # recent truth books per symbol, newest last: a STALE_SNAPSHOT fault serves one of these
+        self.history: dict[str, deque[TruthBook]] = {s: deque(maxlen=64) for s in self.markets}
+
+    # ------------------------------------------------------------------ subclass API
+    def venue_symbol(self, spec: SymbolSpec) -> str:
+        """The venue's own name for a symbol (``BTCUSDT``, ``BTC-USDT``, ``btcusdt``)."""
+        raise NotImplementedError
+
+    def add_routes(self, app: web.Application) -> None:
+        """Register the venue's real REST and WebSocket paths."""
+        raise NotImplementedError
+
+    async def publish(self, symbol: str, changes: list[LevelChange]) -> None:
+        """Send one market step to every connection subscribed to ``symbol``."""
+        raise NotImplementedError
+
+    def current_seq(self, symbol: str) -> int:
+        """The venue sequence id that the current truth book corresponds to."""
+        raise NotImplementedError
+
+    def background_tasks(self) -> list:
+        """Extra coroutines to run while the server is up (heartbeats, timers)."""
+        return []
+
+    # ------------------------------------------------------------------ lifecycle
+    def urls(self) -> dict[str, str]:
+        """Base URLs a feed handler needs, keyed like the service config (``rest_url``, ``ws_url``).
+
+        Venues whose real WebSocket endpoint has a fixed path (``/ws``, ``/feed``,
+        ``/ws/oss/spot``, ``/public``) override this to append it.
+        """
+        return {"rest_url": self.base_url, "ws_url": self.base_url.replace("http://", "ws://")}
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        app = web.Application()
+        self.add_routes(app)
+        self._add_control_routes(app)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        sockets = site._server.sockets  # type: ignore[union-attr]  # noqa: SLF001
+        self.host, self.port = host, sockets[0].getsockname()[1]
+        self.base_url = f"http://{host}:{self.port}"
+        if self.autostart_pump:
+            self._tasks.append(asyncio.create_task(self._pump(), name=f"{self.name}-pump"))
+        for coro in self.background_tasks():
+            self._tasks.append(asyncio.create_task(coro, name=f"{self.name}-bg"))
+        log.info("simulated %s listening on %s", self.name, self.base_url)
+        return self.base_url
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        for conn in list(self.connections.values()):
+            with contextlib.suppress(Exception):
+                await conn.ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> VenueServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ market pump
+    def pause(self) -> None:
+        """Stop generating market events (connections, heartbeats and REST keep working)."""
+        self._paused.clear()
+
+    def resume(self) -> None:
+        self._paused.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._paused.is_set()
+
+    async def step_all(self, steps: int = 1) -> None:
+        """Advance every symbol by ``steps`` events and publish them (usable while paused)."""
+        for _ in range(steps):
+            for symbol, market in self.markets.items():
+                changes = market.step()
+                await self.publish(symbol, changes)
+                self.steps_published += 1
+                self.history[symbol].append(
+                    TruthBook(self.current_seq(symbol), *(tuple(side) for side in market.snapshot()))
+                )
+
+    async def _pump(self) -> None:
+        interval = 1.0 / self.rate if self.rate > 0 else 1.0
+        next_at = time.monotonic()
+        while True:
+            await self._paused.wait()
+            now = time.monotonic()
+            owed = max(1, min(1000, int((now - next_at) / interval) + 1))
+            try:
+                await self.step_all(owed)
+            except Exception:  # a bug in one step must not kill the venue
+                log.exception("%s pump step failed", self.name)
+            next_at += owed * interval
+            delay = next_at - time.monotonic()
+            if delay < -1.0:  # fell far behind: do not try to catch up in a burst
+                next_at = time.monotonic()
+                delay = 0
+            await asyncio.sleep(max(delay, 0.0005))
+
+    # ------------------------------------------------------------------ truth and helpers
+    def truth(self, symbol: str, depth: int | None = None) -> TruthBook:
+        symbol = self.resolve_symbol(symbol)
+        market = self.markets[symbol]
+        bids, asks = market.snapshot(depth)
+        return TruthBook(self.current_seq(symbol), tuple(bids), tuple(asks))
+
+    def stale_truth(self, symbol: str, steps_back: int = 10) -> TruthBook:
+        """A truth book from ``steps_back`` published steps ago (the oldest kept if fewer)."""
+        hist = self.history[self.resolve_symbol(symbol)]
+        if not hist:
+            return self.truth(symbol)
+        return hist[max(0, len(hist) - 1 - steps_back)]
+
+    def resolve_symbol(self, symbol: str) -> str:
+        """Accept the venue spelling or the canonical ``BTC-USDT`` form."""
+        if symbol in self.markets:
+            return symbol
+        for vs, spec in self.specs.items():
+            if spec.canonical == symbol.upper() or vs.lower() == symbol.lower():
+                return vs
+        raise KeyError(symbol)
+
+    def inject(self, fault: Fault | str, symbol: str | None = None, conn_id: int | None = None,
+               count: int = 1, **params: object) -> None:
+        if symbol is not None:
+            symbol = self.resolve_symbol(symbol)
+        self.faults.inject(fault, symbol, conn_id, count, **params)
+
+    def register(self, ws: web.WebSocketResponse, path: str) -> SimConnection:
+        conn = SimConnection(ws, path)
+        self.connections[conn.id] = conn
+        return conn
+
+    def unregister(self, conn: SimConnection) -> None:
+        self.connections.pop(conn.id, None)
+
+    def subscribers(self, topic: str) -> list[SimConnection]:
+        return [c for c in self.connections.values() if topic in c.subscriptions and not c.closed]
+
+    async def apply_connection_faults(self, conn: SimConnection, symbol: str | None) -> bool:
+        """Connection-level faults checked before each data frame.  True = frame must not be sent."""
+        if self.faults.take(Fault.DISCONNECT, symbol, conn.id) is not None:
+            conn.abort()
+            return True
+        if self.faults.take(Fault.SILENT, symbol, conn.id) is not None:
+            conn.silent = True
+            return True
+        if self.faults.take(Fault.SERVER_CLOSE, symbol, conn.id) is not None:
+            await self.server_close(conn)
+            return True
+        return conn.silent
+
+    async def server_close(self, conn: SimConnection) -> None:
+        """Orderly close, as at the venue's 24-hour rollover.  Venues may send a notice first."""
+        with contextlib.suppress(Exception):
+            await conn.ws.close(code=1000, message=b"rollover")
+
+    # ------------------------------------------------------------------ control API
+    def _add_control_routes(self, app: web.Application) -> None:
+        app.router.add_get("/_sim/truth/{symbol}", self._h_truth)
+        app.router.add_post("/_sim/faults", self._h_fault)
+        app.router.add_get("/_sim/faults", self._h_fault_list)
+        app.router.add_post("/_sim/pause", self._h_pause)
+        app.router.add_post("/_sim/resume", self._h_resume)
+        app.router.add_get("/_sim/connections", self._h_connections)
+
+    async def _h_truth(self, request: web.Request) -> web.Response:
+        try:
+            depth = int(request.query["depth"]) if "depth" in request.query else None
+            book = self.truth(request.match_info["symbol"], depth)
+        except (KeyError, ValueError) as exc:
+            return web.json_response({"error": f"bad request: {exc}"}, status=400)
+        market = self.markets[self.resolve_symbol(request.match_info["symbol"])]
+        body = {
+            "venue": self.name,
+            "seq": book.seq,
+            "bids": [[market.fmt_price(p), market.fmt_size(s)] for p, s in book.bids],
+            "asks": [[market.fmt_price(p), market.fmt_size(s)] for p, s in book.asks],
+        }
+        return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+    async def _h_fault(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            params = body.get("params") or {}
+            count = int(body.get("count", 1))
+            self.inject(body["fault"], body.get("symbol"), body.get("conn_id"), count, **params)
+        except (KeyError, ValueError, TypeError) as exc:
+            return web.json_response({"error": f"bad fault request: {exc}"}, status=400)
+        return web.json_response({"armed": body["fault"]})
+
+    async def _h_fault_list(self, request: web.Request) -> web.Response:
+        return web.json_response({"fired": dict(self.faults.fired), "pending": self.faults.pending(),
+                                  "known": [f.value for f in Fault]})
+
+    async def _h_pause(self, request: web.Request) -> web.Response:
+        self.pause()
+        return web.json_response({"paused": True})
+
+    async def _h_resume(self, request: web.Request) -> web.Response:
+        self.resume()
+        return web.json_response({"paused": False})
+
+    async def _h_connections(self, request: web.Request) -> web.Response:
+        return web.json_response([
+            {"id": c.id, "path": c.path, "subscriptions": sorted(c.subscriptions), "silent": c.silent}
+            for c in self.connections.values()
+        ])
+
+
+async def read_text_frames(ws: web.WebSocketResponse):
+    """Yield text frames until the client closes; binary and control frames are skipped."""
+    async for msg in ws:
+        if msg.type == WSMsgType.TEXT:
+            yield msg.data
+        elif msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
+            break
+
+
+def decimal_text(value: Decimal, places: int) -> str:
+    """Fixed-point text with exactly ``places`` decimals (``places=18`` for Huobi-style numbers)."""
+    return f"{value:.{places}f}"
