@@ -1,0 +1,259 @@
+"""A sorted in-memory L2 book that keeps every price and size as the text the venue sent.
+
+Why this shape:
+
+* Output must be the venue's exact decimal text (``"93180.10"``), so each level
+  stores the ``(price_text, size_text)`` pair it last received.
+* Ordering must be numeric and ``"100"``/``"100.0"`` must be one level, so levels
+  are keyed by the price as an exact integer count of ``10**-scale`` units.  The
+  scale grows on demand (a price with more decimals than any seen so far rescales
+  the book once), and a per-book cache turns repeated price strings into keys
+  with one dict lookup, which is what makes the hot path cheap.
+* Bids are keyed by the negated integer so both sides are ascending
+  ``SortedList``s whose element 0 is the best price.
+* An update is parsed and validated completely before anything is written, so a
+  bad level raises :class:`InvalidLevel` and leaves the book untouched.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from decimal import Context, Decimal, InvalidOperation
+
+from sortedcontainers import SortedList
+
+from book.errors import InvalidLevel
+
+Level = tuple[str, str]  # (price text, size text) exactly as the venue wrote them
+RawLevel = Sequence[str]  # what a venue message carries: [price, size]
+
+BID_TOP_CHANGED = 1
+ASK_TOP_CHANGED = 2
+
+_INF = math.inf
+_CTX = Context(prec=80)  # wide enough that scaling a price to an integer never rounds
+_NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_MAX_DECIMALS = 30
+_CACHE_LIMIT = 100_000
+
+
+class L2Book:
+    """Bids and asks of one instrument at one venue."""
+
+    __slots__ = (
+        "_scale",
+        "_bid_cache",
+        "_ask_cache",
+        "_bids",
+        "_asks",
+        "_bid_keys",
+        "_ask_keys",
+        "max_depth",
+    )
+
+    def __init__(self, max_depth: int | None = None) -> None:
+        if max_depth is not None and max_depth < 1:
+            raise ValueError("max_depth must be >= 1")
+        self.max_depth = max_depth
+        self._scale = 0
+        self._bid_cache: dict[str, int] = {}  # price text -> -units
+        self._ask_cache: dict[str, int] = {}  # price text -> +units
+        self._bids: dict[int, Level] = {}
+        self._asks: dict[int, Level] = {}
+        self._bid_keys: SortedList = SortedList()
+        self._ask_keys: SortedList = SortedList()
+
+    # ------------------------------------------------------------------ parsing
+    def _learn(self, price: object) -> None:
+        """Validate a price seen for the first time, rescale if needed, and cache its keys."""
+        if type(price) is not str or not _NUMBER.fullmatch(price):
+            raise InvalidLevel(f"price is not a decimal number: {price!r}")
+        try:
+            value = Decimal(price)
+        except InvalidOperation as exc:  # pragma: no cover - the regex already rejects these
+            raise InvalidLevel(f"price is not a decimal number: {price!r}") from exc
+        if value <= 0:
+            raise InvalidLevel(f"price must be positive: {price!r}")
+        exponent = value.normalize(_CTX).as_tuple().exponent
+        decimals = max(0, -exponent)  # type: ignore[operator]
+        if decimals > _MAX_DECIMALS:
+            raise InvalidLevel(f"price has more than {_MAX_DECIMALS} decimals: {price!r}")
+        if decimals > self._scale:
+            self._rescale(decimals)
+        units = int(value.scaleb(self._scale, _CTX))
+        if len(self._ask_cache) >= _CACHE_LIMIT:
+            self._ask_cache.clear()
+            self._bid_cache.clear()
+        self._ask_cache[price] = units
+        self._bid_cache[price] = -units
+
+    def _rescale(self, scale: int) -> None:
+        factor = 10 ** (scale - self._scale)
+        self._scale = scale
+        self._bid_cache.clear()
+        self._ask_cache.clear()
+        self._bids = {k * factor: v for k, v in self._bids.items()}
+        self._asks = {k * factor: v for k, v in self._asks.items()}
+        self._bid_keys = SortedList(self._bids)
+        self._ask_keys = SortedList(self._asks)
+
+    def _parse(self, levels: Iterable[RawLevel], cache: dict[str, int]) -> list[tuple[int, Level | None]]:
+        """Turn raw ``[price, size]`` pairs into ``(key, level or None-for-delete)``."""
+        out: list[tuple[int, Level | None]] = []
+        append = out.append
+        try:
+            for price, size in levels:
+                key = cache.get(price)
+                if key is None:
+                    self._learn(price)
+                    key = cache[price]
+                qty = float(size)
+                if 0.0 < qty < _INF:
+                    append((key, (price, size)))
+                elif qty == 0.0:
+                    append((key, None))
+                else:
+                    raise InvalidLevel(f"size must be a finite non-negative number: {size!r}")
+        except InvalidLevel:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise InvalidLevel(f"malformed level: {exc}") from exc
+        return out
+
+    def _parse_both(
+        self, bids: Iterable[RawLevel] | None, asks: Iterable[RawLevel] | None
+    ) -> tuple[list[tuple[int, Level | None]], list[tuple[int, Level | None]]]:
+        bids = list(bids) if bids else []
+        asks = list(asks) if asks else []
+        while True:
+            scale = self._scale
+            bid_ops = self._parse(bids, self._bid_cache) if bids else []
+            ask_ops = self._parse(asks, self._ask_cache) if asks else []
+            if self._scale == scale:  # no rescale happened half-way: keys are consistent
+                return bid_ops, ask_ops
+
+    # ------------------------------------------------------------------ writing
+    def apply_snapshot(self, bids: Iterable[RawLevel], asks: Iterable[RawLevel]) -> None:
+        """Replace the whole book.  Zero-size levels in a snapshot are ignored."""
+        bid_ops, ask_ops = self._parse_both(bids, asks)
+        self._bids = {k: lv for k, lv in bid_ops if lv is not None}
+        self._asks = {k: lv for k, lv in ask_ops if lv is not None}
+        self._bid_keys = SortedList(self._bids)
+        self._ask_keys = SortedList(self._asks)
+        self._trim()
+
+    def apply(self, bids: Iterable[RawLevel] | None, asks: Iterable[RawLevel] | None) -> int:
+        """Apply absolute level sizes (size 0 removes; removing an absent level is a no-op).
+
+        Returns a bit mask of :data:`BID_TOP_CHANGED` / :data:`ASK_TOP_CHANGED` so the
+        consolidated book only recomputes when a venue's top of book moved.
+        """
+        bid_ops, ask_ops = self._parse_both(bids, asks)
+        changed = 0
+        if bid_ops:
+            keys = self._bid_keys
+            levels = self._bids
+            top = levels[keys[0]] if keys else None
+            self._write(bid_ops, levels, keys)
+            if (levels[keys[0]] if keys else None) is not top:
+                changed = BID_TOP_CHANGED
+        if ask_ops:
+            keys = self._ask_keys
+            levels = self._asks
+            top = levels[keys[0]] if keys else None
+            self._write(ask_ops, levels, keys)
+            if (levels[keys[0]] if keys else None) is not top:
+                changed |= ASK_TOP_CHANGED
+        if self.max_depth is not None:
+            self._trim()
+        return changed
+
+    @staticmethod
+    def _write(ops: list[tuple[int, Level | None]], levels: dict[int, Level], keys: SortedList) -> None:
+        add = keys.add
+        for key, level in ops:
+            if level is None:
+                if levels.pop(key, None) is not None:
+                    keys.remove(key)
+            else:
+                if key not in levels:
+                    add(key)
+                levels[key] = level
+
+    def set_level(self, side: str, price: str, size: str) -> int:
+        """Set one level on ``side`` ("bid" or "ask") to an absolute size."""
+        if side == "bid":
+            return self.apply(((price, size),), None)
+        if side == "ask":
+            return self.apply(None, ((price, size),))
+        raise InvalidLevel(f"side must be 'bid' or 'ask': {side!r}")
+
+    def clear(self) -> None:
+        self._bids.clear()
+        self._asks.clear()
+        self._bid_keys.clear()
+        self._ask_keys.clear()
+
+    def _trim(self) -> None:
+        depth = self.max_depth
+        if depth is None:
+            return
+        for levels, keys in ((self._bids, self._bid_keys), (self._asks, self._ask_keys)):
+            while len(keys) > depth:
+                del levels[keys.pop()]
+
+    def trim(self, depth: int) -> None:
+        """Keep only the best ``depth`` levels per side (for venues that publish a window)."""
+        for levels, keys in ((self._bids, self._bid_keys), (self._asks, self._ask_keys)):
+            while len(keys) > depth:
+                del levels[keys.pop()]
+
+    # ------------------------------------------------------------------ reading
+    def best_bid(self) -> Level | None:
+        keys = self._bid_keys
+        return self._bids[keys[0]] if keys else None
+
+    def best_ask(self) -> Level | None:
+        keys = self._ask_keys
+        return self._asks[keys[0]] if keys else None
+
+    def bids(self, n: int | None = None) -> list[Level]:
+        """Best ``n`` bids, highest price first (all when ``n`` is None)."""
+        levels = self._bids
+        return [levels[k] for k in self._bid_keys.islice(0, n)]
+
+    def asks(self, n: int | None = None) -> list[Level]:
+        """Best ``n`` asks, lowest price first (all when ``n`` is None)."""
+        levels = self._asks
+        return [levels[k] for k in self._ask_keys.islice(0, n)]
+
+    def __len__(self) -> int:
+        return len(self._bids) + len(self._asks)
+
+    @property
+    def depth(self) -> tuple[int, int]:
+        return len(self._bids), len(self._asks)
+
+    def cross_state(self) -> str | None:
+        """``"crossed"`` if best bid > best ask, ``"locked"`` if equal, else None."""
+        if not self._bid_keys or not self._ask_keys:
+            return None
+        bid_units = -self._bid_keys[0]
+        ask_units = self._ask_keys[0]
+        if bid_units > ask_units:
+            return "crossed"
+        if bid_units == ask_units:
+            return "locked"
+        return None
+
+    def is_crossed_or_locked(self) -> bool:
+        return self.cross_state() is not None
+
+    def as_decimal(self) -> tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]:
+        """Both sides as ``{price: size}`` Decimals: for comparisons in tests and checks."""
+        return (
+            {Decimal(p): Decimal(s) for p, s in self._bids.values()},
+            {Decimal(p): Decimal(s) for p, s in self._asks.values()},
+        )
