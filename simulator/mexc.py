@@ -645,9 +645,9 @@ class MexcVenue(VenueServer):
             await conn.ws.close(code=1000, message=reason)
 
     # ------------------------------------------------------------------ REST
-    def _older_book(self, symbol: str, below: int) -> TruthBook:
-        """The newest known book whose version is strictly below ``below``."""
-        candidates = [*self.history[symbol], self._genesis[symbol]]
+    def _older_book(self, symbol: str, below: int, extra: Iterable[TruthBook] = ()) -> TruthBook:
+        """The newest known book (history, genesis, ``extra``) whose version is strictly below ``below``."""
+        candidates = [*self.history[symbol], self._genesis[symbol], *extra]
         older = [b for b in candidates if b.seq < below]
         return max(older, key=lambda b: b.seq) if older else self._genesis[symbol]
 
@@ -668,9 +668,7 @@ class MexcVenue(VenueServer):
                 if channel.symbol == symbol and channel.kind == AGGRE_DEPTH:
                     target = min(target, conn.state["first_from"].get(name, self.current_seq(symbol) + 1))
                     marks.append(conn.state["stale_marks"][name])
-        candidates = [*self.history[symbol], self._genesis[symbol], *marks]
-        older = [b for b in candidates if b.seq < target - 1]
-        return max(older, key=lambda b: b.seq) if older else min(candidates, key=lambda b: b.seq)
+        return self._older_book(symbol, target - 1, marks)
 
     def _json(self, body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
         return web.Response(body=orjson.dumps(body), status=status, headers=headers,
