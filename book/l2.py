@@ -136,13 +136,24 @@ class L2Book:
 
     # ------------------------------------------------------------------ writing
     def apply_snapshot(self, bids: Iterable[RawLevel], asks: Iterable[RawLevel]) -> None:
-        """Replace the whole book.  Zero-size levels in a snapshot are ignored."""
+        """Replace the whole book (levels in order; a zero size removes, as in a delta)."""
         bid_ops, ask_ops = self._parse_both(bids, asks)
-        self._bids = {k: lv for k, lv in bid_ops if lv is not None}
-        self._asks = {k: lv for k, lv in ask_ops if lv is not None}
+        self._bids = self._collect(bid_ops)
+        self._asks = self._collect(ask_ops)
         self._bid_keys = SortedList(self._bids)
         self._ask_keys = SortedList(self._asks)
         self._trim()
+
+    @staticmethod
+    def _collect(ops: list[tuple[int, Level | None]]) -> dict[int, Level]:
+        """Levels in message order: a repeated price keeps its last size, a zero removes it."""
+        levels: dict[int, Level] = {}
+        for key, level in ops:
+            if level is None:
+                levels.pop(key, None)
+            else:
+                levels[key] = level
+        return levels
 
     def apply(self, bids: Iterable[RawLevel] | None, asks: Iterable[RawLevel] | None) -> int:
         """Apply absolute level sizes (size 0 removes; removing an absent level is a no-op).

@@ -1,0 +1,394 @@
+"""One sequencing state machine for every venue: snapshot + diffs -> a book that is live or honestly not.
+
+Feeds normalise what the venue sends into :class:`Snapshot` and :class:`Delta`
+(first id, last id, previous id as the venue gives them) and hand them to a
+:class:`BookSync`.  What differs between venues is *data*, a :class:`SequenceRule`:
+
+================  ===========================  ==========================  ==============
+rule              drop after snapshot ``L``    first delta applied         then
+================  ===========================  ==========================  ==============
+Binance spot      ``u <= L``                   ``U <= L+1``                ``U <= last+1`` (overlap ok)
+Binance futures   ``u < L``                    ``U <= L <= u``             ``pu == last``
+MEXC              ``toVersion <= L``           ``fromVersion <= L+1``      ``fromVersion == last+1``
+Huobi mbp (NHEX,  ``seqNum <= S``              ``prevSeqNum == S``         ``prevSeqNum == last``
+BitV)                                          (straddle ok on 5/20)
+BTSE              (snapshot arrives in-stream) any snapshot resets         ``prevSeqNum == last`` and
+                                                                           ``seqNum == prevSeqNum+1``
+================  ===========================  ==========================  ==============
+
+A delta that fails its test is never papered over: the book is cleared and marked
+not live, a transition with its reason is emitted, and the feed is asked (via
+:meth:`BookSync.wants_snapshot`) for a new snapshot.  Spot's documented "restart
+from step 1" is relaxed to "keep the socket, re-buffer, new snapshot", which the
+MEXC and futures procedures do as well.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from book.errors import BookError
+from book.l2 import ASK_TOP_CHANGED, BID_TOP_CHANGED, L2Book, RawLevel
+
+log = logging.getLogger("aggbook.sync")
+
+
+class SyncState(StrEnum):
+    WAITING = "waiting"  # no snapshot yet: deltas are buffered (or dropped for in-stream snapshots)
+    LIVE = "live"  # book equals the venue's at ``last_id``
+    RESYNCING = "resyncing"  # was live or tried to be; out of sync, waiting for a new snapshot
+    INVALID = "invalid"  # the venue rejected the symbol; no retry loop
+
+
+class Reason(StrEnum):
+    START = "start"
+    SNAPSHOT = "snapshot"
+    GAP = "gap"
+    STALE_SNAPSHOT = "stale_snapshot"
+    BUFFER_OVERFLOW = "buffer_overflow"
+    CROSSED_BOOK = "crossed_book"
+    DECODE_ERROR = "decode_error"
+    DISCONNECT = "disconnect"
+    VENUE_ERROR = "venue_error"
+    ROLLOVER = "rollover"
+    INVALID_SYMBOL = "invalid_symbol"
+    STOPPED = "stopped"
+
+
+class Chain(StrEnum):
+    """How a live delta must follow the previous one."""
+
+    NEXT_ID = "next_id"  # first id == previous last id + 1 (Binance spot U, MEXC fromVersion)
+    PREV_ID = "prev_id"  # previous id == previous last id (futures pu, prevSeqNum)
+
+
+class FirstAfterSnapshot(StrEnum):
+    """Which delta may be the first applied on top of a snapshot with id ``L``."""
+
+    COVERS_NEXT = "covers_next"  # first <= L + 1 (and last > L, guaranteed by the drop rule)
+    COVERS_SNAPSHOT = "covers_snapshot"  # first <= L <= last (Binance futures)
+    PREV_IS_SNAPSHOT = "prev_is_snapshot"  # prev == L (Huobi mbp)
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceRule:
+    """A venue's sequencing rule, as data."""
+
+    name: str
+    chain: Chain
+    first: FirstAfterSnapshot
+    drop_through_snapshot: bool  # True: drop last <= L; False: drop last < L
+    overlap_ok: bool = False  # live delta with first < last_id + 1 <= last applies (Binance spot)
+    straddle_ok: bool = False  # first delta with prev < L < last applies (Huobi 5/20 tick-by-tick)
+    duplicate_is_gap: bool = False  # an old or repeated delta means the stream is broken (BTSE)
+    contiguous_ids: bool = False  # last must equal prev + 1 (BTSE)
+    snapshot_in_stream: bool = False  # the venue pushes the snapshot on the stream; no buffering
+    resync_on_cross: bool = True  # a crossed or locked book after a message is treated as corrupt
+
+
+BINANCE_SPOT = SequenceRule("binance-spot", Chain.NEXT_ID, FirstAfterSnapshot.COVERS_NEXT,
+                            drop_through_snapshot=True, overlap_ok=True)
+BINANCE_FUTURES = SequenceRule("binance-futures", Chain.PREV_ID, FirstAfterSnapshot.COVERS_SNAPSHOT,
+                               drop_through_snapshot=False)
+MEXC = SequenceRule("mexc", Chain.NEXT_ID, FirstAfterSnapshot.COVERS_NEXT, drop_through_snapshot=True)
+HUOBI_MBP_TICK = SequenceRule("huobi-mbp-tick", Chain.PREV_ID, FirstAfterSnapshot.PREV_IS_SNAPSHOT,
+                              drop_through_snapshot=True, straddle_ok=True)
+HUOBI_MBP_100MS = SequenceRule("huobi-mbp-100ms", Chain.PREV_ID, FirstAfterSnapshot.PREV_IS_SNAPSHOT,
+                               drop_through_snapshot=True)
+BTSE = SequenceRule("btse", Chain.PREV_ID, FirstAfterSnapshot.PREV_IS_SNAPSHOT, drop_through_snapshot=True,
+                    duplicate_is_gap=True, contiguous_ids=True, snapshot_in_stream=True)
+
+RULES: dict[str, SequenceRule] = {
+    r.name: r for r in (BINANCE_SPOT, BINANCE_FUTURES, MEXC, HUOBI_MBP_TICK, HUOBI_MBP_100MS, BTSE)
+}
+
+
+@dataclass(slots=True)
+class Delta:
+    """One diff message, normalised.  ``first == last`` for venues with one id per message."""
+
+    first: int
+    last: int
+    prev: int | None
+    bids: Sequence[RawLevel] | None
+    asks: Sequence[RawLevel] | None
+    event_time: float | None = None  # exchange time, epoch seconds (lag metrics only)
+
+
+@dataclass(slots=True)
+class Snapshot:
+    last: int
+    bids: Sequence[RawLevel]
+    asks: Sequence[RawLevel]
+    event_time: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    old: SyncState
+    new: SyncState
+    reason: Reason
+    detail: str
+    at: float  # monotonic seconds
+
+
+class SyncListener(Protocol):
+    def on_transition(self, sync: BookSync, transition: Transition) -> None: ...
+
+    def on_update(self, sync: BookSync, changed: int) -> None: ...
+
+
+@dataclass
+class SyncCounters:
+    applied: int = 0
+    dropped: int = 0  # stale or duplicate deltas ignored
+    dropped_before_snapshot: int = 0  # in-stream-snapshot venues: deltas before the snapshot
+    snapshots: int = 0
+    stale_snapshots: int = 0
+    resyncs: Counter = field(default_factory=Counter)  # Reason -> count
+
+
+class BookSync:
+    """Sequencer and book for one (venue, symbol)."""
+
+    def __init__(
+        self,
+        rule: SequenceRule,
+        book: L2Book | None = None,
+        *,
+        venue: str = "",
+        symbol: str = "",
+        max_buffer: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rule = rule
+        self.book = book if book is not None else L2Book()
+        self.venue = venue
+        self.symbol = symbol
+        self.max_buffer = max_buffer
+        self.clock = clock
+        self.state = SyncState.WAITING
+        self.reason = Reason.START
+        self.since = clock()
+        self.updated_at: float | None = None  # last time the book was known current
+        self.last_event_time: float | None = None
+        self.last_id: int | None = None
+        self.snapshot_pending = False
+        self.counters = SyncCounters()
+        self.listeners: list[SyncListener] = []
+        self._first_pending = False
+        self._buffer: deque[Delta] = deque()
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def live(self) -> bool:
+        return self.state is SyncState.LIVE
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def wants_snapshot(self, allow_empty_buffer: bool = False) -> bool:
+        """Should the feed request a snapshot now?
+
+        Request-based venues ask once a delta is buffered (so the snapshot can be
+        checked against the stream); in-stream venues ask (resubscribe) whenever not live.
+        """
+        if self.state in (SyncState.LIVE, SyncState.INVALID) or self.snapshot_pending:
+            return False
+        if self.rule.snapshot_in_stream:
+            return True
+        return bool(self._buffer) or allow_empty_buffer
+
+    # ------------------------------------------------------------------ feed calls
+    def snapshot_requested(self) -> None:
+        self.snapshot_pending = True
+
+    def snapshot_failed(self) -> None:
+        """The request failed (HTTP error, timeout, error reply): allow another one."""
+        self.snapshot_pending = False
+
+    def touch(self) -> None:
+        """The venue proved the stream alive without changing the book (heartbeat, empty push)."""
+        if self.state is SyncState.LIVE:
+            self.updated_at = self.clock()
+
+    def on_snapshot(self, snap: Snapshot) -> None:
+        self.snapshot_pending = False
+        if self.state is SyncState.INVALID:
+            return
+        self.counters.snapshots += 1
+        if self.rule.snapshot_in_stream:
+            self._load(snap)
+            return
+        L = snap.last
+        buffer = self._buffer
+        drop_le = self.rule.drop_through_snapshot
+        while buffer and (buffer[0].last <= L if drop_le else buffer[0].last < L):
+            buffer.popleft()
+            self.counters.dropped += 1
+        if buffer and not self._aligned_first(buffer[0], L):
+            self.counters.stale_snapshots += 1
+            self.counters.resyncs[Reason.STALE_SNAPSHOT] += 1
+            self._set_state(self.state if self.state is not SyncState.LIVE else SyncState.RESYNCING,
+                            Reason.STALE_SNAPSHOT, f"snapshot {L} does not reach delta {buffer[0].first}")
+            return
+        if not self._load(snap):
+            return
+        self._first_pending = True
+        while buffer and self.state is SyncState.LIVE:
+            self._on_live(buffer.popleft())
+        if self.state is SyncState.LIVE:
+            buffer.clear()
+
+    def on_delta(self, delta: Delta) -> None:
+        if self.state is SyncState.LIVE:
+            self._on_live(delta)
+        elif self.state is SyncState.INVALID:
+            return
+        elif self.rule.snapshot_in_stream:
+            self.counters.dropped_before_snapshot += 1
+        else:
+            self._buffer.append(delta)
+            if len(self._buffer) > self.max_buffer:
+                self._buffer.clear()
+                self._buffer.append(delta)
+                self.counters.resyncs[Reason.BUFFER_OVERFLOW] += 1
+                self._set_state(SyncState.RESYNCING, Reason.BUFFER_OVERFLOW,
+                                f"more than {self.max_buffer} deltas buffered while waiting for a snapshot")
+
+    def fail(self, reason: Reason, detail: str = "") -> None:
+        """Out of sync for a reason outside the stream (disconnect, undecodable frame, venue error)."""
+        if self.state is SyncState.INVALID:
+            return
+        self._buffer.clear()
+        self.snapshot_pending = False
+        self._resync(reason, detail)
+
+    def invalidate(self, detail: str) -> None:
+        """The venue says the symbol does not exist: stop, without a retry loop."""
+        self._buffer.clear()
+        self.snapshot_pending = False
+        self.book.clear()
+        self.last_id = None
+        self._set_state(SyncState.INVALID, Reason.INVALID_SYMBOL, detail)
+
+    def restart(self) -> None:
+        """Leave INVALID (e.g. after a config or symbol-list reload) and wait for a snapshot again."""
+        if self.state is SyncState.INVALID:
+            self._set_state(SyncState.WAITING, Reason.START, "restart")
+
+    # ------------------------------------------------------------------ internals
+    def _aligned_first(self, d: Delta, L: int) -> bool:
+        first = self.rule.first
+        if first is FirstAfterSnapshot.COVERS_NEXT:
+            return d.first <= L + 1
+        if first is FirstAfterSnapshot.COVERS_SNAPSHOT:
+            return d.first <= L <= d.last
+        prev = d.prev
+        if prev is None:
+            return False
+        return prev == L or (self.rule.straddle_ok and prev < L < d.last)
+
+    def _load(self, snap: Snapshot) -> bool:
+        try:
+            self.book.apply_snapshot(snap.bids, snap.asks)
+        except BookError as exc:
+            self._buffer.clear()
+            self._resync(Reason.DECODE_ERROR, f"bad snapshot: {exc}")
+            return False
+        if self.rule.resync_on_cross and self.book.cross_state() is not None:
+            self._buffer.clear()
+            self._resync(Reason.CROSSED_BOOK, "snapshot is crossed or locked")
+            return False
+        self.last_id = snap.last
+        self._first_pending = False
+        self.updated_at = self.clock()
+        if snap.event_time is not None:
+            self.last_event_time = snap.event_time
+        self._set_state(SyncState.LIVE, Reason.SNAPSHOT, f"snapshot {snap.last}")
+        for listener in self.listeners:
+            listener.on_update(self, BID_TOP_CHANGED | ASK_TOP_CHANGED)
+        return True
+
+    def _on_live(self, d: Delta) -> None:
+        rule = self.rule
+        cur = self.last_id
+        assert cur is not None
+        if self._first_pending:
+            if d.last <= cur if rule.drop_through_snapshot else d.last < cur:
+                self.counters.dropped += 1
+                return
+            if not self._aligned_first(d, cur):
+                self.counters.stale_snapshots += 1
+                self._buffer.clear()
+                self._buffer.append(d)
+                self._resync(Reason.STALE_SNAPSHOT, f"first delta {d.first}..{d.last} (prev {d.prev}) "
+                                                    f"does not continue snapshot {cur}")
+                return
+        else:
+            if rule.contiguous_ids and d.prev is not None and d.last != d.prev + 1:
+                self._gap(d, f"delta {d.last} claims previous {d.prev}")
+                return
+            if d.last <= cur:
+                if rule.duplicate_is_gap:
+                    self._gap(d, f"old or repeated delta {d.last} after {cur}")
+                else:
+                    self.counters.dropped += 1
+                return
+            if rule.chain is Chain.PREV_ID:
+                if d.prev != cur:
+                    self._gap(d, f"delta prev {d.prev} != last applied {cur}")
+                    return
+            elif d.first != cur + 1 and not (rule.overlap_ok and d.first < cur + 1):
+                self._gap(d, f"delta first {d.first} != last applied {cur} + 1")
+                return
+        try:
+            changed = self.book.apply(d.bids, d.asks)
+        except BookError as exc:
+            self._buffer.clear()
+            self._resync(Reason.DECODE_ERROR, f"bad delta {d.last}: {exc}")
+            return
+        self._first_pending = False
+        self.last_id = d.last
+        self.updated_at = self.clock()
+        if d.event_time is not None:
+            self.last_event_time = d.event_time
+        self.counters.applied += 1
+        if changed and rule.resync_on_cross and self.book.cross_state() is not None:
+            self._buffer.clear()
+            self._resync(Reason.CROSSED_BOOK, f"book {self.book.cross_state()} after delta {d.last}")
+            return
+        for listener in self.listeners:
+            listener.on_update(self, changed)
+
+    def _gap(self, d: Delta, detail: str) -> None:
+        self._buffer.clear()
+        if not self.rule.snapshot_in_stream:
+            self._buffer.append(d)  # the message that revealed the gap starts the new buffer
+        self._resync(Reason.GAP, detail)
+
+    def _resync(self, reason: Reason, detail: str) -> None:
+        self.counters.resyncs[reason] += 1
+        self.book.clear()
+        self.last_id = None
+        self._first_pending = False
+        log.info("resync %s %s: %s (%s)", self.venue, self.symbol, reason.value, detail)
+        self._set_state(SyncState.RESYNCING, reason, detail)
+
+    def _set_state(self, new: SyncState, reason: Reason, detail: str) -> None:
+        old = self.state
+        self.state = new
+        self.reason = reason
+        now = self.clock()
+        if old is not new:
+            self.since = now
+        transition = Transition(old, new, reason, detail, now)
+        for listener in self.listeners:
+            listener.on_transition(self, transition)
