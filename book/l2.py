@@ -125,8 +125,10 @@ class L2Book:
     def _parse_both(
         self, bids: Iterable[RawLevel] | None, asks: Iterable[RawLevel] | None
     ) -> tuple[list[tuple[int, Level | None]], list[tuple[int, Level | None]]]:
-        bids = list(bids) if bids else []
-        asks = list(asks) if asks else []
+        if bids and not isinstance(bids, (list, tuple)):
+            bids = list(bids)  # iterated twice if a rescale happens
+        if asks and not isinstance(asks, (list, tuple)):
+            asks = list(asks)
         while True:
             scale = self._scale
             bid_ops = self._parse(bids, self._bid_cache) if bids else []
