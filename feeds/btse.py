@@ -1,0 +1,360 @@
+"""BTSE spot order books from the OSS WebSocket (``/ws/oss/spot``), per specs/btse.md.
+
+Protocol in brief: ``{"op":"subscribe","args":["update:BTC-USD_0", ...]}``; each topic first
+gets a ``type:"snapshot"`` frame, then ``type:"delta"`` frames chained by ``prevSeqNum``.  The
+REST book has no sequence number, so it can never seed the stream: every (re)synchronisation is
+an unsubscribe + subscribe of the topic on the same socket, and the snapshot arrives in-stream.
+
+What this module adds to the shared lifecycle (:mod:`feeds.base`):
+
+* ``fetch_snapshot`` is that resubscribe; it returns None and the snapshot is awaited on the
+  stream (deltas are dropped by the BTSE rule until it comes).  A guard re-requests a snapshot
+  that has not arrived within ``snapshot_wait`` seconds (a failed subscribe is silent in the ack),
+  and after ``max_snapshot_failures`` misses in a row drops the connection.
+* Frames are routed on the ``update:`` prefix and ``data.symbol``: the topic of a delta may lack
+  the ``_0`` grouping suffix.
+* Error frames are routed by ``errors[].arg`` (the topic): 1000 (pair not supported) marks the
+  symbol invalid for good, 1007 (buffer full, messages lost) resyncs that symbol, 1008 (too many
+  failed attempts, session closing) reconnects.
+* A plain-text ``ping`` every ``ping_interval`` seconds keeps the session (the venue drops sockets
+  idle for 60 s); a ``pong`` not back within ``pong_timeout`` means the socket is stale.
+* Resyncs are paced: the base queues them through the venue's request pacer with a per-symbol
+  backoff, and a book that fails again soon after going live keeps its backoff step, so a stream
+  that keeps breaking is resubscribed ever more slowly instead of in a tight loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import aiohttp
+import orjson
+
+from book.sync import BTSE, BookSync, Delta, Reason, SequenceRule, Snapshot, SyncState, Transition
+from feeds.base import Connection, FeedError, FrameError, SnapshotError, VenueFeed
+
+log = logging.getLogger("aggbook.feeds.btse")
+
+TOPIC_PREFIX = "update:"
+GROUPING = "0"  # the snapshot is ungrouped; any other grouping would mix two price grids
+
+ERR_PAIR = 1000  # market pair not supported
+ERR_TOPIC = 1005  # topic does not exist
+ERR_BUFFER = 1007  # user message buffer full: messages were lost
+ERR_ATTEMPTS = 1008  # too many failed attempts: the venue closes the session
+
+# Reasons after which a quick relapse keeps the symbol's resubscribe backoff step.
+_STREAM_REASONS = frozenset({Reason.GAP, Reason.CROSSED_BOOK, Reason.VENUE_ERROR, Reason.DECODE_ERROR,
+                             Reason.STALE_SNAPSHOT})
+
+
+def topic_for(venue_symbol: str) -> str:
+    return f"{TOPIC_PREFIX}{venue_symbol}_{GROUPING}"
+
+
+def symbol_of_topic(topic: str) -> str | None:
+    """``update:BTC-USD_0`` or legacy ``update:BTC-USD`` -> ``BTC-USD``; None for other topics."""
+    if not topic.startswith(TOPIC_PREFIX):
+        return None
+    rest = topic[len(TOPIC_PREFIX):]
+    head, sep, tail = rest.rpartition("_")
+    return head if sep and tail.isdigit() else rest
+
+
+class BtseFeed(VenueFeed):
+    """BTSE spot: OSS ``update:<SYMBOL>_0`` books with in-stream snapshots."""
+
+    snapshot_rate = 5.0  # resubscribes per second across the venue (no documented WS limit: stay modest)
+    snapshot_burst = 10.0
+    ping_interval = 15.0  # docs.btse.com: ping every 15 s; idle sockets are dropped after 60 s
+    pong_timeout = 10.0
+    silence_timeout = 30.0  # pongs arrive every ``ping_interval`` even on a quiet market
+    snapshot_wait = 10.0  # seconds to wait for the in-stream snapshot after a (re)subscribe
+    max_snapshot_failures = 3  # missed snapshots in a row for one symbol before reconnecting
+    resync_stable_after = 5.0  # a book live at least this long starts its resubscribe backoff afresh
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._canonical: dict[str, str] = {v: c for c, v in self.config.symbols.items()}
+        self.pong_timeouts = 0  # stale sockets detected by the pong deadline (observability)
+        self.snapshot_timeouts = 0  # in-stream snapshots that did not arrive within ``snapshot_wait``
+
+    # ------------------------------------------------------------------ venue hooks
+    def rule_for(self, canonical: str) -> SequenceRule:
+        return BTSE
+
+    def ws_url_for(self, conn: Connection) -> str:
+        return self.config.ws_url  # already the OSS endpoint, e.g. wss://ws.btse.com/ws/oss/spot
+
+    def connection_tasks(self, conn: Connection) -> list:
+        return [self._heartbeat(conn), self._snapshot_guard(conn)]
+
+    async def subscribe(self, conn: Connection) -> None:
+        """One subscribe frame for every symbol not already known to be unsupported."""
+        topics = []
+        for canonical, sync in conn.syncs.items():
+            sync.listeners.append(_ResyncPacer(self, conn, canonical))
+            if canonical in self.invalid:  # rejected earlier: no retry loop across reconnects
+                sync.invalidate(self.invalid[canonical])
+                continue
+            sync.snapshot_requested()  # the subscribe itself brings the snapshot
+            self._expect_snapshot(conn, canonical)
+            topics.append(topic_for(self.config.symbols[canonical]))
+        if topics:
+            await self._send(conn, {"op": "subscribe", "args": topics})
+
+    async def fetch_snapshot(self, conn: Connection, canonical: str) -> Snapshot | None:
+        """Unsubscribe and subscribe again: the venue answers with a fresh snapshot in-stream."""
+        topic = topic_for(self.config.symbols[canonical])
+        self._expect_snapshot(conn, canonical)
+        await self._send(conn, {"op": "unsubscribe", "args": [topic]})
+        await self._send(conn, {"op": "subscribe", "args": [topic]})
+        return None
+
+    async def validate_symbols(self) -> dict[str, str]:
+        """Symbols missing from (or inactive in) ``/api/v3.3/market_summary``."""
+        status, _, body = await self.get_json(self.config.rest_url + "/api/v3.3/market_summary")
+        if status != 200 or not isinstance(body, list):
+            raise SnapshotError(f"market_summary: HTTP {status}")
+        listed = {item.get("symbol"): item for item in body if isinstance(item, dict)}
+        bad: dict[str, str] = {}
+        for canonical, venue_symbol in self.config.symbols.items():
+            item = listed.get(venue_symbol)
+            if item is None:
+                bad[canonical] = f"{venue_symbol} is not listed by market_summary"
+            elif item.get("active") is False or item.get("isMarketOpenToSpot") is False:
+                bad[canonical] = f"{venue_symbol} is not active for spot trading"
+        return bad
+
+    # ------------------------------------------------------------------ frames
+    async def handle(self, conn: Connection, msg: aiohttp.WSMessage) -> None:
+        if msg.type is not aiohttp.WSMsgType.TEXT:
+            raise FrameError(f"unexpected {msg.type.name} frame")
+        text: str = msg.data
+        if text == "pong":
+            pong = conn.data.get("pong")
+            if pong is not None:
+                pong.set()
+            return
+        try:
+            obj = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise FrameError(f"not JSON: {text[:120]!r}") from exc
+        if not isinstance(obj, dict):
+            raise FrameError(f"unexpected frame: {text[:120]!r}")
+        topic = obj.get("topic")
+        if isinstance(topic, str):
+            if topic.startswith(TOPIC_PREFIX):
+                self._on_book(conn, obj.get("data"), topic)
+            return  # other topics (snapshotL1, ...) are not subscribed here
+        if "errors" in obj:
+            self._on_errors(conn, obj)
+        elif obj.get("event") == "subscribe":
+            self._on_ack(conn, obj)
+
+    def _on_book(self, conn: Connection, data: object, topic: str) -> None:
+        if not isinstance(data, dict):
+            raise FrameError(f"{topic}: no data object")
+        venue_symbol = data.get("symbol") or symbol_of_topic(topic)
+        canonical = self._canonical.get(venue_symbol) if isinstance(venue_symbol, str) else None
+        if canonical is None or canonical not in conn.syncs:
+            return  # a symbol this connection does not carry
+        try:
+            seq = data["seqNum"]
+            bids = data["bids"]
+            asks = data["asks"]
+            kind = data["type"]
+            if not isinstance(seq, int) or not isinstance(bids, list) or not isinstance(asks, list):
+                raise TypeError("seqNum must be an integer, bids and asks lists")
+            stamp = data.get("timestamp")
+            event_time = stamp / 1000 if isinstance(stamp, (int, float)) else None
+            if kind == "snapshot":
+                snap = Snapshot(seq, bids, asks, event_time)
+            elif kind == "delta":
+                prev = data["prevSeqNum"]
+                if not isinstance(prev, int):
+                    raise TypeError("prevSeqNum must be an integer")
+                delta = Delta(seq, seq, prev, bids, asks, event_time)
+            else:
+                raise ValueError(f"unknown type {kind!r}")
+        except (KeyError, TypeError, ValueError) as exc:
+            self.metrics.decode_error(self.venue)
+            self._resync(conn, canonical, Reason.DECODE_ERROR, f"bad {topic} frame: {exc}")
+            return
+        if kind == "snapshot":
+            self._snapshot_arrived(conn, canonical)
+            self.deliver_snapshot(conn, canonical, snap)
+        else:
+            self.deliver(conn, canonical, delta)
+
+    def _on_ack(self, conn: Connection, obj: dict) -> None:
+        """Rejected topics are left out of ``channel``; the error frame that follows says why.
+
+        Acks come in request order, so each is matched with the oldest unanswered subscribe.  A topic
+        left out is only logged here: the error frame decides (1000 -> invalid), and without one the
+        snapshot guard asks again.
+        """
+        pending: deque[list[str]] = conn.data.setdefault("pending_subscribes", deque())
+        channel = obj.get("channel")
+        if not pending or not isinstance(channel, list):
+            return
+        left_out = [t for t in pending.popleft() if t not in channel]
+        if left_out:
+            log.warning("%s: subscribe not acknowledged for %s", self.venue, ", ".join(left_out))
+
+    def _on_errors(self, conn: Connection, obj: dict) -> None:
+        errors = obj.get("errors")
+        if not isinstance(errors, list):
+            raise FrameError(f"unexpected error frame: {str(obj)[:200]}")
+        closing = False
+        for entry in errors:
+            if not isinstance(entry, dict):
+                continue
+            arg = entry.get("arg")
+            err = entry.get("error") if isinstance(entry.get("error"), dict) else {}
+            code, message = err.get("code"), err.get("message", "")
+            venue_symbol = symbol_of_topic(arg) if isinstance(arg, str) else None
+            canonical = self._canonical.get(venue_symbol or "")
+            detail = f"error {code} on {arg}: {message}"
+            if code == ERR_ATTEMPTS:
+                closing = True
+                log.warning("%s: %s; the venue is closing the session", self.venue, detail)
+            elif canonical is None or canonical not in conn.syncs:
+                log.error("%s: %s", self.venue, detail)
+            elif code in (ERR_PAIR, ERR_TOPIC):
+                self._invalidate(conn, canonical, detail)
+            elif code == ERR_BUFFER:
+                self._resync(conn, canonical, Reason.VENUE_ERROR, detail)
+            else:
+                log.error("%s: %s", self.venue, detail)
+                self._resync(conn, canonical, Reason.VENUE_ERROR, detail)
+        if closing:
+            raise FeedError("venue error 1008: too many failed attempts, session closing")
+
+    # ------------------------------------------------------------------ per-symbol actions
+    def _invalidate(self, conn: Connection, canonical: str, detail: str) -> None:
+        """InvalidSymbol semantics: the book stops for good; later reconnects do not ask again."""
+        sync = conn.syncs[canonical]
+        self._deadlines(conn).pop(canonical, None)
+        self.invalid[canonical] = detail
+        self.metrics.snapshot(self.venue, canonical, False)
+        sync.invalidate(detail)
+        log.error("%s: symbol %s rejected by the venue: %s", self.venue, canonical, detail)
+
+    def _resync(self, conn: Connection, canonical: str, reason: Reason, detail: str) -> None:
+        sync = conn.syncs[canonical]
+        if sync.state is SyncState.INVALID:
+            return
+        sync.fail(reason, detail)
+        self._deadlines(conn).pop(canonical, None)
+        if sync.wants_snapshot():
+            self.request_snapshot(conn, canonical)
+
+    # ------------------------------------------------------------------ snapshot guard
+    @staticmethod
+    def _deadlines(conn: Connection) -> dict[str, float]:
+        return conn.data.setdefault("snapshot_deadline", {})
+
+    @staticmethod
+    def _misses(conn: Connection) -> dict[str, int]:
+        return conn.data.setdefault("snapshot_misses", {})
+
+    def _expect_snapshot(self, conn: Connection, canonical: str) -> None:
+        self._deadlines(conn)[canonical] = time.monotonic() + self.snapshot_wait
+
+    def _snapshot_arrived(self, conn: Connection, canonical: str) -> None:
+        self._deadlines(conn).pop(canonical, None)
+        self._misses(conn).pop(canonical, None)
+
+    async def _snapshot_guard(self, conn: Connection) -> None:
+        """Re-request snapshots that never came; too many misses in a row -> reconnect."""
+        period = max(0.01, min(1.0, self.snapshot_wait / 5))
+        deadlines, misses = self._deadlines(conn), self._misses(conn)
+        while conn.open:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for canonical, deadline in list(deadlines.items()):
+                sync = conn.syncs[canonical]
+                if sync.state in (SyncState.LIVE, SyncState.INVALID):
+                    deadlines.pop(canonical, None)
+                    continue
+                if now < deadline:
+                    continue
+                deadlines.pop(canonical, None)
+                self.snapshot_timeouts += 1
+                self.metrics.snapshot(self.venue, canonical, False)
+                misses[canonical] = misses.get(canonical, 0) + 1
+                if misses[canonical] >= self.max_snapshot_failures:
+                    await self._drop(conn, f"no snapshot for {canonical} after {misses[canonical]} "
+                                           f"subscribes of {self.snapshot_wait}s each")
+                    return
+                log.warning("%s %s: no snapshot within %.1fs; subscribing again", self.venue, canonical,
+                            self.snapshot_wait)
+                sync.snapshot_failed()
+                self.request_snapshot(conn, canonical)
+
+    # ------------------------------------------------------------------ heartbeat
+    async def _heartbeat(self, conn: Connection) -> None:
+        """Text ``ping`` every ``ping_interval``; no ``pong`` within ``pong_timeout`` -> reconnect."""
+        while conn.open:
+            await asyncio.sleep(self.ping_interval)
+            if not conn.open:
+                return
+            pong = conn.data["pong"] = asyncio.Event()
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await conn.ws.send_str("ping")  # type: ignore[union-attr]
+            try:
+                await asyncio.wait_for(pong.wait(), self.pong_timeout)
+            except TimeoutError:
+                self.pong_timeouts += 1
+                await self._drop(conn, f"no pong within {self.pong_timeout}s")
+                return
+
+    async def _drop(self, conn: Connection, why: str) -> None:
+        """The socket is unusable: close it so the supervisor reconnects with backoff."""
+        log.warning("%s: dropping connection %s: %s", self.venue, conn.id, why)
+        conn.data["dropped"] = why
+        if conn.ws is not None and not conn.ws.closed:
+            with contextlib.suppress(Exception):
+                await conn.ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=why.encode()[:120])
+
+    async def _send(self, conn: Connection, obj: dict) -> None:
+        if conn.ws is None or conn.ws.closed:
+            raise SnapshotError("socket closed")
+        if obj["op"] == "subscribe":
+            conn.data.setdefault("pending_subscribes", deque()).append(list(obj["args"]))
+        await conn.ws.send_str(orjson.dumps(obj).decode())
+
+
+class _ResyncPacer:
+    """Keeps a symbol's resubscribe backoff step when its book breaks again soon after going live.
+
+    The base resets a symbol's snapshot attempts once its book is live; on a stream that breaks on
+    every other frame that would resubscribe as fast as the snapshots arrive.  A relapse within
+    ``resync_stable_after`` seconds restores the step reached before, so the delay keeps growing.
+    """
+
+    def __init__(self, feed: BtseFeed, conn: Connection, canonical: str) -> None:
+        self.feed = feed
+        self.conn = conn
+        self.canonical = canonical
+        self.live_at: float | None = None
+        self.step = 0
+
+    def on_transition(self, sync: BookSync, transition: Transition) -> None:
+        attempts = self.conn.snapshot_attempts
+        if transition.new is SyncState.LIVE and transition.old is not SyncState.LIVE:
+            self.live_at = transition.at
+            self.step = attempts.get(self.canonical, 0)  # read before the base resets it
+        elif (transition.old is SyncState.LIVE and transition.new is SyncState.RESYNCING
+              and transition.reason in _STREAM_REASONS and self.live_at is not None
+              and transition.at - self.live_at < self.feed.resync_stable_after):
+            attempts[self.canonical] = max(attempts.get(self.canonical, 0), self.step)
+
+    def on_update(self, sync: BookSync, changed: int) -> None:
+        pass
