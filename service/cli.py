@@ -1,0 +1,238 @@
+"""``aggbook``: serve, check-config, demo, simulate.
+
+Every long-running command runs on uvloop when it is installed, logs one line per
+event (JSON with ``--log-json``), and stops cleanly on SIGTERM or SIGINT: clients
+get a close frame, feeds close their sockets, and the process exits 0.  A bad
+config exits 2 before anything starts; a start-up failure (port taken) exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from service.config import ConfigError, ServiceConfig, load_config
+from service.logs import setup_logging
+
+log = logging.getLogger("aggbook.cli")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def _run(main: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> int:
+    """Run ``main(stop_event)`` on uvloop if available; SIGTERM/SIGINT set the event."""
+
+    async def wrapper() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):  # not on Windows
+                loop.add_signal_handler(sig, stop.set)
+        log.info("event loop", extra={"loop": type(loop).__module__})
+        return await main(stop)
+
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(wrapper())
+
+
+async def _serve_until(
+    stop: asyncio.Event,
+    start: Callable[[], Awaitable[None]],
+    shutdown: Callable[[], Awaitable[None]],
+    on_started: Callable[[], None],
+) -> int:
+    try:
+        await start()
+    except (OSError, RuntimeError, ValueError, ImportError) as exc:
+        log.error("start failed: %s", exc)
+        with contextlib.suppress(Exception):
+            await shutdown()
+        return EXIT_FAILED
+    on_started()
+    await stop.wait()
+    log.info("shutting down")
+    await shutdown()
+    return EXIT_OK
+
+
+def _print(text: str) -> None:
+    print(text, flush=True)
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        setup_logging("info", args.log_json)
+        log.error("invalid config: %s", exc)
+        print(f"aggbook: invalid config: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(args.log_level or config.log_level, args.log_json or config.log_json)
+    return _run(lambda stop: _serve(config, stop))
+
+
+async def _serve(config: ServiceConfig, stop: asyncio.Event) -> int:
+    from service.runtime import Service
+
+    try:
+        svc = Service(config)
+    except (ValueError, ImportError) as exc:  # a feed rejected its config (unknown option, kind)
+        log.error("invalid config: %s", exc)
+        return EXIT_CONFIG
+    return await _serve_until(stop, svc.start, svc.stop, lambda: log.info("serving", extra={"url": svc.url}))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+        from service.aggregator import default_feed_factory
+
+        for vc in config.enabled_venues:  # the feed classes check their own options on construction
+            default_feed_factory(vc)
+    except (ConfigError, ValueError, ImportError) as exc:
+        print(f"aggbook: invalid config: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    _print(config.describe())
+    _print("config OK")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level, args.log_json)
+    return _run(lambda stop: _demo(args, stop))
+
+
+async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
+    from service.demo import banner, demo_config, demo_exchange
+    from service.runtime import Service
+
+    sim = demo_exchange(rate=args.rate, fault_rate=args.fault_rate, seed=args.seed)
+    holder: dict[str, Service] = {}
+
+    async def start() -> None:
+        await sim.start()
+        svc = Service(demo_config(sim, args.host, args.port))
+        holder["svc"] = svc
+        await svc.start()
+
+    async def shutdown() -> None:
+        if "svc" in holder:
+            await holder["svc"].stop()
+        await sim.stop()
+
+    return await _serve_until(stop, start, shutdown, lambda: _print(banner(holder["svc"].url, sim)))
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level, args.log_json)
+    return _run(lambda stop: _simulate(args, stop))
+
+
+async def _simulate(args: argparse.Namespace, stop: asyncio.Event) -> int:
+    from simulator.exchange import SimulatedExchange, venue_classes
+    from simulator.market import DEFAULT_SYMBOLS
+
+    names = args.venues.split(",") if args.venues else list(venue_classes())
+    unknown = [n for n in names if n not in venue_classes()]
+    if unknown:
+        print(
+            f"aggbook: unknown venue(s): {', '.join(unknown)}; known: {', '.join(venue_classes())}",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    specs = DEFAULT_SYMBOLS[: args.symbols]
+    sim = SimulatedExchange(
+        names, symbols=specs, rate=args.rate, fault_rate=args.fault_rate, seed=args.seed, host=args.host
+    )
+
+    def started() -> None:
+        lines = ["simulated venues:"]
+        for name, server in sim.venues.items():
+            urls = server.urls()
+            lines.append(f"  {name:<16} rest_url = {urls['rest_url']}")
+            lines.append(f"  {'':<16} ws_url   = {urls['ws_url']}")
+        lines += ["", "# config for aggbook serve:", _sim_toml(sim, specs), "", "Ctrl-C to stop."]
+        _print("\n".join(lines))
+
+    return await _serve_until(stop, sim.start, sim.stop, started)
+
+
+def _sim_toml(sim: Any, specs: Any) -> str:
+    lines = ["[service]", "symbols = [" + ", ".join(f'"{s.canonical}"' for s in specs) + "]", ""]
+    for name, server in sim.venues.items():
+        urls = server.urls()
+        lines += [
+            f"[venues.{name}]",
+            f'rest_url = "{urls["rest_url"]}"',
+            f'ws_url = "{urls["ws_url"]}"',
+            "symbols = { " + ", ".join(f'"{s.canonical}" = "{server.venue_symbol(s)}"' for s in specs) + " }",
+            "",
+        ]
+    return "\n".join(lines).rstrip()
+
+
+# ---------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aggbook", description="Order-book aggregation service")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def logging_flags(p: argparse.ArgumentParser, default_level: str | None = "info") -> None:
+        p.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+        p.add_argument("--log-level", default=default_level, choices=["debug", "info", "warning", "error"])
+
+    p = sub.add_parser("serve", help="run the service from a TOML config")
+    p.add_argument("--config", required=True, help="TOML config file")
+    logging_flags(p, default_level=None)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("check-config", help="validate a config and print what would run")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("demo", help="run five simulated venues and the service against them")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080, help="HTTP port (0 = any free port)")
+    p.add_argument("--rate", type=float, default=20.0, help="market events per second per symbol")
+    p.add_argument(
+        "--fault-rate", type=float, default=0.0, help="probability of a random gap/duplicate/reorder"
+    )
+    p.add_argument("--seed", type=int, default=1)
+    logging_flags(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("simulate", help="run the simulated venues only and print their URLs")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--venues", default="", help="comma-separated (default: all)")
+    p.add_argument("--symbols", type=int, default=5, help="how many of the default symbols")
+    p.add_argument("--rate", type=float, default=20.0)
+    p.add_argument("--fault-rate", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=1)
+    logging_flags(p)
+    p.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

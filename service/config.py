@@ -1,0 +1,357 @@
+"""The service configuration: a TOML file turned into checked settings and one VenueConfig per venue.
+
+Everything is validated when the file is loaded, so a mistake stops the process at
+start with a message naming the key (``venues.binance.fee_bps: ...``) instead of
+surfacing minutes later inside a feed.  Unknown keys are errors too: a misspelt
+setting would otherwise be silently ignored.
+
+Only the listen address may come from the environment (``AGGBOOK_HOST``,
+``AGGBOOK_PORT``), because that is what differs between a laptop, a container and
+a host; everything else lives in the file so that one file describes what runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from feeds.config import DEFAULT_URLS, VenueConfig
+
+CANONICAL = re.compile(r"^[A-Z0-9]+-[A-Z0-9]+$")
+HOST_ENV = "AGGBOOK_HOST"
+PORT_ENV = "AGGBOOK_PORT"
+
+
+class ConfigError(ValueError):
+    """A configuration mistake; the message starts with the offending key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class WebSocketSettings:
+    """Limits that keep one slow or greedy WebSocket client from costing anyone else."""
+
+    max_subscriptions: int = 100  # per client
+    queue_size: int = 500  # messages queued per client before conflation starts
+    queue_bytes: int = 1_048_576  # or bytes queued per client before conflation starts
+    max_conflations: int = 1000  # conflations without ever catching up before close code 4008
+    stall_timeout: float = 30.0  # a send blocked this long closes the client with 4008
+    heartbeat: float = 15.0  # seconds between server heartbeats (and WebSocket pings)
+    publish_interval: float = 0.0  # minimum seconds between two updates of one subscription
+    max_message_size: int = 65_536  # largest client frame accepted
+
+
+@dataclass
+class ServiceConfig:
+    """Everything ``aggbook serve`` needs."""
+
+    venues: list[VenueConfig]
+    symbols: list[str]
+    host: str = "127.0.0.1"
+    port: int = 8080
+    stale_after: float = 10.0
+    default_depth: int = 10
+    max_depth: int = 1000
+    log_level: str = "info"
+    log_json: bool = False
+    websocket: WebSocketSettings = field(default_factory=WebSocketSettings)
+    source: str = "<built-in>"
+
+    @property
+    def enabled_venues(self) -> list[VenueConfig]:
+        return [v for v in self.venues if v.enabled]
+
+    def venues_for(self, symbol: str) -> list[VenueConfig]:
+        return [v for v in self.enabled_venues if symbol in v.symbols]
+
+    def describe(self) -> str:
+        """Human-readable summary of what would run (``aggbook check-config``)."""
+        lines = [
+            f"config: {self.source}",
+            f"listen: http://{self.host}:{self.port}",
+            f"symbols: {', '.join(self.symbols)}",
+            f"stale_after: {self.stale_after}s  depth: default {self.default_depth}, max {self.max_depth}",
+            "websocket: " + ", ".join(f"{k}={v}" for k, v in vars(self.websocket).items()),
+            "venues:",
+        ]
+        for v in self.venues:
+            state = "enabled" if v.enabled else "disabled"
+            lines.append(
+                f"  {v.name} (kind {v.kind}, {state}) fee {v.fee_bps} bps, depth {v.depth or 'default'}"
+            )
+            lines.append(f"    rest {v.rest_url}")
+            lines.append(f"    ws   {v.ws_url}")
+            for canonical, spelled in v.symbols.items():
+                lines.append(f"    {canonical} -> {spelled}")
+            if v.options:
+                lines.append(
+                    "    options: " + ", ".join(f"{k}={val}" for k, val in sorted(v.options.items()))
+                )
+        return "\n".join(lines)
+
+
+def venue_spelling(kind: str, canonical: str) -> str:
+    """The venue's usual symbol spelling, used when a venue lists symbols without a mapping."""
+    base, quote = canonical.split("-", 1)
+    if kind == "btse":
+        return f"{base}-{quote}"
+    if kind in ("nhex", "bitv"):
+        return f"{base}{quote}".lower()
+    return f"{base}{quote}"
+
+
+# ---------------------------------------------------------------------- small checked readers
+def _check_keys(table: Mapping[str, Any], allowed: set[str], prefix: str) -> None:
+    for key in table:
+        if key not in allowed:
+            where = f"{prefix}.{key}" if prefix else key
+            raise ConfigError(where, f"unknown setting; expected one of: {', '.join(sorted(allowed))}")
+
+
+def _table(data: Mapping[str, Any], key: str, prefix: str = "") -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{prefix}{key}", "must be a table")
+    return value
+
+
+def _int(value: Any, key: str, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(key, f"must be an integer, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+        raise ConfigError(key, f"must be {bound}, got {value}")
+    return value
+
+
+def _float(value: Any, key: str, lo: float, *, strict: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(key, f"must be a number, got {value!r}")
+    if value < lo or (strict and value == lo):
+        raise ConfigError(key, f"must be {'>' if strict else '>='} {lo}, got {value}")
+    return float(value)
+
+
+def _bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(key, f"must be true or false, got {value!r}")
+    return value
+
+
+def _str(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(key, f"must be a non-empty string, got {value!r}")
+    return value
+
+
+def _url(value: Any, key: str, schemes: tuple[str, ...]) -> str:
+    text = _str(value, key)
+    if not text.startswith(schemes):
+        raise ConfigError(key, f"must start with {' or '.join(schemes)}, got {text!r}")
+    return text
+
+
+def _canonical(value: Any, key: str) -> str:
+    text = _str(value, key).upper()
+    if not CANONICAL.match(text):
+        raise ConfigError(key, f"canonical symbols look like BASE-QUOTE (e.g. BTC-USDT), got {value!r}")
+    return text
+
+
+# ---------------------------------------------------------------------- sections
+_SERVICE_KEYS = {
+    "host",
+    "port",
+    "symbols",
+    "stale_after",
+    "default_depth",
+    "max_depth",
+    "log_level",
+    "log_json",
+}
+_VENUE_KEYS = {"kind", "enabled", "rest_url", "ws_url", "symbols", "depth", "fee_bps", "options"}
+_LOG_LEVELS = {"debug", "info", "warning", "error"}
+
+
+def _websocket(table: Mapping[str, Any]) -> WebSocketSettings:
+    p = "websocket."
+    _check_keys(table, set(WebSocketSettings.__dataclass_fields__), "websocket")
+    d = WebSocketSettings()
+    return WebSocketSettings(
+        max_subscriptions=_int(
+            table.get("max_subscriptions", d.max_subscriptions), p + "max_subscriptions", 1
+        ),
+        queue_size=_int(table.get("queue_size", d.queue_size), p + "queue_size", 2),
+        queue_bytes=_int(table.get("queue_bytes", d.queue_bytes), p + "queue_bytes", 1024),
+        max_conflations=_int(table.get("max_conflations", d.max_conflations), p + "max_conflations", 1),
+        stall_timeout=_float(
+            table.get("stall_timeout", d.stall_timeout), p + "stall_timeout", 0, strict=True
+        ),
+        heartbeat=_float(table.get("heartbeat", d.heartbeat), p + "heartbeat", 0, strict=True),
+        publish_interval=_float(table.get("publish_interval", d.publish_interval), p + "publish_interval", 0),
+        max_message_size=_int(table.get("max_message_size", d.max_message_size), p + "max_message_size", 256),
+    )
+
+
+def _fee(value: Any, key: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(key, f"must be a number of basis points, got {value!r}")
+    try:
+        fee = Decimal(str(value))
+    except InvalidOperation:
+        raise ConfigError(key, f"must be a number of basis points, got {value!r}") from None
+    if not fee.is_finite() or fee < 0 or fee >= 10_000:
+        raise ConfigError(key, f"must be between 0 and 10000 basis points, got {value!r}")
+    return fee
+
+
+def _venue_symbols(value: Any, key: str, kind: str, service_symbols: list[str]) -> dict[str, str]:
+    if value is None:
+        return {s: venue_spelling(kind, s) for s in service_symbols}
+    if isinstance(value, list):
+        out = {}
+        for i, item in enumerate(value):
+            canonical = _canonical(item, f"{key}[{i}]")
+            out[canonical] = venue_spelling(kind, canonical)
+    elif isinstance(value, Mapping):
+        out = {_canonical(c, f"{key}.{c}"): _str(v, f"{key}.{c}") for c, v in value.items()}
+    else:
+        raise ConfigError(key, 'must be a list of canonical symbols or a table canonical = "VENUESYMBOL"')
+    for canonical in out:
+        if canonical not in service_symbols:
+            raise ConfigError(f"{key}.{canonical}", "not listed in service.symbols")
+    if not out:
+        raise ConfigError(key, "lists no symbols")
+    return out
+
+
+def _options(value: Any, key: str, kind: str) -> dict:
+    if not isinstance(value, Mapping):
+        raise ConfigError(key, "must be a table")
+    options = dict(value)
+    try:
+        from feeds.registry import feed_class
+
+        known = feed_class(kind).option_names()
+    except ImportError:  # the venue module is not installed: the feed checks its options at start
+        return options
+    for name in options:
+        if name not in known:
+            raise ConfigError(f"{key}.{name}", f"unknown option; known: {', '.join(sorted(known))}")
+    return options
+
+
+def _known_kinds() -> set[str]:
+    try:
+        from feeds.registry import FEED_CLASSES
+    except ImportError:
+        return set(DEFAULT_URLS)
+    return set(FEED_CLASSES)
+
+
+def _venue(name: str, table: Any, service_symbols: list[str]) -> VenueConfig:
+    p = f"venues.{name}"
+    if not isinstance(table, Mapping):
+        raise ConfigError(p, "must be a table")
+    _check_keys(table, _VENUE_KEYS, p)
+    kind = _str(table.get("kind", name), f"{p}.kind")
+    kinds = _known_kinds()
+    if kind not in kinds:
+        raise ConfigError(f"{p}.kind", f"unknown venue kind {kind!r}; known: {', '.join(sorted(kinds))}")
+    rest_url = (
+        _url(table["rest_url"], f"{p}.rest_url", ("http://", "https://")) if "rest_url" in table else ""
+    )
+    ws_url = _url(table["ws_url"], f"{p}.ws_url", ("ws://", "wss://")) if "ws_url" in table else ""
+    depth = _int(table["depth"], f"{p}.depth", 1, 10_000) if "depth" in table else None
+    return VenueConfig(
+        name=name,
+        kind=kind,
+        symbols=_venue_symbols(table.get("symbols"), f"{p}.symbols", kind, service_symbols),
+        rest_url=rest_url,
+        ws_url=ws_url,
+        enabled=_bool(table.get("enabled", True), f"{p}.enabled"),
+        depth=depth,
+        fee_bps=_fee(table.get("fee_bps", 0), f"{p}.fee_bps"),
+        options=_options(table.get("options", {}), f"{p}.options", kind),
+    )
+
+
+def parse_config(
+    data: Mapping[str, Any], env: Mapping[str, str] | None = None, source: str = "<built-in>"
+) -> ServiceConfig:
+    """Validate a decoded TOML document; raises :class:`ConfigError` naming the first bad key."""
+    env = os.environ if env is None else env
+    _check_keys(data, {"service", "websocket", "venues"}, "")
+    svc = _table(data, "service")
+    _check_keys(svc, _SERVICE_KEYS, "service")
+    raw_symbols = svc.get("symbols")
+    if not isinstance(raw_symbols, list) or not raw_symbols:
+        raise ConfigError("service.symbols", 'must be a non-empty list of canonical symbols like "BTC-USDT"')
+    symbols: list[str] = []
+    for i, item in enumerate(raw_symbols):
+        canonical = _canonical(item, f"service.symbols[{i}]")
+        if canonical in symbols:
+            raise ConfigError(f"service.symbols[{i}]", f"{canonical} listed twice")
+        symbols.append(canonical)
+
+    venues_table = _table(data, "venues")
+    if not venues_table:
+        raise ConfigError("venues", "no venues configured; add a [venues.NAME] table")
+    venues = [_venue(name, table, symbols) for name, table in venues_table.items()]
+    enabled = [v for v in venues if v.enabled]
+    if not enabled:
+        raise ConfigError("venues", "every venue is disabled")
+    for symbol in symbols:
+        if not any(symbol in v.symbols for v in enabled):
+            raise ConfigError("service.symbols", f"{symbol} is not traded by any enabled venue")
+
+    host = _str(svc.get("host", "127.0.0.1"), "service.host")
+    port = _int(svc.get("port", 8080), "service.port", 0, 65535)
+    if env.get(HOST_ENV):
+        host = env[HOST_ENV]
+    if env.get(PORT_ENV):
+        try:
+            port = int(env[PORT_ENV])
+        except ValueError:
+            raise ConfigError(PORT_ENV, f"must be an integer port, got {env[PORT_ENV]!r}") from None
+        port = _int(port, PORT_ENV, 0, 65535)
+    max_depth = _int(svc.get("max_depth", 1000), "service.max_depth", 1, 100_000)
+    default_depth = _int(svc.get("default_depth", 10), "service.default_depth", 1, max_depth)
+    level = _str(svc.get("log_level", "info"), "service.log_level").lower()
+    if level not in _LOG_LEVELS:
+        raise ConfigError("service.log_level", f"must be one of {', '.join(sorted(_LOG_LEVELS))}")
+    return ServiceConfig(
+        venues=venues,
+        symbols=symbols,
+        host=host,
+        port=port,
+        stale_after=_float(svc.get("stale_after", 10.0), "service.stale_after", 0, strict=True),
+        default_depth=default_depth,
+        max_depth=max_depth,
+        log_level=level,
+        log_json=_bool(svc.get("log_json", False), "service.log_json"),
+        websocket=_websocket(_table(data, "websocket")),
+        source=source,
+    )
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> ServiceConfig:
+    """Read and validate a TOML file."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(str(path), "file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+    return parse_config(data, env, source=str(path))

@@ -1,0 +1,87 @@
+"""The built-in demo: five simulated venues in-process and the service pointed at them.
+
+The config is built from the running simulator (its ports are chosen by the OS),
+so ``aggbook demo`` needs no file and never collides with anything on the host.
+The same function gives the integration tests their set-up.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from feeds.config import VenueConfig
+from service.config import ServiceConfig, WebSocketSettings
+from simulator.exchange import SimulatedExchange
+from simulator.market import DEFAULT_SYMBOLS
+
+DEMO_VENUES = ("binance", "mexc", "btse", "nhex", "bitv")
+DEMO_SYMBOLS = DEFAULT_SYMBOLS[:3]  # BTC-USDT, ETH-USDT, SOL-USDT
+DEMO_FEES_BPS = {"binance": "10", "mexc": "5", "btse": "10", "nhex": "20", "bitv": "20"}
+
+
+def demo_exchange(rate: float = 20.0, fault_rate: float = 0.0, seed: int = 1) -> SimulatedExchange:
+    return SimulatedExchange(
+        list(DEMO_VENUES), symbols=DEMO_SYMBOLS, rate=rate, fault_rate=fault_rate, seed=seed
+    )
+
+
+def demo_config(
+    sim: SimulatedExchange,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    stale_after: float = 10.0,
+    websocket: WebSocketSettings | None = None,
+    options: dict | None = None,
+) -> ServiceConfig:
+    """Every demo venue trading the three demo symbols, at the (started) simulator's URLs."""
+    venues = []
+    for name in DEMO_VENUES:
+        server = sim.venues[name]
+        urls = server.urls()
+        venues.append(
+            VenueConfig(
+                name=name,
+                kind=name,
+                symbols={spec.canonical: server.venue_symbol(spec) for spec in DEMO_SYMBOLS},
+                rest_url=urls["rest_url"],
+                ws_url=urls["ws_url"],
+                fee_bps=Decimal(DEMO_FEES_BPS[name]),
+                options=dict(options or {}),
+            )
+        )
+    return ServiceConfig(
+        venues=venues,
+        symbols=[spec.canonical for spec in DEMO_SYMBOLS],
+        host=host,
+        port=port,
+        stale_after=stale_after,
+        websocket=websocket or WebSocketSettings(),
+        source="<demo>",
+    )
+
+
+def banner(base_url: str, sim: SimulatedExchange | None = None) -> str:
+    """What to open, printed at start."""
+    ws = base_url.replace("http://", "ws://")
+    lines = [
+        f"aggbook is running on {base_url}",
+        "",
+        f"  quotes        {base_url}/v1/quotes",
+        f"  one quote     {base_url}/v1/quotes/BTC-USDT?fees=true",
+        f"  merged book   {base_url}/v1/books/BTC-USDT?depth=10",
+        f"  venue book    {base_url}/v1/books/BTC-USDT/binance?depth=10",
+        f"  sweep         {base_url}/v1/sweep/BTC-USDT?side=buy&qty=2&fees=true",
+        f"  status        {base_url}/v1/status",
+        f"  ready         {base_url}/readyz",
+        f"  metrics       {base_url}/metrics",
+        f"  openapi       {base_url}/openapi.json",
+        f"  websocket     {ws}/v1/ws",
+    ]
+    if sim is not None:
+        lines += ["", "simulated venues:"]
+        for name, server in sim.venues.items():
+            urls = server.urls()
+            lines.append(f"  {name:<16} rest {urls['rest_url']:<40} ws {urls['ws_url']}")
+    lines += ["", "Ctrl-C to stop."]
+    return "\n".join(lines)

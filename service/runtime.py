@@ -1,0 +1,92 @@
+"""One service instance: metrics, aggregator, WebSocket hub and HTTP server, started and stopped in order.
+
+Start order: feeds first (books begin to fill), then the HTTP site.  Stop order is
+the reverse with the clients first: stop accepting connections, send every
+WebSocket client a close frame (1001), stop the feeds (their sockets close), then
+release the server.  ``aggbook serve``, ``aggbook demo`` and the tests all use
+this class, so they shut down the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiohttp import web
+
+from service.aggregator import Aggregator, FeedFactory, default_feed_factory
+from service.app import create_app
+from service.config import ServiceConfig
+from service.metrics import ServiceMetrics
+from service.ws import Hub
+
+log = logging.getLogger("aggbook.service")
+
+
+class Service:
+    def __init__(self, config: ServiceConfig, *, feed_factory: FeedFactory = default_feed_factory) -> None:
+        self.config = config
+        self.metrics = ServiceMetrics()
+        self.aggregator = Aggregator(config, feed_factory=feed_factory, metrics=self.metrics)
+        self.hub = Hub(
+            self.aggregator,
+            config.websocket,
+            self.metrics,
+            default_depth=config.default_depth,
+            max_depth=config.max_depth,
+        )
+        self.app = create_app(self)
+        self.app.on_shutdown.append(self._on_shutdown)
+        self.runner: web.AppRunner | None = None
+        self.site: web.TCPSite | None = None
+        self.host = config.host
+        self.port = config.port
+        self._lag_task: asyncio.Task | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        self._lag_task = asyncio.create_task(self.metrics.watch_loop_lag(), name="loop-lag")
+        self.hub.start()
+        await self.aggregator.start()
+        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+        await self.runner.setup()
+        self.site = web.TCPSite(self.runner, self.config.host, self.config.port)
+        try:
+            await self.site.start()
+        except OSError:
+            await self.stop()
+            raise
+        server = self.site._server  # noqa: SLF001 - the bound port when port 0 was asked for
+        if server is not None and server.sockets:  # type: ignore[union-attr]
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("listening", extra={"url": self.url})
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        await self.hub.close_all()
+
+    async def stop(self) -> None:
+        if self.site is not None:
+            with contextlib.suppress(Exception):
+                await self.site.stop()  # no new connections
+        await self.hub.close_all()
+        await self.aggregator.stop()
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lag_task
+            self._lag_task = None
+        log.info("stopped")
+
+    async def __aenter__(self) -> Service:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,93 @@
+"""JSON shapes of quotes, ladders and single-venue books, shared by the HTTP API and the WebSocket.
+
+One function per shape keeps the two transports identical.  Prices and sizes are
+always strings carrying the exact decimal text (the venue's own text where it came
+from a venue), never floats.
+"""
+
+from __future__ import annotations
+
+from book.consolidated import ConsolidatedQuote, Ladder, SideQuote
+from book.sync import BookSync
+
+
+def _side(side: SideQuote | None) -> dict | None:
+    if side is None:
+        return None
+    venues = []
+    for lvl in side.venues:
+        item = {"venue": lvl.venue, "price": lvl.price, "size": lvl.size}
+        if lvl.fee_adjusted_price is not None:
+            item["fee_adjusted_price"] = lvl.fee_adjusted_price
+        venues.append(item)
+    return {"price": side.price, "size": side.size, "fee_adjusted": side.fee_adjusted, "venues": venues}
+
+
+def _level(level: tuple[str, str] | None) -> dict | None:
+    return None if level is None else {"price": level[0], "size": level[1]}
+
+
+def quote_json(q: ConsolidatedQuote, *, fees: bool, ages: bool = True) -> dict:
+    """A consolidated quote.  ``ages=False`` (WebSocket) leaves out what changes with the clock alone,
+    so an update is only sent when the market or a venue's state changed."""
+    venues = []
+    for v in q.venues:
+        item: dict = {
+            "venue": v.venue,
+            "state": v.state,
+            "included": v.included,
+            "excluded_reason": v.excluded_reason,
+            "bid": _level(v.bid),
+            "ask": _level(v.ask),
+            "fee_bps": v.fee_bps,
+        }
+        if ages:
+            item["age_seconds"] = None if v.age is None else round(v.age, 6)
+            item["last_id"] = v.last_id
+        venues.append(item)
+    return {
+        "symbol": q.symbol,
+        "bid": _side(q.bid),
+        "ask": _side(q.ask),
+        "crossed": q.crossed,
+        "locked": q.locked,
+        "spread": q.spread,
+        "fees": fees,
+        "venues": venues,
+    }
+
+
+def ladder_json(ladder: Ladder, depth: int) -> dict:
+    """The merged book: per price the total size and each venue's size (largest first)."""
+
+    def side(levels) -> list[dict]:
+        return [{"price": lvl.price, "size": lvl.size, "venues": dict(lvl.venues)} for lvl in levels]
+
+    return {
+        "symbol": ladder.symbol,
+        "depth": depth,
+        "bids": side(ladder.bids),
+        "asks": side(ladder.asks),
+        "venues": list(ladder.venues),
+        "excluded": dict(ladder.excluded),
+    }
+
+
+def venue_book_json(
+    sync: BookSync, symbol: str, depth: int, now: float, *, included: bool, excluded_reason: str | None
+) -> dict:
+    """One venue's own book; empty while the book is not live (its levels cannot be trusted)."""
+    live = sync.live
+    return {
+        "symbol": symbol,
+        "venue": sync.venue,
+        "state": sync.state.value,
+        "reason": sync.reason.value,
+        "included": included,
+        "excluded_reason": excluded_reason,
+        "age_seconds": None if sync.updated_at is None else round(max(0.0, now - sync.updated_at), 6),
+        "last_id": sync.last_id,
+        "depth": depth,
+        "bids": [list(lvl) for lvl in sync.book.bids(depth)] if live else [],
+        "asks": [list(lvl) for lvl in sync.book.asks(depth)] if live else [],
+    }

@@ -1,0 +1,648 @@
+"""The ``/v1/ws`` WebSocket: subscriptions to quotes and merged books, with per-client conflation.
+
+Protocol (see ``docs/api.md`` for the full description):
+
+* client ops: ``subscribe`` (``quotes`` for ``symbols``, or ``book`` for one
+  ``symbol`` at ``depth``), ``unsubscribe``, ``ping``;
+* server messages: ``ack``, ``snapshot``, ``update``, ``status``, ``pong``,
+  ``heartbeat``, ``error``.  ``snapshot`` and ``update`` carry the subscription's
+  ``seq``, which increases by exactly one per message of that subscription.
+
+Why it is built this way:
+
+* Changes are coalesced at the source: venue updates only mark a symbol dirty and
+  one flush per event-loop iteration (or per ``publish_interval``) computes each
+  distinct payload once, serialises it once and hands the same bytes to every
+  subscriber.  Every update carries the full state of the subscription (the quote,
+  or the top ``depth`` ladder), so a client never applies diffs and never has to
+  repair a missed one.
+* Each client has a bounded queue drained by its own writer task, so a slow
+  client never blocks the feeds or anyone else.  When the queue is full, the
+  subscription being updated is conflated: its queued updates are dropped and one
+  marker takes their place, which becomes a fresh ``snapshot`` (reason
+  ``conflated``) rendered from the latest state when the writer reaches it.  The
+  ``seq`` stays gap-free from the client's point of view; the ``snapshot`` tells
+  it intermediate states were skipped.
+* A client that keeps needing conflation without ever draining its queue
+  (``max_conflations``), whose queue passes a hard cap, or whose socket accepts
+  nothing for ``stall_timeout`` seconds is closed with code **4008** (slow
+  consumer).  Memory per client is therefore bounded by the queue limits plus the
+  socket's write buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from book.consolidated import ConsolidatedQuote
+from book.sync import BookSync, Transition
+from service.aggregator import Aggregator
+from service.config import WebSocketSettings
+from service.metrics import ServiceMetrics
+from service.views import ladder_json, quote_json
+
+log = logging.getLogger("aggbook.ws")
+
+CLOSE_SLOW_CONSUMER = 4008
+CLOSE_GOING_AWAY = 1001
+CLOSE_TIMEOUT = 5.0
+
+# queue item kinds
+_SUB = 0  # a rendered snapshot/update of a subscription: (kind, sub, bytes)
+_MARK = 1  # conflation marker: render a fresh snapshot of ``sub`` when sent
+_STATUS = 2  # venue status, replaceable by a newer one for the same (venue, symbol)
+_PLAIN = 3  # ack, error, pong, heartbeat
+
+
+class Subscription:
+    __slots__ = (
+        "key",
+        "client",
+        "channel",
+        "symbol",
+        "depth",
+        "venues",
+        "fees",
+        "seq",
+        "pending_snapshot",
+        "last",
+    )
+
+    def __init__(
+        self,
+        key: str,
+        client: Client,
+        channel: str,
+        symbol: str,
+        *,
+        depth: int = 0,
+        venues: tuple[str, ...] | None = None,
+        fees: bool = False,
+    ) -> None:
+        self.key = key
+        self.client = client
+        self.channel = channel
+        self.symbol = symbol
+        self.depth = depth
+        self.venues = venues
+        self.fees = fees
+        self.seq = 0  # seq of the last message of this subscription queued or sent
+        self.pending_snapshot = False  # a conflation marker is queued
+        self.last: bytes | None = None  # payload of the last message queued, to skip repeats
+
+    @property
+    def render_key(self) -> tuple:
+        """Subscriptions with the same render key receive the same payload bytes."""
+        return (self.channel, self.symbol, self.depth, self.venues, self.fees)
+
+    def describe(self) -> dict:
+        out: dict[str, Any] = {"sub": self.key, "channel": self.channel, "symbol": self.symbol}
+        if self.channel == "book":
+            out["depth"] = self.depth
+            if self.venues is not None:
+                out["venues"] = list(self.venues)
+        else:
+            out["fees"] = self.fees
+        return out
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _frame(kind: str, sub: Subscription, payload: bytes, reason: str | None = None) -> bytes:
+    msg: dict[str, Any] = {
+        "type": kind,
+        "sub": sub.key,
+        "channel": sub.channel,
+        "symbol": sub.symbol,
+        "seq": sub.seq,
+        "ts": round(time.time(), 6),
+    }
+    if reason is not None:
+        msg["reason"] = reason
+    msg["data"] = orjson.Fragment(payload)
+    return orjson.dumps(msg)
+
+
+class Client:
+    """One connected WebSocket: its subscriptions, bounded queue and writer task."""
+
+    def __init__(self, ws: web.WebSocketResponse, hub: Hub, peer: str) -> None:
+        self.ws = ws
+        self.hub = hub
+        self.peer = peer
+        self.settings = hub.settings
+        self.subs: dict[str, Subscription] = {}
+        self.queue: deque[list] = deque()
+        self.queued_bytes = 0
+        self.wakeup = asyncio.Event()
+        self.closing = False
+        self.conflations = 0  # since the queue was last empty
+        self.total_conflations = 0
+        self.max_queued = 0  # high-water mark of the queue length (observability, tests)
+        self.max_queued_bytes = 0
+        self.sent = 0
+        self.dropped = 0
+        self.sending_since: float | None = None
+        self.close_code: int | None = None
+        self.writer: asyncio.Task | None = None
+        limit = self.settings.queue_size
+        self.hard_cap = 2 * limit + 2 * self.settings.max_subscriptions + 64
+
+    # ------------------------------------------------------------------ queueing
+    def _push(self, item: list) -> None:
+        self.queue.append(item)
+        if item[2] is not None:
+            self.queued_bytes += len(item[2])
+        n = len(self.queue)
+        if n > self.max_queued:
+            self.max_queued = n
+        if self.queued_bytes > self.max_queued_bytes:
+            self.max_queued_bytes = self.queued_bytes
+        self.wakeup.set()
+        if n > self.hard_cap:
+            self.close_slow(f"queue passed {self.hard_cap} messages")
+
+    @property
+    def full(self) -> bool:
+        return len(self.queue) >= self.settings.queue_size or self.queued_bytes >= self.settings.queue_bytes
+
+    def send_plain(self, obj: dict) -> None:
+        if not self.closing:
+            self._push([_PLAIN, None, orjson.dumps(obj)])
+
+    def send_error(self, code: str, message: str, req_id: Any = None) -> None:
+        err: dict[str, Any] = {"type": "error", "code": code, "message": message}
+        if req_id is not None:
+            err["id"] = req_id
+        self.send_plain(err)
+
+    def send_status(self, key: tuple[str, str], payload: bytes) -> None:
+        if self.closing:
+            return
+        if self.full:
+            for item in self.queue:  # the newest state of a venue makes an older one worthless
+                if item[0] == _STATUS and item[1] == key:
+                    self.queued_bytes += len(payload) - len(item[2])
+                    item[2] = payload
+                    self.dropped += 1
+                    self.hub.metrics.ws_messages_dropped()
+                    return
+        self._push([_STATUS, key, payload])
+
+    def send_heartbeat(self, payload: bytes) -> None:
+        if self.closing:
+            return
+        for item in self.queue:
+            if item[0] == _PLAIN and item[1] == "heartbeat":
+                self.queued_bytes += len(payload) - len(item[2])
+                item[2] = payload
+                return
+        self._push([_PLAIN, "heartbeat", payload])
+
+    def send_sub(
+        self, sub: Subscription, payload: bytes, kind: str = "update", reason: str | None = None
+    ) -> None:
+        """Queue a snapshot or update of ``sub`` carrying ``payload`` (the data object's JSON)."""
+        if self.closing or sub.key not in self.subs:
+            return
+        if kind == "update" and payload == sub.last:
+            return
+        if sub.pending_snapshot:  # the queued marker will render the latest state anyway
+            sub.last = payload
+            self._drop(1)
+            return
+        if self.full:
+            sub.last = payload
+            self._conflate(sub)
+            return
+        sub.seq += 1
+        sub.last = payload
+        self._push([_SUB, sub, _frame(kind, sub, payload, reason)])
+
+    def _drop(self, n: int) -> None:
+        self.dropped += n
+        self.hub.metrics.ws_messages_dropped(n)
+
+    def _conflate(self, sub: Subscription) -> None:
+        kept: deque[list] = deque()
+        removed = 0
+        for item in self.queue:
+            if item[0] == _SUB and item[1] is sub:
+                removed += 1
+                self.queued_bytes -= len(item[2])
+            else:
+                kept.append(item)
+        self.queue = kept
+        sub.seq -= removed  # the removed messages were the newest of this subscription: reuse their seqs
+        sub.pending_snapshot = True
+        self._drop(removed + 1)  # + the update that did not fit
+        self.conflations += 1
+        self.total_conflations += 1
+        self._push([_MARK, sub, None])
+        if self.conflations > self.settings.max_conflations:
+            self.close_slow(f"conflated {self.conflations} times without catching up")
+
+    def remove_sub(self, sub: Subscription) -> None:
+        self.subs.pop(sub.key, None)
+        kept: deque[list] = deque()
+        for item in self.queue:
+            if item[0] in (_SUB, _MARK) and item[1] is sub:
+                if item[2] is not None:
+                    self.queued_bytes -= len(item[2])
+            else:
+                kept.append(item)
+        self.queue = kept
+
+    # ------------------------------------------------------------------ writer
+    async def run_writer(self) -> None:
+        ws = self.ws
+        metrics = self.hub.metrics
+        try:
+            while True:
+                if not self.queue:
+                    self.conflations = 0
+                    self.wakeup.clear()
+                    await self.wakeup.wait()
+                    continue
+                item = self.queue.popleft()
+                kind, ref, data = item
+                if kind == _MARK:
+                    sub = ref
+                    sub.pending_snapshot = False
+                    if sub.key not in self.subs:
+                        continue
+                    payload = self.hub.render(sub)
+                    sub.seq += 1
+                    sub.last = payload
+                    data = _frame("snapshot", sub, payload, "conflated")
+                else:
+                    self.queued_bytes -= len(data)
+                if ws.closed:
+                    return
+                self.sending_since = time.monotonic()
+                await ws.send_frame(data, WSMsgType.TEXT)
+                self.sending_since = None
+                self.sent += 1
+                metrics.ws_message_sent()
+        except (ConnectionError, RuntimeError) as exc:  # peer went away mid-send
+            log.debug("ws writer for %s stopped: %s", self.peer, exc)
+
+    # ------------------------------------------------------------------ closing
+    def close_slow(self, why: str) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        log.warning(
+            "closing slow websocket client",
+            extra={"peer": self.peer, "why": why, "code": CLOSE_SLOW_CONSUMER},
+        )
+        self._drop(sum(1 for item in self.queue if item[0] in (_SUB, _MARK)))
+        self.queue.clear()
+        self.queued_bytes = 0
+        asyncio.get_running_loop().create_task(self.close(CLOSE_SLOW_CONSUMER, "slow consumer"))
+
+    async def close(self, code: int, message: str) -> None:
+        if self.close_code is not None:
+            return
+        self.closing = True
+        self.close_code = code
+        self.queue.clear()
+        self.queued_bytes = 0
+        if self.writer is not None and self.writer is not asyncio.current_task():
+            self.writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.writer
+        try:
+            await asyncio.wait_for(self.ws.close(code=code, message=message.encode()), CLOSE_TIMEOUT)
+        except (TimeoutError, asyncio.CancelledError, ConnectionError, RuntimeError):
+            pass  # aiohttp has closed the transport; buffered bytes (the close frame too) still flush
+
+    # ------------------------------------------------------------------ client requests
+    def handle_text(self, text: str) -> None:
+        req_id = None
+        try:
+            try:
+                msg = orjson.loads(text)
+            except orjson.JSONDecodeError as exc:
+                raise ProtocolError("bad_json", f"message is not valid JSON: {exc}") from None
+            if not isinstance(msg, dict):
+                raise ProtocolError("bad_request", "message must be a JSON object")
+            req_id = msg.get("id")
+            if isinstance(req_id, dict | list):
+                req_id = None
+                raise ProtocolError("bad_request", "id must be a string or a number")
+            op = msg.get("op")
+            if op == "ping":
+                self.send_plain({"type": "pong", "id": req_id, "ts": round(time.time(), 6)})
+            elif op == "subscribe":
+                self.hub.subscribe(self, msg, req_id)
+            elif op == "unsubscribe":
+                self.hub.unsubscribe(self, msg, req_id)
+            else:
+                raise ProtocolError(
+                    "unknown_op", f"unknown op {op!r}; expected subscribe, unsubscribe or ping"
+                )
+        except ProtocolError as exc:
+            self.send_error(exc.code, exc.message, req_id)
+
+
+class Hub:
+    """All WebSocket clients, the subscription index and the coalesced publisher."""
+
+    def __init__(
+        self,
+        aggregator: Aggregator,
+        settings: WebSocketSettings,
+        metrics: ServiceMetrics,
+        *,
+        default_depth: int = 10,
+        max_depth: int = 1000,
+    ) -> None:
+        self.aggregator = aggregator
+        self.settings = settings
+        self.metrics = metrics
+        self.default_depth = default_depth
+        self.max_depth = max_depth
+        self.clients: set[Client] = set()
+        self.by_symbol: dict[str, set[Subscription]] = {s: set() for s in aggregator.consolidated}
+        self._dirty_quotes: dict[str, ConsolidatedQuote | None] = {}
+        self._dirty_books: set[str] = set()
+        self._handle: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._last_flush = 0.0
+        self._tasks: list[asyncio.Task] = []
+        self.flushes = 0
+        aggregator.quote_listeners.append(self._on_quote)
+        aggregator.sync_listeners.append(self)
+        metrics.bind_ws(lambda: len(self.clients), lambda: sum(len(c.queue) for c in self.clients))
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._heartbeats(), name="ws-heartbeat"))
+        self._tasks.append(asyncio.create_task(self._watch_stalls(), name="ws-stalls"))
+
+    async def close_all(self, code: int = CLOSE_GOING_AWAY, message: str = "server shutdown") -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await asyncio.gather(*(c.close(code, message) for c in list(self.clients)), return_exceptions=True)
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat)
+            payload = orjson.dumps({"type": "heartbeat", "ts": round(time.time(), 6)})
+            for client in list(self.clients):
+                client.send_heartbeat(payload)
+
+    async def _watch_stalls(self) -> None:
+        limit = self.settings.stall_timeout
+        while True:
+            await asyncio.sleep(min(1.0, limit / 4))
+            now = time.monotonic()
+            for client in list(self.clients):
+                since = client.sending_since
+                if since is not None and now - since > limit:
+                    client.close_slow(f"socket accepted nothing for {limit}s")
+
+    # ------------------------------------------------------------------ connection handler
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(
+            heartbeat=self.settings.heartbeat,
+            max_msg_size=self.settings.max_message_size,
+            compress=False,
+            timeout=CLOSE_TIMEOUT,
+        )
+        await ws.prepare(request)
+        client = Client(ws, self, request.remote or "?")
+        self.clients.add(client)
+        client.writer = asyncio.create_task(client.run_writer(), name="ws-writer")
+        log.info("websocket client connected", extra={"peer": client.peer, "clients": len(self.clients)})
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    client.handle_text(msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    client.send_error("bad_request", "binary frames are not supported; send JSON text")
+                elif msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            self.clients.discard(client)
+            for sub in list(client.subs.values()):
+                self._unindex(sub)
+            if client.writer is not None and not client.closing:
+                client.writer.cancel()
+            log.info(
+                "websocket client disconnected",
+                extra={
+                    "peer": client.peer,
+                    "code": ws.close_code,
+                    "sent": client.sent,
+                    "dropped": client.dropped,
+                },
+            )
+        return ws
+
+    # ------------------------------------------------------------------ subscribe / unsubscribe
+    def _symbol(self, value: Any, field: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise ProtocolError("bad_request", f'{field} must be a symbol string like "BTC-USDT"')
+        symbol = value.upper()
+        if symbol not in self.aggregator.consolidated:
+            raise ProtocolError(
+                "unknown_symbol",
+                f"unknown symbol {value!r}; known: {', '.join(self.aggregator.consolidated)}",
+            )
+        return symbol
+
+    def _parse(self, msg: dict) -> list[tuple[str, dict]]:
+        """(key, spec) of every subscription a subscribe/unsubscribe message names."""
+        channel = msg.get("channel")
+        if channel == "quotes":
+            symbols = msg.get("symbols", [msg["symbol"]] if "symbol" in msg else None)
+            if not isinstance(symbols, list) or not symbols:
+                raise ProtocolError("bad_request", 'quotes needs "symbols": a non-empty list of symbols')
+            fees = msg.get("fees", False)
+            if not isinstance(fees, bool):
+                raise ProtocolError("bad_request", "fees must be true or false")
+            out = []
+            for s in symbols:
+                symbol = self._symbol(s, "symbols[]")
+                key = f"quotes:{symbol}" + (":fees" if fees else "")
+                out.append((key, {"channel": "quotes", "symbol": symbol, "fees": fees}))
+            return out
+        if channel == "book":
+            symbol = self._symbol(msg.get("symbol"), "symbol")
+            depth = msg.get("depth", self.default_depth)
+            if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= self.max_depth:
+                raise ProtocolError("bad_request", f"depth must be an integer from 1 to {self.max_depth}")
+            venues = msg.get("venues")
+            if venues is not None:
+                known = self.aggregator.venues_for(symbol)
+                if not isinstance(venues, list) or not venues or not all(isinstance(v, str) for v in venues):
+                    raise ProtocolError("bad_request", "venues must be a non-empty list of venue names")
+                unknown = [v for v in venues if v not in known]
+                if unknown:
+                    raise ProtocolError(
+                        "unknown_venue",
+                        f"unknown venue(s) for {symbol}: {', '.join(unknown)}; known: {', '.join(known)}",
+                    )
+                venues = tuple(sorted(set(venues)))
+            key = f"book:{symbol}:{depth}" + (f":{','.join(venues)}" if venues else "")
+            return [(key, {"channel": "book", "symbol": symbol, "depth": depth, "venues": venues})]
+        raise ProtocolError("unknown_channel", f"unknown channel {channel!r}; expected quotes or book")
+
+    def subscribe(self, client: Client, msg: dict, req_id: Any) -> None:
+        wanted = self._parse(msg)
+        new = [(k, spec) for k, spec in dict(wanted).items() if k not in client.subs]
+        if len(client.subs) + len(new) > self.settings.max_subscriptions:
+            raise ProtocolError(
+                "too_many_subscriptions",
+                f"at most {self.settings.max_subscriptions} subscriptions per connection "
+                f"(have {len(client.subs)}, asked for {len(new)} more)",
+            )
+        created = []
+        for key, spec in new:
+            sub = Subscription(
+                key,
+                client,
+                spec["channel"],
+                spec["symbol"],
+                depth=spec.get("depth", 0),
+                venues=spec.get("venues"),
+                fees=spec.get("fees", False),
+            )
+            client.subs[key] = sub
+            self.by_symbol[sub.symbol].add(sub)
+            created.append(sub)
+        ack: dict[str, Any] = {
+            "type": "ack",
+            "op": "subscribe",
+            "subs": [client.subs[k].describe() for k, _ in dict(wanted).items()],
+        }
+        if req_id is not None:
+            ack["id"] = req_id
+        client.send_plain(ack)
+        for sub in created:
+            client.send_sub(sub, self.render(sub), kind="snapshot", reason="subscribe")
+
+    def unsubscribe(self, client: Client, msg: dict, req_id: Any) -> None:
+        if "subs" in msg:
+            keys = msg["subs"]
+            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+                raise ProtocolError("bad_request", "subs must be a list of subscription ids")
+        else:
+            keys = [k for k, _ in self._parse(msg)]
+        missing = [k for k in keys if k not in client.subs]
+        if missing or not keys:
+            raise ProtocolError(
+                "not_subscribed", f"not subscribed: {', '.join(missing) or '(nothing named)'}"
+            )
+        for key in keys:
+            sub = client.subs[key]
+            client.remove_sub(sub)
+            self._unindex(sub)
+        ack: dict[str, Any] = {"type": "ack", "op": "unsubscribe", "subs": keys}
+        if req_id is not None:
+            ack["id"] = req_id
+        client.send_plain(ack)
+
+    def _unindex(self, sub: Subscription) -> None:
+        self.by_symbol.get(sub.symbol, set()).discard(sub)
+
+    # ------------------------------------------------------------------ rendering
+    def render(self, sub: Subscription, quote: ConsolidatedQuote | None = None) -> bytes:
+        book = self.aggregator.consolidated[sub.symbol]
+        if sub.channel == "quotes":
+            q = quote if quote is not None and not sub.fees else book.quote(fees=sub.fees)
+            return orjson.dumps(quote_json(q, fees=sub.fees, ages=False))
+        return orjson.dumps(ladder_json(book.ladder(sub.depth, sub.venues), sub.depth))
+
+    # ------------------------------------------------------------------ change notifications
+    def _on_quote(self, symbol: str, quote: ConsolidatedQuote) -> None:
+        self._dirty_quotes[symbol] = quote
+        self._dirty_books.add(symbol)  # a top or state change moves the ladder too
+        self._schedule()
+
+    def on_update(self, sync: BookSync, changed: int) -> None:
+        self._dirty_books.add(sync.symbol)  # depth below the top changed: only ladders care
+        self._schedule()
+
+    def on_transition(self, sync: BookSync, transition: Transition) -> None:
+        self._dirty_books.add(sync.symbol)
+        self._schedule()
+        if transition.old is transition.new:
+            return
+        subs = self.by_symbol.get(sync.symbol)
+        if not subs:
+            return
+        payload = orjson.dumps(
+            {
+                "type": "status",
+                "venue": sync.venue,
+                "symbol": sync.symbol,
+                "state": transition.new.value,
+                "previous": transition.old.value,
+                "reason": transition.reason.value,
+                "detail": transition.detail,
+                "ts": round(time.time(), 6),
+            }
+        )
+        for client in {s.client for s in subs}:
+            client.send_status((sync.venue, sync.symbol), payload)
+
+    def _schedule(self) -> None:
+        if self._handle is not None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = self._last_flush + self.settings.publish_interval - loop.time()
+        if delay > 0:
+            self._handle = loop.call_later(delay, self._flush)
+        else:
+            self._handle = loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._handle = None
+        self._last_flush = asyncio.get_running_loop().time()
+        self.flushes += 1
+        quotes, self._dirty_quotes = self._dirty_quotes, {}
+        books, self._dirty_books = self._dirty_books, set()
+        for symbol in set(quotes) | books:
+            subs = self.by_symbol.get(symbol)
+            if not subs:
+                continue
+            rendered: dict[tuple, bytes] = {}
+            for sub in list(subs):
+                if sub.channel == "quotes" and symbol not in quotes:
+                    continue
+                key = sub.render_key
+                payload = rendered.get(key)
+                if payload is None:
+                    payload = rendered[key] = self.render(sub, quotes.get(symbol))
+                sub.client.send_sub(sub, payload)
+
+    # ------------------------------------------------------------------ observability
+    def stats(self) -> dict:
+        return {
+            "clients": len(self.clients),
+            "subscriptions": sum(len(c.subs) for c in self.clients),
+            "queued": sum(len(c.queue) for c in self.clients),
+            "flushes": self.flushes,
+        }
