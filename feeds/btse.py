@@ -81,6 +81,9 @@ class BtseFeed(VenueFeed):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._canonical: dict[str, str] = {v: c for c, v in self.config.symbols.items()}
+        # A quiet market sends no deltas: only pongs prove the socket alive, so the base's silence
+        # limit must leave room for one ping round trip.
+        self.silence_timeout = max(self.silence_timeout, self.ping_interval + self.pong_timeout)
         self.pong_timeouts = 0  # stale sockets detected by the pong deadline (observability)
         self.snapshot_timeouts = 0  # in-stream snapshots that did not arrive within ``snapshot_wait``
 
