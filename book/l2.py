@@ -50,6 +50,8 @@ class L2Book:
         "_asks",
         "_bid_keys",
         "_ask_keys",
+        "_best_bid",
+        "_best_ask",
         "max_depth",
     )
 
@@ -64,6 +66,9 @@ class L2Book:
         self._asks: dict[int, Level] = {}
         self._bid_keys: SortedList = SortedList()
         self._ask_keys: SortedList = SortedList()
+        # best level per side, cached: read after every message by the consolidated book
+        self._best_bid: Level | None = None
+        self._best_ask: Level | None = None
 
     # ------------------------------------------------------------------ parsing
     def _learn(self, price: object) -> None:
@@ -103,6 +108,7 @@ class L2Book:
         """Turn raw ``[price, size]`` pairs into ``(key, level or None-for-delete)``."""
         out: list[tuple[int, Level | None]] = []
         append = out.append
+        inf = _INF
         try:
             for price, size in levels:
                 key = cache.get(price)
@@ -110,7 +116,7 @@ class L2Book:
                     self._learn(price)
                     key = cache[price]
                 qty = float(size)
-                if 0.0 < qty < _INF:
+                if 0.0 < qty < inf:
                     append((key, (price, size)))
                 elif qty == 0.0:
                     append((key, None))
@@ -145,6 +151,8 @@ class L2Book:
         self._bid_keys = SortedList(self._bids)
         self._ask_keys = SortedList(self._asks)
         self._trim()
+        self._best_bid = self._bids[self._bid_keys[0]] if self._bids else None
+        self._best_ask = self._asks[self._ask_keys[0]] if self._asks else None
 
     @staticmethod
     def _collect(ops: list[tuple[int, Level | None]]) -> dict[int, Level]:
@@ -168,16 +176,18 @@ class L2Book:
         if bid_ops:
             keys = self._bid_keys
             levels = self._bids
-            top = levels[keys[0]] if keys else None
             self._write(bid_ops, levels, keys)
-            if (levels[keys[0]] if keys else None) is not top:
+            top = levels[keys[0]] if levels else None
+            if top is not self._best_bid:
+                self._best_bid = top
                 changed = BID_TOP_CHANGED
         if ask_ops:
             keys = self._ask_keys
             levels = self._asks
-            top = levels[keys[0]] if keys else None
             self._write(ask_ops, levels, keys)
-            if (levels[keys[0]] if keys else None) is not top:
+            top = levels[keys[0]] if levels else None
+            if top is not self._best_ask:
+                self._best_ask = top
                 changed |= ASK_TOP_CHANGED
         if self.max_depth is not None:
             self._trim()
@@ -204,33 +214,30 @@ class L2Book:
         raise InvalidLevel(f"side must be 'bid' or 'ask': {side!r}")
 
     def clear(self) -> None:
+        self._best_bid = self._best_ask = None
         self._bids.clear()
         self._asks.clear()
         self._bid_keys.clear()
         self._ask_keys.clear()
 
     def _trim(self) -> None:
-        depth = self.max_depth
-        if depth is None:
-            return
-        for levels, keys in ((self._bids, self._bid_keys), (self._asks, self._ask_keys)):
-            while len(keys) > depth:
-                del levels[keys.pop()]
+        if self.max_depth is not None:
+            self.trim(self.max_depth)
 
     def trim(self, depth: int) -> None:
         """Keep only the best ``depth`` levels per side (for venues that publish a window)."""
+        if depth < 1:
+            raise ValueError("depth must be >= 1")
         for levels, keys in ((self._bids, self._bid_keys), (self._asks, self._ask_keys)):
             while len(keys) > depth:
                 del levels[keys.pop()]
 
     # ------------------------------------------------------------------ reading
     def best_bid(self) -> Level | None:
-        keys = self._bid_keys
-        return self._bids[keys[0]] if keys else None
+        return self._best_bid
 
     def best_ask(self) -> Level | None:
-        keys = self._ask_keys
-        return self._asks[keys[0]] if keys else None
+        return self._best_ask
 
     def bids(self, n: int | None = None) -> list[Level]:
         """Best ``n`` bids, highest price first (all when ``n`` is None)."""
