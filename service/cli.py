@@ -80,8 +80,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        setup_logging("info", args.log_json)
-        log.error("invalid config: %s", exc)
         print(f"aggbook: invalid config: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(args.log_level or config.log_level, args.log_json or config.log_json)

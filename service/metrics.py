@@ -27,7 +27,14 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from book.sync import BookSync, Reason, SyncState, Transition
@@ -136,6 +143,8 @@ class ServiceMetrics:
     def __init__(
         self, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.monotonic
     ) -> None:
+        # ``*_created`` series double the exposition and nothing here reads them (process-wide switch).
+        disable_created_metrics()
         self.registry = registry if registry is not None else CollectorRegistry()
         self.clock = clock
         r = self.registry

@@ -1,0 +1,267 @@
+"""The HTTP API over a real socket, with fake feeds so every number is known."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from book.sync import Reason
+from service.runtime import Service
+from tests.service.fakes import FakeFeeds, fake_config, load_all
+
+METRICS = """aggbook_feed_messages_total aggbook_feed_bytes_total aggbook_feed_decode_errors_total
+aggbook_book_gaps_total aggbook_book_resyncs_total aggbook_book_live aggbook_book_state
+aggbook_book_last_update_age_seconds aggbook_feed_lag_seconds aggbook_snapshot_requests_total
+aggbook_feed_reconnects_total aggbook_book_time_to_live_seconds aggbook_consolidated_bbo_age_seconds
+aggbook_consolidated_crossed aggbook_consolidated_spread aggbook_consolidated_crossed_events_total
+aggbook_consolidated_live_venues aggbook_http_requests_total aggbook_http_request_duration_seconds
+aggbook_ws_clients aggbook_ws_queued_messages aggbook_ws_dropped_messages_total aggbook_ws_messages_sent_total
+aggbook_event_loop_lag_seconds""".split()
+HISTOGRAMS = {"aggbook_feed_lag_seconds", "aggbook_book_time_to_live_seconds",
+              "aggbook_http_request_duration_seconds", "aggbook_event_loop_lag_seconds"}
+
+
+def parse_metrics(text: str) -> dict[tuple[str, frozenset], float]:
+    """(series name, label set) -> value for every sample line."""
+    out = {}
+    for m in re.finditer(r"^([a-z_]+)(?:\{(.*)\})? (\S+)$", text, re.M):
+        labels = frozenset(re.findall(r'([a-z_]+)="([^"]*)"', m.group(2) or ""))
+        out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+def value(text: str, name: str, **labels: str) -> float:
+    """One sample; histograms are read through their ``_count`` series."""
+    series = f"{name}_count" if name in HISTOGRAMS else name
+    return parse_metrics(text)[(series, frozenset(labels.items()))]
+
+
+def has_series(text: str, name: str) -> bool:
+    series = f"{name}_count" if name in HISTOGRAMS else name
+    return any(key[0] == series for key in parse_metrics(text))
+
+
+@pytest.fixture
+async def svc() -> AsyncIterator[tuple[Service, FakeFeeds, aiohttp.ClientSession]]:
+    feeds = FakeFeeds()
+    service = Service(fake_config(), feed_factory=feeds)
+    await service.start()
+    async with aiohttp.ClientSession(base_url=service.url) as http:
+        yield service, feeds, http
+    await service.stop()
+
+
+async def get(http: aiohttp.ClientSession, path: str, status: int = 200) -> dict:
+    async with http.get(path) as resp:
+        body = await resp.json()
+        assert resp.status == status, body
+        assert resp.content_type == "application/json"
+        return body
+
+
+async def error(http: aiohttp.ClientSession, path: str, status: int, code: str) -> str:
+    body = await get(http, path, status)
+    assert set(body) == {"error"} and body["error"]["code"] == code, body
+    return body["error"]["message"]
+
+
+async def test_health_and_readiness_follow_the_books(svc) -> None:
+    service, feeds, http = svc
+    assert await get(http, "/healthz") == {"status": "ok"}
+    body = await get(http, "/readyz", 503)
+    assert body["ready"] is False and body["not_ready"] == ["BTC-USDT", "ETH-USDT"]
+    load_all(feeds)
+    assert (await get(http, "/readyz"))["symbols"]["BTC-USDT"]["live_venues"] == ["alpha", "beta"]
+    feeds["alpha"].gap("ETH-USDT")
+    assert (await get(http, "/readyz"))["symbols"]["ETH-USDT"]["live_venues"] == ["beta"]
+    feeds["beta"].current["ETH-USDT"].fail(Reason.DISCONNECT, "test")
+    body = await get(http, "/readyz", 503)
+    assert body["not_ready"] == ["ETH-USDT"]
+
+
+async def test_symbols(svc) -> None:
+    _, _, http = svc
+    assert await get(http, "/v1/symbols") == {"symbols": [
+        {"symbol": "BTC-USDT", "venues": {"alpha": "BTCUSDT", "beta": "BTCUSDT"}},
+        {"symbol": "ETH-USDT", "venues": {"alpha": "ETHUSDT", "beta": "ETHUSDT"}},
+    ]}
+
+
+async def test_quotes(svc) -> None:
+    _, feeds, http = svc
+    load_all(feeds)
+    q = await get(http, "/v1/quotes/btc-usdt")
+    assert q["bid"] == {"price": "100.0", "size": "1.5", "fee_adjusted": False, "venues": [
+        {"venue": "alpha", "price": "100.0", "size": "1"}, {"venue": "beta", "price": "100.00", "size": "0.5"}]}
+    assert q["ask"]["price"] == "100.5" and [v["venue"] for v in q["ask"]["venues"]] == ["beta"]
+    assert (q["spread"], q["crossed"], q["locked"], q["fees"]) == ("0.5", False, False, False)
+    alpha = q["venues"][0]
+    assert alpha["venue"] == "alpha" and alpha["state"] == "live" and alpha["included"] is True
+    assert alpha["bid"] == {"price": "100.0", "size": "1"} and alpha["fee_bps"] == "10"
+    assert alpha["age_seconds"] >= 0 and alpha["last_id"] == 100
+
+    f = await get(http, "/v1/quotes/BTC-USDT?fees=true")
+    # bid: alpha 100 * 0.999 = 99.9 beats beta 100 * 0.998; ask: beta 100.5 * 1.002 = 100.701 beats alpha 101.101
+    assert f["fees"] is True and f["bid"]["price"] == "99.9000" and f["bid"]["fee_adjusted"] is True
+    assert f["bid"]["venues"] == [{"venue": "alpha", "price": "100.0", "size": "1", "fee_adjusted_price": "99.9000"}]
+    assert f["ask"]["price"] == "100.7010"
+
+    all_quotes = await get(http, "/v1/quotes")
+    assert [x["symbol"] for x in all_quotes["quotes"]] == ["BTC-USDT", "ETH-USDT"]
+    assert all_quotes["quotes"][1]["bid"]["venues"][0]["venue"] in ("alpha", "beta")
+
+    feeds["beta"].gap("BTC-USDT")
+    q = await get(http, "/v1/quotes/BTC-USDT")
+    assert q["ask"]["price"] == "101.0" and q["venues"][1]["state"] == "resyncing"
+    assert q["venues"][1]["excluded_reason"] == "resyncing: gap" and q["venues"][1]["bid"] is None
+
+
+async def test_quote_errors(svc) -> None:
+    _, _, http = svc
+    assert "XRP-USDT" in await error(http, "/v1/quotes/XRP-USDT", 404, "unknown_symbol")
+    await error(http, "/v1/quotes/BTC-USDT?fees=maybe", 400, "bad_request")
+    await error(http, "/v1/quotes?fees=2", 400, "bad_request")
+    assert "fee" in await error(http, "/v1/quotes?fee=true", 400, "bad_request")
+
+
+async def test_books(svc) -> None:
+    _, feeds, http = svc
+    load_all(feeds)
+    b = await get(http, "/v1/books/BTC-USDT?depth=2")
+    assert b["depth"] == 2 and b["venues"] == ["alpha", "beta"] and b["excluded"] == {}
+    assert b["bids"] == [{"price": "100.0", "size": "1.5", "venues": {"alpha": "1", "beta": "0.5"}},
+                         {"price": "99.5", "size": "2", "venues": {"alpha": "2"}}]
+    assert b["asks"] == [{"price": "100.5", "size": "0.25", "venues": {"beta": "0.25"}},
+                         {"price": "101.00", "size": "3", "venues": {"beta": "2", "alpha": "1"}}]
+    only = await get(http, "/v1/books/BTC-USDT?venues=beta")
+    assert only["venues"] == ["beta"] and len(only["bids"]) == 2 and only["depth"] == 10
+
+    one = await get(http, "/v1/books/BTC-USDT/alpha?depth=1")
+    assert (one["venue"], one["state"], one["included"], one["last_id"]) == ("alpha", "live", True, 100)
+    assert one["bids"] == [["100.0", "1"]] and one["asks"] == [["101.0", "1"]]
+    feeds["alpha"].gap("BTC-USDT")
+    one = await get(http, "/v1/books/BTC-USDT/alpha")
+    assert (one["state"], one["reason"], one["bids"], one["included"]) == ("resyncing", "gap", [], False)
+    assert (await get(http, "/v1/books/BTC-USDT"))["excluded"] == {"alpha": "resyncing: gap"}
+
+
+async def test_book_errors(svc) -> None:
+    _, _, http = svc
+    await error(http, "/v1/books/DOGE-USDT", 404, "unknown_symbol")
+    await error(http, "/v1/books/DOGE-USDT/alpha", 404, "unknown_symbol")
+    await error(http, "/v1/books/BTC-USDT/zeta", 404, "unknown_venue")
+    await error(http, "/v1/books/BTC-USDT?venues=alpha,zeta", 404, "unknown_venue")
+    await error(http, "/v1/books/BTC-USDT?venues=,", 400, "bad_request")
+    for depth in ("0", "-1", "abc", "1.5", "1001", ""):
+        await error(http, f"/v1/books/BTC-USDT?depth={depth}", 400, "bad_request")
+        await error(http, f"/v1/books/BTC-USDT/alpha?depth={depth}", 400, "bad_request")
+    await error(http, "/v1/books/BTC-USDT?side=buy", 400, "bad_request")
+
+
+async def test_sweep(svc) -> None:
+    _, feeds, http = svc
+    load_all(feeds)
+    s = await get(http, "/v1/sweep/BTC-USDT?side=buy&qty=1.25")
+    # 0.25 @ 100.5 (beta), then 101.0: beta 2 and alpha 1 at the same price, venue name breaks the tie
+    assert (s["filled"], s["complete"], s["best_price"], s["worst_price"]) == ("1.25", True, "100.5", "101.0")
+    assert s["notional"] == "126.125" and s["average_price"] == "100.9"
+    assert {a["venue"]: a["qty"] for a in s["allocation"]} == {"beta": "0.25", "alpha": "1"}
+    f = await get(http, "/v1/sweep/BTC-USDT?side=sell&qty=100&fees=true&venues=alpha")
+    assert f["complete"] is False and f["filled"] == "3" and f["venues"] == ["alpha"]
+    assert f["notional"] == "299" and f["fee"] == "0.299" and f["net_proceeds"] == "298.701"
+
+
+async def test_sweep_errors(svc) -> None:
+    _, _, http = svc
+    await error(http, "/v1/sweep/NOPE-USDT?side=buy&qty=1", 404, "unknown_symbol")
+    await error(http, "/v1/sweep/BTC-USDT?side=buy&qty=1&venues=zeta", 404, "unknown_venue")
+    await error(http, "/v1/sweep/BTC-USDT?qty=1", 400, "bad_request")
+    await error(http, "/v1/sweep/BTC-USDT?side=hold&qty=1", 400, "bad_request")
+    await error(http, "/v1/sweep/BTC-USDT?side=buy", 400, "bad_request")
+    for qty in ("0", "-1", "abc", "1e5", "NaN", "Infinity", "0.0"):
+        await error(http, f"/v1/sweep/BTC-USDT?side=buy&qty={qty}", 400, "bad_request")
+    await error(http, "/v1/sweep/BTC-USDT?side=buy&qty=1&fees=perhaps", 400, "bad_request")
+
+
+async def test_status_counts_resyncs_across_sync_replacement(svc) -> None:
+    service, feeds, http = svc
+    load_all(feeds)
+    feeds["alpha"].gap("BTC-USDT")
+    feeds["alpha"].publish_new("BTC-USDT")  # reconnect: a new BookSync replaces the old
+    feeds["alpha"].current["BTC-USDT"].fail(Reason.DISCONNECT, "again")
+    st = await get(http, "/v1/status")
+    assert st["ready"] is True and st["symbols"]["BTC-USDT"] == {"ready": True, "live_venues": ["beta"]}
+    alpha = next(v for v in st["venues"] if v["venue"] == "alpha")
+    assert alpha["kind"] == "binance" and alpha["enabled"] is True and alpha["connections"][0]["state"] == "open"
+    btc = alpha["symbols"]["BTC-USDT"]
+    assert btc["resyncs"] == {"gap": 1, "disconnect": 1}
+    assert (btc["state"], btc["reason"], btc["included"], btc["venue_symbol"]) == (
+        "resyncing", "disconnect", False, "BTCUSDT")
+    assert btc["since_seconds"] >= 0 and btc["since"] > 1.7e9
+    eth = alpha["symbols"]["ETH-USDT"]
+    assert (eth["state"], eth["last_id"], eth["levels"], eth["resyncs"]) == (
+        "live", 100, {"bids": 1, "asks": 1}, {})
+    assert eth["last_update_age_seconds"] >= 0
+    assert st["websocket"]["clients"] == 0
+
+
+async def test_unknown_routes_and_methods_are_json(svc) -> None:
+    _, _, http = svc
+    await error(http, "/v2/quotes", 404, "not_found")
+    async with http.post("/v1/quotes") as resp:
+        assert resp.status == 405 and (await resp.json())["error"]["code"] == "method_not_allowed"
+    await error(http, "/v1/ws", 400, "bad_request")  # a plain GET, no WebSocket upgrade
+
+
+async def test_openapi_documents_every_route(svc) -> None:
+    service, _, http = svc
+    doc = await get(http, "/openapi.json")
+    assert doc["openapi"].startswith("3.1")
+    routes = {r.resource.canonical for r in service.app.router.routes() if r.method == "GET"} - {"/"}
+    assert routes == set(doc["paths"])
+    assert doc["paths"]["/v1/quotes/{symbol}"]["get"]["parameters"][0]["schema"]["enum"] == ["BTC-USDT", "ETH-USDT"]
+
+
+async def test_index_lists_endpoints(svc) -> None:
+    _, _, http = svc
+    assert "/v1/sweep/{symbol}" in (await get(http, "/"))["endpoints"]
+
+
+async def test_every_metric_is_exported(svc) -> None:
+    service, feeds, http = svc
+    load_all(feeds)
+    feeds["alpha"].gap("BTC-USDT")
+    feeds["alpha"].delta("ETH-USDT", bids=[("10.5", "1")])  # beta ETH ask 12, alpha bid 10.5
+    feeds["beta"].delta("ETH-USDT", bids=[("11", "1")])  # beta alone: bid 11 < ask 12
+    feeds["alpha"].delta("ETH-USDT", bids=[("12", "1")], asks=[("11", "0"), ("13", "1")])  # alpha bid 12 >= beta ask 12
+    await get(http, "/v1/quotes")
+    await get(http, "/v1/quotes/NOPE", 404)
+    async with http.get("/metrics") as resp:
+        assert resp.status == 200 and resp.content_type == "text/plain"
+        text = await resp.text()
+    for name in METRICS:
+        assert has_series(text, name), name
+    assert "_created" not in text
+    assert value(text, "aggbook_book_gaps_total", venue="alpha", symbol="BTC-USDT") == 1
+    assert value(text, "aggbook_book_resyncs_total", venue="alpha", symbol="BTC-USDT", reason="gap") == 1
+    assert value(text, "aggbook_book_live", venue="alpha", symbol="BTC-USDT") == 0
+    assert value(text, "aggbook_book_state", venue="alpha", symbol="BTC-USDT", state="resyncing") == 1
+    assert value(text, "aggbook_book_state", venue="alpha", symbol="BTC-USDT", state="live") == 0
+    assert value(text, "aggbook_book_state", venue="beta", symbol="BTC-USDT", state="live") == 1
+    assert value(text, "aggbook_book_last_update_age_seconds", venue="beta", symbol="BTC-USDT") >= 0
+    assert value(text, "aggbook_consolidated_live_venues", symbol="BTC-USDT") == 1
+    assert value(text, "aggbook_consolidated_spread", symbol="BTC-USDT") == 0.5  # beta alone: 100.5 - 100.00
+    assert value(text, "aggbook_consolidated_crossed", symbol="ETH-USDT") == 1
+    assert value(text, "aggbook_consolidated_crossed", symbol="BTC-USDT") == 0
+    assert value(text, "aggbook_consolidated_crossed_events_total", symbol="ETH-USDT") == 1
+    assert value(text, "aggbook_consolidated_bbo_age_seconds", symbol="BTC-USDT") >= 0
+    assert value(text, "aggbook_snapshot_requests_total", venue="alpha", result="ok") == 2
+    assert value(text, "aggbook_feed_messages_total", venue="alpha", symbol="ETH-USDT") == 2
+    assert value(text, "aggbook_feed_bytes_total", venue="alpha", symbol="ETH-USDT") == 200
+    assert value(text, "aggbook_http_requests_total", route="/v1/quotes/{symbol}", method="GET", status="404") == 1
+    assert value(text, "aggbook_http_requests_total", route="/v1/quotes", method="GET", status="200") == 1
+    assert value(text, "aggbook_http_request_duration_seconds", route="/v1/quotes") == 1
+    assert value(text, "aggbook_ws_clients") == 0
