@@ -1,0 +1,22 @@
+"""BitV market-by-price feed: the shared Huobi-style handler with BitV's 5/20 symbol whitelist.
+
+What differs from NHEX (specs/bitv.md §6, §13): levels 5, 20 and 150 only, and 5/20 are offered for
+nine symbols only.  A symbol outside the list is subscribed at ``fallback_levels`` (150) from the
+start instead of collecting an ``invalid topic`` first; the list can be replaced with the
+``fast_symbols`` option (comma-separated) if the venue's real listing turns out to differ, and an
+``invalid topic`` for a listed one still falls back at run time.
+"""
+
+from __future__ import annotations
+
+from feeds.huobi import HuobiMbpFeed
+
+FAST_SYMBOLS = frozenset({
+    "btcusdt", "ethusdt", "xrpusdt", "eosusdt", "ltcusdt", "etcusdt", "adausdt", "dashusdt", "bsvusdt",
+})
+
+
+class BitvFeed(HuobiMbpFeed):
+    """BitV: every protocol rule lives in :class:`~feeds.huobi.HuobiMbpFeed`."""
+
+    _fast_symbols_default = FAST_SYMBOLS

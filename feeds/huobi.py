@@ -1,0 +1,412 @@
+"""The Huobi-style market-by-price feed that NHEX and BitV share (specs/nhex.md, specs/bitv.md).
+
+One ``/feed`` WebSocket carries, per symbol, ``sub`` to ``market.<sym>.mbp.<levels>`` and the ``req``
+for that topic's snapshot; the venue modules (``feeds.nhex``, ``feeds.bitv``) only say which level
+counts and symbols they allow.  What this module does and why:
+
+* Every server frame is gzip: gunzip, then JSON with ``parse_float=str`` so prices and sizes
+  (JSON *numbers* with up to 18 decimals) reach the book as the venue's exact text and never pass
+  through a binary float.  An integer-valued number (``7964``) becomes ``"7964"``.
+* ``{"ping": n}`` is answered at once with ``{"pong": n}``; the base watchdog drops a connection
+  silent for ``silence_timeout`` (15 s: three missed 5 s pings).
+* Acks and ``req`` replies are matched by ``id`` only (a reply's ``rep`` may name another topic).
+* Two ``req`` on one connection must be 100 ms apart or the venue answers ``429 too many request``:
+  each connection has its own :class:`~feeds.pacing.RequestPacer` spacing them ``req_min_interval``.
+* Sequencing is :data:`book.sync.HUOBI_MBP_TICK` for 5/20 (tick-by-tick, a straddling snapshot is
+  exact) and :data:`book.sync.HUOBI_MBP_100MS` for 150/400; empty 150 pushes are delivered because
+  they advance the ``prevSeqNum`` chain.  Each book is an ``L2Book(max_depth=levels)``, so it is
+  trimmed to the topic's window after every message whatever the venue sends for levels leaving it.
+* A quiet 5/20 book pushes nothing, so its snapshot is requested ``quiet_snapshot_delay`` after the
+  ``subbed`` ack (or after it stopped being live) even with nothing buffered.
+* ``invalid symbol`` on a ``req`` reloads ``/v1/common/symbols``: a symbol still listed is retried a
+  few times, an unlisted one is disabled.  ``invalid topic`` on a 5/20 ``sub`` falls back to
+  ``fallback_levels`` on the same connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import time
+import zlib
+from collections import Counter
+from collections.abc import Coroutine
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import orjson
+
+from book.sync import (
+    HUOBI_MBP_100MS,
+    HUOBI_MBP_TICK,
+    BookSync,
+    Delta,
+    Reason,
+    SequenceRule,
+    Snapshot,
+    SyncState,
+)
+from feeds.base import Connection, FrameError, InvalidSymbol, RateLimited, SnapshotError, VenueFeed
+from feeds.config import VenueConfig
+from feeds.metrics import FeedMetrics
+from feeds.pacing import RequestPacer
+
+log = logging.getLogger("aggbook.feeds.huobi")
+
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+
+INVALID_TOPIC = "invalid topic"
+INVALID_SYMBOL = "invalid symbol"
+TOO_MANY = "429 too many request"
+
+RawPair = tuple[str, str]
+
+
+# ---------------------------------------------------------------------- decoding
+def decode_frame(data: bytes) -> dict:
+    """Gunzip and parse one server frame; numbers with a fraction stay text (``parse_float=str``)."""
+    try:
+        text = zlib.decompress(data, _GZIP_WBITS)
+    except zlib.error as exc:
+        raise FrameError(f"bad gzip: {exc}") from exc
+    try:
+        obj = json.loads(text, parse_float=str)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FrameError(f"bad JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise FrameError(f"frame is not a JSON object: {type(obj).__name__}")
+    return obj
+
+
+def _text(value: object) -> str:
+    """A decoded JSON number as exact text: ``parse_float`` already gave text; ints are made text."""
+    if value.__class__ is str:
+        return value  # type: ignore[return-value]
+    if value.__class__ is int:
+        return str(value)
+    raise FrameError(f"level value is not a number: {value!r}")
+
+
+def exact_levels(raw: object) -> list[RawPair] | None:
+    """``[[price, size], ...]`` as exact text pairs; None when the side is absent (unchanged)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise FrameError(f"levels are not a list: {raw!r}")
+    try:
+        return [(_text(p), _text(s)) for p, s in raw]
+    except (TypeError, ValueError) as exc:
+        raise FrameError(f"malformed level list: {exc}") from exc
+
+
+# ---------------------------------------------------------------------- the feed
+class HuobiMbpFeed(VenueFeed):
+    """Everything NHEX and BitV share; subclasses set the levels and symbols their venue allows."""
+
+    # venue facts (class attributes; subclasses override)
+    base_levels: tuple[int, ...] = (5, 20, 150)
+    tick_levels: tuple[int, ...] = (5, 20)  # pushed per change; the rest on the 100 ms timer
+    _fast_symbols_default: frozenset[str] | None = None  # symbols allowed on 5/20; None = all
+
+    # knobs (settable from config.options)
+    default_levels: int = 150
+    fast_symbols: str | None = None  # comma-separated override of the 5/20 whitelist
+    fallback_levels: int = 150  # levels used where 5/20 is not offered; 0 = no fallback
+    max_symbols_per_connection: int = 30  # specs: plan ~20-50 mbp topics per /feed connection
+    silence_timeout: float = 15.0
+    req_min_interval: float = 0.11  # the venue wants >= 100 ms between two reqs on a connection
+    req_timeout: float = 5.0  # re-req when a reply has not come
+    rate_limit_pause: float = 0.5  # after "429 too many request"
+    quiet_snapshot_delay: float = 1.0  # req a book with nothing buffered this long after subbed
+    straddle_accept_after: int = 3  # 150/400: misaligned snapshots in a row before a straddle is taken
+    invalid_symbol_retries: int = 2  # "invalid symbol" for a still-listed symbol: retries before disabling
+    not_open_retry: float = 60.0  # "symbol trade not open now": resubscribe after this many seconds
+    snapshot_rate: float = 50.0  # reqs are spaced per connection; this only caps a venue-wide storm
+    snapshot_burst: float = 50.0
+
+    def __init__(self, config: VenueConfig, *, metrics: FeedMetrics | None = None) -> None:
+        super().__init__(config, metrics=metrics)
+        allowed = self.allowed_levels()
+        requested = self.config.depth or self.default_levels
+        if requested not in allowed:
+            raise ValueError(f"venues.{config.name}.depth: {requested} mbp levels not offered; "
+                             f"choose one of {', '.join(map(str, allowed))}")
+        if self.fallback_levels and self.fallback_levels not in allowed:
+            raise ValueError(f"venues.{config.name}.options.fallback_levels: {self.fallback_levels} "
+                             f"not offered")
+        if self.fast_symbols is not None:
+            self._fast: frozenset[str] | None = frozenset(
+                s.strip().lower() for s in self.fast_symbols.split(",") if s.strip())
+        else:
+            self._fast = self._fast_symbols_default
+        self._levels: dict[str, int] = {}
+        for canonical in config.symbols:
+            levels = requested
+            if (levels in self.tick_levels and self._fast is not None and self.fallback_levels
+                    and self.venue_symbol(canonical) not in self._fast):
+                log.info("%s %s: mbp.%d is offered for %s only; using mbp.%d", self.venue, canonical, levels,
+                         ",".join(sorted(self._fast)), self.fallback_levels)
+                levels = self.fallback_levels
+            self._levels[canonical] = levels
+        self.tick_sizes: dict[str, Decimal] = {}  # canonical -> 10^-price-precision
+        self.venue_errors: Counter[str] = Counter()  # err-msg -> count (sub and req replies)
+        self.pongs = 0
+        self._invalid_strikes: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------ venue facts
+    def allowed_levels(self) -> tuple[int, ...]:
+        """mbp level counts this venue offers (NHEX adds 400 behind an option)."""
+        return self.base_levels
+
+    def venue_symbol(self, canonical: str) -> str:
+        return self.config.symbols[canonical].lower()
+
+    def levels_for(self, canonical: str) -> int:
+        return self._levels[canonical]
+
+    def topic_for(self, canonical: str) -> str:
+        return f"market.{self.venue_symbol(canonical)}.mbp.{self.levels_for(canonical)}"
+
+    def rule_for(self, canonical: str) -> SequenceRule:
+        return HUOBI_MBP_TICK if self.levels_for(canonical) in self.tick_levels else HUOBI_MBP_100MS
+
+    def _new_sync(self, canonical: str) -> BookSync:
+        """The base sync with its book capped to the topic's window (trimmed after every message)."""
+        sync = super()._new_sync(canonical)
+        sync.book.max_depth = self.levels_for(canonical)
+        return sync
+
+    def status(self) -> dict:
+        out = super().status()
+        out["mbp_levels"] = dict(self._levels)
+        out["venue_errors"] = dict(self.venue_errors)
+        return out
+
+    # ------------------------------------------------------------------ connection
+    async def connect(self, conn: Connection) -> aiohttp.ClientWebSocketResponse:
+        ws = await super().connect(conn)
+        conn.data.update(
+            pacer=RequestPacer(rate=1000.0, burst=1.0, min_interval=self.req_min_interval),
+            pending={},  # id -> (kind, canonical, future or None)
+            topics={},  # topic -> canonical
+            subbed={},  # canonical -> monotonic time of the ok ack
+            ids=itertools.count(1),
+        )
+        return ws
+
+    def connection_tasks(self, conn: Connection) -> list[Coroutine[Any, Any, Any]]:
+        return [self._quiet_books(conn)]
+
+    async def subscribe(self, conn: Connection) -> None:
+        for canonical in conn.symbols:
+            await self._sub(conn, canonical)
+
+    async def _send(self, conn: Connection, obj: dict) -> None:
+        assert conn.ws is not None
+        await conn.ws.send_str(orjson.dumps(obj).decode())
+
+    async def _sub(self, conn: Connection, canonical: str) -> None:
+        topic = self.topic_for(canonical)
+        conn.data["topics"][topic] = canonical
+        rid = f"sub-{next(conn.data['ids'])}"
+        conn.data["pending"][rid] = ("sub", canonical, None)
+        await self._send(conn, {"sub": topic, "id": rid})
+
+    async def _quiet_books(self, conn: Connection) -> None:
+        """Request snapshots for subscribed books that have buffered nothing for a while (quiet 5/20)."""
+        period = max(0.02, self.quiet_snapshot_delay / 4)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for canonical, subbed_at in list(conn.data["subbed"].items()):
+                sync = conn.syncs.get(canonical)
+                if sync is None or now - max(subbed_at, sync.since) < self.quiet_snapshot_delay:
+                    continue
+                if sync.wants_snapshot(allow_empty_buffer=True):
+                    self.request_snapshot(conn, canonical)
+
+    # ------------------------------------------------------------------ frames
+    async def handle(self, conn: Connection, msg: aiohttp.WSMessage) -> None:
+        if msg.type is not aiohttp.WSMsgType.BINARY:
+            raise FrameError(f"unexpected {msg.type.name} frame (every server frame is gzip)")
+        obj = decode_frame(msg.data)
+        tick = obj.get("tick")
+        if tick is not None:
+            self._on_push(conn, obj, tick)
+        elif "ping" in obj:
+            with contextlib.suppress(ConnectionError):
+                await self._send(conn, {"pong": obj["ping"]})
+                self.pongs += 1
+        elif "id" in obj:
+            await self._on_reply(conn, obj)
+        elif obj.get("status") == "error":
+            self.venue_errors[str(obj.get("err-msg"))] += 1
+            log.warning("%s: error without id on connection %s: %s", self.venue, conn.id, obj)
+
+    def _on_push(self, conn: Connection, obj: dict, tick: object) -> None:
+        canonical = conn.data["topics"].get(obj.get("ch"))
+        if canonical is None:
+            return  # a topic we no longer follow (fallback, unsub)
+        if not isinstance(tick, dict):
+            raise FrameError(f"tick is not an object on {obj.get('ch')}")
+        seq = tick.get("seqNum")
+        prev = tick.get("prevSeqNum")
+        if seq.__class__ is not int or (prev is not None and prev.__class__ is not int):
+            raise FrameError(f"bad seqNum/prevSeqNum on {obj.get('ch')}: {seq!r}/{prev!r}")
+        ts = obj.get("ts")
+        delta = Delta(seq, seq, prev, exact_levels(tick.get("bids")), exact_levels(tick.get("asks")),
+                      event_time=ts / 1000 if ts.__class__ is int else None)
+        self.deliver(conn, canonical, delta)
+
+    async def _on_reply(self, conn: Connection, obj: dict) -> None:
+        rid = obj["id"]
+        entry = conn.data["pending"].pop(rid, None) if isinstance(rid, str | int) else None
+        if entry is None:
+            return  # reply to a req we gave up on
+        kind, canonical, future = entry
+        if kind == "req":
+            if not future.done():
+                future.set_result(obj)
+            return
+        if obj.get("status") == "ok":
+            conn.data["subbed"][canonical] = time.monotonic()
+            return
+        await self._sub_failed(conn, canonical, obj)
+
+    async def _sub_failed(self, conn: Connection, canonical: str, reply: dict) -> None:
+        err = str(reply.get("err-msg", ""))
+        self.venue_errors[err] += 1
+        sync = conn.syncs[canonical]
+        levels = self.levels_for(canonical)
+        log.warning("%s %s: sub %s refused: %s %s", self.venue, canonical, self.topic_for(canonical),
+                    reply.get("err-code"), err)
+        if err == INVALID_TOPIC and levels in self.tick_levels and self.fallback_levels \
+                and self.fallback_levels != levels and sync.state is not SyncState.LIVE:
+            # 5/20 not offered for this symbol: the same book at the fallback depth, on this connection
+            conn.data["topics"].pop(self.topic_for(canonical), None)
+            self._levels[canonical] = self.fallback_levels
+            sync.rule = self.rule_for(canonical)
+            sync.book.max_depth = self.fallback_levels
+            await self._sub(conn, canonical)
+        elif err in (INVALID_SYMBOL, INVALID_TOPIC):
+            self.invalid[canonical] = err
+            sync.invalidate(f"sub {self.topic_for(canonical)}: {err}")
+        else:  # e.g. "symbol trade not open now": try again later
+            sync.fail(Reason.VENUE_ERROR, err)
+            conn.spawn(self._resubscribe_later(conn, canonical))
+
+    async def _resubscribe_later(self, conn: Connection, canonical: str) -> None:
+        await asyncio.sleep(self.not_open_retry)
+        if conn.open:
+            await self._sub(conn, canonical)
+
+    # ------------------------------------------------------------------ snapshot by req
+    async def fetch_snapshot(self, conn: Connection, canonical: str) -> Snapshot | None:
+        state = conn.data
+        pacer: RequestPacer = state["pacer"]
+        await pacer.acquire()
+        if not conn.open:
+            raise SnapshotError("connection closed")
+        rid = f"req-{next(state['ids'])}"
+        future: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+        state["pending"][rid] = ("req", canonical, future)
+        try:
+            await self._send(conn, {"req": self.topic_for(canonical), "id": rid})
+            reply = await asyncio.wait_for(future, self.req_timeout)
+        except TimeoutError as exc:
+            raise SnapshotError(f"no reply to req {rid} within {self.req_timeout}s") from exc
+        except ConnectionError as exc:
+            raise SnapshotError(f"req not sent: {exc}") from exc
+        finally:
+            state["pending"].pop(rid, None)
+        if reply.get("status") != "ok":
+            err = str(reply.get("err-msg", ""))
+            self.venue_errors[err] += 1
+            if err == TOO_MANY:
+                pacer.penalize(self.rate_limit_pause)
+                raise RateLimited(self.rate_limit_pause, f"req {rid}: {err}")
+            if err == INVALID_SYMBOL:
+                await self._check_still_listed(canonical, err)
+            raise SnapshotError(f"req {rid}: {reply.get('err-code')} {err}")
+        self._invalid_strikes.pop(canonical, None)
+        self._tolerate_straddles(conn, canonical)
+        return self._snapshot(reply)
+
+    def _tolerate_straddles(self, conn: Connection, canonical: str) -> None:
+        """After ``straddle_accept_after`` snapshots in a row failed their first push, accept straddles.
+
+        A 150-level snapshot whose ``S`` falls between two pushes (``prevSeqNum < S < seqNum``) is
+        re-requested, because a 100 ms diff can omit a level that changed and reverted inside the
+        window.  A venue that only ever answers that way would keep the book down for good, so after a
+        few tries the book takes it (and says so); a snapshot older than the stream is still refused.
+        """
+        sync = conn.syncs.get(canonical)
+        if sync is None or sync.rule.straddle_ok:
+            return
+        marks: dict[str, tuple[int, int, int]] = conn.data.setdefault("snapshot_marks", {})
+        stale, applied = sync.counters.stale_snapshots, sync.counters.applied
+        last = marks.get(canonical)
+        streak = last[2] + 1 if last is not None and stale > last[0] and applied == last[1] else 0
+        marks[canonical] = (stale, applied, streak)
+        if streak >= self.straddle_accept_after:
+            log.warning("%s %s: %d snapshots in a row did not align with the stream; accepting a "
+                        "straddling snapshot from now on", self.venue, canonical, streak)
+            sync.rule = replace(sync.rule, straddle_ok=True)
+
+    async def _check_still_listed(self, canonical: str, err: str) -> None:
+        """``invalid symbol``: reload the symbol list; disable the symbol unless the venue still lists it."""
+        self._invalid_strikes[canonical] += 1
+        if self._invalid_strikes[canonical] > self.invalid_symbol_retries:
+            raise InvalidSymbol(f"{err} (repeated)")
+        try:
+            listing = await self._symbol_listing()
+        except (SnapshotError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise SnapshotError(f"{err}; symbol list unavailable: {exc}") from exc
+        if self.venue_symbol(canonical) not in listing:
+            raise InvalidSymbol(f"{err}; {self.venue_symbol(canonical)} is not in /v1/common/symbols")
+        log.warning("%s %s: venue said %r but still lists the symbol; retrying", self.venue, canonical, err)
+
+    @staticmethod
+    def _snapshot(reply: dict) -> Snapshot:
+        data = reply.get("data")
+        if not isinstance(data, dict) or data.get("seqNum").__class__ is not int:
+            raise SnapshotError(f"req reply without data.seqNum: {str(reply)[:200]}")
+        try:
+            bids = exact_levels(data.get("bids") or [])
+            asks = exact_levels(data.get("asks") or [])
+        except FrameError as exc:
+            raise SnapshotError(str(exc)) from exc
+        ts = reply.get("ts")
+        return Snapshot(data["seqNum"], bids or [], asks or [],
+                        event_time=ts / 1000 if ts.__class__ is int else None)
+
+    # ------------------------------------------------------------------ symbols
+    async def _symbol_listing(self) -> dict[str, dict]:
+        status, _, body = await self.get_json(f"{self.config.rest_url}/v1/common/symbols")
+        if status != 200 or not isinstance(body, dict) or body.get("status") != "ok" \
+                or not isinstance(body.get("data"), list):
+            raise SnapshotError(f"/v1/common/symbols: HTTP {status}: {str(body)[:200]}")
+        return {e["symbol"]: e for e in body["data"]
+                if isinstance(e, dict) and isinstance(e.get("symbol"), str)}
+
+    async def validate_symbols(self) -> dict[str, str]:
+        listing = await self._symbol_listing()
+        errors: dict[str, str] = {}
+        for canonical in self.config.symbols:
+            vs = self.venue_symbol(canonical)
+            entry = listing.get(vs)
+            if entry is None:
+                errors[canonical] = f"{vs} is not in /v1/common/symbols"
+                continue
+            precision = entry.get("price-precision")
+            if isinstance(precision, int) and precision >= 0:
+                self.tick_sizes[canonical] = Decimal(1).scaleb(-precision)
+            if entry.get("state") != "online":
+                log.warning("%s %s: symbol state is %r", self.venue, canonical, entry.get("state"))
+        return errors
+

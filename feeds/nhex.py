@@ -1,0 +1,19 @@
+"""NHEX (新火香港) market-by-price feed: the shared Huobi-style handler with NHEX's level counts.
+
+What differs from BitV (specs/nhex.md §13): mbp.5 and mbp.20 exist for every symbol, and the doc's
+parameter table also lists mbp.400, which the prose never describes; it is offered only when the
+``enable_mbp400`` option is set (it then behaves like 150: a 100 ms snapshot diff).
+"""
+
+from __future__ import annotations
+
+from feeds.huobi import HuobiMbpFeed
+
+
+class NhexFeed(HuobiMbpFeed):
+    """NHEX: every protocol rule lives in :class:`~feeds.huobi.HuobiMbpFeed`."""
+
+    enable_mbp400: bool = False
+
+    def allowed_levels(self) -> tuple[int, ...]:
+        return self.base_levels + ((400,) if self.enable_mbp400 else ())
