@@ -30,8 +30,11 @@ class FakeFeed:
         return dict(self.current)
 
     def status(self) -> dict:
-        return {"venue": self.venue, "reconnects": self.reconnects,
-                "connections": [{"id": 1, "state": "open", "since": 0.0, "symbols": list(self.current)}]}
+        return {
+            "venue": self.venue,
+            "reconnects": self.reconnects,
+            "connections": [{"id": 1, "state": "open", "since": 0.0, "symbols": list(self.current)}],
+        }
 
     async def start(self) -> None:
         self.started = True
@@ -55,15 +58,21 @@ class FakeFeed:
             old.listeners.clear()
         return sync
 
-    def load(self, symbol: str, bids: Sequence[tuple[str, str]], asks: Sequence[tuple[str, str]],
-             last: int = 100) -> BookSync:
+    def load(
+        self, symbol: str, bids: Sequence[tuple[str, str]], asks: Sequence[tuple[str, str]], last: int = 100
+    ) -> BookSync:
         sync = self.current[symbol]
         sync.on_snapshot(Snapshot(last, [list(b) for b in bids], [list(a) for a in asks]))
         self.metrics.snapshot(self.venue, symbol, True)
         return sync
 
-    def delta(self, symbol: str, bids: Sequence[tuple[str, str]] = (), asks: Sequence[tuple[str, str]] = (),
-              skip: int = 0) -> BookSync:
+    def delta(
+        self,
+        symbol: str,
+        bids: Sequence[tuple[str, str]] = (),
+        asks: Sequence[tuple[str, str]] = (),
+        skip: int = 0,
+    ) -> BookSync:
         sync = self.current[symbol]
         nxt = (sync.last_id or 0) + 1 + skip
         self.metrics.message(self.venue, symbol, 100)
@@ -97,8 +106,14 @@ def fake_config(**ws: object) -> ServiceConfig:
         VenueConfig("alpha", "binance", {"BTC-USDT": "BTCUSDT", "ETH-USDT": "ETHUSDT"}, fee_bps=Decimal(10)),
         VenueConfig("beta", "mexc", {"BTC-USDT": "BTCUSDT", "ETH-USDT": "ETHUSDT"}, fee_bps=Decimal(20)),
     ]
-    return ServiceConfig(venues=venues, symbols=["BTC-USDT", "ETH-USDT"], host="127.0.0.1", port=0,
-                         stale_after=60.0, websocket=WebSocketSettings(**ws))  # type: ignore[arg-type]
+    return ServiceConfig(
+        venues=venues,
+        symbols=["BTC-USDT", "ETH-USDT"],
+        host="127.0.0.1",
+        port=0,
+        stale_after=60.0,
+        websocket=WebSocketSettings(**ws),
+    )  # type: ignore[arg-type]
 
 
 def load_all(feeds: FakeFeeds) -> None:

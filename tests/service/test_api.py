@@ -12,16 +12,38 @@ from book.sync import Reason
 from service.runtime import Service
 from tests.service.fakes import FakeFeeds, fake_config, load_all
 
-METRICS = """aggbook_feed_messages_total aggbook_feed_bytes_total aggbook_feed_decode_errors_total
-aggbook_book_gaps_total aggbook_book_resyncs_total aggbook_book_live aggbook_book_state
-aggbook_book_last_update_age_seconds aggbook_feed_lag_seconds aggbook_snapshot_requests_total
-aggbook_feed_reconnects_total aggbook_book_time_to_live_seconds aggbook_consolidated_bbo_age_seconds
-aggbook_consolidated_crossed aggbook_consolidated_spread aggbook_consolidated_crossed_events_total
-aggbook_consolidated_live_venues aggbook_http_requests_total aggbook_http_request_duration_seconds
-aggbook_ws_clients aggbook_ws_queued_messages aggbook_ws_dropped_messages_total aggbook_ws_messages_sent_total
-aggbook_event_loop_lag_seconds""".split()
-HISTOGRAMS = {"aggbook_feed_lag_seconds", "aggbook_book_time_to_live_seconds",
-              "aggbook_http_request_duration_seconds", "aggbook_event_loop_lag_seconds"}
+METRICS = [
+    "aggbook_feed_messages_total",
+    "aggbook_feed_bytes_total",
+    "aggbook_feed_decode_errors_total",
+    "aggbook_book_gaps_total",
+    "aggbook_book_resyncs_total",
+    "aggbook_book_live",
+    "aggbook_book_state",
+    "aggbook_book_last_update_age_seconds",
+    "aggbook_feed_lag_seconds",
+    "aggbook_snapshot_requests_total",
+    "aggbook_feed_reconnects_total",
+    "aggbook_book_time_to_live_seconds",
+    "aggbook_consolidated_bbo_age_seconds",
+    "aggbook_consolidated_crossed",
+    "aggbook_consolidated_spread",
+    "aggbook_consolidated_crossed_events_total",
+    "aggbook_consolidated_live_venues",
+    "aggbook_http_requests_total",
+    "aggbook_http_request_duration_seconds",
+    "aggbook_ws_clients",
+    "aggbook_ws_queued_messages",
+    "aggbook_ws_dropped_messages_total",
+    "aggbook_ws_messages_sent_total",
+    "aggbook_event_loop_lag_seconds",
+]
+HISTOGRAMS = {
+    "aggbook_feed_lag_seconds",
+    "aggbook_book_time_to_live_seconds",
+    "aggbook_http_request_duration_seconds",
+    "aggbook_event_loop_lag_seconds",
+}
 
 
 def parse_metrics(text: str) -> dict[tuple[str, frozenset], float]:
@@ -84,18 +106,27 @@ async def test_health_and_readiness_follow_the_books(svc) -> None:
 
 async def test_symbols(svc) -> None:
     _, _, http = svc
-    assert await get(http, "/v1/symbols") == {"symbols": [
-        {"symbol": "BTC-USDT", "venues": {"alpha": "BTCUSDT", "beta": "BTCUSDT"}},
-        {"symbol": "ETH-USDT", "venues": {"alpha": "ETHUSDT", "beta": "ETHUSDT"}},
-    ]}
+    assert await get(http, "/v1/symbols") == {
+        "symbols": [
+            {"symbol": "BTC-USDT", "venues": {"alpha": "BTCUSDT", "beta": "BTCUSDT"}},
+            {"symbol": "ETH-USDT", "venues": {"alpha": "ETHUSDT", "beta": "ETHUSDT"}},
+        ]
+    }
 
 
 async def test_quotes(svc) -> None:
     _, feeds, http = svc
     load_all(feeds)
     q = await get(http, "/v1/quotes/btc-usdt")
-    assert q["bid"] == {"price": "100.0", "size": "1.5", "fee_adjusted": False, "venues": [
-        {"venue": "alpha", "price": "100.0", "size": "1"}, {"venue": "beta", "price": "100.00", "size": "0.5"}]}
+    assert q["bid"] == {
+        "price": "100.0",
+        "size": "1.5",
+        "fee_adjusted": False,
+        "venues": [
+            {"venue": "alpha", "price": "100.0", "size": "1"},
+            {"venue": "beta", "price": "100.00", "size": "0.5"},
+        ],
+    }
     assert q["ask"]["price"] == "100.5" and [v["venue"] for v in q["ask"]["venues"]] == ["beta"]
     assert (q["spread"], q["crossed"], q["locked"], q["fees"]) == ("0.5", False, False, False)
     alpha = q["venues"][0]
@@ -104,9 +135,12 @@ async def test_quotes(svc) -> None:
     assert alpha["age_seconds"] >= 0 and alpha["last_id"] == 100
 
     f = await get(http, "/v1/quotes/BTC-USDT?fees=true")
-    # bid: alpha 100 * 0.999 = 99.9 beats beta 100 * 0.998; ask: beta 100.5 * 1.002 = 100.701 beats alpha 101.101
+    # bid: alpha 100 * 0.999 = 99.9 beats beta 100 * 0.998
+    # ask: beta 100.5 * 1.002 = 100.701 beats alpha 101 * 1.001
     assert f["fees"] is True and f["bid"]["price"] == "99.9000" and f["bid"]["fee_adjusted"] is True
-    assert f["bid"]["venues"] == [{"venue": "alpha", "price": "100.0", "size": "1", "fee_adjusted_price": "99.9000"}]
+    assert f["bid"]["venues"] == [
+        {"venue": "alpha", "price": "100.0", "size": "1", "fee_adjusted_price": "99.9000"}
+    ]
     assert f["ask"]["price"] == "100.7010"
 
     all_quotes = await get(http, "/v1/quotes")
@@ -132,10 +166,14 @@ async def test_books(svc) -> None:
     load_all(feeds)
     b = await get(http, "/v1/books/BTC-USDT?depth=2")
     assert b["depth"] == 2 and b["venues"] == ["alpha", "beta"] and b["excluded"] == {}
-    assert b["bids"] == [{"price": "100.0", "size": "1.5", "venues": {"alpha": "1", "beta": "0.5"}},
-                         {"price": "99.5", "size": "2", "venues": {"alpha": "2"}}]
-    assert b["asks"] == [{"price": "100.5", "size": "0.25", "venues": {"beta": "0.25"}},
-                         {"price": "101.00", "size": "3", "venues": {"beta": "2", "alpha": "1"}}]
+    assert b["bids"] == [
+        {"price": "100.0", "size": "1.5", "venues": {"alpha": "1", "beta": "0.5"}},
+        {"price": "99.5", "size": "2", "venues": {"alpha": "2"}},
+    ]
+    assert b["asks"] == [
+        {"price": "100.5", "size": "0.25", "venues": {"beta": "0.25"}},
+        {"price": "101.00", "size": "3", "venues": {"beta": "2", "alpha": "1"}},
+    ]
     only = await get(http, "/v1/books/BTC-USDT?venues=beta")
     assert only["venues"] == ["beta"] and len(only["bids"]) == 2 and only["depth"] == 10
 
@@ -195,15 +233,25 @@ async def test_status_counts_resyncs_across_sync_replacement(svc) -> None:
     st = await get(http, "/v1/status")
     assert st["ready"] is True and st["symbols"]["BTC-USDT"] == {"ready": True, "live_venues": ["beta"]}
     alpha = next(v for v in st["venues"] if v["venue"] == "alpha")
-    assert alpha["kind"] == "binance" and alpha["enabled"] is True and alpha["connections"][0]["state"] == "open"
+    assert (
+        alpha["kind"] == "binance" and alpha["enabled"] is True and alpha["connections"][0]["state"] == "open"
+    )
     btc = alpha["symbols"]["BTC-USDT"]
     assert btc["resyncs"] == {"gap": 1, "disconnect": 1}
     assert (btc["state"], btc["reason"], btc["included"], btc["venue_symbol"]) == (
-        "resyncing", "disconnect", False, "BTCUSDT")
+        "resyncing",
+        "disconnect",
+        False,
+        "BTCUSDT",
+    )
     assert btc["since_seconds"] >= 0 and btc["since"] > 1.7e9
     eth = alpha["symbols"]["ETH-USDT"]
     assert (eth["state"], eth["last_id"], eth["levels"], eth["resyncs"]) == (
-        "live", 100, {"bids": 1, "asks": 1}, {})
+        "live",
+        100,
+        {"bids": 1, "asks": 1},
+        {},
+    )
     assert eth["last_update_age_seconds"] >= 0
     assert st["websocket"]["clients"] == 0
 
@@ -222,7 +270,10 @@ async def test_openapi_documents_every_route(svc) -> None:
     assert doc["openapi"].startswith("3.1")
     routes = {r.resource.canonical for r in service.app.router.routes() if r.method == "GET"} - {"/"}
     assert routes == set(doc["paths"])
-    assert doc["paths"]["/v1/quotes/{symbol}"]["get"]["parameters"][0]["schema"]["enum"] == ["BTC-USDT", "ETH-USDT"]
+    assert doc["paths"]["/v1/quotes/{symbol}"]["get"]["parameters"][0]["schema"]["enum"] == [
+        "BTC-USDT",
+        "ETH-USDT",
+    ]
 
 
 async def test_index_lists_endpoints(svc) -> None:
@@ -236,7 +287,9 @@ async def test_every_metric_is_exported(svc) -> None:
     feeds["alpha"].gap("BTC-USDT")
     feeds["alpha"].delta("ETH-USDT", bids=[("10.5", "1")])  # beta ETH ask 12, alpha bid 10.5
     feeds["beta"].delta("ETH-USDT", bids=[("11", "1")])  # beta alone: bid 11 < ask 12
-    feeds["alpha"].delta("ETH-USDT", bids=[("12", "1")], asks=[("11", "0"), ("13", "1")])  # alpha bid 12 >= beta ask 12
+    feeds["alpha"].delta(
+        "ETH-USDT", bids=[("12", "1")], asks=[("11", "0"), ("13", "1")]
+    )  # alpha bid 12 >= beta ask 12
     await get(http, "/v1/quotes")
     await get(http, "/v1/quotes/NOPE", 404)
     async with http.get("/metrics") as resp:
@@ -261,7 +314,10 @@ async def test_every_metric_is_exported(svc) -> None:
     assert value(text, "aggbook_snapshot_requests_total", venue="alpha", result="ok") == 2
     assert value(text, "aggbook_feed_messages_total", venue="alpha", symbol="ETH-USDT") == 2
     assert value(text, "aggbook_feed_bytes_total", venue="alpha", symbol="ETH-USDT") == 200
-    assert value(text, "aggbook_http_requests_total", route="/v1/quotes/{symbol}", method="GET", status="404") == 1
+    assert (
+        value(text, "aggbook_http_requests_total", route="/v1/quotes/{symbol}", method="GET", status="404")
+        == 1
+    )
     assert value(text, "aggbook_http_requests_total", route="/v1/quotes", method="GET", status="200") == 1
     assert value(text, "aggbook_http_request_duration_seconds", route="/v1/quotes") == 1
     assert value(text, "aggbook_ws_clients") == 0

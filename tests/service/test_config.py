@@ -30,11 +30,14 @@ def test_minimal_config_uses_production_urls_and_venue_spelling() -> None:
     assert (cfg.host, cfg.port, cfg.stale_after) == ("127.0.0.1", 8080, 10.0)
 
 
-@pytest.mark.parametrize("kind,spelled", [("btse", "BTC-USDT"), ("nhex", "btcusdt"), ("bitv", "btcusdt"),
-                                          ("mexc", "BTCUSDT")])
+@pytest.mark.parametrize(
+    "kind,spelled", [("btse", "BTC-USDT"), ("nhex", "btcusdt"), ("bitv", "btcusdt"), ("mexc", "BTCUSDT")]
+)
 def test_symbol_list_is_spelled_by_venue_convention(kind: str, spelled: str) -> None:
-    cfg = parse_config({"service": {"symbols": ["btc-usdt"]},
-                        "venues": {"v": {"kind": kind, "symbols": ["BTC-USDT"]}}}, env={})
+    cfg = parse_config(
+        {"service": {"symbols": ["btc-usdt"]}, "venues": {"v": {"kind": kind, "symbols": ["BTC-USDT"]}}},
+        env={},
+    )
     assert cfg.venues[0].symbols == {"BTC-USDT": spelled}
 
 
@@ -55,33 +58,42 @@ def test_environment_overrides_listen_address() -> None:
         parse_config(minimal(), env={"AGGBOOK_PORT": "70000"})
 
 
-@pytest.mark.parametrize("mutate,key", [
-    (lambda d: d["service"].update(symbols=[]), "service.symbols"),
-    (lambda d: d["service"].update(symbols=["BTCUSDT"]), r"service.symbols\[0\]"),
-    (lambda d: d["service"].update(symbols=["BTC-USDT", "btc-usdt"]), r"service.symbols\[1\]"),
-    (lambda d: d["service"].update(port=-1), "service.port"),
-    (lambda d: d["service"].update(port="80"), "service.port"),
-    (lambda d: d["service"].update(stale_after=0), "service.stale_after"),
-    (lambda d: d["service"].update(log_level="loud"), "service.log_level"),
-    (lambda d: d["service"].update(colour="blue"), "service.colour"),
-    (lambda d: d.update(extra={}), "extra"),
-    (lambda d: d["venues"]["binance"].update(fee_bps="ten"), "venues.binance.fee_bps"),
-    (lambda d: d["venues"]["binance"].update(fee_bps=-1), "venues.binance.fee_bps"),
-    (lambda d: d["venues"]["binance"].update(kind="nasdaq"), "venues.binance.kind"),
-    (lambda d: d["venues"]["binance"].update(ws_url="https://x"), "venues.binance.ws_url"),
-    (lambda d: d["venues"]["binance"].update(rest_url="ftp://x"), "venues.binance.rest_url"),
-    (lambda d: d["venues"]["binance"].update(depth=0), "venues.binance.depth"),
-    (lambda d: d["venues"]["binance"].update(enabled="yes"), "venues.binance.enabled"),
-    (lambda d: d["venues"]["binance"].update(symbols={"ETH-USDT": "ETHUSDT"}), "venues.binance.symbols.ETH-USDT"),
-    (lambda d: d["venues"]["binance"].update(symbols="BTCUSDT"), "venues.binance.symbols"),
-    (lambda d: d["venues"]["binance"].update(options={"no_such_knob": 1}), "venues.binance.options.no_such_knob"),
-    (lambda d: d["venues"]["binance"].update(typo=1), "venues.binance.typo"),
-    (lambda d: d["venues"]["binance"].update(enabled=False), "venues"),
-    (lambda d: d.update(venues={}), "venues"),
-    (lambda d: d.update(websocket={"queue_size": 0}), "websocket.queue_size"),
-    (lambda d: d.update(websocket={"heartbeat": 0}), "websocket.heartbeat"),
-    (lambda d: d.update(websocket={"max_conflation": 5}), "websocket.max_conflation"),
-])
+@pytest.mark.parametrize(
+    "mutate,key",
+    [
+        (lambda d: d["service"].update(symbols=[]), "service.symbols"),
+        (lambda d: d["service"].update(symbols=["BTCUSDT"]), r"service.symbols\[0\]"),
+        (lambda d: d["service"].update(symbols=["BTC-USDT", "btc-usdt"]), r"service.symbols\[1\]"),
+        (lambda d: d["service"].update(port=-1), "service.port"),
+        (lambda d: d["service"].update(port="80"), "service.port"),
+        (lambda d: d["service"].update(stale_after=0), "service.stale_after"),
+        (lambda d: d["service"].update(log_level="loud"), "service.log_level"),
+        (lambda d: d["service"].update(colour="blue"), "service.colour"),
+        (lambda d: d.update(extra={}), "extra"),
+        (lambda d: d["venues"]["binance"].update(fee_bps="ten"), "venues.binance.fee_bps"),
+        (lambda d: d["venues"]["binance"].update(fee_bps=-1), "venues.binance.fee_bps"),
+        (lambda d: d["venues"]["binance"].update(kind="nasdaq"), "venues.binance.kind"),
+        (lambda d: d["venues"]["binance"].update(ws_url="https://x"), "venues.binance.ws_url"),
+        (lambda d: d["venues"]["binance"].update(rest_url="ftp://x"), "venues.binance.rest_url"),
+        (lambda d: d["venues"]["binance"].update(depth=0), "venues.binance.depth"),
+        (lambda d: d["venues"]["binance"].update(enabled="yes"), "venues.binance.enabled"),
+        (
+            lambda d: d["venues"]["binance"].update(symbols={"ETH-USDT": "ETHUSDT"}),
+            "venues.binance.symbols.ETH-USDT",
+        ),
+        (lambda d: d["venues"]["binance"].update(symbols="BTCUSDT"), "venues.binance.symbols"),
+        (
+            lambda d: d["venues"]["binance"].update(options={"no_such_knob": 1}),
+            "venues.binance.options.no_such_knob",
+        ),
+        (lambda d: d["venues"]["binance"].update(typo=1), "venues.binance.typo"),
+        (lambda d: d["venues"]["binance"].update(enabled=False), "venues"),
+        (lambda d: d.update(venues={}), "venues"),
+        (lambda d: d.update(websocket={"queue_size": 0}), "websocket.queue_size"),
+        (lambda d: d.update(websocket={"heartbeat": 0}), "websocket.heartbeat"),
+        (lambda d: d.update(websocket={"max_conflation": 5}), "websocket.max_conflation"),
+    ],
+)
 def test_mistakes_name_their_key(mutate, key: str) -> None:
     data = minimal()
     mutate(data)
@@ -90,8 +102,10 @@ def test_mistakes_name_their_key(mutate, key: str) -> None:
 
 
 def test_symbol_without_any_venue_is_rejected() -> None:
-    data = {"service": {"symbols": ["BTC-USDT", "ETH-USDT"]},
-            "venues": {"binance": {"symbols": ["BTC-USDT"]}}}
+    data = {
+        "service": {"symbols": ["BTC-USDT", "ETH-USDT"]},
+        "venues": {"binance": {"symbols": ["BTC-USDT"]}},
+    }
     with pytest.raises(ConfigError, match="^service.symbols: ETH-USDT is not traded"):
         parse_config(data, env={})
 
@@ -111,15 +125,21 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "config OK" in out and "wss://stream.binance.com:9443" in out
     bad = tmp_path / "bad.toml"
     data = tomllib.loads(EXAMPLE.read_text())
-    bad.write_text(EXAMPLE.read_text().replace('fee_bps = 10\nsymbols = { "BTC-USDT" = "BTCUSDT"',
-                                               'fee_bps = "x"\nsymbols = { "BTC-USDT" = "BTCUSDT"', 1))
+    bad.write_text(
+        EXAMPLE.read_text().replace(
+            'fee_bps = 10\nsymbols = { "BTC-USDT" = "BTCUSDT"',
+            'fee_bps = "x"\nsymbols = { "BTC-USDT" = "BTCUSDT"',
+            1,
+        )
+    )
     assert data["venues"]["binance"]["fee_bps"] == 10
     assert main(["check-config", str(bad)]) == 2
     assert "venues.binance.fee_bps" in capsys.readouterr().err
 
 
-def test_serve_with_invalid_config_exits_2_before_starting(tmp_path: Path,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_with_invalid_config_exits_2_before_starting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[service]\nsymbols = ["BTC-USDT"]\n[venues.binance]\ndepth = "deep"\n')
     assert main(["serve", "--config", str(bad)]) == 2

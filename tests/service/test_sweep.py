@@ -22,10 +22,12 @@ def book_with(venues: dict[str, tuple[list, list, str]], clock=lambda: 0.0) -> C
 
 @pytest.fixture
 def cb() -> ConsolidatedBook:
-    return book_with({
-        "a": ([("100", "1"), ("99", "2")], [("101", "1"), ("103", "5")], "10"),
-        "b": ([("100.5", "0.5"), ("98", "10")], [("101.5", "2"), ("102", "1")], "50"),
-    })
+    return book_with(
+        {
+            "a": ([("100", "1"), ("99", "2")], [("101", "1"), ("103", "5")], "10"),
+            "b": ([("100.5", "0.5"), ("98", "10")], [("101.5", "2"), ("102", "1")], "50"),
+        }
+    )
 
 
 def test_buy_walks_asks_across_venues_exactly(cb: ConsolidatedBook) -> None:
@@ -54,7 +56,9 @@ def test_fees_reorder_levels_and_are_exact(cb: ConsolidatedBook) -> None:
     out = sweep_json(sweep(cb, "buy", Decimal("3"), fees=True))
     # order: a 101*1.001=101.101 (1), b 101.5 (2) -> filled 3
     assert out["filled"] == "3" and out["fees_included"] is True
-    assert out["fee"] == str(Decimal("101") * Decimal("0.001") + Decimal("203") * Decimal("0.005")).rstrip("0")
+    assert out["fee"] == str(Decimal("101") * Decimal("0.001") + Decimal("203") * Decimal("0.005")).rstrip(
+        "0"
+    )
     assert Decimal(out["total_cost"]) == Decimal(304) + Decimal(out["fee"])
     assert out["worst_price_with_fees"] == "102.0075"
     alloc = {a["venue"]: a for a in out["allocation"]}
@@ -69,8 +73,17 @@ def test_excluded_venues_are_not_walked(cb: ConsolidatedBook) -> None:
     cb.syncs["b"].fail(Reason.GAP, "test")
     r = sweep(cb, "buy", Decimal(2))
     assert r.included == ["a"] and "b" in r.excluded
-    assert sweep_json(r)["allocation"] == [{"venue": "a", "qty": "2", "notional": "204", "average_price": "102",
-                                            "best_price": "101", "worst_price": "103", "levels": 2}]
+    assert sweep_json(r)["allocation"] == [
+        {
+            "venue": "a",
+            "qty": "2",
+            "notional": "204",
+            "average_price": "102",
+            "best_price": "101",
+            "worst_price": "103",
+            "levels": 2,
+        }
+    ]
     only_b = sweep(cb, "buy", Decimal(1), venues=["b"])
     assert only_b.filled == 0 and sweep_json(only_b)["average_price"] is None
 
