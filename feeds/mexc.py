@@ -1,0 +1,374 @@
+"""MEXC Spot v3 feed: protobuf aggregated-depth diffs over WebSocket plus the REST depth snapshot.
+
+Wire protocol (``shared/specs/mexc.md``):
+
+* one WebSocket at ``ws_url`` (``wss://wbs-api.mexc.com/ws``); the client sends JSON
+  **text** commands (``SUBSCRIPTION``, ``PING``) and gets JSON text replies; market data
+  arrives as **binary** frames, each one serialized ``PushDataV3ApiWrapper``.  Frames are
+  dispatched on the opcode, never by sniffing content.
+* the book is built from ``spot@public.aggre.depth.v3.api.pb@100ms@SYM`` (oneof member
+  313, ``fromVersion``/``toVersion``) on top of ``GET /api/v3/depth`` (``lastUpdateId``),
+  sequenced by :data:`book.sync.MEXC`.
+* a subscription is acknowledged by a reply whose ``msg`` is the requested channels
+  joined by ``,``; a rejection is *also* ``code: 0`` with a different ``msg``, so acks
+  are checked by comparing channel sets, never by ``code``.  A rejected channel, or one
+  the venue silently left out of its ack (over its 30-subscription limit), marks that
+  symbol invalid; it is not retried in a loop.
+* the venue drops a connection that is quiet for a minute, so the client PINGs every
+  ``ping_interval`` seconds and reconnects when no PONG arrives within ``pong_timeout``.
+* at most 30 subscriptions per connection: 25 symbols per connection by default, the
+  rest sharded over more connections; client frames are paced to ``control_rate`` per
+  second per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import aiohttp
+import orjson
+from google.protobuf.message import DecodeError
+
+from book.sync import MEXC, Delta, SequenceRule, Snapshot, SyncState
+from feeds.base import Connection, FrameError, InvalidSymbol, SnapshotError, VenueFeed
+from feeds.config import VenueConfig
+from feeds.metrics import FeedMetrics
+from feeds.pacing import RequestPacer
+from proto import mexc_push_pb2 as pb
+
+log = logging.getLogger("aggbook.feeds.mexc")
+
+DEPTH_CHANNEL = "spot@public.aggre.depth.v3.api.pb"
+DEPTH_MEMBER = "publicAggreDepths"  # oneof member 313 of PushDataV3ApiWrapper
+INTERVALS = ("100ms", "10ms")
+DEFAULT_DEPTH = 5000  # the spec's snapshot limit; MEXC's maximum
+MAX_DEPTH = 5000
+VENUE_SUBSCRIPTION_LIMIT = 30  # MEXC silently ignores the 31st subscription on a connection
+INVALID_SYMBOL_CODE = -1121
+PONG = "PONG"
+_BRACKETS = re.compile(r"\[([^\]]*)\]")  # "Not Subscribed successfully! [<channels>].  Reason: ..."
+
+
+@dataclass
+class _Batch:
+    """One SUBSCRIPTION frame and what the venue has said about its channels so far."""
+
+    channels: list[str]
+    pending: set[str]
+    sent_at: float = field(default_factory=time.monotonic)
+    replied: bool = False  # some reply (ack or rejection) named a channel of this batch
+
+
+@dataclass
+class _ConnState:
+    """Per-connection protocol state kept in ``Connection.data``."""
+
+    by_venue: dict[str, str] = field(default_factory=dict)  # venue symbol -> canonical
+    by_channel: dict[str, str] = field(default_factory=dict)  # channel -> canonical
+    batches: list[_Batch] = field(default_factory=list)  # unresolved subscriptions
+    pacer: RequestPacer | None = None
+    pong: asyncio.Event = field(default_factory=asyncio.Event)
+    pongs: int = 0
+
+
+class MexcFeed(VenueFeed):
+    """MEXC Spot v3 order books (kind ``mexc``)."""
+
+    max_symbols_per_connection = 25  # the venue allows 30; keep headroom
+    silence_timeout = 30.0  # PINGs are answered well within this on a healthy connection
+    max_connection_age = 24 * 3600.0 - 600.0  # MEXC closes at 24 h: roll over 10 min before
+    snapshot_rate = 10.0  # MEXC allows 500 requests / 10 s per endpoint and IP
+    snapshot_burst = 20.0
+    depth_interval = "100ms"  # or "10ms"; never both for one book
+    ping_interval = 17.0  # spec: PING every 15-20 s (the venue drops a connection idle for 60 s)
+    pong_timeout = 10.0  # no PONG within this -> reconnect
+    control_rate = 10.0  # client frames per second per connection (SUBSCRIPTION and PING)
+    channels_per_subscribe = 5  # channels per SUBSCRIPTION frame (ack msg = channels joined by ",")
+    ack_timeout = 5.0  # a SUBSCRIPTION with no reply at all by then -> reconnect
+    validate_at_start = True  # check the symbol map against /api/v3/exchangeInfo
+
+    def __init__(self, config: VenueConfig, *, metrics: FeedMetrics | None = None) -> None:
+        super().__init__(config, metrics=metrics)
+        if self.depth_interval not in INTERVALS:
+            raise ValueError(f"venues.{config.name}.options.depth_interval must be one of {INTERVALS}")
+        if self.max_symbols_per_connection > VENUE_SUBSCRIPTION_LIMIT:
+            log.warning("%s: max_symbols_per_connection=%s exceeds MEXC's %s subscriptions per "
+                        "connection; the excess will be left unsubscribed", self.venue,
+                        self.max_symbols_per_connection, VENUE_SUBSCRIPTION_LIMIT)
+        self.snapshot_limit = max(1, min(MAX_DEPTH, int(config.depth or DEFAULT_DEPTH)))
+        self.tick_sizes: dict[str, Decimal] = {}  # canonical -> price step, from exchangeInfo
+        self.lot_sizes: dict[str, Decimal] = {}  # canonical -> size step, from exchangeInfo
+        self.pong_timeouts = 0
+
+    # ------------------------------------------------------------------ venue hooks
+    def rule_for(self, canonical: str) -> SequenceRule:
+        return MEXC
+
+    def channel_for(self, venue_symbol: str) -> str:
+        return f"{DEPTH_CHANNEL}@{self.depth_interval}@{venue_symbol}"
+
+    def connection_tasks(self, conn: Connection) -> list[Coroutine[Any, Any, Any]]:
+        self._state(conn)  # started before subscribe(): the state must exist for both
+        return [self._heartbeat(conn)]
+
+    async def subscribe(self, conn: Connection) -> None:
+        """Queue the SUBSCRIPTION frames; replies are checked as they arrive, while the socket is read."""
+        state = self._state(conn)
+        for canonical in conn.symbols:
+            if canonical in self.invalid:  # rejected earlier: do not ask again on every reconnect
+                sync = conn.syncs[canonical]
+                if sync.state is not SyncState.INVALID:
+                    sync.invalidate(self.invalid[canonical])
+                continue
+            venue_symbol = self.config.symbols[canonical]
+            state.by_venue[venue_symbol] = canonical
+            state.by_channel[self.channel_for(venue_symbol)] = canonical
+        if not state.by_channel:
+            await self._park(conn)
+        conn.spawn(self._subscribe_paced(conn, list(state.by_channel)), name=f"{self.venue}-subscribe")
+
+    async def handle(self, conn: Connection, msg: aiohttp.WSMessage) -> None:
+        """Binary = protobuf data, text = JSON control: by opcode, as the two decoders must never mix."""
+        if msg.type is aiohttp.WSMsgType.BINARY:
+            self._on_push(conn, msg.data)
+        elif msg.type is aiohttp.WSMsgType.TEXT:
+            self._on_control(conn, msg.data)
+
+    async def fetch_snapshot(self, conn: Connection, canonical: str) -> Snapshot:
+        """``GET /api/v3/depth``; 429/418 raise RateLimited (in ``get_json``), -1121 InvalidSymbol."""
+        venue_symbol = self.config.symbols[canonical]
+        status, _, body = await self.get_json(f"{self.config.rest_url}/api/v3/depth",
+                                              {"symbol": venue_symbol, "limit": str(self.snapshot_limit)})
+        if status != 200:
+            code = body.get("code") if isinstance(body, dict) else None
+            if code == INVALID_SYMBOL_CODE:
+                raise InvalidSymbol(f"MEXC {code} for {venue_symbol}: {body.get('msg')}")
+            raise SnapshotError(f"HTTP {status}: {str(body)[:200]}")
+        return parse_depth(body)
+
+    async def validate_symbols(self) -> dict[str, str]:
+        if not self.validate_at_start:
+            return {}
+        status, _, body = await self.get_json(f"{self.config.rest_url}/api/v3/exchangeInfo")
+        if status != 200 or not isinstance(body, dict) or not isinstance(body.get("symbols"), list):
+            raise SnapshotError(f"exchangeInfo: HTTP {status}: {str(body)[:200]}")
+        listed = {s["symbol"]: s for s in body["symbols"] if isinstance(s, dict) and "symbol" in s}
+        bad: dict[str, str] = {}
+        for canonical, venue_symbol in self.config.symbols.items():
+            info = listed.get(venue_symbol)
+            if info is None:
+                bad[canonical] = f"{venue_symbol} is not listed by MEXC exchangeInfo"
+                continue
+            status_code = str(info.get("status", "1"))
+            if status_code == "3":
+                bad[canonical] = f"{venue_symbol} is offline (status 3)"
+                continue
+            if status_code != "1":
+                log.warning("%s: %s has status %s (not online)", self.venue, venue_symbol, status_code)
+            self._learn_steps(canonical, info)
+        return bad
+
+    # ------------------------------------------------------------------ data frames
+    def _on_push(self, conn: Connection, data: bytes) -> None:
+        try:
+            wrapper = pb.PushDataV3ApiWrapper.FromString(data)
+        except DecodeError as exc:
+            raise FrameError(f"undecodable protobuf push ({len(data)} bytes): {exc}") from exc
+        if wrapper.WhichOneof("body") != DEPTH_MEMBER:
+            return  # other channels, oneof members this schema does not declare, or none
+        venue_symbol = wrapper.symbol if wrapper.HasField("symbol") else wrapper.channel.rpartition("@")[2]
+        canonical = self._state(conn).by_venue.get(venue_symbol)
+        if canonical is None:
+            log.debug("%s: push for unsubscribed symbol %r ignored", self.venue, venue_symbol)
+            return
+        body = wrapper.publicAggreDepths
+        try:
+            first = int(body.fromVersion)
+            last = int(body.toVersion)
+        except ValueError as exc:
+            span = f"{body.fromVersion!r}..{body.toVersion!r}"
+            raise FrameError(f"{venue_symbol}: bad versions {span}") from exc
+        if last < first:
+            raise FrameError(f"{venue_symbol}: toVersion {last} < fromVersion {first}")
+        event_time = wrapper.sendTime / 1000 if wrapper.HasField("sendTime") else None
+        self.deliver(conn, canonical, Delta(
+            first, last, None,
+            [(level.price, level.quantity) for level in body.bids],
+            [(level.price, level.quantity) for level in body.asks],
+            event_time,
+        ))
+
+    # ------------------------------------------------------------------ control frames
+    def _on_control(self, conn: Connection, text: str) -> None:
+        try:
+            reply = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            log.warning("%s: non-JSON text frame ignored: %r", self.venue, text[:200])
+            return
+        msg = reply.get("msg") if isinstance(reply, dict) else None
+        if not isinstance(msg, str):
+            log.warning("%s: unexpected control frame ignored: %r", self.venue, text[:200])
+            return
+        state = self._state(conn)
+        if msg == PONG:
+            state.pongs += 1
+            state.pong.set()
+            return
+        if not msg:  # an ack of nothing: the oldest unanswered batch was dropped whole (over the limit)
+            batch = next((b for b in state.batches if not b.replied), None)
+            if batch is not None:
+                batch.replied = True
+                self._drop_unacknowledged(conn, batch)
+            return
+        channels = set(msg.split(","))
+        batch = next((b for b in state.batches if channels <= set(b.channels)), None)
+        if batch is not None:  # success: msg is (a subset of) the requested channel set
+            batch.replied = True
+            batch.pending -= channels
+            self._drop_unacknowledged(conn, batch)
+            return
+        match = _BRACKETS.search(msg)
+        rejected = set(match.group(1).split(",")) if match else set()
+        hit = False
+        for batch in state.batches:
+            named = batch.pending & rejected
+            if named:
+                hit = batch.replied = True
+                batch.pending -= named
+                for channel in sorted(named):
+                    self._invalidate(conn, state.by_channel[channel], f"subscription rejected: {msg.strip()}")
+        state.batches = [b for b in state.batches if b.pending]
+        if not hit:
+            log.warning("%s: unrecognised control reply on connection %s: %r", self.venue, conn.id, msg)
+
+    def _drop_unacknowledged(self, conn: Connection, batch: _Batch) -> None:
+        """The venue answered the batch without these channels: over its limit, never served."""
+        state = self._state(conn)
+        for channel in sorted(batch.pending):
+            self._invalidate(conn, state.by_channel[channel],
+                             "subscription not acknowledged (over the venue's per-connection limit?)")
+        batch.pending.clear()
+        state.batches = [b for b in state.batches if b.pending]
+
+    def _invalidate(self, conn: Connection, canonical: str, why: str) -> None:
+        log.error("%s: %s: %s", self.venue, canonical, why)
+        self.invalid[canonical] = why
+        sync = conn.syncs.get(canonical)
+        if sync is not None and sync.state is not SyncState.INVALID:
+            sync.invalidate(why)
+        if conn.open and all(s.state is SyncState.INVALID for s in conn.syncs.values()):
+            self._abort(conn, "no valid symbol left")  # the next attempt parks instead of subscribing
+
+    # ------------------------------------------------------------------ connection tasks
+    async def _subscribe_paced(self, conn: Connection, channels: list[str]) -> None:
+        """Send SUBSCRIPTION frames at the control rate, then watch for their replies."""
+        state = self._state(conn)
+        size = max(1, int(self.channels_per_subscribe))
+        for i in range(0, len(channels), size):
+            names = channels[i:i + size]
+            batch = _Batch(names, set(names))
+            state.batches.append(batch)  # before sending: the reply may come back at once
+            if not await self._send(conn, {"method": "SUBSCRIPTION", "params": names}):
+                return
+            batch.sent_at = time.monotonic()
+        while state.batches and conn.open:
+            await asyncio.sleep(min(0.1, self.ack_timeout / 5))
+            now = time.monotonic()
+            for batch in [b for b in state.batches if now - b.sent_at >= self.ack_timeout]:
+                if batch.replied:
+                    self._drop_unacknowledged(conn, batch)
+                else:
+                    self._abort(conn, f"no reply to SUBSCRIPTION {batch.channels} within {self.ack_timeout}s")
+                    return
+
+    async def _heartbeat(self, conn: Connection) -> None:
+        """PING so the venue keeps the connection; a missing PONG means the connection is dead."""
+        state = self._state(conn)
+        while True:
+            await asyncio.sleep(self.ping_interval)
+            state.pong.clear()
+            if not await self._send(conn, {"method": "PING"}):
+                return
+            try:
+                await asyncio.wait_for(state.pong.wait(), self.pong_timeout)
+            except TimeoutError:
+                self.pong_timeouts += 1
+                self._abort(conn, f"no PONG within {self.pong_timeout}s")
+                return
+
+    async def _send(self, conn: Connection, command: dict) -> bool:
+        state = self._state(conn)
+        assert state.pacer is not None
+        await state.pacer.acquire()
+        ws = conn.ws
+        if ws is None or ws.closed:
+            return False
+        try:
+            await ws.send_str(orjson.dumps(command).decode())
+        except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+            log.info("%s: send on connection %s failed: %s", self.venue, conn.id, exc)
+            return False
+        return True
+
+    def _abort(self, conn: Connection, why: str) -> None:
+        """End the connection from one of its own tasks; the supervisor reconnects."""
+        log.warning("%s: connection %s: %s; reconnecting", self.venue, conn.id, why)
+        if conn.task is not None and not conn.task.done():
+            conn.task.cancel()
+
+    async def _park(self, conn: Connection) -> None:
+        """Every symbol of this connection is invalid: hold no socket, and do not reconnect in a loop."""
+        log.error("%s: connection %s has no valid symbol left; idle until restart", self.venue, conn.id)
+        for task in list(conn.tasks):
+            task.cancel()
+        conn.state = "idle"
+        if conn.ws is not None:
+            with contextlib.suppress(Exception):
+                await conn.ws.close()
+        await asyncio.Future()  # until the feed stops (which cancels this task)
+
+    # ------------------------------------------------------------------ helpers
+    def _state(self, conn: Connection) -> _ConnState:
+        state = conn.data.get("mexc")
+        if state is None:
+            state = conn.data["mexc"] = _ConnState(pacer=RequestPacer(self.control_rate, 1.0))
+        return state
+
+    def _learn_steps(self, canonical: str, info: dict) -> None:
+        """Price and size steps from exchangeInfo (``quotePrecision`` decimals, ``baseSizePrecision``)."""
+        try:
+            precision = info.get("quotePrecision")
+            if isinstance(precision, int) and not isinstance(precision, bool):
+                self.tick_sizes[canonical] = Decimal(1).scaleb(-precision)
+            lot = Decimal(str(info.get("baseSizePrecision", "0")))
+            if lot > 0:
+                self.lot_sizes[canonical] = lot
+        except (InvalidOperation, ValueError):
+            log.warning("%s: %s: unreadable precision in exchangeInfo", self.venue, canonical)
+
+
+def parse_depth(body: object) -> Snapshot:
+    """``GET /api/v3/depth`` -> Snapshot; ``lastUpdateId`` may be a JSON number or a string."""
+    if not isinstance(body, dict):
+        raise SnapshotError(f"depth: not an object: {str(body)[:200]}")
+    raw_id = body.get("lastUpdateId")
+    if isinstance(raw_id, bool) or not isinstance(raw_id, (int, str)):
+        raise SnapshotError(f"depth: bad lastUpdateId {raw_id!r}")
+    try:
+        last = int(raw_id)
+    except ValueError as exc:
+        raise SnapshotError(f"depth: bad lastUpdateId {raw_id!r}") from exc
+    bids, asks = body.get("bids"), body.get("asks")
+    if not isinstance(bids, list) or not isinstance(asks, list):
+        raise SnapshotError("depth: bids/asks missing")
+    stamp = body.get("timestamp")
+    event_time = stamp / 1000 if isinstance(stamp, int) and not isinstance(stamp, bool) else None
+    return Snapshot(last, bids, asks, event_time)
