@@ -151,6 +151,7 @@ class VenueFeed:
         self._supervisors: list[asyncio.Task] = []
         self._stopping = False
         self._ever_live: set[str] = set()
+        self._down_since: dict[str, float] = {}  # canonical -> when its current book stopped being live
 
     @classmethod
     def option_names(cls) -> set[str]:
@@ -501,12 +502,17 @@ class _LiveWatcher:
     def __init__(self, feed: VenueFeed, canonical: str) -> None:
         self.feed = feed
         self.canonical = canonical
-        self.down_since = time.monotonic()  # when the book last stopped being live (or was created)
+        # when the venue's book for this symbol stopped being live: a reconnect's fresh BookSync
+        # inherits the moment the previous one went down, so time-to-live covers the whole outage
+        self.down_since = feed._down_since.get(canonical, time.monotonic())
 
     def on_transition(self, sync: BookSync, transition: Transition) -> None:
         if transition.new is not SyncState.LIVE and transition.old is SyncState.LIVE:
             self.down_since = transition.at
+            if self.feed._current.get(self.canonical) is sync:
+                self.feed._down_since[self.canonical] = transition.at
         if transition.new is SyncState.LIVE and transition.old is not SyncState.LIVE:
+            self.feed._down_since.pop(self.canonical, None)
             seconds = transition.at - self.down_since
             after = "resync" if self.canonical in self.feed._ever_live else "start"
             self.feed._ever_live.add(self.canonical)
