@@ -43,7 +43,7 @@ class WebSocketSettings:
     max_subscriptions: int = 100  # per client
     queue_size: int = 500  # messages queued per client before conflation starts
     queue_bytes: int = 1_048_576  # or bytes queued per client before conflation starts
-    max_conflations: int = 1000  # conflations without ever catching up before close code 4008
+    max_behind: int = 5000  # updates dropped without the client ever catching up before close code 4008
     stall_timeout: float = 30.0  # a send blocked this long closes the client with 4008
     heartbeat: float = 15.0  # seconds between server heartbeats (and WebSocket pings)
     publish_interval: float = 0.0  # minimum seconds between two updates of one subscription
@@ -192,7 +192,7 @@ def _websocket(table: Mapping[str, Any]) -> WebSocketSettings:
         ),
         queue_size=_int(table.get("queue_size", d.queue_size), p + "queue_size", 2),
         queue_bytes=_int(table.get("queue_bytes", d.queue_bytes), p + "queue_bytes", 1024),
-        max_conflations=_int(table.get("max_conflations", d.max_conflations), p + "max_conflations", 1),
+        max_behind=_int(table.get("max_behind", d.max_behind), p + "max_behind", 1),
         stall_timeout=_float(
             table.get("stall_timeout", d.stall_timeout), p + "stall_timeout", 0, strict=True
         ),

@@ -23,8 +23,8 @@ Why it is built this way:
   ``conflated``) rendered from the latest state when the writer reaches it.  The
   ``seq`` stays gap-free from the client's point of view; the ``snapshot`` tells
   it intermediate states were skipped.
-* A client that keeps needing conflation without ever draining its queue
-  (``max_conflations``), whose queue passes a hard cap, or whose socket accepts
+* A client that has had more than ``max_behind`` updates dropped without its
+  queue ever draining, whose queue passes a hard cap, or whose socket accepts
   nothing for ``stall_timeout`` seconds is closed with code **4008** (slow
   consumer).  Memory per client is therefore bounded by the queue limits plus the
   socket's write buffer.
@@ -149,7 +149,7 @@ class Client:
         self.queued_bytes = 0
         self.wakeup = asyncio.Event()
         self.closing = False
-        self.conflations = 0  # since the queue was last empty
+        self.behind = 0  # updates dropped since the queue was last empty
         self.total_conflations = 0
         self.max_queued = 0  # high-water mark of the queue length (observability, tests)
         self.max_queued_bytes = 0
@@ -197,8 +197,7 @@ class Client:
                 if item[0] == _STATUS and item[1] == key:
                     self.queued_bytes += len(payload) - len(item[2])
                     item[2] = payload
-                    self.dropped += 1
-                    self.hub.metrics.ws_messages_dropped()
+                    self._drop(1)
                     return
         self._push([_STATUS, key, payload])
 
@@ -234,7 +233,10 @@ class Client:
 
     def _drop(self, n: int) -> None:
         self.dropped += n
+        self.behind += n
         self.hub.metrics.ws_messages_dropped(n)
+        if self.behind > self.settings.max_behind:
+            self.close_slow(f"{self.behind} updates dropped without catching up")
 
     def _conflate(self, sub: Subscription) -> None:
         kept: deque[list] = deque()
@@ -249,11 +251,10 @@ class Client:
         sub.seq -= removed  # the removed messages were the newest of this subscription: reuse their seqs
         sub.pending_snapshot = True
         self._drop(removed + 1)  # + the update that did not fit
-        self.conflations += 1
+        if self.closing:
+            return
         self.total_conflations += 1
         self._push([_MARK, sub, None])
-        if self.conflations > self.settings.max_conflations:
-            self.close_slow(f"conflated {self.conflations} times without catching up")
 
     def remove_sub(self, sub: Subscription) -> None:
         self.subs.pop(sub.key, None)
@@ -273,7 +274,7 @@ class Client:
         try:
             while True:
                 if not self.queue:
-                    self.conflations = 0
+                    self.behind = 0
                     self.wakeup.clear()
                     await self.wakeup.wait()
                     continue

@@ -91,6 +91,7 @@ def test_environment_overrides_listen_address() -> None:
         (lambda d: d.update(venues={}), "venues"),
         (lambda d: d.update(websocket={"queue_size": 0}), "websocket.queue_size"),
         (lambda d: d.update(websocket={"heartbeat": 0}), "websocket.heartbeat"),
+        (lambda d: d.update(websocket={"max_behind": 0}), "websocket.max_behind"),
         (lambda d: d.update(websocket={"max_conflation": 5}), "websocket.max_conflation"),
     ],
 )
