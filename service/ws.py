@@ -139,8 +139,11 @@ def _frame(kind: str, sub: Subscription, payload: bytes, reason: str | None = No
 class Client:
     """One connected WebSocket: its subscriptions, bounded queue and writer task."""
 
-    def __init__(self, ws: web.WebSocketResponse, hub: Hub, peer: str) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, hub: Hub, peer: str, transport: asyncio.BaseTransport | None = None
+    ) -> None:
         self.ws = ws
+        self.transport = transport
         self.hub = hub
         self.peer = peer
         self.settings = hub.settings
@@ -326,8 +329,14 @@ class Client:
             self.writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.writer
+        transport = self.transport
+        if transport is not None:  # a peer that never reads must not pin its buffered bytes forever
+            asyncio.get_running_loop().call_later(2 * CLOSE_TIMEOUT, transport.abort)
         try:
-            await asyncio.wait_for(self.ws.close(code=code, message=message.encode()), CLOSE_TIMEOUT)
+            # drain=False: the close frame joins the buffered bytes instead of waiting for a stuck reader
+            await asyncio.wait_for(
+                self.ws.close(code=code, message=message.encode(), drain=False), CLOSE_TIMEOUT
+            )
         except (TimeoutError, asyncio.CancelledError, ConnectionError, RuntimeError):
             pass  # aiohttp has closed the transport; buffered bytes (the close frame too) still flush
 
@@ -432,7 +441,7 @@ class Hub:
             timeout=CLOSE_TIMEOUT,
         )
         await ws.prepare(request)
-        client = Client(ws, self, request.remote or "?")
+        client = Client(ws, self, request.remote or "?", request.transport)
         self.clients.add(client)
         client.writer = asyncio.create_task(client.run_writer(), name="ws-writer")
         log.info("websocket client connected", extra={"peer": client.peer, "clients": len(self.clients)})

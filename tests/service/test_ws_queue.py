@@ -30,7 +30,7 @@ class GatedSocket:
         await self.gate.wait()
         self.frames.append(orjson.loads(data))
 
-    async def close(self, *, code: int, message: bytes) -> bool:
+    async def close(self, *, code: int, message: bytes, drain: bool = True) -> bool:
         self.closed = True
         self.close_code = code
         return True
