@@ -1,0 +1,181 @@
+"""The ``aggbook`` command as a user runs it: a real process, real signals, exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+
+from simulator.exchange import SimulatedExchange
+from simulator.market import DEFAULT_SYMBOLS
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = Path(sys.executable).parent / "aggbook"
+
+
+def command(*args: str) -> list[str]:
+    """The installed console script when there is one, else the module."""
+    if SCRIPT.exists():
+        return [str(SCRIPT), *args]
+    return [sys.executable, "-m", "service.cli", *args]
+
+
+class Proc:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.stdout: list[str] = []
+
+    async def read_until(self, pattern: str, timeout: float = 15.0) -> re.Match:
+        async def scan() -> re.Match:
+            while True:
+                line = await self.proc.stdout.readline()  # type: ignore[union-attr]
+                if not line:
+                    raise AssertionError(f"process ended before {pattern!r}: {self.stdout}")
+                text = line.decode()
+                self.stdout.append(text)
+                m = re.search(pattern, text)
+                if m:
+                    return m
+
+        return await asyncio.wait_for(scan(), timeout)
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        self.proc.send_signal(sig)
+        return await asyncio.wait_for(self.proc.wait(), timeout)
+
+    async def stderr(self) -> str:
+        return (await self.proc.stderr.read()).decode()  # type: ignore[union-attr]
+
+
+@pytest.fixture
+async def spawn() -> AsyncIterator:
+    procs: list[Proc] = []
+
+    async def start(*args: str, env: dict | None = None) -> Proc:
+        p = await asyncio.create_subprocess_exec(
+            *command(*args),
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+        )
+        procs.append(Proc(p))
+        return procs[-1]
+
+    yield start
+    for p in procs:
+        if p.proc.returncode is None:
+            p.proc.kill()
+            await p.proc.wait()
+
+
+async def wait_ready(http: aiohttp.ClientSession, base: str) -> None:
+    async def poll() -> None:
+        while True:
+            try:
+                async with http.get(f"{base}/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(poll(), 15)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_demo_serves_and_shuts_down_cleanly(spawn, sig: int) -> None:
+    proc = await spawn("demo", "--port", "0", "--log-json")
+    base = (await proc.read_until(r"aggbook is running on (http://127\.0\.0\.1:\d+)")).group(1)
+    await proc.read_until("Ctrl-C to stop")
+    banner = "".join(proc.stdout)
+    assert f"{base}/v1/quotes" in banner and "ws://127.0.0.1:" in banner and "binance" in banner
+    async with aiohttp.ClientSession() as http:
+        await wait_ready(http, base)
+        async with http.get(f"{base}/v1/quotes/BTC-USDT") as resp:
+            assert resp.status == 200 and len((await resp.json())["venues"]) == 5
+        ws = await http.ws_connect(f"{base}/v1/ws")
+        await ws.send_json({"op": "subscribe", "channel": "quotes", "symbols": ["BTC-USDT"]})
+        assert (await ws.receive_json(timeout=5))["type"] == "ack"
+        assert await proc.stop(sig) == 0
+        while True:  # whatever was in flight, then the close frame
+            msg = await ws.receive(timeout=10)
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+        assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1001
+    logs = (await proc.stderr()).splitlines()
+    events = [orjson.loads(line) for line in logs]  # every line is one JSON object
+    assert any(e["msg"] == "shutting down" for e in events)
+    assert events[-1]["msg"] == "stopped" and {"ts", "level", "logger"} <= set(events[-1])
+    assert any(e.get("loop") == "uvloop" for e in events) or not _has_uvloop()
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+async def test_serve_reads_the_config_and_env_overrides_the_port(spawn, tmp_path: Path) -> None:
+    specs = DEFAULT_SYMBOLS[:2]
+    async with SimulatedExchange(["binance", "nhex"], symbols=specs) as sim:
+        lines = ["[service]", 'symbols = ["BTC-USDT", "ETH-USDT"]', "port = 1", ""]
+        for name, server in sim.venues.items():
+            urls = server.urls()
+            lines += [
+                f"[venues.{name}]",
+                f'rest_url = "{urls["rest_url"]}"',
+                f'ws_url = "{urls["ws_url"]}"',
+                "fee_bps = 7.5",
+                "",
+            ]
+        cfg = tmp_path / "aggbook.toml"
+        cfg.write_text("\n".join(lines))
+        with socket.socket() as s:  # a free port for AGGBOOK_PORT to override the file's port 1
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = await spawn(
+            "serve", "--config", str(cfg), env={"AGGBOOK_PORT": str(port), "AGGBOOK_HOST": "127.0.0.1"}
+        )
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as http:
+            await wait_ready(http, base)
+            async with http.get(f"{base}/v1/quotes/ETH-USDT") as resp:
+                venues = (await resp.json())["venues"]
+            assert [(v["venue"], v["fee_bps"]) for v in venues] == [("binance", "7.5"), ("nhex", "7.5")]
+        assert await proc.stop() == 0
+        assert "listening" in await proc.stderr()
+
+
+async def test_start_failure_exits_1(spawn) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        proc = await spawn("demo", "--port", str(busy.getsockname()[1]))
+        assert await asyncio.wait_for(proc.proc.wait(), 15) == 1
+        assert "start failed" in await proc.stderr()
+
+
+async def test_simulate_prints_venue_urls(spawn) -> None:
+    proc = await spawn("simulate", "--venues", "binance,btse", "--symbols", "2")
+    rest = (await proc.read_until(r"binance\s+rest_url = (http://\S+)")).group(1)
+    await proc.read_until("Ctrl-C to stop")
+    out = "".join(proc.stdout)
+    assert re.search(r"btse\s+rest_url = http://127\.0\.0\.1:\d+/spot", out)
+    assert re.search(r"ws_url\s+= ws://127\.0\.0\.1:\d+/ws/oss/spot", out)
+    assert "[venues.btse]" in out and '"ETH-USDT" = "ETH-USDT"' in out
+    async with aiohttp.ClientSession() as http, http.get(f"{rest}/api/v3/depth?symbol=BTCUSDT") as resp:
+        assert resp.status == 200 and (await resp.json())["bids"]
+    assert await proc.stop() == 0
