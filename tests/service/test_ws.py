@@ -287,3 +287,11 @@ async def test_ws_metrics(setup) -> None:
     assert "aggbook_ws_clients 1.0" in text
     assert "aggbook_ws_messages_sent_total 2.0" in text
     await asyncio.wait_for(ws.ws.close(), 5)
+
+
+async def test_oversized_client_frame_closes_with_1009(setup) -> None:
+    service, _, http = setup
+    ws = await connect(service, http)
+    await ws.send({"op": "ping", "id": "x" * 70_000})
+    msg = await ws.ws.receive(timeout=5)
+    assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1009
