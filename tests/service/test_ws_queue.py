@@ -139,3 +139,19 @@ async def test_status_messages_conflate_per_venue(hub_and_feeds) -> None:
     await wait_for(lambda: not client.queue, what="drained")
     last_status = [f for f in sock.frames if f["type"] == "status"][-1]
     assert last_status["state"] == "live"
+
+
+@pytest.mark.parametrize("hub_and_feeds", [{"stall_timeout": 0.2}], indirect=True)
+async def test_socket_that_accepts_nothing_is_closed_after_stall_timeout(hub_and_feeds) -> None:
+    hub, _ = hub_and_feeds
+    hub.start()
+    stuck, sock = attach(hub)
+    fine, fine_sock = attach(hub)
+    fine_sock.gate.set()
+    for client in (stuck, fine):
+        client.handle_text('{"op": "ping", "id": 1}')  # the stuck writer now waits inside its send
+    await wait_for(lambda: sock.closed, what="stalled client closed")
+    assert sock.close_code == 4008
+    assert not fine.closing and fine_sock.frames == [
+        {"type": "pong", "id": 1, "ts": fine_sock.frames[0]["ts"]}
+    ]
