@@ -161,6 +161,7 @@ class Client:
         self.sending_since: float | None = None
         self.close_code: int | None = None
         self.writer: asyncio.Task | None = None
+        self._close_task: asyncio.Task | None = None  # held so the task is not garbage-collected
         limit = self.settings.queue_size
         self.hard_cap = 2 * limit + 2 * self.settings.max_subscriptions + 64
 
@@ -316,7 +317,9 @@ class Client:
         self._drop(sum(1 for item in self.queue if item[0] in (_SUB, _MARK)))
         self.queue.clear()
         self.queued_bytes = 0
-        asyncio.get_running_loop().create_task(self.close(CLOSE_SLOW_CONSUMER, "slow consumer"))
+        self._close_task = asyncio.get_running_loop().create_task(
+            self.close(CLOSE_SLOW_CONSUMER, "slow consumer")
+        )
 
     async def close(self, code: int, message: str) -> None:
         if self.close_code is not None:
