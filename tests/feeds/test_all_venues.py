@@ -1,4 +1,4 @@
-"""All five venues and three symbols at once: the consolidated best bid and ask equal the best of the truths."""
+"""Five venues and three symbols at once: the consolidated best bid and ask equal the best of the truths."""
 
 from __future__ import annotations
 

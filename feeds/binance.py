@@ -1,0 +1,416 @@
+"""Binance Spot and USDⓈ-M Futures diff-depth feeds (spec: shared/specs/binance.md).
+
+Both markets speak the same protocol with different constants, so there is one
+implementation, :class:`_BinanceFeed`, and the differences are data
+(:class:`BinanceMarket`): REST prefix, sequencing rule (spot ``U``/``u``, futures
+``pu``), snapshot limits and their request weights, the default weight budget,
+stream speeds and the incoming-message limit.
+
+What the feed does, per the spec:
+
+* combined streams ``/stream?streams=<sym>@depth@100ms/...`` (futures under
+  ``ws_url`` which already ends in ``/public``); streams that do not fit the URL
+  (``url_max_streams``) are added with batched ``SUBSCRIBE`` frames, paced per
+  connection under the venue's incoming-message limit (5/s spot, 10/s futures)
+  because pings, pongs and control frames all count (§6);
+* REST snapshot ``/api/v3/depth`` or ``/fapi/v1/depth`` at ``config.depth``
+  (default 1000) with the request weight of that limit (§2), paced by the base's
+  venue-wide pacer; ``X-MBX-USED-WEIGHT-1M`` is read on every response and the
+  pacer is held back when the used weight nears the budget; 429/418 with
+  ``Retry-After`` become :class:`RateLimited`; ``-1121`` becomes :class:`InvalidSymbol`;
+* ``exchangeInfo`` at start-up: unknown symbols are rejected, tick and step sizes
+  and the ``REQUEST_WEIGHT`` budget learned (§8, §9);
+* ``serverShutdown`` (raw, or ``!serverShutdown`` on combined streams) triggers the
+  base's make-before-break rollover, as does ``max_connection_age`` (23.5 h, before
+  the venue's 24 h cut);
+* server pings are answered by aiohttp's autoping with the ping's payload; futures,
+  whose server pings only every 3 minutes, also sends client pings so a quiet
+  connection still proves it is alive within ``silence_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, ClassVar
+
+import aiohttp
+import orjson
+
+from book.sync import BINANCE_FUTURES, BINANCE_SPOT, Delta, SequenceRule, Snapshot
+from feeds.base import (
+    Connection,
+    FeedError,
+    FrameError,
+    InvalidSymbol,
+    SnapshotError,
+    VenueFeed,
+)
+from feeds.config import VenueConfig
+from feeds.metrics import FeedMetrics
+from feeds.pacing import RequestPacer
+
+log = logging.getLogger("aggbook.feeds.binance")
+
+WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
+INVALID_SYMBOL_CODE = -1121
+
+_INTERVAL_SECONDS = {"SECOND": 1.0, "MINUTE": 60.0, "HOUR": 3600.0, "DAY": 86400.0}
+
+
+@dataclass(frozen=True)
+class BinanceMarket:
+    """What differs between Binance Spot and USDⓈ-M Futures market data."""
+
+    rest_prefix: str
+    rule: SequenceRule
+    prev_field: str | None  # futures chains deltas by "pu"; spot has no previous id
+    default_depth: int
+    max_depth: int
+    allowed_depths: tuple[int, ...] | None  # futures accepts only fixed limits; spot any 1..max
+    depth_weights: tuple[tuple[int, int], ...]  # (limit up to, request weight), ascending
+    weight_budget: int  # REQUEST_WEIGHT per minute unless exchangeInfo says otherwise
+    speeds: tuple[str, ...]  # allowed depth-stream speed suffixes ("" = the stream's default)
+    exchange_info_filter: bool  # exchangeInfo accepts ?symbols=[...]
+
+
+SPOT = BinanceMarket(
+    rest_prefix="/api/v3",
+    rule=BINANCE_SPOT,
+    prev_field=None,
+    default_depth=1000,
+    max_depth=5000,
+    allowed_depths=None,
+    depth_weights=((100, 5), (500, 25), (1000, 50), (5000, 250)),
+    weight_budget=6000,
+    speeds=("", "100ms", "1000ms"),
+    exchange_info_filter=True,
+)
+
+FUTURES = BinanceMarket(
+    rest_prefix="/fapi/v1",
+    rule=BINANCE_FUTURES,
+    prev_field="pu",
+    default_depth=1000,
+    max_depth=1000,
+    allowed_depths=(5, 10, 20, 50, 100, 500, 1000),
+    depth_weights=((50, 2), (100, 5), (500, 10), (1000, 20)),
+    weight_budget=2400,
+    speeds=("", "100ms", "250ms", "500ms"),
+    exchange_info_filter=False,
+)
+
+
+class _BinanceFeed(VenueFeed):
+    """Spot and futures diff-depth feed; subclasses pick the :class:`BinanceMarket`."""
+
+    market: ClassVar[BinanceMarket]
+
+    # knobs (config.options overrides any of them)
+    max_symbols_per_connection: int = 200  # one stream per symbol; the venue allows 1024
+    max_streams_per_connection: int = 1024
+    silence_timeout: float = 30.0
+    max_connection_age: float | None = 23.5 * 3600  # roll over before the venue's 24 h cut
+    stream_speed: str = "100ms"  # "<sym>@depth@100ms"; "" = "<sym>@depth"
+    combined: bool = True  # /stream?streams= (wrapped events) or /ws/<s1>/<s2> (raw events)
+    url_max_streams: int = 200  # streams named in the URL; the rest go in SUBSCRIBE frames
+    subscribe_batch: int = 200  # streams per SUBSCRIBE frame
+    control_rate: float = 4.0  # outgoing control frames (SUBSCRIBE, pings) per second
+    control_burst: float = 2.0
+    client_ping_interval: float = 0.0  # 0 = rely on the venue's pings
+    snapshot_rate: float = 50.0  # request weight per second spent on snapshots
+    snapshot_burst: float = 250.0
+    weight_budget: int | None = None  # None = from exchangeInfo, else the market's default
+    weight_window: float = 60.0
+    weight_headroom: float = 0.8  # slow down once this share of the budget is used
+
+    def __init__(self, config: VenueConfig, *, metrics: FeedMetrics | None = None) -> None:
+        super().__init__(config, metrics=metrics)
+        market = self.market
+        self.depth = int(config.depth) if config.depth is not None else market.default_depth
+        if not 1 <= self.depth <= market.max_depth or (
+            market.allowed_depths is not None and self.depth not in market.allowed_depths
+        ):
+            allowed = market.allowed_depths or f"1..{market.max_depth}"
+            raise ValueError(f"venues.{config.name}.depth: {self.depth} not allowed ({allowed})")
+        if self.stream_speed not in market.speeds:
+            raise ValueError(f"venues.{config.name}.options.stream_speed: {self.stream_speed!r} "
+                             f"not one of {market.speeds}")
+        if int(self.url_max_streams) < 1 or int(self.subscribe_batch) < 1:
+            raise ValueError(f"venues.{config.name}.options: url_max_streams and subscribe_batch "
+                             "must be >= 1")
+        self.max_symbols_per_connection = min(int(self.max_symbols_per_connection),
+                                              int(self.max_streams_per_connection))
+        self._weight_budget_configured = self.weight_budget is not None
+        if self.weight_budget is None:
+            self.weight_budget = market.weight_budget
+        self._by_symbol = {vs.upper(): canonical for canonical, vs in config.symbols.items()}
+        self._ids = itertools.count(1)
+        self.tick_sizes: dict[str, Decimal] = {}  # canonical -> PRICE_FILTER tickSize
+        self.step_sizes: dict[str, Decimal] = {}  # canonical -> LOT_SIZE stepSize
+        self.symbol_status: dict[str, str] = {}  # canonical -> TRADING / HALT / BREAK ...
+        self.weight_used: int | None = None  # last X-MBX-USED-WEIGHT-1M seen
+        self.weight_slowdowns = 0
+        self.control_errors = 0
+
+    # ------------------------------------------------------------------ protocol facts
+    def rule_for(self, canonical: str) -> SequenceRule:
+        return self.market.rule
+
+    def snapshot_weight(self, canonical: str) -> float:
+        for upto, weight in self.market.depth_weights:
+            if self.depth <= upto:
+                return float(weight)
+        return float(self.market.depth_weights[-1][1])
+
+    def stream_name(self, canonical: str) -> str:
+        suffix = f"@{self.stream_speed}" if self.stream_speed else ""
+        return f"{self.config.symbols[canonical].lower()}@depth{suffix}"
+
+    def streams(self, conn: Connection) -> list[str]:
+        return [self.stream_name(c) for c in conn.symbols]
+
+    def ws_url_for(self, conn: Connection) -> str:
+        in_url = "/".join(self.streams(conn)[: int(self.url_max_streams)])
+        if self.combined:
+            return f"{self.config.ws_url}/stream?streams={in_url}"
+        return f"{self.config.ws_url}/ws/{in_url}"
+
+    # ------------------------------------------------------------------ control frames
+    def _control_pacer(self, conn: Connection) -> RequestPacer:
+        """Per connection: Binance counts every incoming frame against one per-connection limit."""
+        pacer = conn.data.get("pacer")
+        if pacer is None:
+            pacer = conn.data["pacer"] = RequestPacer(self.control_rate, self.control_burst)
+        return pacer
+
+    async def subscribe(self, conn: Connection) -> None:
+        rest = self.streams(conn)[int(self.url_max_streams):]
+        conn.data["pending"] = {}
+        if rest:
+            # in a task of its own so the socket is read (and pings answered) while frames are paced
+            conn.spawn(self._subscribe_rest(conn, rest), name=f"{self.venue}-subscribe-{conn.id}")
+
+    async def _subscribe_rest(self, conn: Connection, streams: list[str]) -> None:
+        pacer = self._control_pacer(conn)
+        batch = int(self.subscribe_batch)
+        try:
+            for i in range(0, len(streams), batch):
+                params = streams[i:i + batch]
+                await pacer.acquire()
+                ws = conn.ws
+                if ws is None or ws.closed:
+                    return
+                req_id = next(self._ids)
+                conn.data["pending"][req_id] = params
+                request = {"method": "SUBSCRIBE", "params": params, "id": req_id}
+                await ws.send_str(orjson.dumps(request).decode())
+        except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+            log.warning("%s: SUBSCRIBE on connection %s failed: %s", self.venue, conn.id, exc)
+            if conn.ws is not None:
+                await conn.ws.close()
+
+    def connection_tasks(self, conn: Connection) -> list:
+        if self.client_ping_interval and self.client_ping_interval > 0:
+            return [self._keepalive(conn)]
+        return []
+
+    async def _keepalive(self, conn: Connection) -> None:
+        """Client pings, paced with the control frames; each pong proves the connection alive."""
+        pacer = self._control_pacer(conn)
+        while True:
+            await asyncio.sleep(self.client_ping_interval)
+            await pacer.acquire()
+            ws = conn.ws
+            if ws is None or ws.closed:
+                return
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.ping(b"")
+
+    def _on_reply(self, conn: Connection, obj: dict) -> None:
+        req_id = obj.get("id")
+        pending: dict[int, list[str]] = conn.data.get("pending", {})
+        params = pending.pop(req_id, None) if isinstance(req_id, int) else None
+        error = obj.get("error")
+        if error is None:
+            if params is not None:
+                log.debug("%s: connection %s subscribed %d streams", self.venue, conn.id, len(params))
+            return
+        self.control_errors += 1
+        log.error("%s: connection %s: control request %s rejected: %s (streams %s)", self.venue, conn.id,
+                  req_id, error, params)
+        if params is not None or req_id is None:
+            raise FeedError(f"venue rejected control request {req_id}: {error}")
+
+    # ------------------------------------------------------------------ frames
+    async def handle(self, conn: Connection, msg: aiohttp.WSMessage) -> None:
+        if msg.type is aiohttp.WSMsgType.BINARY:
+            raise FrameError("unexpected binary frame")
+        if msg.type is not aiohttp.WSMsgType.TEXT:
+            return
+        try:
+            obj = orjson.loads(msg.data)
+        except orjson.JSONDecodeError as exc:
+            raise FrameError(f"invalid JSON: {exc}") from exc
+        if not isinstance(obj, dict):
+            raise FrameError(f"unexpected JSON {type(obj).__name__}")
+        stream = obj.get("stream")
+        event = obj.get("data") if stream is not None else obj
+        if not isinstance(event, dict):
+            raise FrameError(f"stream {stream!r} carries no event object")
+        kind = event.get("e")
+        if kind == "depthUpdate":
+            canonical = self._by_symbol.get(event.get("s"))  # type: ignore[arg-type]
+            if canonical is None:
+                log.debug("%s: depth event for unconfigured symbol %r", self.venue, event.get("s"))
+                return
+            self.deliver(conn, canonical, self._delta(event))
+        elif kind == "serverShutdown" or stream == "!serverShutdown":
+            self.request_rollover(conn)
+        elif "result" in obj or "error" in obj:
+            self._on_reply(conn, obj)
+        else:
+            log.debug("%s: ignored frame %.200s", self.venue, msg.data)
+
+    def _delta(self, event: dict) -> Delta:
+        try:
+            prev_field = self.market.prev_field
+            prev = event[prev_field] if prev_field is not None else None
+            first, last = event["U"], event["u"]
+            bids, asks = event["b"], event["a"]
+            if not (isinstance(first, int) and isinstance(last, int)) or (
+                prev is not None and not isinstance(prev, int)
+            ):
+                raise TypeError("update ids must be integers")
+            if not (isinstance(bids, list) and isinstance(asks, list)):
+                raise TypeError("b and a must be lists")
+            event_time = event.get("E")
+        except (KeyError, TypeError) as exc:
+            raise FrameError(f"bad depthUpdate: {exc}") from exc
+        return Delta(first, last, prev, bids, asks,
+                     event_time / 1000 if isinstance(event_time, int) else None)
+
+    # ------------------------------------------------------------------ REST
+    def _rest(self, path: str) -> str:
+        return f"{self.config.rest_url}{self.market.rest_prefix}/{path}"
+
+    async def fetch_snapshot(self, conn: Connection, canonical: str) -> Snapshot | None:
+        symbol = self.config.symbols[canonical]
+        status, headers, body = await self.get_json(self._rest("depth"),
+                                                    {"symbol": symbol.upper(), "limit": str(self.depth)})
+        self._note_weight(headers)
+        if status != 200:
+            raise self._rest_error(status, body, symbol)
+        try:
+            last = body["lastUpdateId"]
+            bids, asks = body["bids"], body["asks"]
+            if not isinstance(last, int) or not isinstance(bids, list) or not isinstance(asks, list):
+                raise TypeError("unexpected field types")
+        except (KeyError, TypeError) as exc:
+            raise SnapshotError(f"{symbol}: bad depth snapshot: {exc}") from exc
+        event_time = body.get("E")
+        return Snapshot(last, bids, asks, event_time / 1000 if isinstance(event_time, int) else None)
+
+    def _rest_error(self, status: int, body: Any, symbol: str) -> Exception:
+        code = body.get("code") if isinstance(body, dict) else None
+        text = body.get("msg") if isinstance(body, dict) else body
+        if code == INVALID_SYMBOL_CODE:
+            return InvalidSymbol(f"{symbol}: {text} ({code})")
+        return SnapshotError(f"{symbol}: HTTP {status} {code}: {text}")
+
+    def _note_weight(self, headers: Any) -> None:
+        """Hold the snapshot pacer back when the IP's used weight nears the budget (spec §9)."""
+        raw = headers.get(WEIGHT_HEADER) if headers is not None else None
+        if not raw:
+            return
+        try:
+            used = int(raw)
+        except ValueError:
+            return
+        self.weight_used = used
+        budget = float(self.weight_budget or self.market.weight_budget)
+        threshold = budget * float(self.weight_headroom)
+        if used < threshold:
+            return
+        per_second = budget / float(self.weight_window)
+        delay = (used - threshold) / per_second + self.snapshot_weight("") / per_second
+        self.weight_slowdowns += 1
+        log.warning("%s: request weight %d of %d used; holding snapshots for %.2fs", self.venue, used,
+                    int(budget), delay)
+        self.pacer.penalize(delay)
+
+    async def validate_symbols(self) -> dict[str, str]:
+        """exchangeInfo: which configured symbols the venue lists, tick/step sizes, the weight budget."""
+        url = self._rest("exchangeInfo")
+        wanted = [s.upper() for s in self.config.symbols.values()]
+        body: Any = None
+        if self.market.exchange_info_filter and wanted:
+            status, headers, body = await self.get_json(url, {"symbols": orjson.dumps(wanted).decode()})
+            self._note_weight(headers)
+            if status != 200:
+                body = None  # -1121 when any one is unknown: list everything and compare
+        if body is None:
+            status, headers, body = await self.get_json(url)
+            self._note_weight(headers)
+            if status != 200:
+                raise SnapshotError(f"exchangeInfo: HTTP {status}: {body}")
+        self._learn_rate_limits(body.get("rateLimits") or [])
+        listed = {s.get("symbol"): s for s in body.get("symbols") or [] if isinstance(s, dict)}
+        errors: dict[str, str] = {}
+        for canonical, venue_symbol in self.config.symbols.items():
+            info = listed.get(venue_symbol.upper())
+            if info is None:
+                errors[canonical] = f"{venue_symbol} is not listed by {self.venue} (exchangeInfo)"
+                continue
+            status_text = str(info.get("status", ""))
+            self.symbol_status[canonical] = status_text
+            if status_text != "TRADING":
+                log.warning("%s: %s status is %s; its book stays quiet until TRADING", self.venue,
+                            canonical, status_text)
+            for flt in info.get("filters") or []:
+                try:
+                    if flt.get("filterType") == "PRICE_FILTER":
+                        self.tick_sizes[canonical] = Decimal(flt["tickSize"])
+                    elif flt.get("filterType") == "LOT_SIZE":
+                        self.step_sizes[canonical] = Decimal(flt["stepSize"])
+                except (KeyError, InvalidOperation, TypeError) as exc:
+                    log.warning("%s: %s has a bad %s filter: %s", self.venue, canonical,
+                                flt.get("filterType"), exc)
+        return errors
+
+    def _learn_rate_limits(self, limits: list) -> None:
+        """REQUEST_WEIGHT budget as weight per minute (the window of the header we read); tightest wins."""
+        if self._weight_budget_configured:
+            return
+        per_minute: list[float] = []
+        for item in limits:
+            if not isinstance(item, dict) or item.get("rateLimitType") != "REQUEST_WEIGHT":
+                continue
+            seconds = _INTERVAL_SECONDS.get(str(item.get("interval")))
+            limit = item.get("limit")
+            if seconds is None or not isinstance(limit, int) or limit <= 0:
+                continue
+            window = seconds * int(item.get("intervalNum") or 1)
+            per_minute.append(limit * min(1.0, 60.0 / window))
+        if per_minute:
+            self.weight_budget = int(min(per_minute))
+
+
+class BinanceSpotFeed(_BinanceFeed):
+    """Binance Spot ``<sym>@depth@100ms`` + ``/api/v3/depth``."""
+
+    market = SPOT
+
+
+class BinanceFuturesFeed(_BinanceFeed):
+    """Binance USDⓈ-M Futures ``<sym>@depth@100ms`` on ``/public`` + ``/fapi/v1/depth``."""
+
+    market = FUTURES
+    control_rate = 8.0  # 10 incoming frames/s allowed
+    client_ping_interval = 10.0  # the venue pings only every 3 minutes
+    snapshot_rate = 16.0  # 2400 weight/min budget
+    snapshot_burst = 100.0

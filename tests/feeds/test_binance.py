@@ -1,0 +1,454 @@
+"""Binance Spot and USDⓈ-M Futures feeds against the simulated venues over real sockets.
+
+Each test starts a simulated venue with shortened timers (server pings every 0.3 s
+with a 1 s pong deadline, so a feed that did not answer pings would be dropped),
+starts the feed on its URLs, and checks after the fact that every book is live at
+the venue's sequence id and equal to its truth, and that each fault was counted
+with its reason.  Times from start to live and from a resync to live are printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import pytest
+
+from book.sync import BookSync, Reason, SyncState, Transition
+from feeds.base import VenueFeed
+from feeds.binance import BinanceFuturesFeed, BinanceSpotFeed
+from feeds.config import VenueConfig
+from simulator.binance import BinanceFuturesVenue, BinanceSpotVenue
+from simulator.faults import Fault
+from simulator.market import DEFAULT_SYMBOLS, SymbolSpec, extra_symbol
+from simulator.venue import VenueServer
+from tests.conftest import book_matches, describe_mismatch, wait_for
+
+SPECS = DEFAULT_SYMBOLS[:2]  # BTC-USDT, ETH-USDT
+SYM = "BTC-USDT"
+OTHER = "ETH-USDT"
+
+# fast retries so the tests spend their time on the protocol, not on backoff
+FAST_OPTIONS = {"backoff_base": 0.05, "backoff_cap": 0.5, "silence_timeout": 1.0}
+FAST_VENUE = {"ping_interval": 0.3, "pong_timeout": 1.0}
+
+
+@dataclass(frozen=True)
+class Market:
+    kind: str
+    venue_cls: type[VenueServer]
+    feed_cls: type[VenueFeed]
+
+
+SPOT = Market("binance", BinanceSpotVenue, BinanceSpotFeed)
+FUTURES = Market("binance-futures", BinanceFuturesVenue, BinanceFuturesFeed)
+MARKETS = [pytest.param(SPOT, id="spot"), pytest.param(FUTURES, id="futures")]
+
+
+# ---------------------------------------------------------------------------- harness
+class RecordingMetrics:
+    """A FeedMetrics that keeps everything, for assertions."""
+
+    def __init__(self) -> None:
+        self.messages = 0
+        self.nbytes = 0
+        self.decode_errors = 0
+        self.snapshots: Counter[bool] = Counter()
+        self.snapshot_by_symbol: Counter[tuple[str, bool]] = Counter()
+        self.reconnects = 0
+        self.lags: list[float] = []
+        self.ttl: list[tuple[str, float, str]] = []
+
+    def message(self, venue: str, symbol: str, nbytes: int) -> None:
+        self.messages += 1
+        self.nbytes += nbytes
+
+    def decode_error(self, venue: str) -> None:
+        self.decode_errors += 1
+
+    def snapshot(self, venue: str, symbol: str, ok: bool) -> None:
+        self.snapshots[ok] += 1
+        self.snapshot_by_symbol[(symbol, ok)] += 1
+
+    def reconnect(self, venue: str) -> None:
+        self.reconnects += 1
+
+    def lag(self, venue: str, seconds: float) -> None:
+        self.lags.append(seconds)
+
+    def time_to_live(self, venue: str, symbol: str, seconds: float, after: str) -> None:
+        self.ttl.append((symbol, seconds, after))
+
+    def resync_ttl(self, symbol: str | None = None) -> list[float]:
+        return [s for sym, s, after in self.ttl if after == "resync" and symbol in (None, sym)]
+
+
+class Recorder:
+    """``feed.on_sync`` callback: keeps every sync ever published and the transitions it saw."""
+
+    def __init__(self) -> None:
+        self.syncs: dict[str, list[BookSync]] = {}
+        self.transitions: list[tuple[str, Transition]] = []
+
+    def __call__(self, canonical: str, sync: BookSync) -> None:
+        self.syncs.setdefault(canonical, []).append(sync)
+        sync.listeners.append(self)
+
+    def on_transition(self, sync: BookSync, transition: Transition) -> None:
+        self.transitions.append((sync.symbol, transition))
+
+    def on_update(self, sync: BookSync, changed: int) -> None:
+        pass
+
+    def resyncs(self, canonical: str) -> Counter:
+        """Resyncs by reason over every sync the symbol has had (a reconnect makes new ones)."""
+        total: Counter = Counter()
+        for sync in self.syncs.get(canonical, []):
+            total.update(sync.counters.resyncs)
+        return total
+
+    def dropped(self, canonical: str) -> int:
+        return sum(s.counters.dropped for s in self.syncs.get(canonical, []))
+
+
+@dataclass
+class Harness:
+    venue: VenueServer
+    feed: VenueFeed
+    metrics: RecordingMetrics
+    recorder: Recorder
+    started: float
+    fetches: list[tuple[float, str]] = field(default_factory=list)  # (monotonic time, canonical)
+
+    def sync(self, canonical: str) -> BookSync:
+        return self.feed.current_syncs()[canonical]
+
+    def fetch_count(self, canonical: str) -> int:
+        return sum(1 for _, c in self.fetches if c == canonical)
+
+    def expected(self) -> list[str]:
+        return [c for c in self.feed.config.symbols if c not in self.feed.invalid]
+
+    def all_live(self) -> bool:
+        syncs = self.feed.current_syncs()
+        return all(c in syncs and syncs[c].live for c in self.expected())
+
+    async def wait_all_live(self, timeout: float = 10.0) -> float:
+        """Wait for every book to be live; returns the seconds since the feed was started."""
+        await wait_for(self.all_live, timeout, "all books live")
+        return time.monotonic() - self.started
+
+    def matches(self) -> bool:
+        syncs = self.feed.current_syncs()
+        return all(book_matches(syncs[c], self.venue.truth(c)) for c in self.expected())
+
+    async def settle(self, timeout: float = 10.0) -> None:
+        """Pause the market and wait until every book is live at the truth's id and equal to it."""
+        self.venue.pause()
+        try:
+            await wait_for(self.matches, timeout, "books equal to the truth")
+        except BaseException:
+            for c in self.expected():
+                print(c, describe_mismatch(self.sync(c), self.venue.truth(c)))
+            raise
+
+
+def symbols_of(venue: VenueServer, specs: tuple[SymbolSpec, ...] | list[SymbolSpec]) -> dict[str, str]:
+    return {spec.canonical: venue.venue_symbol(spec) for spec in specs}
+
+
+@contextlib.asynccontextmanager
+async def running(
+    market: Market,
+    *,
+    specs: tuple[SymbolSpec, ...] | list[SymbolSpec] = SPECS,
+    rate: float = 50.0,
+    venue_kw: dict | None = None,
+    options: dict | None = None,
+    depth: int | None = None,
+    extra_symbols: dict[str, str] | None = None,
+    before_start: Callable[[Harness], None] | None = None,
+) -> AsyncIterator[Harness]:
+    """A venue and a feed on it; fetch_snapshot is wrapped to count REST snapshot requests."""
+    venue = market.venue_cls(specs, seed=7, rate=rate, **{**FAST_VENUE, **(venue_kw or {})})
+    await venue.start()
+    metrics, recorder = RecordingMetrics(), Recorder()
+    symbols = {**symbols_of(venue, specs), **(extra_symbols or {})}
+    config = VenueConfig(name=market.kind, kind=market.kind, symbols=symbols, depth=depth,
+                         options={**FAST_OPTIONS, **(options or {})}, **venue.urls())
+    started = time.monotonic()
+    feed = market.feed_cls(config, metrics=metrics)
+    feed.on_sync(recorder)
+    h = Harness(venue, feed, metrics, recorder, started)
+    fetch = feed.fetch_snapshot
+
+    async def counted(conn, canonical):  # type: ignore[no-untyped-def]
+        h.fetches.append((time.monotonic(), canonical))
+        return await fetch(conn, canonical)
+
+    feed.fetch_snapshot = counted  # type: ignore[method-assign]
+    if before_start is not None:
+        before_start(h)
+    try:
+        await feed.start()
+        yield h
+    finally:
+        await feed.stop()
+        await venue.stop()
+
+
+def report(label: str, h: Harness, start_to_live: float | None = None) -> None:
+    resync = h.metrics.resync_ttl()
+    parts = [f"[time-to-live] {h.feed.venue} {label}:"]
+    if start_to_live is not None:
+        parts.append(f"start->all live {start_to_live * 1000:.1f} ms")
+    if resync:
+        parts.append("resync->live " + ", ".join(f"{s * 1000:.1f} ms" for s in resync))
+    print(" ".join(parts))
+
+
+# ---------------------------------------------------------------------------- happy paths
+@pytest.mark.parametrize("market", MARKETS)
+@pytest.mark.parametrize("combined", [True, False], ids=["combined", "raw"])
+async def test_happy_path_books_equal_truth(market: Market, combined: bool) -> None:
+    speed = "100ms" if combined else ""
+    async with running(market, options={"combined": combined, "stream_speed": speed}) as h:
+        start_to_live = await h.wait_all_live()
+        # let a good number of live deltas through before comparing
+        await wait_for(lambda: all(h.sync(c).counters.applied >= 20 for c in h.expected()), 10,
+                       "20 deltas applied per book")
+        await h.settle()
+        report(f"happy path ({'combined' if combined else 'raw'})", h, start_to_live)
+
+        feed = h.feed
+        assert isinstance(feed, (BinanceSpotFeed, BinanceFuturesFeed))
+        stream = "btcusdt@depth@100ms" if combined else "btcusdt@depth"
+        (conn,) = h.venue.connections.values()
+        assert conn.path.startswith("/public/" if market is FUTURES else "/")
+        assert ("/stream?streams=" if combined else "/ws/") in conn.path
+        assert stream in conn.subscriptions
+        assert feed.tick_sizes[SYM] == Decimal("0.01")  # learned from exchangeInfo
+        assert feed.step_sizes[SYM] == Decimal("0.00001")
+        assert feed.symbol_status == {SYM: "TRADING", OTHER: "TRADING"}
+        assert feed.reconnects == 0  # the venue's pings were answered (pong deadline 1 s)
+        assert h.fetch_count(SYM) == 1 and h.fetch_count(OTHER) == 1
+        assert h.metrics.snapshots == Counter({True: 2})
+        assert h.metrics.messages >= 40 and h.metrics.nbytes > 0 and h.metrics.lags
+        assert [after for _, _, after in h.metrics.ttl] == ["start", "start"]
+        assert all(not h.recorder.resyncs(c) for c in h.expected())
+        # the weight header was read: exchangeInfo plus two snapshots at limit 1000
+        snap = 50 if market is SPOT else 20
+        info = 20 if market is SPOT else 1
+        assert feed.weight_used == h.venue.limiter.used == info + 2 * snap  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("market", MARKETS)
+async def test_unlisted_symbol_rejected_at_start(market: Market) -> None:
+    """exchangeInfo validation: a symbol the venue does not list is invalid and never fetched."""
+    async with running(market, extra_symbols={"FOO-USDT": "FOOUSDT"}) as h:
+        await h.wait_all_live()
+        foo = h.sync("FOO-USDT")
+        assert foo.state is SyncState.INVALID and foo.reason is Reason.INVALID_SYMBOL
+        assert "FOO-USDT" in h.feed.invalid
+        assert h.fetch_count("FOO-USDT") == 0
+        assert all(conn.symbols == [SYM, OTHER] for conn in h.feed.connections.values())
+        await h.settle()
+
+
+# ---------------------------------------------------------------------------- faults
+@dataclass(frozen=True)
+class Case:
+    """How to provoke a fault and what the feed must have counted afterwards."""
+
+    fault: Fault
+    params: dict = field(default_factory=dict)
+    with_gap: bool = False  # snapshot faults: a GAP forces the resync whose snapshot meets the fault
+    reasons: tuple[Reason, ...] = ()  # resync reasons that must be counted for SYM
+    fetches: int | None = None  # REST snapshots for SYM after the fault
+    options: dict = field(default_factory=dict)
+
+
+CASES = [
+    Case(Fault.GAP, reasons=(Reason.GAP,), fetches=1),
+    Case(Fault.DUPLICATE, fetches=0),
+    Case(Fault.REORDER, reasons=(Reason.GAP,), fetches=1),
+    Case(Fault.MALFORMED, reasons=(Reason.DECODE_ERROR,), fetches=1),
+    Case(Fault.CROSSED, reasons=(Reason.CROSSED_BOOK,), fetches=1),
+    Case(Fault.DISCONNECT, reasons=(Reason.DISCONNECT,), fetches=1),
+    Case(Fault.SILENT, reasons=(Reason.DISCONNECT,), fetches=1),
+    # reasons depend on the market (see the test); the simulator swallows the frame the fault fires
+    # on, so the old spot connection may also resync a gap during its grace period
+    Case(Fault.SERVER_CLOSE),
+    Case(Fault.STALE_SNAPSHOT, with_gap=True, reasons=(Reason.GAP, Reason.STALE_SNAPSHOT), fetches=2),
+    Case(Fault.SNAPSHOT_429, {"retry_after": 1}, with_gap=True, reasons=(Reason.GAP,), fetches=2),
+    Case(Fault.SNAPSHOT_418, {"retry_after": 1}, with_gap=True, reasons=(Reason.GAP,), fetches=2),
+    Case(Fault.SLOW_SNAPSHOT, {"delay": 0.5}, with_gap=True, reasons=(Reason.GAP,), fetches=1),
+    Case(Fault.UNKNOWN_SYMBOL, with_gap=True, reasons=(Reason.GAP,), fetches=1),
+]
+
+
+@pytest.mark.parametrize("market", MARKETS)
+@pytest.mark.parametrize("case", CASES, ids=[c.fault.value for c in CASES])
+async def test_fault_recovers_to_truth(market: Market, case: Case) -> None:
+    async with running(market, options=case.options) as h:
+        start_to_live = await h.wait_all_live()
+        await wait_for(lambda: h.sync(SYM).counters.applied >= 3, 5, "a few live deltas")
+        first_sync = h.sync(SYM)
+        fetches_before = h.fetch_count(SYM)
+        dropped_before = h.recorder.dropped(SYM)
+        penalties_before = h.feed.pacer.penalties
+
+        h.venue.inject(case.fault, SYM, **case.params)
+        if case.with_gap:
+            h.venue.inject(Fault.GAP, SYM)
+        await wait_for(lambda: h.venue.faults.fired[case.fault.value] >= 1, 5, f"{case.fault} fired")
+
+        fault = case.fault
+        if fault is Fault.UNKNOWN_SYMBOL:
+            await wait_for(lambda: h.sync(SYM).state is SyncState.INVALID, 5, "symbol invalidated")
+        elif fault is Fault.DUPLICATE:
+            await wait_for(lambda: h.recorder.dropped(SYM) > dropped_before, 5, "duplicate dropped")
+        elif fault is Fault.SERVER_CLOSE:
+            await wait_for(lambda: h.sync(SYM) is not first_sync and h.all_live(), 5, "replacement live")
+        else:
+            await wait_for(lambda: all(h.recorder.resyncs(SYM)[r] >= 1 for r in case.reasons), 5,
+                           f"resync counted as {[r.value for r in case.reasons]}")
+        await wait_for(h.all_live, 10, "books live again after the fault")
+        await h.settle()
+        report(f"{fault.value}", h, start_to_live)
+
+        resyncs = h.recorder.resyncs(SYM)
+        for reason in case.reasons:
+            assert resyncs[reason] >= 1, (reason, resyncs)
+        if case.fetches is not None:
+            assert h.fetch_count(SYM) - fetches_before == case.fetches
+        # only what the fault explains: a gap is not reported as anything else
+        explained = set(case.reasons)
+        if fault in (Fault.DISCONNECT, Fault.SILENT, Fault.SERVER_CLOSE):
+            explained.add(Reason.DISCONNECT)
+        if fault is Fault.SERVER_CLOSE:
+            explained.add(Reason.GAP)
+        assert set(resyncs) <= explained, resyncs
+
+        if fault is Fault.DUPLICATE:
+            assert not resyncs and h.sync(SYM) is first_sync
+        if fault is Fault.MALFORMED:
+            assert h.metrics.decode_errors == 1
+            assert h.recorder.resyncs(OTHER)[Reason.DECODE_ERROR] == 1  # every book on the socket
+        if fault in (Fault.DISCONNECT, Fault.SILENT, Fault.SERVER_CLOSE):
+            assert h.feed.reconnects == 1 and h.metrics.reconnects == 1
+            assert h.sync(SYM) is not first_sync
+        else:
+            assert h.feed.reconnects == 0
+        if fault is Fault.SERVER_CLOSE:
+            if market is SPOT:
+                # serverShutdown: make-before-break; the old books were retired before their socket
+                # closed, so the disconnect is counted on them but never published as a transition
+                await wait_for(lambda: first_sync.counters.resyncs[Reason.DISCONNECT] == 1, 5,
+                               "old connection closed after the switch")
+                assert not any(t.reason is Reason.DISCONNECT for _, t in h.recorder.transitions)
+            else:
+                # futures sends no notice: an orderly close without warning is a disconnect
+                assert resyncs[Reason.DISCONNECT] >= 1
+        if fault is Fault.STALE_SNAPSHOT:
+            assert h.sync(SYM).counters.stale_snapshots == 1
+        if fault in (Fault.SNAPSHOT_429, Fault.SNAPSHOT_418):
+            assert h.feed.pacer.penalties == penalties_before + 1  # Retry-After closed the gate
+            assert h.metrics.snapshot_by_symbol[(SYM, False)] == 1
+        if fault is Fault.UNKNOWN_SYMBOL:
+            sync = h.sync(SYM)
+            assert sync.state is SyncState.INVALID and sync.reason is Reason.INVALID_SYMBOL
+            assert SYM in h.feed.invalid
+            # no retry loop: more deltas for the symbol do not bring more requests
+            seen = h.sync(OTHER).last_id
+            await h.venue.step_all(20)
+            await wait_for(lambda: h.sync(OTHER).last_id != seen and h.matches(), 5, "more deltas seen")
+            assert h.fetch_count(SYM) - fetches_before == 1
+
+
+# ---------------------------------------------------------------------------- rate limits
+async def test_weight_header_slows_snapshots_before_the_budget() -> None:
+    """X-MBX-USED-WEIGHT-1M near the exchangeInfo budget holds the snapshot pacer back; no 429 seen."""
+    async with running(SPOT, depth=100, venue_kw={"weight_limit": 100},
+                       options={"weight_headroom": 0.25, "weight_window": 2.0}) as h:
+        await h.wait_all_live()
+        feed = h.feed
+        assert isinstance(feed, BinanceSpotFeed)
+        assert feed.weight_budget == 100  # learned from exchangeInfo rateLimits
+        assert feed.snapshot_weight(SYM) == 5
+        assert h.venue.limiter.used == 20 + 2 * 5  # type: ignore[attr-defined]
+        assert feed.weight_used in (25, 30)
+        assert feed.weight_slowdowns >= 1 and feed.pacer.penalties >= 1
+        assert h.metrics.snapshots[False] == 0
+        await h.settle()
+
+
+@pytest.mark.parametrize(("market", "depth", "weight"), [
+    (SPOT, 100, 5), (SPOT, 101, 25), (SPOT, 1000, 50), (SPOT, 5000, 250),
+    (FUTURES, 50, 2), (FUTURES, 100, 5), (FUTURES, 500, 10), (FUTURES, 1000, 20),
+])
+def test_snapshot_weight_follows_the_limit(market: Market, depth: int, weight: int) -> None:
+    config = VenueConfig(name=market.kind, kind=market.kind, symbols={SYM: "BTCUSDT"}, depth=depth)
+    assert market.feed_cls(config).snapshot_weight(SYM) == weight
+
+
+@pytest.mark.parametrize(("market", "depth"), [(SPOT, 0), (SPOT, 5001), (FUTURES, 200), (FUTURES, 5000)])
+def test_bad_depth_is_a_config_error(market: Market, depth: int) -> None:
+    with pytest.raises(ValueError, match="depth"):
+        market.feed_cls(VenueConfig(name="b", kind=market.kind, symbols={SYM: "BTCUSDT"}, depth=depth))
+
+
+# ---------------------------------------------------------------------------- control frames
+@pytest.mark.parametrize("paced", [True, False], ids=["paced", "unpaced"])
+async def test_subscribe_frames_respect_five_per_second(paced: bool) -> None:
+    """Streams beyond the URL go in SUBSCRIBE frames paced under spot's 5 incoming frames/s.
+
+    The unpaced control shows the limit is real: seven frames at once get the connection dropped.
+    """
+    specs = [extra_symbol(i) for i in range(8)]
+    options = {"url_max_streams": 1, "subscribe_batch": 1}
+    if not paced:
+        options.update(control_rate=1000.0, control_burst=1000.0)
+    # pings slow enough that pongs do not count much against the 5/s budget
+    async with running(SPOT, specs=specs, rate=20.0, options=options, depth=100,
+                       venue_kw={"ping_interval": 5.0, "pong_timeout": 10.0}) as h:
+        if not paced:
+            await wait_for(lambda: h.feed.reconnects >= 1, 10, "venue drops the unpaced connection")
+            return
+        await h.wait_all_live()
+        (conn,) = h.feed.connections.values()
+        assert conn.data["pacer"].waited > 0
+        assert conn.data["pending"] == {}  # every SUBSCRIBE answered with result null
+        (sim_conn,) = h.venue.connections.values()
+        assert len(sim_conn.subscriptions) == 8
+        assert h.feed.reconnects == 0
+        await h.settle()
+
+
+async def test_subscribe_error_reply_drops_the_connection(caplog: pytest.LogCaptureFixture) -> None:
+    """An error reply to our own SUBSCRIBE is logged and treated as a broken connection."""
+    specs = list(DEFAULT_SYMBOLS)
+    caplog.set_level(logging.ERROR, logger="aggbook.feeds.binance")
+    async with running(SPOT, specs=specs, options={"url_max_streams": 1, "subscribe_batch": 4},
+                       venue_kw={"max_streams": 3}) as h:
+        await wait_for(lambda: h.feed.reconnects >= 1, 10, "reconnect after the error reply")
+        feed = h.feed
+        assert isinstance(feed, BinanceSpotFeed)
+        assert feed.control_errors >= 1
+        assert any("rejected" in r.getMessage() and "too many streams" in r.getMessage()
+                   for r in caplog.records)
+        assert all(s.state is not SyncState.INVALID for s in feed.current_syncs().values())
+
+
+def test_unknown_option_and_speed_are_config_errors() -> None:
+    with pytest.raises(ValueError, match="unknown option"):
+        BinanceSpotFeed(VenueConfig(name="b", kind="binance", symbols={SYM: "BTCUSDT"},
+                                    options={"no_such_knob": 1}))
+    with pytest.raises(ValueError, match="stream_speed"):
+        BinanceSpotFeed(VenueConfig(name="b", kind="binance", symbols={SYM: "BTCUSDT"},
+                                    options={"stream_speed": "250ms"}))

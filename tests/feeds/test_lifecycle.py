@@ -1,0 +1,179 @@
+"""The shared connection lifecycle of feeds/base.py, shown with the Binance feeds as the vehicle.
+
+* make-before-break rollover, both when the venue announces it (spot ``serverShutdown``
+  at the simulator's shortened connection lifetime) and on the feed's own
+  ``max_connection_age`` (futures, which sends no notice): the consolidated book,
+  sampled every 10 ms, never loses the venue;
+* many symbols: packing into connections, snapshots queued through the pacer, after
+  start and after a reconnect;
+* reconnect with capped, jittered exponential backoff while the venue is down, and
+  recovery when it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from decimal import Decimal
+
+from book.consolidated import ConsolidatedBook
+from book.sync import BookSync, Reason
+from simulator.faults import Fault
+from simulator.market import extra_symbol
+from tests.conftest import wait_for
+from tests.feeds.test_binance import FUTURES, SPOT, SYM, Harness, Market, running
+
+
+# ---------------------------------------------------------------------------- rollover
+class RolloverWatch:
+    """Wires the feed into a ConsolidatedBook and notes, at each swap, whether it was make-before-break."""
+
+    def __init__(self, h: Harness) -> None:
+        self.h = h
+        self.book = ConsolidatedBook(SYM, stale_after=60)
+        self.swaps: list[tuple[bool, bool]] = []  # (new book live, old connection still open)
+        self.samples: list[bool] = []  # venue included in the consolidated quote
+        self.rollover_requests: list[int] = []
+        h.feed.on_sync(self.on_sync)
+        request = h.feed.request_rollover
+
+        def counted(conn):  # type: ignore[no-untyped-def]
+            self.rollover_requests.append(conn.id)
+            request(conn)
+
+        h.feed.request_rollover = counted  # type: ignore[method-assign]
+
+    def on_sync(self, canonical: str, sync: BookSync) -> None:
+        if canonical != SYM:
+            return
+        old = self.book.syncs.get(sync.venue)
+        if old is None:
+            self.book.add_venue(sync)
+            return
+        holders = [c for c in self.h.feed.connections.values() if c.syncs.get(SYM) is old]
+        self.swaps.append((sync.live, bool(holders) and all(c.open for c in holders)))
+        self.book.replace_venue(sync)
+
+    async def sample(self) -> None:
+        venue = self.h.feed.venue
+        while True:
+            quote = self.book.quote()
+            (vq,) = [v for v in quote.venues if v.venue == venue]
+            self.samples.append(vq.included and quote.bid is not None and quote.ask is not None)
+            await asyncio.sleep(0.01)
+
+
+async def check_rollover(market: Market, venue_kw: dict, options: dict, label: str) -> None:
+    watch: RolloverWatch | None = None
+
+    def wire(h: Harness) -> None:
+        nonlocal watch
+        watch = RolloverWatch(h)
+
+    async with running(market, venue_kw=venue_kw, options=options, before_start=wire) as h:
+        assert watch is not None
+        await h.wait_all_live()
+        (first,) = h.feed.connections.values()
+        (sim_first,) = h.venue.connections.values()
+        sampler = asyncio.create_task(watch.sample())
+        try:
+            began = time.monotonic()
+            await wait_for(lambda: watch.swaps and first.state == "closed", 10, "rollover completed")
+            switched = time.monotonic() - began
+            n = len(watch.samples)
+            await wait_for(lambda: len(watch.samples) >= n + 5, 5, "samples after the switch")
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+        # the new connection's book was live before the old connection closed...
+        assert watch.swaps[0] == (True, True), watch.swaps
+        # ...so every 10 ms sample of the consolidated quote included the venue
+        assert len(watch.samples) >= 20
+        assert all(watch.samples), f"venue excluded in {watch.samples.count(False)} samples"
+        assert first.id in watch.rollover_requests
+        assert h.feed.reconnects >= 1
+        # the retired book was closed after the switch and never published as not live
+        assert first.syncs[SYM].counters.resyncs[Reason.DISCONNECT] == 1
+        await h.settle()
+        truth = h.venue.truth(SYM)
+        quote = watch.book.quote()
+        assert quote.bid is not None and quote.ask is not None
+        assert (Decimal(quote.bid.price), Decimal(quote.ask.price)) == (truth.bids[0][0], truth.asks[0][0])
+        print(f"[rollover] {h.feed.venue} {label}: {len(watch.samples)} samples at 10 ms, venue included "
+              f"in all; swap {switched * 1000:.0f} ms after sampling began")
+        if market is SPOT:
+            assert sim_first.state["shutting_down"]  # the venue announced it: serverShutdown
+
+
+async def test_rollover_on_server_shutdown_never_loses_the_venue() -> None:
+    """Spot: the venue sends serverShutdown at its (shortened) connection lifetime, closes 1 s later."""
+    await check_rollover(SPOT, {"max_connection_age": 1.5, "shutdown_grace": 1.0}, {}, "serverShutdown")
+
+
+async def test_rollover_on_connection_age_never_loses_the_venue() -> None:
+    """Futures sends no notice: the feed rolls over on its own max_connection_age, before the venue's cut."""
+    await check_rollover(FUTURES, {"max_connection_age": 30.0}, {"max_connection_age": 1.0},
+                         "max_connection_age")
+
+
+# ---------------------------------------------------------------------------- many symbols
+async def test_fifty_symbols_packed_and_snapshots_paced() -> None:
+    specs = [extra_symbol(i) for i in range(50)]
+    rate, burst, weight = 100.0, 50.0, 5  # weight per second, burst, weight of a limit-100 snapshot
+    options = {"max_symbols_per_connection": 20, "snapshot_rate": rate, "snapshot_burst": burst}
+    async with running(SPOT, specs=specs, rate=10.0, depth=100, options=options) as h:
+        start_to_live = await h.wait_all_live(timeout=20)
+        await h.settle()
+
+        assert sorted(len(c.symbols) for c in h.feed.connections.values()) == [10, 20, 20]
+        assert sorted(len(c.subscriptions) for c in h.venue.connections.values()) == [10, 20, 20]
+        assert h.feed.snapshot_weight("S000-USDT") == weight
+        fetched = [c for _, c in h.fetches]
+        assert sorted(fetched) == sorted(s.canonical for s in specs)  # one snapshot each
+        assert h.venue.limiter.used == 20 + 50 * weight  # type: ignore[attr-defined]
+        # paced: the k-th request waited for its tokens (a lower bound on elapsed time, so a slow
+        # machine cannot break it); the first burst/weight went at once, the rest queued
+        assert h.feed.pacer.waited > 0
+        for k, (at, _) in enumerate(sorted(h.fetches)):
+            assert at - h.started >= ((k + 1) * weight - burst) / rate - 0.005, k
+        spread = h.fetches[-1][0] - h.fetches[0][0]
+
+        # a reconnect of one 20-symbol connection: its snapshots are queued again, not stampeded
+        h.venue.resume()
+        victim = max(h.venue.connections.values(), key=lambda c: len(c.subscriptions))
+        before, waited = len(h.fetches), h.feed.pacer.waited
+        dropped_at = time.monotonic()
+        h.venue.inject(Fault.DISCONNECT, conn_id=victim.id)
+        await wait_for(lambda: h.feed.reconnects == 1, 5, "reconnect")
+        await wait_for(h.all_live, 10, "all 50 live after the reconnect")
+        reconnect_to_live = time.monotonic() - dropped_at
+        await h.settle()
+        assert len(h.fetches) - before == 20
+        assert h.feed.pacer.waited > waited
+        print(f"[time-to-live] 50 symbols on 3 connections: start->all live {start_to_live * 1000:.0f} ms "
+              f"(snapshots spread over {spread * 1000:.0f} ms by the pacer, queued "
+              f"{h.feed.pacer.waited:.2f} s in total); reconnect of 20 -> all live "
+              f"{reconnect_to_live * 1000:.0f} ms")
+
+
+# ---------------------------------------------------------------------------- reconnect backoff
+async def test_reconnect_backoff_while_venue_down_then_recovers() -> None:
+    base, cap = 0.05, 0.2
+    async with running(SPOT, options={"backoff_base": base, "backoff_cap": cap}) as h:
+        await h.wait_all_live()
+        port = h.venue.port
+        await h.venue.stop()
+        down = time.monotonic()
+        await wait_for(lambda: h.feed.reconnects >= 5, 10, "five reconnect attempts")
+        elapsed = time.monotonic() - down
+        # full jitter draws each delay from [ceiling/2, ceiling]: the attempts cannot come faster
+        floor = sum(min(cap, base * 2**k) / 2 for k in range(5))
+        assert elapsed >= floor
+        assert h.metrics.reconnects == h.feed.reconnects
+        assert not any(s.live for s in h.feed.current_syncs().values())
+
+        await h.venue.start(port=port)
+        await h.wait_all_live(timeout=10)
+        await h.settle()
