@@ -1,8 +1,9 @@
 """Reconnect backoff and request pacing: written once, used by every venue.
 
-* :class:`Backoff` is capped exponential backoff with full jitter, so a venue
-  outage never turns into a tight reconnect loop and many clients do not retry
-  in lock-step.
+* :class:`Backoff` is capped exponential backoff with full jitter (each delay
+  drawn uniformly below the doubling ceiling, so many clients do not retry in
+  lock-step), floored at the base delay so a venue outage never turns into a
+  tight reconnect loop.
 * :class:`RequestPacer` spaces requests (REST snapshots, Huobi ``req`` frames,
   subscribe frames) by a token bucket, and obeys ``Retry-After`` from 429/418 by
   closing the gate for everyone until the venue's deadline, so a storm of
@@ -17,7 +18,12 @@ import time
 
 
 class Backoff:
-    """Capped exponential backoff with full jitter."""
+    """Capped exponential backoff with full jitter, never shorter than ``base``.
+
+    Attempt ``k`` waits ``uniform(base, min(cap, base * 2**k))``: the spread is the
+    whole window under the ceiling (full jitter), but the floor keeps even an
+    unlucky run of draws at most ``1 / base`` attempts per second.
+    """
 
     def __init__(self, base: float = 0.25, cap: float = 30.0, rng: random.Random | None = None) -> None:
         self.base = base
@@ -28,7 +34,7 @@ class Backoff:
     def next(self) -> float:
         ceiling = min(self.cap, self.base * (2 ** self.attempts))
         self.attempts += 1
-        return self._rng.uniform(ceiling / 2, ceiling)
+        return self._rng.uniform(min(self.base, ceiling), ceiling)
 
     def reset(self) -> None:
         self.attempts = 0
