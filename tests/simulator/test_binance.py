@@ -474,6 +474,27 @@ async def test_unsolicited_pong_does_not_count_on_spot_but_does_on_futures(http)
         await client.aclose()
 
 
+async def test_spot_late_pong_clears_its_ping_and_older_ones_only(http) -> None:
+    """A pong echoing an older ping, sent after newer pings arrived, still counts for that ping.
+
+    The deadline is per ping: the late echo settles it and every ping before it, while a ping
+    sent after it stays outstanding until its own payload comes back.
+    """
+    async with venue_running(BinanceSpotVenue, ping_interval=0.3, pong_timeout=30.0) as venue:
+        client, conn_id = await connect(http, venue, "/ws/btcusdt@depth", pong="none")
+        await wait_until(lambda: len(client.pings) >= 3)
+        outstanding = venue.connections[conn_id].state["pings"]
+        first, second, third = client.pings[:3]
+        await client.ws.pong(second)
+        await wait_until(lambda: second not in outstanding)
+        assert first not in outstanding and third in outstanding
+        await client.ws.pong(b"never-sent")  # an echo of nothing settles nothing
+        await client.ws.pong(third)
+        await wait_until(lambda: third not in outstanding)
+        assert conn_id in venue.connections and not client.ws.closed
+        await client.aclose()
+
+
 async def test_spot_rollover_sends_server_shutdown_then_closes(http) -> None:
     async with venue_running(BinanceSpotVenue, max_connection_age=0.3, shutdown_grace=0.2) as venue:
         raw, _ = await connect(http, venue, "/ws/btcusdt@depth")

@@ -385,6 +385,41 @@ async def test_ping_timer_closes_silent_client(venue_cls: type[HuobiMbpVenue]) -
         assert deaf.ws is not None and deaf.ws.close_code == 1000
 
 
+async def test_late_pong_counts_and_a_wrong_one_does_not(venue_cls: type[HuobiMbpVenue]) -> None:
+    """A pong for the first ping sent after the second ping arrived still saves the connection.
+
+    The rule is "two pings in a row unanswered": any outstanding ping value resets the count, an
+    echo of a value never sent is ignored and the next round closes.
+    """
+    async with running(venue_cls) as venue, aiohttp.ClientSession() as session:
+        late = await Client(session, venue, auto_pong=False).open()
+        wrong = await Client(session, venue, auto_pong=False).open()
+
+        def pings(client: Client) -> list[int]:
+            return [f["ping"] for f in client.frames if "ping" in f]
+
+        for round_no in (1, 2):
+            venue.ping_round()
+            for client in (late, wrong):
+                await wait_until(lambda c=client, n=round_no: len(pings(c)) == n, what=f"ping {round_no}")
+        state = venue.connections[late.conn_id].state
+        assert state["unanswered"] == 2
+        first, second = pings(late)
+        assert first != second
+        await late.send({"pong": first})  # late: the second ping is already out
+        await wrong.send({"pong": max(pings(wrong)) + 12345})
+        await wait_until(lambda: state["unanswered"] == 0, what="late pong accepted")
+        # frames on one socket are handled in order: this reply shows the wrong pong was read
+        reply = await wrong.reply({"unsub": topic_of(FINE, 150)})
+        assert reply["status"] == "error"
+        assert venue.connections[wrong.conn_id].state["unanswered"] == 2
+        venue.ping_round()
+        await wait_until(wrong.closed.is_set, what="close after two unanswered pings")
+        await wait_until(lambda: len(pings(late)) == 3, what="third ping on the saved connection")
+        assert not late.closed.is_set()
+        await late.close()
+
+
 # ---------------------------------------------------------------------- errors and limits
 async def test_req_spacing_gives_429(venue_cls: type[HuobiMbpVenue]) -> None:
     async with running(venue_cls, req_min_interval=30.0) as venue, aiohttp.ClientSession() as session:
