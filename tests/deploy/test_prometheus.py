@@ -20,6 +20,14 @@ What "returns data" means here:
   (aggbook_book_live)``).  Every signal must return data as above, and every alert must compare
   something against a threshold, so no alert escapes the check.  Prometheus itself must also have
   loaded every rule of the shipped file and evaluated it without error.
+* Dashboard expressions that use a venue or symbol variable are evaluated a second time with one
+  venue and one symbol selected (a pair the demo has live), as a user picking them would: each
+  must still return data, and only series of that venue and symbol.  With "All" a misspelt label
+  in ``{symbl=~"$symbol"}`` matches everything (``.*`` matches the empty value); with a
+  selection it matches nothing.
+* Every ``{{label}}`` of a panel's legend must be a label of every series the query returns, and
+  every ``$labels.x`` of an alert's labels and annotations a label of what its condition returns,
+  so a legend or an alert message cannot come out blank.
 * Independently of results (an ``or vector(0)`` would hide a missing metric), every metric name in
   every expression must be one the demo exports (or ``up``), and every metric family the demo
   exports must appear on the dashboard.
@@ -477,6 +485,12 @@ def stack(prometheus_binary: str, promtool: str, tmp_path_factory: pytest.TempPa
 
 
 # ---------------------------------------------------------------------- expressions
+def _series(result: dict) -> list[dict[str, str]]:
+    """The label sets of an instant vector result ([] for a scalar)."""
+    data = result["data"]
+    return [series["metric"] for series in data["result"]] if data["resultType"] == "vector" else []
+
+
 def _result_problem(result: dict) -> str | None:
     """None when the query succeeded with at least one series holding a finite value."""
     if result.get("status") != "success":
@@ -493,6 +507,11 @@ def _result_problem(result: dict) -> str | None:
     return None
 
 
+def _missing_labels(result: dict, labels: set[str]) -> set[str]:
+    """Of ``labels``, those that some series of ``result`` lacks."""
+    return {label for metric in _series(result) for label in labels if label not in metric}
+
+
 def _walk_panels(panels: list[dict]) -> Iterator[dict]:
     for panel in panels:
         yield panel
@@ -503,6 +522,11 @@ def _dashboard() -> dict:
     return json.loads(DASHBOARD.read_text())
 
 
+VARIABLE_REF = re.compile(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$(\w+)")
+LEGEND_LABEL = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+TEMPLATE_LABEL = re.compile(r"\$labels\.(\w+)")
+
+
 def _substitute(expr: str, variables: dict[str, str]) -> str:
     def repl(m: re.Match) -> str:
         name = m.group(1) or m.group(2) or m.group(3)
@@ -510,34 +534,63 @@ def _substitute(expr: str, variables: dict[str, str]) -> str:
             raise KeyError(f"unknown dashboard variable ${name} in {expr!r}")
         return variables[name]
 
-    return re.sub(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$(\w+)", repl, expr)
+    return VARIABLE_REF.sub(repl, expr)
 
 
-def dashboard_expressions() -> list[tuple[str, str, str]]:
-    """(where, expression as written, expression as Prometheus gets it) for every query of the dashboard."""
+def _referenced_variables(expr: str) -> set[str]:
+    return {m.group(1) or m.group(2) or m.group(3) for m in VARIABLE_REF.finditer(expr)}
+
+
+@dataclass(frozen=True)
+class DashboardQuery:
+    where: str
+    written: str  # as in the dashboard
+    selector: str  # as written, minus label_values() around a variable's selector
+    legend_labels: frozenset[str]  # labels every series must carry: the legend's, a variable's label
+
+
+def dashboard_queries() -> list[DashboardQuery]:
+    """Every query of the dashboard: the query variables' and every panel target's."""
     dash = _dashboard()
-    variables = dict(GRAFANA_BUILTINS)
-    template_queries: list[tuple[str, str]] = []
-    for var in dash.get("templating", {}).get("list", []):
-        if var.get("type") == "query":
-            variables[var["name"]] = var.get("allValue") or ".*"
-            query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
-            template_queries.append((f"variable ${var['name']}", query))
-        elif var.get("type") in ("custom", "constant", "textbox", "interval"):
-            variables[var["name"]] = var.get("allValue") or str(var.get("query", "")).split(",")[0]
-        else:
-            variables[var["name"]] = var["name"]  # datasource: never inside an expression
     out = []
-    for where, query in template_queries:
+    for var in dash.get("templating", {}).get("list", []):
+        if var.get("type") != "query":
+            continue
+        where = f"variable ${var['name']}"
+        query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
         m = re.fullmatch(r"\s*label_values\((.+),\s*(\w+)\s*\)\s*", query)
         assert m, f"{where}: only label_values(selector, label) is supported, got {query!r}"
-        out.append((where, query, _substitute(m.group(1), variables)))
+        out.append(DashboardQuery(where, query, m.group(1), frozenset([m.group(2)])))
     for panel in _walk_panels(dash["panels"]):
         for target in panel.get("targets", []):
             if target.get("expr"):
                 where = f"panel {panel['title']!r} target {target.get('refId')}"
-                out.append((where, target["expr"], _substitute(target["expr"], variables)))
+                legend = frozenset(LEGEND_LABEL.findall(target.get("legendFormat", "")))
+                out.append(DashboardQuery(where, target["expr"], target["expr"], legend))
     return out
+
+
+def dashboard_variables(selection: dict[str, str] | None = None) -> dict[str, str]:
+    """Values for the dashboard's variables: "All" for query variables, unless ``selection`` names one."""
+    variables = dict(GRAFANA_BUILTINS)
+    for var in _dashboard().get("templating", {}).get("list", []):
+        if var.get("type") == "query":
+            variables[var["name"]] = var.get("allValue") or ".*"
+        elif var.get("type") in ("custom", "constant", "textbox", "interval"):
+            variables[var["name"]] = var.get("allValue") or str(var.get("query", "")).split(",")[0]
+        else:
+            variables[var["name"]] = var["name"]  # datasource: never inside an expression
+    for name, value in (selection or {}).items():
+        assert name in variables, f"the dashboard has no variable ${name}"
+        assert re.fullmatch(r"[\w-]+", value), f"{value!r} would need regex escaping"
+        variables[name] = value
+    return variables
+
+
+def dashboard_expressions() -> list[tuple[str, str, str]]:
+    """(where, expression as written, expression as Prometheus gets it) for every query of the dashboard."""
+    variables = dashboard_variables()
+    return [(q.where, q.written, _substitute(q.selector, variables)) for q in dashboard_queries()]
 
 
 def test_dashboard_has_the_promised_panels() -> None:
@@ -552,16 +605,49 @@ def test_dashboard_has_the_promised_panels() -> None:
 
 def test_dashboard_expressions_return_data(stack: Stack) -> None:
     known = stack.sample_names()
+    variables = dashboard_variables()
     problems = []
-    for where, written, expr in dashboard_expressions():
+    for q in dashboard_queries():
+        expr = _substitute(q.selector, variables)
         unknown = metric_names(expr) - known
         if unknown:
-            problems.append(f"{where}: not exported by the service: {sorted(unknown)}\n    {written}")
+            problems.append(f"{q.where}: not exported by the service: {sorted(unknown)}\n    {q.written}")
             continue
-        problem = _result_problem(stack.query(expr))
+        result = stack.query(expr)
+        problem = _result_problem(result)
+        if problem is None and (missing := _missing_labels(result, set(q.legend_labels))):
+            problem = f"series without the label(s) {sorted(missing)} that its legend shows"
         if problem:
-            problems.append(f"{where}: {problem}\n    {expr}")
+            problems.append(f"{q.where}: {problem}\n    {expr}")
     assert not problems, "dashboard queries that fail against the demo:\n" + "\n".join(problems)
+
+
+def test_dashboard_expressions_follow_a_selected_venue_and_symbol(stack: Stack) -> None:
+    """With one venue and one symbol picked, each query using them returns data of those only."""
+    live = [s["metric"] for s in stack.query("aggbook_book_live == 1")["data"]["result"]]
+    assert live, "no live book in the demo"
+    pick = min((m["venue"], m["symbol"]) for m in live)
+    selection = {"venue": pick[0], "symbol": pick[1]}
+    variables = dashboard_variables(selection)
+    checked = 0
+    problems = []
+    for q in dashboard_queries():
+        if not _referenced_variables(q.selector) & selection.keys():
+            continue
+        checked += 1
+        expr = _substitute(q.selector, variables)
+        result = stack.query(expr)
+        problem = _result_problem(result)
+        if problem is None:
+            others = {f"{label}={metric[label]}" for metric in _series(result)
+                      for label, value in selection.items() if metric.get(label, value) != value}
+            if others:
+                problem = f"series of other selections: {sorted(others)}"
+        if problem:
+            problems.append(f"{q.where}: {problem}\n    {expr}")
+    assert checked >= 10
+    assert not problems, (f"dashboard queries that fail with venue={pick[0]} symbol={pick[1]} selected:\n"
+                          + "\n".join(problems))
 
 
 def test_dashboard_shows_every_exported_metric(stack: Stack) -> None:
@@ -606,8 +692,15 @@ def test_alert_expressions_are_valid_and_their_signals_return_data(stack: Stack)
         signals, thresholds = alert_signals(expr)
         if thresholds == 0:
             problems.append(f"{name}: no comparison against a threshold to strip\n    {expr}")
-        for signal_expr in signals:
-            problem = _result_problem(stack.query(signal_expr))
+        # the alert's series are those of its first signal (the left side of and/unless and of
+        # a filtering comparison), so that is where its templates find their labels
+        templates = [*rule.get("labels", {}).values(), *rule.get("annotations", {}).values()]
+        templated = {label for text in templates for label in TEMPLATE_LABEL.findall(text)}
+        for i, signal_expr in enumerate(signals):
+            result = stack.query(signal_expr)
+            problem = _result_problem(result)
+            if problem is None and i == 0 and (missing := _missing_labels(result, templated)):
+                problem = f"has no label(s) {sorted(missing)} that the alert's templates show"
             if problem:
                 problems.append(f"{name}: signal {problem}\n    {signal_expr}")
     assert not problems, "alert expressions that fail against the demo:\n" + "\n".join(problems)
