@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -146,6 +147,9 @@ class VenueFeed:
         self.connections: dict[int, Connection] = {}
         self.reconnects = 0
         self.invalid: dict[str, str] = {}  # canonical -> why the venue rejected it
+        # learned from the venue's symbol endpoint at start-up (validate_symbols)
+        self.tick_sizes: dict[str, Decimal] = {}  # canonical -> price step
+        self.lot_sizes: dict[str, Decimal] = {}  # canonical -> size step
         self._callbacks: list[Callable[[str, BookSync], None]] = []
         self._current: dict[str, BookSync] = {}
         self._supervisors: list[asyncio.Task] = []
@@ -209,6 +213,8 @@ class VenueFeed:
             "kind": self.config.kind,
             "reconnects": self.reconnects,
             "invalid_symbols": dict(self.invalid),
+            "tick_sizes": {c: str(t) for c, t in self.tick_sizes.items()},
+            "lot_sizes": {c: str(t) for c, t in self.lot_sizes.items()},
             "snapshot_queue_wait_seconds": round(self.pacer.waited, 3),
             "rate_limit_penalties": self.pacer.penalties,
             "connections": [

@@ -150,8 +150,6 @@ class _BinanceFeed(VenueFeed):
             self.weight_budget = market.weight_budget
         self._by_symbol = {vs.upper(): canonical for canonical, vs in config.symbols.items()}
         self._ids = itertools.count(1)
-        self.tick_sizes: dict[str, Decimal] = {}  # canonical -> PRICE_FILTER tickSize
-        self.step_sizes: dict[str, Decimal] = {}  # canonical -> LOT_SIZE stepSize
         self.symbol_status: dict[str, str] = {}  # canonical -> TRADING / HALT / BREAK ...
         self.weight_used: int | None = None  # last X-MBX-USED-WEIGHT-1M seen
         self.weight_slowdowns = 0
@@ -376,7 +374,7 @@ class _BinanceFeed(VenueFeed):
                     if flt.get("filterType") == "PRICE_FILTER":
                         self.tick_sizes[canonical] = Decimal(flt["tickSize"])
                     elif flt.get("filterType") == "LOT_SIZE":
-                        self.step_sizes[canonical] = Decimal(flt["stepSize"])
+                        self.lot_sizes[canonical] = Decimal(flt["stepSize"])
                 except (KeyError, InvalidOperation, TypeError) as exc:
                     log.warning("%s: %s has a bad %s filter: %s", self.venue, canonical,
                                 flt.get("filterType"), exc)

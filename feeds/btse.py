@@ -30,6 +30,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import aiohttp
@@ -120,7 +121,7 @@ class BtseFeed(VenueFeed):
         return None
 
     async def validate_symbols(self) -> dict[str, str]:
-        """Symbols missing from (or inactive in) ``/api/v3.3/market_summary``."""
+        """Symbols missing from (or inactive in) ``/api/v3.3/market_summary``; their price and size steps."""
         status, _, body = await self.get_json(self.config.rest_url + "/api/v3.3/market_summary")
         if status != 200 or not isinstance(body, list):
             raise SnapshotError(f"market_summary: HTTP {status}")
@@ -132,7 +133,27 @@ class BtseFeed(VenueFeed):
                 bad[canonical] = f"{venue_symbol} is not listed by market_summary"
             elif item.get("active") is False or item.get("isMarketOpenToSpot") is False:
                 bad[canonical] = f"{venue_symbol} is not active for spot trading"
+            else:
+                self._learn_steps(canonical, item)
         return bad
+
+    def _learn_steps(self, canonical: str, item: dict) -> None:
+        """Price and size steps from ``minPriceIncrement`` / ``minSizeIncrement``.
+
+        They are JSON numbers; a step has few significant digits, so the float's shortest
+        repr is the decimal the venue wrote.
+        """
+        for key, steps in (("minPriceIncrement", self.tick_sizes), ("minSizeIncrement", self.lot_sizes)):
+            raw = item.get(key)
+            if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+                continue
+            try:
+                step = Decimal(str(raw))
+            except InvalidOperation:
+                log.warning("%s: %s has a bad %s %r", self.venue, canonical, key, raw)
+                continue
+            if step > 0:
+                steps[canonical] = step
 
     # ------------------------------------------------------------------ frames
     async def handle(self, conn: Connection, msg: aiohttp.WSMessage) -> None:

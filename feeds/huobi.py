@@ -153,7 +153,6 @@ class HuobiMbpFeed(VenueFeed):
                          ",".join(sorted(self._fast)), self.fallback_levels)
                 levels = self.fallback_levels
             self._levels[canonical] = levels
-        self.tick_sizes: dict[str, Decimal] = {}  # canonical -> 10^-price-precision
         self.venue_errors: Counter[str] = Counter()  # err-msg -> count (sub and req replies)
         self.pongs = 0
         self._invalid_strikes: Counter[str] = Counter()
@@ -403,9 +402,11 @@ class HuobiMbpFeed(VenueFeed):
             if entry is None:
                 errors[canonical] = f"{vs} is not in /v1/common/symbols"
                 continue
-            precision = entry.get("price-precision")
-            if isinstance(precision, int) and precision >= 0:
-                self.tick_sizes[canonical] = Decimal(1).scaleb(-precision)
+            # steps inferred as 10^-precision (the venue has no explicit tick field); never used to round
+            for key, steps in (("price-precision", self.tick_sizes), ("amount-precision", self.lot_sizes)):
+                precision = entry.get(key)
+                if isinstance(precision, int) and not isinstance(precision, bool) and precision >= 0:
+                    steps[canonical] = Decimal(1).scaleb(-precision)
             if entry.get("state") != "online":
                 log.warning("%s %s: symbol state is %r", self.venue, canonical, entry.get("state"))
         return errors

@@ -104,8 +104,6 @@ class MexcFeed(VenueFeed):
                         "connection; the excess will be left unsubscribed", self.venue,
                         self.max_symbols_per_connection, VENUE_SUBSCRIPTION_LIMIT)
         self.snapshot_limit = max(1, min(MAX_DEPTH, int(config.depth or DEFAULT_DEPTH)))
-        self.tick_sizes: dict[str, Decimal] = {}  # canonical -> price step, from exchangeInfo
-        self.lot_sizes: dict[str, Decimal] = {}  # canonical -> size step, from exchangeInfo
         self.pong_timeouts = 0
 
     # ------------------------------------------------------------------ venue hooks

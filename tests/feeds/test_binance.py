@@ -233,7 +233,7 @@ async def test_happy_path_books_equal_truth(market: Market, combined: bool) -> N
         assert ("/stream?streams=" if combined else "/ws/") in conn.path
         assert stream in conn.subscriptions
         assert feed.tick_sizes[SYM] == Decimal("0.01")  # learned from exchangeInfo
-        assert feed.step_sizes[SYM] == Decimal("0.00001")
+        assert feed.lot_sizes[SYM] == Decimal("0.00001")
         assert feed.symbol_status == {SYM: "TRADING", OTHER: "TRADING"}
         assert feed.reconnects == 0  # the venue's pings were answered (pong deadline 1 s)
         assert h.fetch_count(SYM) == 1 and h.fetch_count(OTHER) == 1

@@ -374,6 +374,8 @@ async def test_unlisted_symbol_rejected_at_start(pair) -> None:
         assert "FOO-USDT" in h.feed.invalid
         assert h.feed.current_syncs()["FOO-USDT"].state is SyncState.INVALID
         assert h.feed.tick_sizes[FINE] == Decimal("0.01")
+        # 10^-amount-precision, whatever precision the venue lists for the symbol
+        assert h.feed.lot_sizes[FINE] == Decimal(1).scaleb(-h.venue.amount_precision["btcusdt"])
 
 
 async def test_refused_symbol_disabled_without_retry_loop(pair, monkeypatch: pytest.MonkeyPatch) -> None:
