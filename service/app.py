@@ -29,7 +29,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("aggbook.http")
 
 SERVICE_KEY: web.AppKey[Service] = web.AppKey("service")
-_QTY = re.compile(r"^(?:\d+(?:\.\d*)?|\.\d+)$")
+# ASCII digits only (``\d`` would admit "١" and "５", which Decimal happily converts), and few
+# enough of them that the sweep's 80-digit context never rounds: 15 before the point is far
+# beyond any order book, 18 after it is the finest size any venue quotes.
+QTY_INT_DIGITS = 15
+QTY_FRAC_DIGITS = 18
+_QTY = re.compile(
+    rf"(?:[0-9]{{1,{QTY_INT_DIGITS}}}(?:\.[0-9]{{0,{QTY_FRAC_DIGITS}}})?|\.[0-9]{{1,{QTY_FRAC_DIGITS}}})"
+)
+_DEPTH_DIGITS = 9  # int() of a longer string is pointless, and above 4300 digits it raises
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no", ""}
 
@@ -75,14 +83,19 @@ async def errors(
 
 # ---------------------------------------------------------------------- parameter helpers
 def _only(request: web.Request, allowed: Iterable[str]) -> None:
+    """Reject unknown and repeated parameters: ``?fees=true&fees=false`` has no right answer."""
     allowed = set(allowed)
-    for key in request.query:
+    seen: set[str] = set()
+    for key, _ in request.query.items():  # iterating the keys alone would fold repeats into one
         if key not in allowed:
             raise ApiError(
                 400,
                 "bad_request",
                 f"unknown parameter {key!r}; allowed: {', '.join(sorted(allowed)) or 'none'}",
             )
+        if key in seen:
+            raise ApiError(400, "bad_request", f"parameter {key!r} given more than once")
+        seen.add(key)
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -99,7 +112,8 @@ def _depth(request: web.Request, svc: Service) -> int:
     raw = request.query.get("depth")
     if raw is None:
         return cfg.default_depth
-    if not raw.isdigit() or not 1 <= int(raw) <= cfg.max_depth:
+    digits = raw.isascii() and raw.isdigit() and len(raw) <= _DEPTH_DIGITS
+    if not digits or not 1 <= int(raw) <= cfg.max_depth:
         raise ApiError(400, "bad_request", f"depth must be an integer from 1 to {cfg.max_depth}, got {raw!r}")
     return int(raw)
 
@@ -243,8 +257,13 @@ async def sweep_handler(request: web.Request) -> web.Response:
     if side not in SIDES:
         raise ApiError(400, "bad_request", f"side must be buy or sell, got {side!r}")
     raw = request.query.get("qty")
-    if raw is None or not _QTY.match(raw) or Decimal(raw) <= 0:
-        raise ApiError(400, "bad_request", f"qty must be a positive decimal number, got {raw!r}")
+    if raw is None or not _QTY.fullmatch(raw) or Decimal(raw) <= 0:
+        raise ApiError(
+            400,
+            "bad_request",
+            f"qty must be a positive decimal number with at most {QTY_INT_DIGITS} digits before "
+            f"and {QTY_FRAC_DIGITS} after the point, got {raw!r}",
+        )
     fees = _flag(request, "fees")
     venues = _venues(request, svc, symbol)
     result = sweep(svc.aggregator.consolidated[symbol], side, Decimal(raw), fees=fees, venues=venues)

@@ -157,6 +157,7 @@ async def test_quote_errors(svc) -> None:
     _, _, http = svc
     assert "XRP-USDT" in await error(http, "/v1/quotes/XRP-USDT", 404, "unknown_symbol")
     await error(http, "/v1/quotes/BTC-USDT?fees=maybe", 400, "bad_request")
+    await error(http, "/v1/quotes/BTC-USDT?fees=true&fees=false", 400, "bad_request")
     await error(http, "/v1/quotes?fees=2", 400, "bad_request")
     assert "fee" in await error(http, "/v1/quotes?fee=true", 400, "bad_request")
 
@@ -193,10 +194,15 @@ async def test_book_errors(svc) -> None:
     await error(http, "/v1/books/BTC-USDT/zeta", 404, "unknown_venue")
     await error(http, "/v1/books/BTC-USDT?venues=alpha,zeta", 404, "unknown_venue")
     await error(http, "/v1/books/BTC-USDT?venues=,", 400, "bad_request")
-    for depth in ("0", "-1", "abc", "1.5", "1001", ""):
+    # "%C2%B2" is "²" (isdigit() but not int()), "%EF%BC%95" a full-width 5, then 5000 digits
+    # (past int()'s 4300-digit limit) and a trailing newline
+    odd = ("%C2%B2", "%EF%BC%95", "9" * 5000, "5%0A", "+5", " 5")
+    for depth in ("0", "-1", "abc", "1.5", "1001", "", *odd):
         await error(http, f"/v1/books/BTC-USDT?depth={depth}", 400, "bad_request")
         await error(http, f"/v1/books/BTC-USDT/alpha?depth={depth}", 400, "bad_request")
     await error(http, "/v1/books/BTC-USDT?side=buy", 400, "bad_request")
+    assert "more than once" in await error(http, "/v1/books/BTC-USDT?depth=1&depth=2", 400, "bad_request")
+    await error(http, "/v1/books/BTC-USDT?venues=alpha&venues=zeta", 400, "bad_request")
 
 
 async def test_sweep(svc) -> None:
@@ -219,9 +225,27 @@ async def test_sweep_errors(svc) -> None:
     await error(http, "/v1/sweep/BTC-USDT?qty=1", 400, "bad_request")
     await error(http, "/v1/sweep/BTC-USDT?side=hold&qty=1", 400, "bad_request")
     await error(http, "/v1/sweep/BTC-USDT?side=buy", 400, "bad_request")
-    for qty in ("0", "-1", "abc", "1e5", "NaN", "Infinity", "0.0"):
+    odd = ("%EF%BC%91", "1%0A", "1.5.2", "1" * 16, "0." + "0" * 18 + "1", "9" * 5000, "+1", "1_000")
+    for qty in ("0", "-1", "abc", "1e5", "NaN", "Infinity", "0.0", "", *odd):
         await error(http, f"/v1/sweep/BTC-USDT?side=buy&qty={qty}", 400, "bad_request")
     await error(http, "/v1/sweep/BTC-USDT?side=buy&qty=1&fees=perhaps", 400, "bad_request")
+    await error(http, "/v1/sweep/BTC-USDT?side=buy&qty=1&qty=2", 400, "bad_request")
+    await error(http, "/v1/sweep/BTC-USDT?side=buy&side=sell&qty=1", 400, "bad_request")
+
+
+async def test_sweep_quantities_at_the_limits_stay_exact(svc) -> None:
+    _, feeds, http = svc
+    load_all(feeds)
+    big = "9" * 15 + "." + "9" * 18  # the largest accepted: far more than the books hold
+    s = await get(http, f"/v1/sweep/BTC-USDT?side=sell&qty={big}&fees=true")
+    assert (s["requested"], s["filled"], s["complete"]) == (big, "7.5", False)
+    assert s["unfilled"] == "9" * 14 + "2." + "4" + "9" * 17
+    tiny = "0." + "0" * 17 + "1"
+    s = await get(http, f"/v1/sweep/BTC-USDT?side=buy&qty={tiny}&fees=true")
+    assert (s["requested"], s["filled"], s["complete"], s["unfilled"]) == (tiny, tiny, True, "0")
+    for qty, text in ((".5", "0.5"), ("5.", "5"), ("005", "5")):
+        s = await get(http, f"/v1/sweep/BTC-USDT?side=buy&qty={qty}")
+        assert (s["requested"], s["complete"]) == (text, True)
 
 
 async def test_status_counts_resyncs_across_sync_replacement(svc) -> None:
