@@ -354,7 +354,7 @@ class Client:
             if not isinstance(msg, dict):
                 raise ProtocolError("bad_request", "message must be a JSON object")
             req_id = msg.get("id")
-            if isinstance(req_id, dict | list):
+            if isinstance(req_id, dict | list | bool):  # echoed back as given: a value, not a structure
                 req_id = None
                 raise ProtocolError("bad_request", "id must be a string or a number")
             op = msg.get("op")

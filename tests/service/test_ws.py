@@ -200,6 +200,11 @@ async def test_errors_keep_the_connection_usable(setup) -> None:
         ({"op": "unsubscribe", "subs": ["quotes:ETH-USDT"]}, "not_subscribed"),
         ({"op": "unsubscribe", "subs": "quotes:ETH-USDT"}, "bad_request"),
         ({"op": "ping", "id": {"nested": 1}}, "bad_request"),
+        ({"op": "ping", "id": True}, "bad_request"),
+        ({"op": "subscribe", "channel": "quotes", "symbols": ["BTC-USDT"], "id": False}, "bad_request"),
+        ('{"op": "ping", "id": 1e999}', "bad_json"),
+        ('{"op": "ping", "id": "\\ud800"}', "bad_json"),  # an escaped lone surrogate
+        ("[" * 10_000 + "]" * 10_000, "bad_json"),  # nesting deeper than the parser allows
     ]
     for i, (request, code) in enumerate(cases):
         if isinstance(request, dict) and "id" not in request:
@@ -207,8 +212,11 @@ async def test_errors_keep_the_connection_usable(setup) -> None:
         await ws.send(request)
         err = await ws.expect("error", code=code)
         assert err["message"]
-        if isinstance(request, dict) and isinstance(request.get("id"), int):
-            assert err["id"] == request["id"]
+        req_id = request.get("id") if isinstance(request, dict) else None
+        if isinstance(req_id, int) and not isinstance(req_id, bool):
+            assert err["id"] == req_id
+        elif isinstance(req_id, bool):
+            assert "id" not in err  # a refused id is not echoed
     await ws.ws.send_bytes(b"\x00\x01")
     await ws.expect("error", code="bad_request")
     # nothing above created a subscription, and the connection still works
