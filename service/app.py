@@ -10,7 +10,6 @@ as ``?dept=5`` is reported instead of silently ignored.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Awaitable, Callable, Iterable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -20,7 +19,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.openapi import openapi_document
-from service.sweep import SIDES, sweep, sweep_json
+from service.sweep import QTY, QTY_FRAC_DIGITS, QTY_INT_DIGITS, SIDES, sweep, sweep_json
 from service.views import ladder_json, quote_json, venue_book_json
 
 if TYPE_CHECKING:
@@ -29,14 +28,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("aggbook.http")
 
 SERVICE_KEY: web.AppKey[Service] = web.AppKey("service")
-# ASCII digits only (``\d`` would admit "١" and "５", which Decimal happily converts), and few
-# enough of them that the sweep's 80-digit context never rounds: 15 before the point is far
-# beyond any order book, 18 after it is the finest size any venue quotes.
-QTY_INT_DIGITS = 15
-QTY_FRAC_DIGITS = 18
-_QTY = re.compile(
-    rf"(?:[0-9]{{1,{QTY_INT_DIGITS}}}(?:\.[0-9]{{0,{QTY_FRAC_DIGITS}}})?|\.[0-9]{{1,{QTY_FRAC_DIGITS}}})"
-)
 _DEPTH_DIGITS = 9  # int() of a longer string is pointless, and above 4300 digits it raises
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no", ""}
@@ -257,7 +248,7 @@ async def sweep_handler(request: web.Request) -> web.Response:
     if side not in SIDES:
         raise ApiError(400, "bad_request", f"side must be buy or sell, got {side!r}")
     raw = request.query.get("qty")
-    if raw is None or not _QTY.fullmatch(raw) or Decimal(raw) <= 0:
+    if raw is None or not QTY.fullmatch(raw) or Decimal(raw) <= 0:
         raise ApiError(
             400,
             "bad_request",

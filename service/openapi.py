@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.config import ServiceConfig
+from service.sweep import QTY_FRAC_DIGITS, QTY_INT_DIGITS, QTY_PATTERN
 
 DEC = {"type": "string", "pattern": r"^-?\d+(\.\d+)?$", "description": "exact decimal number as text"}
 NDEC = {"type": ["string", "null"], "description": "exact decimal number as text, or null"}
@@ -228,8 +229,9 @@ def openapi_document(config: ServiceConfig) -> dict[str, Any]:
         params: list | None = None,
         errors: dict | None = None,
         description: str = "",
+        ok: str = "200",
     ) -> dict:
-        op: dict[str, Any] = {"summary": summary, "parameters": params or [], "responses": {"200": response}}
+        op: dict[str, Any] = {"summary": summary, "parameters": params or [], "responses": {ok: response}}
         if description:
             op["description"] = description
         op["responses"].update(errors or {})
@@ -237,7 +239,9 @@ def openapi_document(config: ServiceConfig) -> dict[str, Any]:
 
     paths = {
         "/v1/symbols": get(
-            "Configured symbols and each venue's spelling", _json({"type": "object"}, "symbol list")
+            "Configured symbols and each venue's spelling",
+            _json({"type": "object"}, "symbol list"),
+            errors={"400": bad},
         ),
         "/v1/quotes": get(
             "Consolidated best bid/ask of every symbol",
@@ -273,7 +277,14 @@ def openapi_document(config: ServiceConfig) -> dict[str, Any]:
             [
                 symbol,
                 _param("side", "query", {"type": "string", "enum": ["buy", "sell"]}, "taker side", True),
-                _param("qty", "query", DEC, "quantity in base units", True),
+                _param(
+                    "qty",
+                    "query",
+                    {"type": "string", "pattern": QTY_PATTERN},
+                    f"positive quantity in base units, at most {QTY_INT_DIGITS} digits before and "
+                    f"{QTY_FRAC_DIGITS} after the point",
+                    True,
+                ),
                 fees,
                 venues,
             ],
@@ -281,7 +292,11 @@ def openapi_document(config: ServiceConfig) -> dict[str, Any]:
             "Walks every level of every included venue; with fees=true levels are taken in fee-adjusted "
             "order. Totals are exact; averages are rounded to 34 significant digits.",
         ),
-        "/v1/status": get("State of every venue, connection and book", _json({"type": "object"}, "status")),
+        "/v1/status": get(
+            "State of every venue, connection and book",
+            _json({"type": "object"}, "status"),
+            errors={"400": bad},
+        ),
         "/healthz": get("The process is alive", _json({"type": "object"}, "ok")),
         "/readyz": get(
             "Every configured symbol has at least one live venue",
@@ -297,6 +312,7 @@ def openapi_document(config: ServiceConfig) -> dict[str, Any]:
             "WebSocket subscriptions (quotes, book); see docs/api.md",
             {"description": "101 Switching Protocols"},
             errors={"400": bad},
+            ok="101",
         ),
     }
     return {

@@ -11,6 +11,7 @@ significant digits.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from decimal import Context, Decimal
 
@@ -19,6 +20,17 @@ from book.consolidated import BPS, ConsolidatedBook, fmt
 EXACT = Context(prec=80)
 AVERAGE = Context(prec=34)
 SIDES = ("buy", "sell")
+
+# The quantities a sweep accepts.  ASCII digits only (``\d`` would admit "١" and "５", which
+# Decimal happily converts), and few enough of them that EXACT never rounds: 15 before the
+# point is far beyond any order book, 18 after it is the finest size any venue quotes, and
+# remaining (qty - sizes) x price (about 30 digits) + fee digits stays well under 80.
+QTY_INT_DIGITS = 15
+QTY_FRAC_DIGITS = 18
+QTY_PATTERN = (
+    rf"^(?:[0-9]{{1,{QTY_INT_DIGITS}}}(?:\.[0-9]{{0,{QTY_FRAC_DIGITS}}})?|\.[0-9]{{1,{QTY_FRAC_DIGITS}}})$"
+)
+QTY = re.compile(QTY_PATTERN.removeprefix("^").removesuffix("$"))  # used with fullmatch
 
 
 @dataclass

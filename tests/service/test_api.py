@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -298,6 +299,42 @@ async def test_openapi_documents_every_route(svc) -> None:
         "BTC-USDT",
         "ETH-USDT",
     ]
+
+
+def _example_path(template: str, required: list[dict]) -> str:
+    """A concrete request for a documented route: path parameters filled in, required query given."""
+    path = template.replace("{symbol}", "BTC-USDT").replace("{venue}", "alpha")
+    examples = {"side": "buy", "qty": "1"}
+    query = [f"{p['name']}={examples[p['name']]}" for p in required if p["in"] == "query"]
+    return path + ("?" + "&".join(query) if query else "")
+
+
+async def test_openapi_parameters_and_errors_match_the_handlers(svc) -> None:
+    """Each documented parameter is accepted, and each route that refuses an unknown one documents 400."""
+    _, feeds, http = svc
+    load_all(feeds)
+    doc = await get(http, "/openapi.json")
+    for template, item in doc["paths"].items():
+        if template == "/v1/ws":
+            continue
+        op = item["get"]
+        params = op["parameters"]
+        base = _example_path(template, [p for p in params if p["required"]])
+        sep = "&" if "?" in base else "?"
+        async with http.get(base) as resp:
+            assert str(resp.status) in op["responses"], (template, resp.status)
+        async with http.get(f"{base}{sep}no_such_parameter=1") as resp:
+            if resp.status == 400:
+                assert "400" in op["responses"], template
+                body = await resp.json()
+                for p in params:  # the refusal lists exactly the documented query parameters
+                    assert p["in"] == "path" or p["name"] in body["error"]["message"], (template, p)
+    qty = next(p for p in doc["paths"]["/v1/sweep/{symbol}"]["get"]["parameters"] if p["name"] == "qty")
+    pattern = re.compile(qty["schema"]["pattern"])
+    for text in ("1", ".5", "5.", "9" * 15, "0." + "0" * 17 + "1", "1" * 16, "1e5", "-1", "١", "1\n"):
+        accepted = await http.get(f"/v1/sweep/BTC-USDT?side=buy&qty={quote(text)}")
+        assert (accepted.status == 200) == bool(pattern.fullmatch(text)), text
+        accepted.release()
 
 
 async def test_index_lists_endpoints(svc) -> None:
