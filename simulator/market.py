@@ -201,10 +201,16 @@ class MarketModel:
         return bids, asks
 
     def fmt_price(self, price: Decimal) -> str:
-        return str(price.quantize(self.spec.tick))
+        """Fixed-point text with the tick's decimals.
+
+        ``str(Decimal)`` would switch to exponent notation below 1e-6 (``"3E-7"``, and
+        ``"0E-8"`` for a deletion), which no venue puts on the wire.
+        """
+        return f"{price.quantize(self.spec.tick):.{self.spec.price_decimals}f}"
 
     def fmt_size(self, size: Decimal) -> str:
-        return str(size.quantize(self.spec.lot))
+        """Fixed-point text with the lot's decimals (see :meth:`fmt_price`)."""
+        return f"{size.quantize(self.spec.lot):.{self.spec.size_decimals}f}"
 
 
 @dataclass(frozen=True, slots=True)
