@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from simulator.faults import FaultInjector
+from simulator.faults import Fault, FaultInjector
 from simulator.market import DEFAULT_SYMBOLS, SymbolSpec
 from simulator.venue import VenueServer
 
@@ -44,10 +44,17 @@ class SimulatedExchange:
         seed: int = 1,
         rate: float = 20.0,
         fault_rate: float = 0.0,
+        fault_kinds: Iterable[Fault | str] | None = None,
         host: str = "127.0.0.1",
         **venue_kwargs: object,
     ) -> None:
+        """``fault_rate`` > 0 turns on random faults, seeded per venue from ``seed``.
+
+        ``fault_kinds`` names the faults random mode may fire (default: gap, duplicate and
+        reorder, the ones a feed survives without reconnecting); any named fault may be listed.
+        """
         classes = venue_classes()
+        kinds = {Fault(k) for k in fault_kinds} if fault_kinds is not None else None
         names = list(venues) if venues is not None else list(classes)
         symbols = list(symbols)
         self.host = host
@@ -56,7 +63,7 @@ class SimulatedExchange:
                 symbols,
                 seed=seed,
                 rate=rate,
-                faults=FaultInjector(seed=seed + i, rate=fault_rate),
+                faults=FaultInjector(seed=seed + i, rate=fault_rate, allowed=kinds),
                 **venue_kwargs,  # type: ignore[arg-type]
             )
             for i, name in enumerate(names)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -51,6 +52,22 @@ class FaultInjector:
         self.allowed = allowed if allowed is not None else {Fault.GAP, Fault.DUPLICATE, Fault.REORDER}
         self.fired: Counter[str] = Counter()
 
+    def configure_random(
+        self, rate: float, allowed: Iterable[Fault | str] | None = None, seed: int | None = None
+    ) -> None:
+        """Switch random mode on (``rate > 0``) or off, optionally with new fault kinds and seed.
+
+        Reseeding makes a run reproducible from the moment of the call, which is what the demo's
+        ``/_sim/faults/random`` and a test that wants "the same random faults again" need.
+        """
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"fault rate must be within [0, 1], got {rate}")
+        kinds = {Fault(f) for f in allowed} if allowed is not None else self.allowed  # may raise: first
+        self.rate = rate
+        self.allowed = kinds
+        if seed is not None:
+            self._rng = random.Random(seed)
+
     def inject(
         self,
         fault: Fault | str,
@@ -59,6 +76,8 @@ class FaultInjector:
         count: int = 1,
         **params: object,
     ) -> None:
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")  # 0 would still fire once
         self._armed.append(ArmedFault(Fault(fault), symbol, conn_id, count, dict(params)))
 
     def clear(self) -> None:

@@ -378,6 +378,17 @@ class HuobiMbpVenue(VenueServer):
         book = self.topic_truth(symbol, self.default_levels)
         return book if depth is None else book.top(depth)
 
+    def truth_at(self, symbol: str, seq: int) -> TruthBook:
+        """The default topic's book as pushed with seqNum ``seq``.
+
+        The generic per-step history does not fit here: interval topics push on their own
+        timer, so a market step and a seqNum are not one-to-one.
+        """
+        for book in reversed(self.topic(symbol, self.default_levels).history):
+            if book.seq == seq:
+                return book
+        raise KeyError(f"no truth kept for {symbol} at seq {seq}")
+
     def stale_truth(self, symbol: str, steps_back: int = 10) -> TruthBook:
         hist = self.topic(symbol, self.default_levels).history
         return hist[max(0, len(hist) - 1 - steps_back)]

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -198,6 +199,9 @@ class VenueServer:
                 )
 
     async def _pump(self) -> None:
+        if math.isinf(self.rate):
+            await self._pump_flat_out()
+            return
         interval = 1.0 / self.rate if self.rate > 0 else 1.0
         next_at = time.monotonic()
         while True:
@@ -215,12 +219,41 @@ class VenueServer:
                 delay = 0
             await asyncio.sleep(max(delay, 0.0005))
 
+    async def _pump_flat_out(self) -> None:
+        """``rate=math.inf``: as many market steps as the machine can push (for benchmarks).
+
+        One step per loop turn, then a yield, so heartbeats, REST and the control API stay
+        responsive while the pump saturates the core.
+        """
+        while True:
+            await self._paused.wait()
+            try:
+                await self.step_all(1)
+            except Exception:  # a bug in one step must not kill the venue
+                log.exception("%s pump step failed", self.name)
+            await asyncio.sleep(0)
+
     # ------------------------------------------------------------------ truth and helpers
     def truth(self, symbol: str, depth: int | None = None) -> TruthBook:
         symbol = self.resolve_symbol(symbol)
         market = self.markets[symbol]
         bids, asks = market.snapshot(depth)
         return TruthBook(self.current_seq(symbol), tuple(bids), tuple(asks))
+
+    def truth_at(self, symbol: str, seq: int) -> TruthBook:
+        """The truth book as it was at venue sequence id ``seq`` (``current_seq`` space).
+
+        A client whose connection went silent or was cut holds the book at the last id it was
+        sent, not the current one; this is what its book must equal.  Only the last
+        ``history`` steps are kept: an older or never-published id raises ``KeyError``.
+        """
+        symbol = self.resolve_symbol(symbol)
+        if seq == self.current_seq(symbol):
+            return self.truth(symbol)
+        for book in reversed(self.history[symbol]):
+            if book.seq == seq:
+                return book
+        raise KeyError(f"no truth kept for {symbol} at seq {seq}")
 
     def stale_truth(self, symbol: str, steps_back: int = 10) -> TruthBook:
         """A truth book from ``steps_back`` published steps ago (the oldest kept if fewer)."""
@@ -275,20 +308,55 @@ class VenueServer:
 
     # ------------------------------------------------------------------ control API
     def _add_control_routes(self, app: web.Application) -> None:
+        app.router.add_get("/_sim/", self._h_index)
         app.router.add_get("/_sim/truth/{symbol}", self._h_truth)
         app.router.add_post("/_sim/faults", self._h_fault)
         app.router.add_get("/_sim/faults", self._h_fault_list)
+        app.router.add_delete("/_sim/faults", self._h_fault_clear)
+        app.router.add_post("/_sim/faults/random", self._h_fault_random)
         app.router.add_post("/_sim/pause", self._h_pause)
         app.router.add_post("/_sim/resume", self._h_resume)
         app.router.add_get("/_sim/connections", self._h_connections)
 
+    async def _h_index(self, request: web.Request) -> web.Response:
+        """What the control API offers, so a person with curl can find their way."""
+        return web.json_response({
+            "venue": self.name,
+            "urls": self.urls(),
+            "symbols": {vs: spec.canonical for vs, spec in self.specs.items()},
+            "endpoints": {
+                "GET /_sim/truth/{symbol}?depth=&seq=": "truth book (current, or at a past seq)",
+                "POST /_sim/faults": '{"fault", "symbol"?, "conn_id"?, "count"?, "params"?}',
+                "GET /_sim/faults": "fired counts, pending count, known faults, random mode",
+                "DELETE /_sim/faults": "disarm every pending fault",
+                "POST /_sim/faults/random": '{"rate", "faults"?, "seed"?}',
+                "POST /_sim/pause, /_sim/resume": "stop or restart market events",
+                "GET /_sim/connections": "open WebSocket connections and their subscriptions",
+            },
+        })
+
     async def _h_truth(self, request: web.Request) -> web.Response:
+        raw_symbol = request.match_info["symbol"]
+        try:
+            symbol = self.resolve_symbol(raw_symbol)
+        except KeyError:
+            return web.json_response({"error": f"unknown symbol: {raw_symbol}"}, status=404)
         try:
             depth = int(request.query["depth"]) if "depth" in request.query else None
-            book = self.truth(request.match_info["symbol"], depth)
-        except (KeyError, ValueError) as exc:
+            seq = int(request.query["seq"]) if "seq" in request.query else None
+        except ValueError as exc:
             return web.json_response({"error": f"bad request: {exc}"}, status=400)
-        market = self.markets[self.resolve_symbol(request.match_info["symbol"])]
+        if depth is not None and depth < 1:
+            return web.json_response({"error": "bad request: depth must be at least 1"}, status=400)
+        if seq is None:
+            book = self.truth(symbol, depth)
+        else:
+            try:
+                book = self.truth_at(symbol, seq)
+            except KeyError as exc:
+                return web.json_response({"error": str(exc.args[0])}, status=404)
+            book = book if depth is None else book.top(depth)
+        market = self.markets[symbol]
         body = {
             "venue": self.name,
             "seq": book.seq,
@@ -302,14 +370,40 @@ class VenueServer:
             body = await request.json()
             params = body.get("params") or {}
             count = int(body.get("count", 1))
-            self.inject(body["fault"], body.get("symbol"), body.get("conn_id"), count, **params)
-        except (KeyError, ValueError, TypeError) as exc:
-            return web.json_response({"error": f"bad fault request: {exc}"}, status=400)
-        return web.json_response({"armed": body["fault"]})
+            if not isinstance(params, dict):
+                raise TypeError("params must be an object")
+            conn_id = body.get("conn_id")
+            self.inject(body["fault"], body.get("symbol"), None if conn_id is None else int(conn_id),
+                        count, **params)
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            return web.json_response({"error": f"bad fault request: {exc!r}"}, status=400)
+        return web.json_response({"armed": body["fault"], "count": count})
 
     async def _h_fault_list(self, request: web.Request) -> web.Response:
-        return web.json_response({"fired": dict(self.faults.fired), "pending": self.faults.pending(),
-                                  "known": [f.value for f in Fault]})
+        faults = self.faults
+        return web.json_response({
+            "fired": dict(faults.fired), "pending": faults.pending(), "known": [f.value for f in Fault],
+            "random": {"rate": faults.rate, "faults": sorted(f.value for f in faults.allowed)},
+        })
+
+    async def _h_fault_clear(self, request: web.Request) -> web.Response:
+        pending = self.faults.pending()
+        self.faults.clear()
+        return web.json_response({"cleared": pending})
+
+    async def _h_fault_random(self, request: web.Request) -> web.Response:
+        """Random mode on demand: every listed fault fires at each decision point with ``rate``."""
+        try:
+            body = await request.json()
+            kinds = body.get("faults")
+            if kinds is not None and not isinstance(kinds, list):
+                raise TypeError("faults must be a list of fault names")
+            seed = body.get("seed")
+            self.faults.configure_random(float(body["rate"]), kinds, None if seed is None else int(seed))
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            return web.json_response({"error": f"bad random-fault request: {exc!r}"}, status=400)
+        return web.json_response({"rate": self.faults.rate,
+                                  "faults": sorted(f.value for f in self.faults.allowed)})
 
     async def _h_pause(self, request: web.Request) -> web.Response:
         self.pause()
