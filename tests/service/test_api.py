@@ -337,6 +337,30 @@ async def test_openapi_parameters_and_errors_match_the_handlers(svc) -> None:
         accepted.release()
 
 
+async def test_metric_labels_do_not_grow_with_what_clients_send(svc) -> None:
+    """Unknown paths, symbols, venues and parameters all land on a fixed set of series."""
+    service, feeds, http = svc
+    load_all(feeds)
+
+    async def hit(i: int) -> None:
+        for path in (
+            f"/nowhere/{i}",
+            f"/v1/quotes/X{i}-USDT",
+            f"/v1/books/BTC-USDT/v{i}",
+            f"/v1/books/BTC-USDT?venues=v{i}",
+            f"/v1/sweep/BTC-USDT?side=buy&qty={i + 1}&p{i}=1",
+        ):
+            async with http.get(path) as resp:
+                await resp.read()
+
+    await hit(0)
+    before = set(parse_metrics(service.metrics.render().decode()))
+    for i in range(1, 40):
+        await hit(i)
+    after = set(parse_metrics(service.metrics.render().decode()))
+    assert after == before
+
+
 async def test_index_lists_endpoints(svc) -> None:
     _, _, http = svc
     assert "/v1/sweep/{symbol}" in (await get(http, "/"))["endpoints"]

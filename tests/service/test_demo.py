@@ -369,6 +369,8 @@ async def test_every_metric_is_exported_after_running(demo: Demo) -> None:
                 assert value(text, "aggbook_snapshot_requests_total", venue=venue, result="ok") >= 3
             assert value(text, "aggbook_book_time_to_live_seconds", venue=venue, after="start") == 3
             assert value(text, "aggbook_book_last_update_age_seconds", venue=venue, symbol="SOL-USDT") >= 0
+            assert value(text, "aggbook_feed_lag_seconds", venue=venue) > 0  # every venue stamps events
+            assert value(text, "aggbook_feed_decode_errors_total", venue=venue) == 0
         for symbol in SYMBOLS:
             assert value(text, "aggbook_consolidated_live_venues", symbol=symbol) == 5
             assert value(text, "aggbook_consolidated_crossed", symbol=symbol) == 0
@@ -377,6 +379,7 @@ async def test_every_metric_is_exported_after_running(demo: Demo) -> None:
         assert value(text, "aggbook_ws_clients") == 1
         assert value(text, "aggbook_ws_messages_sent_total") > 20
         assert value(text, "aggbook_http_requests_total", route="/v1/quotes", method="GET", status="200") == 1
+        assert value(text, "aggbook_http_request_duration_seconds", route="/v1/quotes") == 1
         await reader.ws.close()
         await reader.task
 
