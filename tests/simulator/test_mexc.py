@@ -343,6 +343,21 @@ async def test_multi_channel_ack_and_rejections(venue: MexcVenue, session: aioht
     await client.close()
 
 
+async def test_malformed_commands_get_no_reply_and_keep_the_socket(venue: MexcVenue,
+                                                                   session: aiohttp.ClientSession) -> None:
+    """MEXC documents no error frame for a bad command: it is ignored and the socket stays usable."""
+    client = await connect(venue, session)
+    for bad in ('{"method":"SUBSCRIPTION","params":["spot@public.aggre', "not json", "[1, 2]",
+                '{"method":"NOPE"}'):
+        await client.ws.send_str(bad)
+    # the next text frame answers the PING: none of the bad commands produced a reply
+    assert await client.request({"method": "PING"}) == {"id": 0, "code": 0, "msg": "PONG"}
+    assert len(client.texts) == 1 and client.conn_id in venue.connections
+    status, _, body = await get(session, venue, f"/api/v3/depth?symbol={SYM}&limit=abc")
+    assert (status, body["code"]) == (400, -1100)
+    await client.close()
+
+
 async def test_31st_subscription_is_silently_invalid(venue: MexcVenue,
                                                      session: aiohttp.ClientSession) -> None:
     channels: list[str] = []
