@@ -729,3 +729,19 @@ def test_shards_split_the_symbols_without_overlap() -> None:
         for symbol in tomllib.loads(path.read_text())["service"]["symbols"]:
             assert symbol not in owner, f"{symbol} is in both {owner[symbol]} and {path}"
             owner[symbol] = path
+
+
+# ---------------------------------------------------------------------- the image's HEALTHCHECK
+def test_image_healthcheck_command_passes_on_the_demo_and_fails_without_it(stack: Stack) -> None:
+    """The Dockerfile's HEALTHCHECK command, run as Docker would (its port from AGGBOOK_PORT)."""
+    from tests.deploy.test_manifests import image_healthcheck
+
+    check = image_healthcheck()
+    command = [sys.executable, *check[1:]]  # the image's "python" is the interpreter here
+    demo_port = urllib.parse.urlsplit(stack.demo_url).port
+    env = {**os.environ, "AGGBOOK_PORT": str(demo_port)}
+    up = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+    assert up.returncode == 0, f"HEALTHCHECK fails on a running service:\n{up.stderr}"
+    down = subprocess.run(command, env={**env, "AGGBOOK_PORT": str(_free_port())},
+                          capture_output=True, text=True, timeout=30)
+    assert down.returncode != 0, "HEALTHCHECK passes with nothing listening"
