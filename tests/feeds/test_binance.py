@@ -28,6 +28,7 @@ from simulator.faults import Fault
 from simulator.market import DEFAULT_SYMBOLS, SymbolSpec, extra_symbol
 from simulator.venue import VenueServer
 from tests.conftest import book_matches, describe_mismatch, wait_for
+from tests.feeds.recording import RecordingMetrics
 
 SPECS = DEFAULT_SYMBOLS[:2]  # BTC-USDT, ETH-USDT
 SYM = "BTC-USDT"
@@ -51,43 +52,6 @@ MARKETS = [pytest.param(SPOT, id="spot"), pytest.param(FUTURES, id="futures")]
 
 
 # ---------------------------------------------------------------------------- harness
-class RecordingMetrics:
-    """A FeedMetrics that keeps everything, for assertions."""
-
-    def __init__(self) -> None:
-        self.messages = 0
-        self.nbytes = 0
-        self.decode_errors = 0
-        self.snapshots: Counter[bool] = Counter()
-        self.snapshot_by_symbol: Counter[tuple[str, bool]] = Counter()
-        self.reconnects = 0
-        self.lags: list[float] = []
-        self.ttl: list[tuple[str, float, str]] = []
-
-    def message(self, venue: str, symbol: str, nbytes: int) -> None:
-        self.messages += 1
-        self.nbytes += nbytes
-
-    def decode_error(self, venue: str) -> None:
-        self.decode_errors += 1
-
-    def snapshot(self, venue: str, symbol: str, ok: bool) -> None:
-        self.snapshots[ok] += 1
-        self.snapshot_by_symbol[(symbol, ok)] += 1
-
-    def reconnect(self, venue: str) -> None:
-        self.reconnects += 1
-
-    def lag(self, venue: str, seconds: float) -> None:
-        self.lags.append(seconds)
-
-    def time_to_live(self, venue: str, symbol: str, seconds: float, after: str) -> None:
-        self.ttl.append((symbol, seconds, after))
-
-    def resync_ttl(self, symbol: str | None = None) -> list[float]:
-        return [s for sym, s, after in self.ttl if after == "resync" and symbol in (None, sym)]
-
-
 class Recorder:
     """``feed.on_sync`` callback: keeps every sync ever published and the transitions it saw."""
 
@@ -237,7 +201,7 @@ async def test_happy_path_books_equal_truth(market: Market, combined: bool) -> N
         assert feed.symbol_status == {SYM: "TRADING", OTHER: "TRADING"}
         assert feed.reconnects == 0  # the venue's pings were answered (pong deadline 1 s)
         assert h.fetch_count(SYM) == 1 and h.fetch_count(OTHER) == 1
-        assert h.metrics.snapshots == Counter({True: 2})
+        assert (h.metrics.snapshot_count(True), h.metrics.snapshot_count(False)) == (2, 0)
         assert h.metrics.messages >= 40 and h.metrics.nbytes > 0 and h.metrics.lags
         assert [after for _, _, after in h.metrics.ttl] == ["start", "start"]
         assert all(not h.recorder.resyncs(c) for c in h.expected())
@@ -359,7 +323,7 @@ async def test_fault_recovers_to_truth(market: Market, case: Case) -> None:
             assert h.sync(SYM).counters.stale_snapshots == 1
         if fault in (Fault.SNAPSHOT_429, Fault.SNAPSHOT_418):
             assert h.feed.pacer.penalties == penalties_before + 1  # Retry-After closed the gate
-            assert h.metrics.snapshot_by_symbol[(SYM, False)] == 1
+            assert h.metrics.snapshots[(SYM, False)] == 1
         if fault is Fault.UNKNOWN_SYMBOL:
             sync = h.sync(SYM)
             assert sync.state is SyncState.INVALID and sync.reason is Reason.INVALID_SYMBOL
@@ -384,7 +348,7 @@ async def test_weight_header_slows_snapshots_before_the_budget() -> None:
         assert h.venue.limiter.used == 20 + 2 * 5  # type: ignore[attr-defined]
         assert feed.weight_used in (25, 30)
         assert feed.weight_slowdowns >= 1 and feed.pacer.penalties >= 1
-        assert h.metrics.snapshots[False] == 0
+        assert h.metrics.snapshot_count(False) == 0
         await h.settle()
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -25,6 +24,7 @@ from simulator.btse import BtseVenue
 from simulator.faults import Fault
 from simulator.market import DEFAULT_SYMBOLS
 from tests.conftest import book_matches, describe_mismatch, wait_for
+from tests.feeds.recording import RecordingMetrics
 
 BTC, ETH, SOL = "BTC-USDT", "ETH-USDT", "SOL-USDT"
 SPECS = {spec.canonical: spec for spec in DEFAULT_SYMBOLS}
@@ -38,34 +38,6 @@ FAST = {
     "backoff_base": 0.02,
     "backoff_cap": 0.5,
 }
-
-
-class RecordingMetrics:
-    """Keeps what the feed reports, for assertions and printed figures."""
-
-    def __init__(self) -> None:
-        self.decode_errors = 0
-        self.reconnects = 0
-        self.snapshots: Counter[tuple[str, bool]] = Counter()
-        self.ttl: list[tuple[str, float, str]] = []
-
-    def message(self, venue: str, symbol: str, nbytes: int) -> None:
-        pass
-
-    def decode_error(self, venue: str) -> None:
-        self.decode_errors += 1
-
-    def snapshot(self, venue: str, symbol: str, ok: bool) -> None:
-        self.snapshots[(symbol, ok)] += 1
-
-    def reconnect(self, venue: str) -> None:
-        self.reconnects += 1
-
-    def lag(self, venue: str, seconds: float) -> None:
-        pass
-
-    def time_to_live(self, venue: str, symbol: str, seconds: float, after: str) -> None:
-        self.ttl.append((symbol, seconds, after))
 
 
 @dataclass

@@ -12,9 +12,8 @@ from __future__ import annotations
 import contextlib
 import gzip
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
@@ -30,6 +29,7 @@ from simulator.faults import Fault
 from simulator.huobi import HuobiMbpVenue
 from simulator.nhex import NhexVenue
 from tests.conftest import book_matches, describe_mismatch, wait_for
+from tests.feeds.recording import RecordingMetrics
 
 pytestmark = pytest.mark.integration
 
@@ -49,38 +49,10 @@ def pair(request: pytest.FixtureRequest) -> tuple[type[HuobiMbpVenue], type[Huob
 
 
 @dataclass
-class Recorder:
-    """FeedMetrics that keeps what it is told."""
-
-    ttl: list[tuple[str, float, str]] = field(default_factory=list)
-    snapshots: Counter = field(default_factory=Counter)  # (symbol, ok) -> count
-    decode_errors: int = 0
-    reconnects: int = 0
-
-    def message(self, venue: str, symbol: str, nbytes: int) -> None:
-        pass
-
-    def decode_error(self, venue: str) -> None:
-        self.decode_errors += 1
-
-    def snapshot(self, venue: str, symbol: str, ok: bool) -> None:
-        self.snapshots[(symbol, ok)] += 1
-
-    def reconnect(self, venue: str) -> None:
-        self.reconnects += 1
-
-    def lag(self, venue: str, seconds: float) -> None:
-        pass
-
-    def time_to_live(self, venue: str, symbol: str, seconds: float, after: str) -> None:
-        self.ttl.append((symbol, seconds, after))
-
-
-@dataclass
 class Harness:
     venue: HuobiMbpVenue
     feed: HuobiMbpFeed
-    metrics: Recorder
+    metrics: RecordingMetrics
     symbols: list[str]
     started: float
 
@@ -142,7 +114,7 @@ async def running(
     await venue.start()
     mapping = {c: venue.resolve_symbol(c) for c in symbols}
     mapping.update(extra_symbols or {})
-    metrics = Recorder()
+    metrics = RecordingMetrics()
     config = VenueConfig(venue.name, venue.name, mapping, depth=depth, options=dict(options or {}),
                          **venue.urls())
     feed = feed_cls(config, metrics=metrics)

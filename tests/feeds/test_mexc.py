@@ -30,6 +30,7 @@ from simulator.faults import Fault
 from simulator.market import DEFAULT_SYMBOLS, SymbolSpec, extra_symbol
 from simulator.mexc import UNKNOWN_FIELD_99, MexcVenue, length_delimited, truncate_frame
 from tests.conftest import book_matches, describe_mismatch, wait_for
+from tests.feeds.recording import RecordingMetrics
 
 SYMBOLS = DEFAULT_SYMBOLS[:3]  # BTC-USDT, ETH-USDT, SOL-USDT
 TARGET = "BTC-USDT"
@@ -49,15 +50,12 @@ FAST = {
 }
 
 
-class Recorder:
+class Recorder(RecordingMetrics):
     """Feed metrics plus every transition of every BookSync the feed publishes."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.transitions: list[tuple[str, Transition]] = []
-        self.snapshots: list[tuple[str, bool]] = []
-        self.decode_errors = 0
-        self.reconnects = 0
-        self.ttl: list[tuple[str, float, str]] = []
 
     def attach(self, feed: MexcFeed) -> None:
         feed.on_sync(lambda canonical, sync: sync.listeners.append(_TransitionLog(self, canonical)))
@@ -65,28 +63,6 @@ class Recorder:
     def reasons(self, canonical: str, new: SyncState | None = None) -> Counter:
         return Counter(t.reason for c, t in self.transitions
                        if c == canonical and (new is None or t.new is new))
-
-    def failures(self, canonical: str) -> int:
-        return sum(1 for c, ok in self.snapshots if c == canonical and not ok)
-
-    # FeedMetrics
-    def message(self, venue: str, symbol: str, nbytes: int) -> None:
-        pass
-
-    def decode_error(self, venue: str) -> None:
-        self.decode_errors += 1
-
-    def snapshot(self, venue: str, symbol: str, ok: bool) -> None:
-        self.snapshots.append((symbol, ok))
-
-    def reconnect(self, venue: str) -> None:
-        self.reconnects += 1
-
-    def lag(self, venue: str, seconds: float) -> None:
-        pass
-
-    def time_to_live(self, venue: str, symbol: str, seconds: float, after: str) -> None:
-        self.ttl.append((symbol, seconds, after))
 
 
 class _TransitionLog:
@@ -289,7 +265,7 @@ async def test_unknown_symbol_is_invalid_without_retry_loop() -> None:
         await venue.step_all(3)
         await wait_for(lambda: feed.reconnects >= 1, 5, "reconnect")
         await converge(venue, feed, OTHERS)
-        assert rec.failures(TARGET) == 1 and not any(c == TARGET and ok for c, ok in rec.snapshots)
+        assert rec.failures(TARGET) == 1 and rec.snapshot_count(True, TARGET) == 0
         assert feed.current_syncs()[TARGET].state is SyncState.INVALID
         assert all(f"spot@public.aggre.depth.v3.api.pb@100ms@{venue_symbol(SYMBOLS[0])}" not in chans
                    for chans in sim_channels(venue))
