@@ -53,6 +53,7 @@ log = logging.getLogger("aggbook.ws")
 
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_GOING_AWAY = 1001
+CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TIMEOUT = 5.0
 
 # queue item kinds
@@ -370,6 +371,9 @@ class Client:
                 )
         except ProtocolError as exc:
             self.send_error(exc.code, exc.message, req_id)
+        except Exception:  # a bug must cost this one request, not the connection (or the process)
+            log.exception("websocket request failed", extra={"peer": self.peer})
+            self.send_error("internal", "internal error; the details are in the server log", req_id)
 
 
 class Hub:
@@ -456,6 +460,9 @@ class Hub:
                     client.send_error("bad_request", "binary frames are not supported; send JSON text")
                 elif msg.type == WSMsgType.ERROR:
                     break
+        except Exception:  # after the upgrade no HTTP error page can be sent: close the socket properly
+            log.exception("websocket session failed", extra={"peer": client.peer})
+            await client.close(CLOSE_INTERNAL_ERROR, "internal error")
         finally:
             self.clients.discard(client)
             for sub in list(client.subs.values()):
@@ -563,6 +570,7 @@ class Hub:
                 raise ProtocolError("bad_request", "subs must be a list of subscription ids")
         else:
             keys = [k for k, _ in self._parse(msg)]
+        keys = list(dict.fromkeys(keys))  # a name given twice ("BTC-USDT", "btc-usdt") is one subscription
         missing = [k for k in keys if k not in client.subs]
         if missing or not keys:
             raise ProtocolError(

@@ -12,6 +12,8 @@ import orjson
 import pytest
 
 from service.runtime import Service
+from service.ws import Client
+from tests.conftest import wait_for
 from tests.service.fakes import FakeFeeds, fake_config, load_all
 
 
@@ -254,6 +256,52 @@ async def test_unsubscribe_stops_updates(setup) -> None:
     await ws.send({"op": "unsubscribe", "subs": ["quotes:ETH-USDT"]})
     await ws.expect("ack", subs=["quotes:ETH-USDT"])
     assert service.hub.stats()["subscriptions"] == 0
+
+
+async def test_unsubscribe_naming_a_subscription_twice(setup) -> None:
+    service, _, http = setup
+    ws = await connect(service, http)
+    for unsubscribe in (
+        {"op": "unsubscribe", "subs": ["quotes:BTC-USDT", "quotes:BTC-USDT"], "id": 1},
+        {"op": "unsubscribe", "channel": "quotes", "symbols": ["BTC-USDT", "btc-usdt"], "id": 2},
+    ):
+        await ws.send({"op": "subscribe", "channel": "quotes", "symbols": ["BTC-USDT"]})
+        await ws.expect("ack")
+        await ws.expect("snapshot")
+        await ws.send(unsubscribe)
+        assert (await ws.expect("ack", op="unsubscribe", id=unsubscribe["id"]))["subs"] == ["quotes:BTC-USDT"]
+        await ws.quiet()
+    assert service.hub.stats()["subscriptions"] == 0
+
+
+async def test_a_failing_request_is_an_internal_error_and_the_connection_stays(setup, monkeypatch) -> None:
+    service, _, http = setup
+    ws = await connect(service, http)
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(service.hub, "subscribe", broken)
+    await ws.send({"op": "subscribe", "channel": "quotes", "symbols": ["BTC-USDT"], "id": 9})
+    await ws.expect("error", code="internal", id=9)
+    monkeypatch.undo()
+    await ws.send({"op": "subscribe", "channel": "quotes", "symbols": ["BTC-USDT"], "id": 10})
+    await ws.expect("ack", id=10)
+    await ws.expect("snapshot", seq=1)
+
+
+async def test_a_failing_session_closes_with_1011_not_an_http_page(setup, monkeypatch) -> None:
+    service, _, http = setup
+    ws = await connect(service, http)
+
+    def broken(self: object, text: str) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(Client, "handle_text", broken)  # a failure outside the per-request guard
+    await ws.send({"op": "ping"})
+    msg = await ws.ws.receive(timeout=5)
+    assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1011, msg
+    await wait_for(lambda: not service.hub.clients, what="client removed")
 
 
 async def test_server_heartbeats() -> None:
