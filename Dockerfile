@@ -25,7 +25,11 @@ COPY feeds/ feeds/
 COPY proto/ proto/
 COPY service/ service/
 COPY simulator/ simulator/
+# pip and setuptools (which `python -m venv` puts in the virtualenv) are only needed to
+# install: removing them keeps packaging tools out of the runtime image, and the smoke test
+# after it shows the service does not need them.
 RUN /opt/aggbook/bin/pip install . \
+ && /opt/aggbook/bin/python -m pip uninstall --yes pip setuptools \
  && /opt/aggbook/bin/aggbook --help >/dev/null
 
 FROM ${PYTHON_IMAGE} AS runtime

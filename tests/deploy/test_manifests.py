@@ -327,6 +327,7 @@ def test_compose_stack_is_wired_together(kubectl: list[str]) -> None:
     assert default_command.split() == image_command()[1], "compose's default command is not the image's"
     port = image_env()["AGGBOOK_PORT"]
     assert f"{port}:{port}" in aggbook["ports"]
+    assert aggbook.get("read_only") is True, "as in Kubernetes: the service needs no writable filesystem"
 
     # Prometheus: the shipped config, scraping the aggbook service on its port
     prom_mounts = mounts("prometheus")
