@@ -35,7 +35,8 @@ What "returns data" means here:
 The Prometheus binaries come from Debian's ``prometheus`` package (``.ci/run`` installs it).
 Without them the Prometheus tests are skipped, unless ``AGGBOOK_REQUIRE_PROMETHEUS`` is set, as in CI.
 
-The service configs shipped for Kubernetes are checked here too (``aggbook check-config``, and
+The Dockerfile's HEALTHCHECK command is run against the demo here too, since the demo is up.
+The service configs shipped for Kubernetes are checked here as well (``aggbook check-config``, and
 the shards' symbol lists disjoint), so a change of config keys cannot leave them behind.
 """
 
