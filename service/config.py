@@ -12,6 +12,7 @@ a host; everything else lives in the file so that one file describes what runs.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -136,6 +137,8 @@ def _int(value: Any, key: str, lo: int, hi: int | None = None) -> int:
 def _float(value: Any, key: str, lo: float, *, strict: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(key, f"must be a number, got {value!r}")
+    if not math.isfinite(value):  # TOML has nan and inf; every comparison with nan is false
+        raise ConfigError(key, f"must be a finite number, got {value!r}")
     if value < lo or (strict and value == lo):
         raise ConfigError(key, f"must be {'>' if strict else '>='} {lo}, got {value}")
     return float(value)

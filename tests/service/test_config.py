@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from decimal import Decimal
 from pathlib import Path
@@ -93,6 +94,12 @@ def test_environment_overrides_listen_address() -> None:
         (lambda d: d.update(websocket={"heartbeat": 0}), "websocket.heartbeat"),
         (lambda d: d.update(websocket={"max_behind": 0}), "websocket.max_behind"),
         (lambda d: d.update(websocket={"max_conflation": 5}), "websocket.max_conflation"),
+        # TOML spells these nan and inf; nan passes every "< lo" check, inf makes timers overflow
+        (lambda d: d["service"].update(stale_after=math.nan), "service.stale_after"),
+        (lambda d: d["service"].update(stale_after=math.inf), "service.stale_after"),
+        (lambda d: d.update(websocket={"heartbeat": math.nan}), "websocket.heartbeat"),
+        (lambda d: d.update(websocket={"stall_timeout": math.inf}), "websocket.stall_timeout"),
+        (lambda d: d.update(websocket={"publish_interval": math.nan}), "websocket.publish_interval"),
     ],
 )
 def test_mistakes_name_their_key(mutate, key: str) -> None:
