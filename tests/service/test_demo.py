@@ -340,6 +340,24 @@ async def test_slow_client_is_bounded_and_closed_while_fast_client_keeps_up(demo
         await fast.task
 
 
+async def test_shutdown_closes_a_client_that_never_reads(demo: Demo) -> None:
+    """A peer whose socket is full must not hold up shutdown: it is closed with 1001 all the same."""
+    hub = demo.svc.hub
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(socket_factory=small_receive_buffer)
+    ) as http:
+        ws = await http.ws_connect(f"{demo.svc.url}/v1/ws")  # never read
+        await subscribe_all(ws, depth=1000)
+        await wait_for(lambda: len(hub.clients) == 1, what="client registered")
+        client = next(iter(hub.clients))
+        await wait_for(
+            lambda: client.sending_since is not None and len(client.queue) > 3, what="server blocked writing"
+        )
+        await asyncio.wait_for(hub.close_all(), 30)  # a guard against hanging, not a timing assertion
+        assert client.close_code == 1001 and not client.queue
+        await ws.close()
+
+
 # ---------------------------------------------------------------------- metrics, readiness
 async def test_every_metric_is_exported_after_running(demo: Demo) -> None:
     svc = demo.svc
