@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -141,6 +142,9 @@ class VenueFeed:
             if key not in self.option_names():
                 raise ValueError(f"venues.{config.name}.options: unknown option {key!r}; "
                                  f"known: {', '.join(sorted(self.option_names()))}")
+            problem = self.option_problem(key, value)
+            if problem:
+                raise ValueError(f"venues.{config.name}.options.{key}: {problem}")
             setattr(self, key, value)
         self.pacer = RequestPacer(self.snapshot_rate, self.snapshot_burst)
         self.session: aiohttp.ClientSession | None = None
@@ -166,6 +170,29 @@ class VenueFeed:
                 if not key.startswith("_") and isinstance(value, (int, float, str, bool, type(None))):
                     names.add(key)
         return names
+
+    @classmethod
+    def option_problem(cls, name: str, value: object) -> str | None:
+        """Why ``value`` cannot set option ``name`` (None when it can).
+
+        Options are timers, rates and limits: a number must be a finite, non-negative
+        number of the default's kind (TOML spells ``nan`` and ``inf``, which would pass
+        every range check and then stall or spin a timer); other options keep their type.
+        """
+        default = getattr(cls, name)
+        expected = f"must be {type(default).__name__}, got {value!r}"
+        if isinstance(default, bool) or isinstance(value, bool):
+            return None if type(value) is type(default) else expected
+        if default is None or isinstance(default, (int, float)):
+            if value is None and default is None:
+                return None
+            wants_int = isinstance(default, int)
+            if not isinstance(value, int if wants_int else (int, float)):
+                return f"must be {'an integer' if wants_int else 'a number'}, got {value!r}"
+            if not math.isfinite(value) or value < 0:
+                return f"must be a finite number >= 0, got {value!r}"
+            return None
+        return None if isinstance(value, type(default)) else expected
 
     # ------------------------------------------------------------------ venue hooks
     def rule_for(self, canonical: str) -> SequenceRule:

@@ -247,9 +247,12 @@ def _options(value: Any, key: str, kind: str) -> dict:
         known = feed_class(kind).option_names()
     except ImportError:  # the venue module is not installed: the feed checks its options at start
         return options
-    for name in options:
+    for name, option in options.items():
         if name not in known:
             raise ConfigError(f"{key}.{name}", f"unknown option; known: {', '.join(sorted(known))}")
+        problem = feed_class(kind).option_problem(name, option)
+        if problem:
+            raise ConfigError(f"{key}.{name}", problem)
     return options
 
 
