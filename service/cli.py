@@ -155,9 +155,18 @@ async def _simulate(args: argparse.Namespace, stop: asyncio.Event) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG
+    from simulator.faults import Fault
+
+    kinds = [k.strip() for k in args.fault_kinds.split(",") if k.strip()] if args.fault_kinds else None
+    bad_kinds = [k for k in kinds or [] if k not in {f.value for f in Fault}]
+    if bad_kinds:
+        print(f"aggbook: unknown fault kind(s): {', '.join(bad_kinds)}; known: "
+              f"{', '.join(f.value for f in Fault)}", file=sys.stderr)
+        return EXIT_CONFIG
     specs = DEFAULT_SYMBOLS[: args.symbols]
     sim = SimulatedExchange(
-        names, symbols=specs, rate=args.rate, fault_rate=args.fault_rate, seed=args.seed, host=args.host
+        names, symbols=specs, rate=args.rate, fault_rate=args.fault_rate, fault_kinds=kinds, seed=args.seed,
+        host=args.host,
     )
 
     def started() -> None:
@@ -166,6 +175,7 @@ async def _simulate(args: argparse.Namespace, stop: asyncio.Event) -> int:
             urls = server.urls()
             lines.append(f"  {name:<16} rest_url = {urls['rest_url']}")
             lines.append(f"  {'':<16} ws_url   = {urls['ws_url']}")
+            lines.append(f"  {'':<16} control  = {server.base_url}/_sim/")
         lines += ["", "# config for aggbook serve:", _sim_toml(sim, specs), "", "Ctrl-C to stop."]
         _print("\n".join(lines))
 
@@ -219,8 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--venues", default="", help="comma-separated (default: all)")
     p.add_argument("--symbols", type=int, default=5, help="how many of the default symbols")
-    p.add_argument("--rate", type=float, default=20.0)
-    p.add_argument("--fault-rate", type=float, default=0.0)
+    p.add_argument("--rate", type=float, default=20.0,
+                   help="market events per second per symbol ('inf' = as fast as the machine can)")
+    p.add_argument("--fault-rate", type=float, default=0.0, help="chance of a random fault per frame, 0-1")
+    p.add_argument("--fault-kinds", default="",
+                   help="comma-separated faults random mode may fire (default: gap,duplicate,reorder)")
     p.add_argument("--seed", type=int, default=1)
     logging_flags(p)
     p.set_defaults(func=cmd_simulate)

@@ -169,13 +169,24 @@ async def test_start_failure_exits_1(spawn) -> None:
 
 
 async def test_simulate_prints_venue_urls(spawn) -> None:
-    proc = await spawn("simulate", "--venues", "binance,btse", "--symbols", "2")
+    proc = await spawn("simulate", "--venues", "binance,btse", "--symbols", "2", "--fault-rate", "0.01",
+                       "--fault-kinds", "gap,malformed")
     rest = (await proc.read_until(r"binance\s+rest_url = (http://\S+)")).group(1)
     await proc.read_until("Ctrl-C to stop")
     out = "".join(proc.stdout)
+    control = re.findall(r"control\s+= (http://\S+/_sim/)", out)
+    assert control[0] == f"{rest}/_sim/" and len(control) == 2
+    async with aiohttp.ClientSession() as http, http.get(control[0]) as resp:
+        assert resp.status == 200
     assert re.search(r"btse\s+rest_url = http://127\.0\.0\.1:\d+/spot", out)
     assert re.search(r"ws_url\s+= ws://127\.0\.0\.1:\d+/ws/oss/spot", out)
     assert "[venues.btse]" in out and '"ETH-USDT" = "ETH-USDT"' in out
     async with aiohttp.ClientSession() as http, http.get(f"{rest}/api/v3/depth?symbol=BTCUSDT") as resp:
         assert resp.status == 200 and (await resp.json())["bids"]
     assert await proc.stop() == 0
+
+
+async def test_simulate_rejects_unknown_fault_kinds(spawn) -> None:
+    proc = await spawn("simulate", "--fault-rate", "0.1", "--fault-kinds", "gap,meteor")
+    assert await asyncio.wait_for(proc.proc.wait(), 15) == 2
+    assert "unknown fault kind(s): meteor" in await proc.stderr()
