@@ -83,5 +83,8 @@ def banner(base_url: str, sim: SimulatedExchange | None = None) -> str:
         for name, server in sim.venues.items():
             urls = server.urls()
             lines.append(f"  {name:<16} rest {urls['rest_url']:<40} ws {urls['ws_url']}")
+        first = next(iter(sim.venues.values()), None)
+        if first is not None:
+            lines.append(f"  fault injection and truth: {first.base_url}/_sim/ (on every venue's port)")
     lines += ["", "Ctrl-C to stop."]
     return "\n".join(lines)

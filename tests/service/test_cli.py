@@ -104,6 +104,10 @@ async def test_demo_serves_and_shuts_down_cleanly(spawn, sig: int) -> None:
         await wait_ready(http, base)
         async with http.get(f"{base}/v1/quotes/BTC-USDT") as resp:
             assert resp.status == 200 and len((await resp.json())["venues"]) == 5
+        control = re.search(r"fault injection and truth: (http://127\.0\.0\.1:\d+/_sim/)", banner)
+        assert control is not None
+        async with http.get(control.group(1)) as resp:
+            assert resp.status == 200
         ws = await http.ws_connect(f"{base}/v1/ws")
         await ws.send_json({"op": "subscribe", "channel": "quotes", "symbols": ["BTC-USDT"]})
         assert (await ws.receive_json(timeout=5))["type"] == "ack"
