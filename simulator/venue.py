@@ -7,6 +7,13 @@ WebSocket paths exactly as the real venue has them) and ``publish`` (turn one
 market step into frames for the subscribed connections).  Everything else—ticking
 the market, pausing, truth books, fault bookkeeping, control endpoints—lives here
 once.
+
+Control API (HTTP on the venue's own port, listed by ``GET /_sim/``):
+``GET /_sim/truth/{symbol}`` answers the current truth book, ``?seq=`` the book at a kept past
+sequence id and ``?conn=<id>`` the book at the last sequence id actually written to that
+WebSocket connection (:meth:`VenueServer.truth_sent`), which is what a client whose stream
+stopped there must hold.  ``/_sim/faults`` arms and lists faults, ``/_sim/pause`` and
+``/_sim/resume`` stop and restart market events, ``/_sim/connections`` lists connection ids.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import itertools
 import logging
 import math
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from decimal import Decimal
 
@@ -31,6 +38,9 @@ log = logging.getLogger("simulator")
 
 _conn_ids = itertools.count(1)
 
+DEFAULT_HISTORY = 64  # past truth books kept per symbol (3.2 s at the default 20 steps/s)
+CLOSED_KEPT = 64  # closed connections whose sent marks stay readable by ``truth_sent``
+
 
 class SimConnection:
     """One client WebSocket as the venue sees it."""
@@ -43,25 +53,38 @@ class SimConnection:
         self.silent = False  # SILENT fault: send nothing at all, heartbeats included
         self.opened_at = time.monotonic()
         self.state: dict = {}  # per-venue scratch space (held-back frames for REORDER, etc.)
+        # highest sequence id per symbol (or per topic) whose data frame was written to this socket,
+        # kept by VenueServer.note_sent: what a client whose stream stopped here must have reached
+        self.sent: dict[str, int] = {}
+        # the frame's own book for a mark whose seq the venue history may not hold (snapshots)
+        self.sent_books: dict[str, TruthBook] = {}
 
     @property
     def closed(self) -> bool:
         return self.ws.closed
 
-    async def send_str(self, text: str) -> None:
+    async def send_str(self, text: str) -> bool:
+        """Write one text frame.  True only if it was really written (not silent, closed or failed)."""
         if self.silent or self.ws.closed:
-            return
-        with contextlib.suppress(ConnectionError, RuntimeError):
+            return False
+        try:
             await self.ws.send_str(text)
+        except (ConnectionError, RuntimeError):
+            return False
+        return True
 
-    async def send_bytes(self, data: bytes) -> None:
+    async def send_bytes(self, data: bytes) -> bool:
+        """Write one binary frame.  True only if it was really written (not silent, closed or failed)."""
         if self.silent or self.ws.closed:
-            return
-        with contextlib.suppress(ConnectionError, RuntimeError):
+            return False
+        try:
             await self.ws.send_bytes(data)
+        except (ConnectionError, RuntimeError):
+            return False
+        return True
 
-    async def send_json(self, obj: object) -> None:
-        await self.send_str(orjson.dumps(obj).decode())
+    async def send_json(self, obj: object) -> bool:
+        return await self.send_str(orjson.dumps(obj).decode())
 
     def abort(self) -> None:
         """Drop the TCP connection without a close handshake (DISCONNECT fault)."""
@@ -84,7 +107,10 @@ class VenueServer:
         depth: int = 40,
         faults: FaultInjector | None = None,
         autostart_pump: bool = True,
+        history_len: int = DEFAULT_HISTORY,
     ) -> None:
+        """``history_len``: past truth books kept per symbol, for ``truth_at``, ``truth_sent`` and
+        STALE_SNAPSHOT; a sequence id older than that many steps can no longer be read back."""
         self.specs: dict[str, SymbolSpec] = {}
         self.markets: dict[str, MarketModel] = {}
         for spec in symbols:
@@ -104,7 +130,10 @@ class VenueServer:
         self._tasks: list[asyncio.Task] = []
         self.steps_published = 0
         # recent truth books per symbol, newest last: a STALE_SNAPSHOT fault serves one of these
-        self.history: dict[str, deque[TruthBook]] = {s: deque(maxlen=64) for s in self.markets}
+        self.history_len = max(1, history_len)
+        self.history: dict[str, deque[TruthBook]] = {s: deque(maxlen=self.history_len) for s in self.markets}
+        # connections that closed with sent marks: their last state stays readable by truth_sent
+        self._closed: OrderedDict[int, SimConnection] = OrderedDict()
 
     # ------------------------------------------------------------------ subclass API
     def venue_symbol(self, spec: SymbolSpec) -> str:
@@ -262,6 +291,66 @@ class VenueServer:
             return self.truth(symbol)
         return hist[max(0, len(hist) - 1 - steps_back)]
 
+    # ------------------------------------------------------------------ truth at the last frame sent
+    def note_sent(self, conn: SimConnection, key: str, seq: int, book: TruthBook | None = None) -> bool:
+        """Record that a data frame with sequence id ``seq`` for ``key`` was written to ``conn``.
+
+        Venues call this right after the write succeeded, so GAP-dropped, MALFORMED, still
+        REORDER-held and SILENT-swallowed frames never count.  ``key`` is the venue symbol, or a
+        topic where one symbol has several independent chains (NHEX/BitV mbp levels).  ``book`` is
+        the frame's own book when the venue history may not hold that seq (a snapshot taken before
+        the first market step).  Only the highest seq is kept: a duplicate or a late reordered
+        frame does not move it back.  True when ``seq`` is (now) the mark.
+        """
+        previous = conn.sent.get(key)
+        if previous is not None and seq < previous:
+            return False
+        conn.sent[key] = seq
+        if book is not None:
+            conn.sent_books[key] = book
+        elif previous != seq:
+            conn.sent_books.pop(key, None)
+        return True
+
+    def sent_connection(self, conn_id: int) -> SimConnection:
+        """An open connection, or a recently closed one that had frames sent (``KeyError`` otherwise)."""
+        conn = self.connections.get(conn_id) or self._closed.get(conn_id)
+        if conn is None:
+            raise KeyError(f"unknown connection {conn_id}")
+        return conn
+
+    def sent_key(self, conn: SimConnection, symbol: str, levels: int | None = None) -> str:
+        """The ``note_sent`` key a truth read of ``symbol`` on ``conn`` uses (venue symbol here).
+
+        ``levels`` names one of several chains per symbol; venues with one chain reject it.
+        """
+        if levels is not None:
+            raise ValueError(f"{self.name} has one sequence per symbol: levels does not apply")
+        return self.resolve_symbol(symbol)
+
+    def sent_truth(self, conn: SimConnection, key: str, seq: int) -> TruthBook:
+        """The full truth book at ``seq`` of ``key`` (``KeyError`` if it is no longer kept)."""
+        return self.truth_at(key, seq)
+
+    def truth_sent(self, conn_id: int, symbol: str, depth: int | None = None, *,
+                   levels: int | None = None) -> TruthBook:
+        """The truth book at the highest sequence id whose data frame was written to ``conn_id``.
+
+        A client whose connection went silent, was cut or simply stopped reading must hold exactly
+        this book.  It works for a connection that has closed since, as long as it is among the last
+        few closed ones.  ``KeyError`` for an unknown connection, when nothing for ``symbol`` was
+        sent on it, or when that seq is older than the kept history (``history_len``).
+        """
+        conn = self.sent_connection(conn_id)
+        key = self.sent_key(conn, symbol, levels)
+        seq = conn.sent.get(key)
+        if seq is None:
+            raise KeyError(f"nothing for {key} was sent on connection {conn_id}")
+        book = conn.sent_books.get(key)
+        if book is None or book.seq != seq:
+            book = self.sent_truth(conn, key, seq)
+        return book if depth is None else book.top(depth)
+
     def resolve_symbol(self, symbol: str) -> str:
         """Accept the venue spelling or the canonical ``BTC-USDT`` form."""
         if symbol in self.markets:
@@ -283,7 +372,10 @@ class VenueServer:
         return conn
 
     def unregister(self, conn: SimConnection) -> None:
-        self.connections.pop(conn.id, None)
+        if self.connections.pop(conn.id, None) is not None and conn.sent:
+            self._closed[conn.id] = conn  # its last state stays readable by truth_sent
+            while len(self._closed) > CLOSED_KEPT:
+                self._closed.popitem(last=False)
 
     def subscribers(self, topic: str) -> list[SimConnection]:
         return [c for c in self.connections.values() if topic in c.subscriptions and not c.closed]
@@ -326,12 +418,15 @@ class VenueServer:
             "symbols": {vs: spec.canonical for vs, spec in self.specs.items()},
             "endpoints": {
                 "GET /_sim/truth/{symbol}?depth=&seq=": "truth book (current, or at a past seq)",
+                "GET /_sim/truth/{symbol}?conn=&depth=&levels=":
+                    "truth book at the last seq sent on WebSocket connection conn "
+                    "(levels: the mbp topic, NHEX/BitV)",
                 "POST /_sim/faults": '{"fault", "symbol"?, "conn_id"?, "count"?, "params"?}',
                 "GET /_sim/faults": "fired counts, pending count, known faults, random mode",
                 "DELETE /_sim/faults": "disarm every pending fault",
                 "POST /_sim/faults/random": '{"rate", "faults"?, "seed"?}',
                 "POST /_sim/pause, /_sim/resume": "stop or restart market events",
-                "GET /_sim/connections": "open WebSocket connections and their subscriptions",
+                "GET /_sim/connections": "open WebSocket connections, their subscriptions and last seq sent",
             },
         })
 
@@ -341,14 +436,28 @@ class VenueServer:
             symbol = self.resolve_symbol(raw_symbol)
         except KeyError:
             return web.json_response({"error": f"unknown symbol: {raw_symbol}"}, status=404)
+        query = request.query
         try:
-            depth = int(request.query["depth"]) if "depth" in request.query else None
-            seq = int(request.query["seq"]) if "seq" in request.query else None
+            depth = int(query["depth"]) if "depth" in query else None
+            seq = int(query["seq"]) if "seq" in query else None
+            conn_id = int(query["conn"]) if "conn" in query else None
+            levels = int(query["levels"]) if "levels" in query else None
         except ValueError as exc:
             return web.json_response({"error": f"bad request: {exc}"}, status=400)
         if depth is not None and depth < 1:
             return web.json_response({"error": "bad request: depth must be at least 1"}, status=400)
-        if seq is None:
+        if seq is not None and conn_id is not None:
+            return web.json_response({"error": "bad request: seq and conn exclude each other"}, status=400)
+        if levels is not None and conn_id is None:
+            return web.json_response({"error": "bad request: levels goes with conn"}, status=400)
+        if conn_id is not None:
+            try:
+                book = self.truth_sent(conn_id, symbol, depth, levels=levels)
+            except KeyError as exc:
+                return web.json_response({"error": str(exc.args[0])}, status=404)
+            except ValueError as exc:
+                return web.json_response({"error": f"bad request: {exc}"}, status=400)
+        elif seq is None:
             book = self.truth(symbol, depth)
         else:
             try:
@@ -363,6 +472,8 @@ class VenueServer:
             "bids": [[market.fmt_price(p), market.fmt_size(s)] for p, s in book.bids],
             "asks": [[market.fmt_price(p), market.fmt_size(s)] for p, s in book.asks],
         }
+        if conn_id is not None:
+            body["conn"] = conn_id
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
     async def _h_fault(self, request: web.Request) -> web.Response:
@@ -415,7 +526,8 @@ class VenueServer:
 
     async def _h_connections(self, request: web.Request) -> web.Response:
         return web.json_response([
-            {"id": c.id, "path": c.path, "subscriptions": sorted(c.subscriptions), "silent": c.silent}
+            {"id": c.id, "path": c.path, "subscriptions": sorted(c.subscriptions), "silent": c.silent,
+             "sent": dict(c.sent)}
             for c in self.connections.values()
         ])
 
