@@ -40,7 +40,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from simulator.faults import Fault, FaultInjector
 from simulator.market import BID, DEFAULT_SYMBOLS, LevelChange, MarketModel, SymbolSpec, TruthBook
-from simulator.venue import SimConnection, VenueServer, decimal_text
+from simulator.venue import DEFAULT_HISTORY, SimConnection, VenueServer, decimal_text
 
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 
@@ -148,9 +148,10 @@ class _BinanceVenue(VenueServer):
         weight_window: float = 60.0,
         ban_seconds: float = 120.0,
         id_extra_max: int = 3,
+        history_len: int = DEFAULT_HISTORY,
     ) -> None:
         super().__init__(symbols, seed=seed, rate=rate, depth=depth, faults=faults,
-                         autostart_pump=autostart_pump)
+                         autostart_pump=autostart_pump, history_len=history_len)
         self.ping_interval = ping_interval if ping_interval is not None else self.default_ping_interval
         self.pong_timeout = pong_timeout if pong_timeout is not None else self.default_pong_timeout
         self.max_incoming_per_sec = (
@@ -360,7 +361,7 @@ class _BinanceVenue(VenueServer):
             combined=combined,
             streams={},  # ordered set: LIST_SUBSCRIPTIONS answers in subscription order
             first_U={},  # symbol -> U of the first event sent (STALE_SNAPSHOT reference)
-            held={},  # stream -> frame held back by REORDER
+            held={},  # stream -> (frame, its u; None if MALFORMED) held back by REORDER
             pings={},  # payload -> send time of each unanswered server ping
             last_ping=now,
             incoming=deque(),
@@ -607,17 +608,24 @@ class _BinanceVenue(VenueServer):
         if take(Fault.CROSSED, symbol, conn.id) is not None:
             event = self._crossed(symbol, event)
         text = self._frame(conn, stream, event)
+        last_id: int | None = event["u"]  # what note_sent records once the frame is written
         if take(Fault.MALFORMED, symbol, conn.id) is not None:
             text = text[: len(text) // 2]
+            last_id = None  # a frame that does not parse carries no id the client can have reached
         held = conn.state["held"].pop(stream, None)
         if held is None and take(Fault.REORDER, symbol, conn.id) is not None:
-            conn.state["held"][stream] = text
+            conn.state["held"][stream] = (text, last_id)
             return
-        await conn.send_str(text)
+        await self._write_event(conn, symbol, text, last_id)
         if take(Fault.DUPLICATE, symbol, conn.id) is not None:
-            await conn.send_str(text)
+            await self._write_event(conn, symbol, text, last_id)
         if held is not None:
-            await conn.send_str(held)
+            await self._write_event(conn, symbol, *held)
+
+    async def _write_event(self, conn: SimConnection, symbol: str, text: str, last_id: int | None) -> None:
+        """Write one diff frame and, if it really went out, note its ``u`` for ``truth_sent``."""
+        if await conn.send_str(text) and last_id is not None:
+            self.note_sent(conn, symbol, last_id)
 
 
 class BinanceSpotVenue(_BinanceVenue):
