@@ -50,6 +50,7 @@ import logging
 import random
 import re
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -61,7 +62,7 @@ from google.protobuf.message import DecodeError
 from proto import mexc_push_pb2 as pb
 from simulator.faults import Fault, FaultInjector
 from simulator.market import ASK, BID, DEFAULT_SYMBOLS, LevelChange, SymbolSpec, TruthBook
-from simulator.venue import SimConnection, VenueServer
+from simulator.venue import DEFAULT_HISTORY, SimConnection, VenueServer
 
 log = logging.getLogger("simulator.mexc")
 
@@ -216,9 +217,10 @@ class MexcVenue(VenueServer):
         fields_2026: bool = True,
         unknown_fields: bool = False,
         snapshot_id_as_string: bool = False,
+        history_len: int = DEFAULT_HISTORY,
     ) -> None:
         super().__init__(symbols, seed=seed, rate=rate, depth=depth, faults=faults,
-                         autostart_pump=autostart_pump)
+                         autostart_pump=autostart_pump, history_len=history_len)
         self.max_subscriptions = max_subscriptions
         self.no_subscription_timeout = no_subscription_timeout
         self.idle_timeout = idle_timeout
@@ -233,6 +235,10 @@ class MexcVenue(VenueServer):
 
         self._rng = random.Random(f"mexc:{seed}")
         self._version: dict[str, int] = {}
+        # (toVersion of a step's first diff, the step's last version) for steps that also pushed an
+        # empty diff: the book at the first toVersion is the step's book (truth_sent reads it so)
+        self._inner_versions: dict[str, deque[tuple[int, int]]] = {
+            s: deque(maxlen=self.history_len) for s in self.markets}
         self._genesis: dict[str, TruthBook] = {}
         self._shadow: dict[str, tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]] = {}
         self._ticker: dict[str, Top | None] = {}
@@ -258,6 +264,19 @@ class MexcVenue(VenueServer):
 
     def urls(self) -> dict[str, str]:
         return {"rest_url": self.base_url, "ws_url": self.base_url.replace("http://", "ws://") + "/ws"}
+
+    def sent_truth(self, conn: SimConnection, key: str, seq: int) -> TruthBook:
+        """The book at a diff's ``toVersion``, including the first diff of a two-diff step.
+
+        History holds one book per market step, at the step's last version.  When a step also
+        pushed an empty diff, the first diff's ``toVersion`` is not in it, but the empty diff
+        changed nothing: the book there is the step's book.
+        """
+        for inner, step_end in self._inner_versions[key]:
+            if inner == seq:
+                seq = step_end
+                break
+        return self.truth_at(key, seq)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/ws", self._h_ws)
@@ -318,6 +337,7 @@ class MexcVenue(VenueServer):
             extra_start = end + 1
             end = extra_start + self._version_span() - 1
             diffs.append((extra_start, end, []))
+            self._inner_versions[symbol].append((extra_start - 1, end))
         self._version[symbol] = end
         top = self._top(symbol)
         step = StepFrames(diffs, self._trades(symbol, changes), top, top != self._ticker[symbol],
@@ -395,23 +415,29 @@ class MexcVenue(VenueServer):
             return True  # withheld: the next diff's fromVersion jumps
         if faults.take(Fault.CROSSED, symbol, conn.id) is not None:
             data = self._diff_frame(channel, start, end, levels, now_ms, crossed=True)
+        version: int | None = end  # what note_sent records once the diff is written
         if faults.take(Fault.MALFORMED, symbol, conn.id) is not None:
             data = truncate_frame(data)
-        held: dict[str, bytes] = conn.state["held"]
+            version = None  # a frame that does not parse carries no version the client can have reached
+        held: dict[str, tuple[bytes, int | None]] = conn.state["held"]
         if channel.name not in held and faults.take(Fault.REORDER, symbol, conn.id) is not None:
-            held[channel.name] = data  # goes out right after the next diff of this channel
+            held[channel.name] = (data, version)  # goes out right after the next diff of this channel
             return True
-        await self._write(conn, data)
+        await self._write(conn, data, symbol, version)
         if channel.name in held:
-            await self._write(conn, held.pop(channel.name))
+            held_data, held_version = held.pop(channel.name)
+            await self._write(conn, held_data, symbol, held_version)
         if faults.take(Fault.DUPLICATE, symbol, conn.id) is not None:
-            await self._write(conn, data)
+            await self._write(conn, data, symbol, version)
         return True
 
-    async def _write(self, conn: SimConnection, data: bytes) -> None:
+    async def _write(self, conn: SimConnection, data: bytes, symbol: str | None = None,
+                     version: int | None = None) -> None:
+        """Write one data frame; a diff's ``toVersion`` is noted for ``truth_sent`` once it went out."""
         if conn.silent or conn.closed:
             return
-        await conn.send_bytes(data)
+        if await conn.send_bytes(data) and symbol is not None and version is not None:
+            self.note_sent(conn, symbol, version)
         conn.state["last_data"] = time.monotonic()
 
     # ------------------------------------------------------------------ frame builders
@@ -530,7 +556,7 @@ class MexcVenue(VenueServer):
             channels={},  # channel name -> Channel (the valid subscriptions)
             first_from={},  # channel name -> fromVersion of the first diff sent on it
             stale_marks={},  # channel name -> a book older than anything this subscription gets
-            held={},  # channel name -> diff held back by REORDER
+            held={},  # channel name -> (diff, its toVersion; None if MALFORMED) held back by REORDER
             tickers_sent=set(),
             last_ping=now,
             last_data=now,
