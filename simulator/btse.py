@@ -21,7 +21,9 @@ market step.  Each subscription (connection + topic) gets its own random offset,
 (re)subscribe, and sees ``seqNum = current_seq + offset``; so every resubscribe starts an unrelated
 seq base while deltas stay contiguous within a subscription and other subscribers are unaffected.
 ``truth_for(conn_id, symbol)`` / ``truth_seq_for(conn_id, symbol)`` give the truth in the seq space of
-one subscription.
+one subscription.  ``truth_sent(conn_id, symbol)`` (and ``GET /_sim/truth/{symbol}?conn=``) gives the
+truth at the last snapshot or delta actually written on that connection, in the seq space of the
+subscription that frame belonged to.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from aiohttp import web
 
 from simulator.faults import Fault, FaultInjector
 from simulator.market import ASK, BID, DEFAULT_SYMBOLS, LevelChange, MarketModel, SymbolSpec, TruthBook
-from simulator.venue import SimConnection, VenueServer, read_text_frames
+from simulator.venue import DEFAULT_HISTORY, SimConnection, VenueServer, read_text_frames
 
 OSS_PATH = "/ws/oss/spot"
 MAIN_WS_PATH = "/ws/spot"
@@ -90,7 +92,7 @@ class _BookSub:
     symbol: str
     offset: int  # wire seqNum = venue counter + offset
     since: int  # venue counter of the snapshot; deltas at or below it are not sent
-    held: str | None = None  # REORDER: frame waiting to go out after the next one
+    held: tuple[str, int] | None = None  # REORDER: (frame, venue counter) waiting for the next one
     drop_left: int = 0  # BUFFER_FULL: deltas still to be lost
 
 
@@ -112,6 +114,7 @@ class BtseVenue(VenueServer):
         snapshot_depth: int = 50,
         bare_topic_fraction: float = 0.25,
         max_failed_attempts: int | None = 10,
+        history_len: int = DEFAULT_HISTORY,
         **_other_venue_kwargs: object,
     ) -> None:
         """``idle_timeout``: seconds without a client ``ping`` before the server closes the socket
@@ -122,7 +125,7 @@ class BtseVenue(VenueServer):
         one ``SimulatedExchange(**kwargs)`` call can build every venue.
         """
         super().__init__(symbols, seed=seed, rate=rate, depth=depth, faults=faults,
-                         autostart_pump=autostart_pump)
+                         autostart_pump=autostart_pump, history_len=history_len)
         self.idle_timeout = idle_timeout
         self.snapshot_depth = snapshot_depth
         self.bare_topic_fraction = bare_topic_fraction
@@ -176,6 +179,27 @@ class BtseVenue(VenueServer):
         """``truth(symbol)`` with ``seq`` expressed in the seq space of one subscription."""
         book = self.truth(symbol, depth)
         return TruthBook(self.truth_seq_for(conn_id, symbol), book.bids, book.asks)
+
+    async def _write_book(self, conn: SimConnection, sub: _BookSub, frame: str, seq: int,
+                          book: TruthBook | None = None) -> None:
+        """Write a snapshot or delta at venue counter ``seq``; once it went out, note it for truth_sent.
+
+        The mark is kept in venue-counter space (comparable across resubscribes); the offset of the
+        subscription the frame belonged to is kept beside it to answer in that frame's seqNum space.
+        """
+        if await conn.send_str(frame) and self.note_sent(conn, sub.symbol, seq, book):
+            conn.state.setdefault("sent_offset", {})[sub.symbol] = sub.offset
+
+    def truth_sent(self, conn_id: int, symbol: str, depth: int | None = None, *,
+                   levels: int | None = None) -> TruthBook:
+        """The truth at the last snapshot or delta written on ``conn_id``, with ``seq`` as its seqNum.
+
+        Like :meth:`truth_for`, the seq is in a subscription's wire space: that of the subscription
+        whose frame set the mark, so a client that stopped there holds exactly this book.
+        """
+        book = super().truth_sent(conn_id, symbol, depth, levels=levels)
+        offset = self.sent_connection(conn_id).state["sent_offset"][self.resolve_symbol(symbol)]
+        return TruthBook(book.seq + offset, book.bids, book.asks)
 
     # ------------------------------------------------------------------ frames
     def _levels(self, market: MarketModel, levels: Iterable[tuple[Decimal, Decimal]]) -> list[list[str]]:
@@ -237,11 +261,15 @@ class BtseVenue(VenueServer):
             frame_bids, frame_asks = self._levels(market, bids), self._levels(market, asks)
             wire_topic = f"update:{symbol}" if self._rng.random() < self.bare_topic_fraction else topic
             frame = self._book_frame(wire_topic, symbol, frame_bids, frame_asks, seq + sub.offset, "delta")
-            await self._send_delta(conn, sub, frame, market)
+            await self._send_delta(conn, sub, frame, seq, market)
         await self._publish_l1(symbol)
 
-    async def _send_delta(self, conn: SimConnection, sub: _BookSub, frame: str, market: MarketModel) -> None:
-        """Send one delta through the per-connection fault pipeline (at most one stream fault per frame)."""
+    async def _send_delta(self, conn: SimConnection, sub: _BookSub, frame: str, seq: int,
+                          market: MarketModel) -> None:
+        """Send one delta (venue counter ``seq``) through the per-connection fault pipeline.
+
+        At most one stream fault per frame.  Only deltas written whole count for ``truth_sent``.
+        """
         if await self.apply_connection_faults(conn, sub.symbol):
             return
         if sub.drop_left > 0:
@@ -262,14 +290,14 @@ class BtseVenue(VenueServer):
         if params is not None:
             frame = self._crossed(frame, market, params)
         elif take(Fault.DUPLICATE, sub.symbol, conn.id) is not None:
-            await conn.send_str(frame)
+            await self._write_book(conn, sub, frame, seq)
         elif sub.held is None and take(Fault.REORDER, sub.symbol, conn.id) is not None:
-            sub.held = frame  # goes out right after the next delta of this subscription
+            sub.held = (frame, seq)  # goes out right after the next delta of this subscription
             return
-        await conn.send_str(frame)
+        await self._write_book(conn, sub, frame, seq)
         if sub.held is not None:
-            held, sub.held = sub.held, None
-            await conn.send_str(held)
+            (held, held_seq), sub.held = sub.held, None
+            await self._write_book(conn, sub, held, held_seq)
 
     def _crossed(self, frame: str, market: MarketModel, params: dict) -> str:
         """Add one level that crosses (or, with ``lock=True``, locks) the truth book after this step.
@@ -421,8 +449,8 @@ class BtseVenue(VenueServer):
         subs = self._subs(conn)
         old = subs.get(topic)
         if old is not None and old.held is not None:  # an in-flight frame of the old stream
-            await conn.send_str(old.held)
-            old.held = None
+            (held, held_seq), old.held = old.held, None
+            await self._write_book(conn, old, held, held_seq)
         skip_snapshot = await self.apply_connection_faults(conn, symbol)
         # No await between fixing the seq base and writing the snapshot: a concurrent publish
         # then either precedes both or sees ``since`` and leaves this subscription alone.
@@ -430,19 +458,22 @@ class BtseVenue(VenueServer):
         subs[topic] = sub
         conn.subscriptions.add(topic)
         if not skip_snapshot:
-            await conn.send_str(self._snapshot_frame(sub))
+            # the snapshot is a book frame too; its own book, since history may not hold this seq yet
+            await self._write_book(conn, sub, self._snapshot_frame(sub), sub.since, self.truth(symbol))
 
     async def _unsubscribe(self, conn: SimConnection, accepted: list[tuple[str, str, str]]) -> None:
         subs = self._subs(conn)
-        stale: list[str] = []
+        stale: list[_BookSub] = []
         for topic, _, _ in accepted:
             conn.subscriptions.discard(topic)
             sub = subs.pop(topic, None)
             if sub is not None and sub.held is not None:
-                stale.append(sub.held)
+                stale.append(sub)
         await conn.send_json({"event": "unsubscribe", "channel": [t for t, _, _ in accepted]})
-        for frame in stale:  # REORDER-held deltas still "in flight" arrive after the ack
-            await conn.send_str(frame)
+        for sub in stale:  # REORDER-held deltas still "in flight" arrive after the ack
+            assert sub.held is not None
+            (frame, seq), sub.held = sub.held, None
+            await self._write_book(conn, sub, frame, seq)
 
     async def _idle_reaper(self) -> None:
         """Close connections that sent no ``ping`` for ``idle_timeout`` seconds (SILENT ones excepted)."""
