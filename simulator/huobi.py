@@ -37,7 +37,10 @@ Truth.  ``topic_truth(symbol, levels)`` / ``topic_seq(symbol, levels)`` give the
 one topic and its seqNum.  ``truth(symbol)`` / ``current_seq(symbol)`` are the mbp.150 topic's;
 ``truth(symbol, depth=N)`` is the mbp.N topic's truth when that topic exists for the symbol, else the top
 N of the mbp.150 truth.  Between two 100 ms ticks the market may have moved on: the 150 truth is what was
-last pushed, not the live market.
+last pushed, not the live market.  ``truth_sent(conn_id, symbol, levels=N)`` (HTTP: ``GET
+/_sim/truth/{symbol}?conn=&levels=``) is the topic's book at the highest seqNum actually written to that
+connection (pushes, ``req`` replies and ``/ws`` refresh books count; a push still in the writer queue
+does not); without ``levels`` it reads the topic the connection subscribed to.
 
 Faults, per connection, taken when a push is about to be sent on ``/feed`` (symbol = venue spelling):
 GAP (push not sent), DUPLICATE (sent twice), REORDER (held back and sent right after the next push of
@@ -72,7 +75,7 @@ from aiohttp import web
 
 from simulator.faults import Fault, FaultInjector
 from simulator.market import DEFAULT_SYMBOLS, Level, LevelChange, MarketModel, SymbolSpec, TruthBook
-from simulator.venue import SimConnection, VenueServer, read_text_frames
+from simulator.venue import DEFAULT_HISTORY, SimConnection, VenueServer, read_text_frames
 
 FEED_PATH = "/feed"
 WS_PATH = "/ws"
@@ -82,7 +85,7 @@ SEQ_BASE = 100_000_000_000
 REST_VERSION_BASE = 31_615_842_081
 REFRESH_LEVELS = (5, 10, 20)
 REST_DEPTHS = (5, 10, 20)
-HISTORY = 64
+HISTORY = DEFAULT_HISTORY  # pushed books kept per topic unless history_len says otherwise
 
 BAD_REQUEST = "bad-request"
 INVALID_TOPIC = "invalid topic"
@@ -99,6 +102,9 @@ log = logging.getLogger("simulator")
 
 _MBP_RE = re.compile(r"^market\.([a-z0-9]+)\.mbp\.(\d+)$")
 _REFRESH_RE = re.compile(r"^market\.([a-z0-9]+)\.mbp\.refresh\.(\d+)$")
+
+# what the per-connection writer notes once a frame went out: (topic, seqNum, the frame's own book or None)
+SentMark = tuple[str, int, TruthBook | None]
 
 
 def now_ms() -> int:
@@ -252,6 +258,7 @@ class HuobiMbpVenue(VenueServer):
         straddle_snapshots: bool = False,
         compact_deletes: bool = False,
         bare_rest_depth: bool = False,
+        history_len: int = DEFAULT_HISTORY,
         **_other_venue_kwargs: object,
     ) -> None:
         """Keyword arguments beyond the base ones:
@@ -271,7 +278,7 @@ class HuobiMbpVenue(VenueServer):
         """
         symbols = list(symbols)
         super().__init__(symbols, seed=seed, rate=rate, depth=depth, faults=faults,
-                         autostart_pump=autostart_pump)
+                         autostart_pump=autostart_pump, history_len=history_len)
         self.ping_interval = ping_interval
         self.max_missed_pongs = (self.default_max_missed_pongs if max_missed_pongs is None
                                  else max_missed_pongs)
@@ -315,7 +322,7 @@ class HuobiMbpVenue(VenueServer):
                 tick_by_tick = fast or (levels == 150 and mbp150_tick_by_tick)
                 bids, asks = market.snapshot(levels)
                 topic = MbpTopic(vs, levels, not tick_by_tick, SEQ_BASE + self._seq_rng.randrange(10**9),
-                                 dict(bids), dict(asks))
+                                 dict(bids), dict(asks), deque(maxlen=self.history_len))
                 topic.history.append(topic.truth())
                 self.topics[topic.name] = topic
         self._tick_topics = {vs: [t for t in self.topics.values() if t.symbol == vs and not t.interval]
@@ -393,6 +400,40 @@ class HuobiMbpVenue(VenueServer):
         hist = self.topic(symbol, self.default_levels).history
         return hist[max(0, len(hist) - 1 - steps_back)]
 
+    def sent_key(self, conn: SimConnection, symbol: str, levels: int | None = None) -> str:
+        """The topic a ``truth_sent`` read means: ``levels``, else the one the connection has for ``symbol``.
+
+        Each mbp level is its own seqNum chain, so marks are kept per topic.  Without ``levels`` the
+        topic must be unambiguous: the only one of ``symbol`` the connection subscribed to or was sent,
+        or the default mbp.150 among several.
+        """
+        symbol = self.resolve_symbol(symbol)
+        if levels is not None:
+            if conn.path == WS_PATH:
+                return f"market.{symbol}.mbp.refresh.{levels}"
+            return f"market.{symbol}.mbp.{levels}"
+        names = sorted(name for name in {*conn.subscriptions, *conn.sent}
+                       if (m := _MBP_RE.match(name) or _REFRESH_RE.match(name)) is not None
+                       and m[1] == symbol)
+        if not names:
+            raise KeyError(f"connection {conn.id} has no topic of {symbol}")
+        if len(names) == 1:
+            return names[0]
+        default = f"market.{symbol}.mbp.{self.default_levels}"
+        if default in names:
+            return default
+        raise ValueError(f"connection {conn.id} has several topics of {symbol} ({', '.join(names)}): "
+                         "name the levels")
+
+    def sent_truth(self, conn: SimConnection, key: str, seq: int) -> TruthBook:
+        """The topic's book as pushed with seqNum ``seq`` (``KeyError`` once it left the topic's history)."""
+        topic = self.topics.get(key)
+        if topic is not None:
+            for book in reversed(topic.history):
+                if book.seq == seq:
+                    return book
+        raise KeyError(f"no truth kept for {key} at seq {seq}")
+
     # ------------------------------------------------------------------ advancing the chains
     def _next_seq(self, topic: MbpTopic) -> int:
         rng = self._seq_rng
@@ -451,19 +492,25 @@ class HuobiMbpVenue(VenueServer):
                 log.exception("%s mbp timer failed", self.name)
 
     # ------------------------------------------------------------------ sending
-    def _enqueue(self, conn: SimConnection, data: bytes) -> None:
+    def _enqueue(self, conn: SimConnection, data: bytes, mark: SentMark | None = None) -> None:
+        """Queue a frame for the connection's writer; ``mark`` is noted for truth_sent once it is written."""
         queue = conn.state.get("outq")
         if queue is not None and not conn.closed:
-            queue.put_nowait(data)
+            queue.put_nowait((data, mark))
 
-    def _send_json(self, conn: SimConnection, obj: dict) -> None:
-        self._enqueue(conn, gz(encode(obj)))
+    def _send_json(self, conn: SimConnection, obj: dict, mark: SentMark | None = None) -> None:
+        self._enqueue(conn, gz(encode(obj)), mark)
 
-    async def _writer(self, conn: SimConnection, queue: asyncio.Queue[bytes]) -> None:
-        """One writer per connection keeps frames in the order they were produced."""
+    async def _writer(self, conn: SimConnection, queue: asyncio.Queue[tuple[bytes, SentMark | None]]) -> None:
+        """One writer per connection keeps frames in the order they were produced.
+
+        A frame's seqNum is noted only here, after the write: a push still queued, or swallowed by a
+        SILENT connection, was not sent.
+        """
         while True:
-            data = await queue.get()
-            await conn.send_bytes(data)
+            data, mark = await queue.get()
+            if await conn.send_bytes(data) and mark is not None:
+                self.note_sent(conn, *mark)
 
     def _spawn(self, coro: Coroutine[object, object, object]) -> None:
         task = asyncio.create_task(coro)
@@ -496,16 +543,17 @@ class HuobiMbpVenue(VenueServer):
         if take(Fault.CROSSED, sym, cid) is not None:
             data = gz(encode(self._crossed(frame, topic)))
         copies = 2 if take(Fault.DUPLICATE, sym, cid) is not None else 1
-        held: dict[str, bytes] = conn.state["held"]
+        item = (data, (topic.name, frame["tick"]["seqNum"], None))
+        held: dict[str, tuple[bytes, SentMark]] = conn.state["held"]
         if topic.name in held:
-            out = [data] * copies + [held.pop(topic.name)]
+            out = [item] * copies + [held.pop(topic.name)]
         elif take(Fault.REORDER, sym, cid) is not None:
-            held[topic.name] = data
-            out = [data] * (copies - 1)
+            held[topic.name] = item
+            out = [item] * (copies - 1)
         else:
-            out = [data] * copies
-        for item in out:
-            self._enqueue(conn, item)
+            out = [item] * copies
+        for push, mark in out:
+            self._enqueue(conn, push, mark)
 
     def _malformed(self, frame: dict, params: dict) -> bytes:
         kind = params.get("kind")
@@ -536,7 +584,8 @@ class HuobiMbpVenue(VenueServer):
                 assert match is not None
                 book = self.topic_truth(match[1], self.default_levels).top(int(match[2]))
                 self._send_json(conn, {"ch": name, "ts": now_ms(), "tick": {
-                    "seqNum": book.seq, "bids": Levels(book.bids), "asks": Levels(book.asks)}})
+                    "seqNum": book.seq, "bids": Levels(book.bids), "asks": Levels(book.asks)}},
+                    (name, book.seq, book))
 
     # ------------------------------------------------------------------ heartbeat
     async def _ping_loop(self) -> None:
@@ -564,7 +613,7 @@ class HuobiMbpVenue(VenueServer):
         ws = web.WebSocketResponse(compress=False)
         await ws.prepare(request)
         conn = self.register(ws, request.path)
-        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[bytes, SentMark | None]] = asyncio.Queue()
         conn.state.update(outq=queue, held={}, sub_seq={}, pings=deque(maxlen=16), unanswered=0,
                           last_req=None)
         writer = asyncio.create_task(self._writer(conn, queue))
@@ -675,19 +724,23 @@ class HuobiMbpVenue(VenueServer):
         reply: dict = {"id": msg["id"]} if "id" in msg else {}
         reply.update({"rep": found.name, "status": "ok", "ts": now_ms(), "data": {
             "seqNum": book.seq, "bids": Levels(book.bids), "asks": Levels(book.asks)}})
+        # a snapshot reply is a book the client may stop at; a stale one is below the mark and leaves it
+        mark: SentMark | None = (found.name, book.seq, book)
         slow = take(Fault.SLOW_SNAPSHOT, sym, cid)
         if slow is None:
-            self._send_json(conn, reply)
+            self._send_json(conn, reply, mark)
             return
         delay = float(slow.get("delay", 1.0))
         if slow.get("timeout"):
             reply = {"status": "error", "err-code": BAD_REQUEST, "err-msg": REQUEST_TIMEOUT,
                      **({"id": msg["id"]} if "id" in msg else {}), "ts": now_ms()}
-        self._spawn(self._send_later(conn, delay, reply))
+            mark = None
+        self._spawn(self._send_later(conn, delay, reply, mark))
 
-    async def _send_later(self, conn: SimConnection, delay: float, reply: dict) -> None:
+    async def _send_later(self, conn: SimConnection, delay: float, reply: dict,
+                          mark: SentMark | None) -> None:
         await asyncio.sleep(delay)
-        self._send_json(conn, reply)
+        self._send_json(conn, reply, mark)
 
     def _stale_book(self, conn: SimConnection, topic: MbpTopic, steps_back: int) -> TruthBook:
         """A state pushed before this connection's first buffered push (``S`` < its ``prevSeqNum``)."""
