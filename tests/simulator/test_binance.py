@@ -116,11 +116,6 @@ async def venue_running(cls: type[VenueServer], **kwargs: object) -> AsyncIterat
         await venue.stop()
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
 
 @pytest.fixture
 async def spot() -> AsyncIterator[VenueServer]:
@@ -134,18 +129,18 @@ async def futures() -> AsyncIterator[VenueServer]:
         yield venue
 
 
-async def connect(http: aiohttp.ClientSession, venue: VenueServer, path: str,
+async def connect(session: aiohttp.ClientSession, venue: VenueServer, path: str,
                   pong: str = "echo") -> tuple[Client, int]:
     """Open ``ws_url + path``; returns the client and the venue's connection id for it."""
     known = set(venue.connections)
-    ws = await http.ws_connect(venue.urls()["ws_url"] + path, autoping=False)
+    ws = await session.ws_connect(venue.urls()["ws_url"] + path, autoping=False)
     await wait_until(lambda: set(venue.connections) - known != set())
     (conn_id,) = set(venue.connections) - known
     return Client(ws, pong), conn_id
 
 
-async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, dict, dict]:
-    async with http.get(url) as resp:
+async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, dict, dict]:
+    async with session.get(url) as resp:
         return resp.status, dict(resp.headers), await resp.json(content_type=None)
 
 
@@ -205,7 +200,7 @@ class RefBook:
                 and sorted(self.asks.items()) == list(truth.asks))
 
 
-async def sync(http: aiohttp.ClientSession, venue: VenueServer, client: Client,
+async def sync(session: aiohttp.ClientSession, venue: VenueServer, client: Client,
                symbol: str = SYM) -> tuple[RefBook, int]:
     """(Re)build a book on a live connection: buffer, snapshot (again if stale), replay.
 
@@ -219,7 +214,7 @@ async def sync(http: aiohttp.ClientSession, venue: VenueServer, client: Client,
     fetches = 0
     url = (futures_depth_url if is_futures else spot_depth_url)(venue, f"symbol={symbol}&limit=1000")
     while True:
-        status, _, snap = await get(http, url)
+        status, _, snap = await get(session, url)
         assert status == 200, snap
         fetches += 1
         if snap["lastUpdateId"] >= buffered[0]["U"]:
@@ -249,9 +244,9 @@ def check_levels(levels: list, decimals: int) -> None:
 
 
 # ---------------------------------------------------------------------------- spot: streams
-async def test_spot_diff_events_and_snapshot_reproduce_truth(spot, http) -> None:
-    client, _ = await connect(http, spot, f"/ws/{SYM.lower()}@depth")
-    book, fetches = await sync(http, spot, client)
+async def test_spot_diff_events_and_snapshot_reproduce_truth(spot, session) -> None:
+    client, _ = await connect(session, spot, f"/ws/{SYM.lower()}@depth")
+    book, fetches = await sync(session, spot, client)
     assert fetches == 1
     await publish(spot, SYM, 12)
     events = [await client.event() for _ in range(12)]
@@ -270,8 +265,8 @@ async def test_spot_diff_events_and_snapshot_reproduce_truth(spot, http) -> None
     await client.aclose()
 
 
-async def test_spot_combined_stream_wraps_and_carries_both_symbols(spot, http) -> None:
-    client, _ = await connect(http, spot, "/stream?streams=btcusdt@depth@100ms/ethusdt@depth")
+async def test_spot_combined_stream_wraps_and_carries_both_symbols(spot, session) -> None:
+    client, _ = await connect(session, spot, "/stream?streams=btcusdt@depth@100ms/ethusdt@depth")
     await spot.step_all(3)
     seen: dict[str, str] = {}
     while len(seen) < 2:
@@ -282,15 +277,16 @@ async def test_spot_combined_stream_wraps_and_carries_both_symbols(spot, http) -
     await client.aclose()
 
 
-async def test_spot_snapshot_shape_limits_and_errors(spot, http) -> None:
-    status, headers, snap = await get(http, spot_depth_url(spot, f"symbol={SYM}&limit=3"))
+async def test_spot_snapshot_shape_limits_and_errors(spot, session) -> None:
+    status, headers, snap = await get(session, spot_depth_url(spot, f"symbol={SYM}&limit=3"))
     assert status == 200 and set(snap) == {"lastUpdateId", "bids", "asks"}
     assert len(snap["bids"]) == 3 and len(snap["asks"]) == 3
     check_levels(snap["bids"] + snap["asks"], 8)
     assert snap["lastUpdateId"] == spot.current_seq(SYM)
     truth = spot.truth(SYM)
     assert [(Decimal(p), Decimal(q)) for p, q in snap["bids"]] == list(truth.bids[:3])
-    status, _, snap = await get(http, spot_depth_url(spot, f"symbol={SYM}&limit=9999"))  # truncated to 5000
+    # truncated to 5000
+    status, _, snap = await get(session, spot_depth_url(spot, f"symbol={SYM}&limit=9999"))
     assert status == 200 and len(snap["bids"]) == len(truth.bids)
     cases = {
         "limit=5": (-1102, "Mandatory parameter 'symbol'"),
@@ -301,41 +297,41 @@ async def test_spot_snapshot_shape_limits_and_errors(spot, http) -> None:
         f"symbol={SYM}&symbolStatus=HALT": (-1220, "The symbol's status does not match"),
     }
     for query, (code, msg) in cases.items():
-        status, headers, body = await get(http, spot_depth_url(spot, query))
+        status, headers, body = await get(session, spot_depth_url(spot, query))
         assert status == 400, query
         assert body["code"] == code and body["msg"].startswith(msg), (query, body)
         assert WEIGHT_HEADER in headers
 
 
-async def test_spot_weight_header_follows_limit_table(spot, http) -> None:
+async def test_spot_weight_header_follows_limit_table(spot, session) -> None:
     used = 0
     for limit, weight in ((1, 5), (100, 5), (101, 25), (500, 25), (501, 50), (1000, 50), (1001, 250),
                           (5000, 250)):
-        status, headers, _ = await get(http, spot_depth_url(spot, f"symbol={SYM}&limit={limit}"))
+        status, headers, _ = await get(session, spot_depth_url(spot, f"symbol={SYM}&limit={limit}"))
         used += weight
         assert status == 200 and headers[WEIGHT_HEADER] == str(used), limit
-    _, headers, _ = await get(http, spot_depth_url(spot, f"symbol={SYM}"))  # default limit 100
+    _, headers, _ = await get(session, spot_depth_url(spot, f"symbol={SYM}"))  # default limit 100
     assert headers[WEIGHT_HEADER] == str(used + 5)
-    _, headers, _ = await get(http, f"{spot.base_url}/api/v3/exchangeInfo")
+    _, headers, _ = await get(session, f"{spot.base_url}/api/v3/exchangeInfo")
     assert headers[WEIGHT_HEADER] == str(used + 5 + 20)
 
 
-async def test_spot_weight_budget_gives_429_then_418(http) -> None:
+async def test_spot_weight_budget_gives_429_then_418(session) -> None:
     async with venue_running(BinanceSpotVenue, weight_limit=12, ban_seconds=30) as venue:
         for expected in ("5", "10"):
-            status, headers, _ = await get(http, spot_depth_url(venue, f"symbol={SYM}"))
+            status, headers, _ = await get(session, spot_depth_url(venue, f"symbol={SYM}"))
             assert status == 200 and headers[WEIGHT_HEADER] == expected
-        status, headers, body = await get(http, spot_depth_url(venue, f"symbol={SYM}"))
+        status, headers, body = await get(session, spot_depth_url(venue, f"symbol={SYM}"))
         assert status == 429 and body["code"] == -1003 and "current limit is 12" in body["msg"]
         assert 1 <= int(headers["Retry-After"]) <= 60
         for _ in range(2):  # any request during the 429 window is banned, and stays banned
-            status, headers, body = await get(http, spot_depth_url(venue, f"symbol={SYM}"))
+            status, headers, body = await get(session, spot_depth_url(venue, f"symbol={SYM}"))
             assert status == 418 and body["code"] == -1003 and "IP banned until" in body["msg"]
             assert 1 <= int(headers["Retry-After"]) <= 30
 
 
-async def test_spot_exchange_info(spot, http) -> None:
-    status, headers, info = await get(http, f"{spot.base_url}/api/v3/exchangeInfo")
+async def test_spot_exchange_info(spot, session) -> None:
+    status, headers, info = await get(session, f"{spot.base_url}/api/v3/exchangeInfo")
     assert status == 200
     assert {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
             "limit": 6000} in info["rateLimits"]
@@ -346,22 +342,22 @@ async def test_spot_exchange_info(spot, http) -> None:
     filters = {f["filterType"]: f for f in btc["filters"]}
     assert filters["PRICE_FILTER"]["tickSize"] == "0.01000000"
     assert filters["LOT_SIZE"]["stepSize"] == "0.00001000"
-    _, _, one = await get(http, f"{spot.base_url}/api/v3/exchangeInfo?symbol=ETHUSDT")
+    _, _, one = await get(session, f"{spot.base_url}/api/v3/exchangeInfo?symbol=ETHUSDT")
     assert [s["symbol"] for s in one["symbols"]] == ["ETHUSDT"]
-    _, _, two = await get(http, f'{spot.base_url}/api/v3/exchangeInfo?symbols=["ETHUSDT","BTCUSDT"]')
+    _, _, two = await get(session, f'{spot.base_url}/api/v3/exchangeInfo?symbols=["ETHUSDT","BTCUSDT"]')
     assert [s["symbol"] for s in two["symbols"]] == ["ETHUSDT", "BTCUSDT"]
-    status, _, body = await get(http, f"{spot.base_url}/api/v3/exchangeInfo?symbol=NOPE")
+    status, _, body = await get(session, f"{spot.base_url}/api/v3/exchangeInfo?symbol=NOPE")
     assert status == 400 and body["code"] == -1121
 
 
 # ---------------------------------------------------------------------------- spot: control messages
-async def test_spot_control_methods(http) -> None:
+async def test_spot_control_methods(session) -> None:
     async with venue_running(BinanceSpotVenue, max_incoming_per_sec=100) as spot:  # 6 requests > 5/s
-        await _control_methods(spot, http)
+        await _control_methods(spot, session)
 
 
-async def _control_methods(spot: VenueServer, http: aiohttp.ClientSession) -> None:
-    client, _ = await connect(http, spot, "/ws")
+async def _control_methods(spot: VenueServer, session: aiohttp.ClientSession) -> None:
+    client, _ = await connect(session, spot, "/ws")
     sub = {"method": "SUBSCRIBE", "params": ["btcusdt@depth", "ethusdt@depth@100ms"], "id": 1}
     assert await client.control(sub) == {"result": None, "id": 1}
     assert await client.control({"method": "UNSUBSCRIBE", "params": ["ethusdt@depth@100ms"], "id": 312}) == {
@@ -382,9 +378,9 @@ async def _control_methods(spot: VenueServer, http: aiohttp.ClientSession) -> No
     await client.aclose()
 
 
-async def test_spot_control_errors(http) -> None:
+async def test_spot_control_errors(session) -> None:
     async with venue_running(BinanceSpotVenue, max_incoming_per_sec=100) as venue:
-        client, _ = await connect(http, venue, "/stream")
+        client, _ = await connect(session, venue, "/stream")
         cases: list[tuple[dict | str, int, str]] = [
             ({"method": "SET_PROPERTY", "params": ["colour", True], "id": 1}, 0, "Unknown property"),
             ({"method": "GET_PROPERTY", "params": ["colour"], "id": 1}, 0, "Unknown property"),
@@ -418,20 +414,20 @@ async def test_spot_control_errors(http) -> None:
         await client.aclose()
 
 
-async def test_spot_stream_limit_per_connection(http) -> None:
+async def test_spot_stream_limit_per_connection(session) -> None:
     async with venue_running(BinanceSpotVenue, max_streams=2) as venue:
-        client, _ = await connect(http, venue, "/ws/btcusdt@depth")
+        client, _ = await connect(session, venue, "/ws/btcusdt@depth")
         reply = await client.control({"method": "SUBSCRIBE", "params": ["a@depth", "b@depth"], "id": 1})
         assert reply["error"]["code"] == 2 and "too many streams" in reply["error"]["msg"]
         assert await client.control({"method": "SUBSCRIBE", "params": ["a@depth"], "id": 2}) == {
             "result": None, "id": 2}
         await client.aclose()
         with pytest.raises(aiohttp.WSServerHandshakeError):
-            await http.ws_connect(f"{venue.urls()['ws_url']}/stream?streams=a@depth/b@depth/c@depth")
+            await session.ws_connect(f"{venue.urls()['ws_url']}/stream?streams=a@depth/b@depth/c@depth")
 
 
-async def test_spot_incoming_message_limit_disconnects(spot, http) -> None:
-    client, _ = await connect(http, spot, "/ws")
+async def test_spot_incoming_message_limit_disconnects(spot, session) -> None:
+    client, _ = await connect(session, spot, "/ws")
     for i in range(12):  # well over 5 per second
         await client.ws.send_str(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": i}))
     replies = 0
@@ -447,10 +443,10 @@ async def test_spot_incoming_message_limit_disconnects(spot, http) -> None:
 
 # ---------------------------------------------------------------------------- heartbeats and lifetime
 @pytest.mark.parametrize("cls", [BinanceSpotVenue, BinanceFuturesVenue])
-async def test_ping_answered_keeps_connection_and_missing_pong_drops_it(cls, http) -> None:
+async def test_ping_answered_keeps_connection_and_missing_pong_drops_it(cls, session) -> None:
     async with venue_running(cls, ping_interval=0.25, pong_timeout=0.6) as venue:
-        good, good_id = await connect(http, venue, "/ws/btcusdt@depth", pong="echo")
-        mute, _ = await connect(http, venue, "/ws/btcusdt@depth", pong="none")
+        good, good_id = await connect(session, venue, "/ws/btcusdt@depth", pong="echo")
+        mute, _ = await connect(session, venue, "/ws/btcusdt@depth", pong="none")
         msg = await mute.closed()
         assert msg.type == WSMsgType.CLOSE and msg.data == aiohttp.WSCloseCode.POLICY_VIOLATION
         assert mute.pings, "the server pinged before giving up"
@@ -461,27 +457,27 @@ async def test_ping_answered_keeps_connection_and_missing_pong_drops_it(cls, htt
         await mute.aclose()
 
 
-async def test_unsolicited_pong_does_not_count_on_spot_but_does_on_futures(http) -> None:
+async def test_unsolicited_pong_does_not_count_on_spot_but_does_on_futures(session) -> None:
     async with venue_running(BinanceSpotVenue, ping_interval=0.25, pong_timeout=0.6) as venue:
-        client, _ = await connect(http, venue, "/ws/btcusdt@depth", pong="empty")
+        client, _ = await connect(session, venue, "/ws/btcusdt@depth", pong="empty")
         msg = await client.closed()
         assert msg.type == WSMsgType.CLOSE and len(client.pings) >= 2
         await client.aclose()
     async with venue_running(BinanceFuturesVenue, ping_interval=0.25, pong_timeout=0.6) as venue:
-        client, conn_id = await connect(http, venue, "/ws/btcusdt@depth", pong="empty")
+        client, conn_id = await connect(session, venue, "/ws/btcusdt@depth", pong="empty")
         await wait_until(lambda: len(client.pings) >= 4)
         assert conn_id in venue.connections
         await client.aclose()
 
 
-async def test_spot_late_pong_clears_its_ping_and_older_ones_only(http) -> None:
+async def test_spot_late_pong_clears_its_ping_and_older_ones_only(session) -> None:
     """A pong echoing an older ping, sent after newer pings arrived, still counts for that ping.
 
     The deadline is per ping: the late echo settles it and every ping before it, while a ping
     sent after it stays outstanding until its own payload comes back.
     """
     async with venue_running(BinanceSpotVenue, ping_interval=0.3, pong_timeout=30.0) as venue:
-        client, conn_id = await connect(http, venue, "/ws/btcusdt@depth", pong="none")
+        client, conn_id = await connect(session, venue, "/ws/btcusdt@depth", pong="none")
         await wait_until(lambda: len(client.pings) >= 3)
         outstanding = venue.connections[conn_id].state["pings"]
         first, second, third = client.pings[:3]
@@ -495,10 +491,10 @@ async def test_spot_late_pong_clears_its_ping_and_older_ones_only(http) -> None:
         await client.aclose()
 
 
-async def test_spot_rollover_sends_server_shutdown_then_closes(http) -> None:
+async def test_spot_rollover_sends_server_shutdown_then_closes(session) -> None:
     async with venue_running(BinanceSpotVenue, max_connection_age=0.3, shutdown_grace=0.2) as venue:
-        raw, _ = await connect(http, venue, "/ws/btcusdt@depth")
-        combined, _ = await connect(http, venue, "/stream?streams=btcusdt@depth")
+        raw, _ = await connect(session, venue, "/ws/btcusdt@depth")
+        combined, _ = await connect(session, venue, "/stream?streams=btcusdt@depth")
         notice = await raw.json()
         assert set(notice) == {"e", "E"} and notice["e"] == "serverShutdown" and isinstance(notice["E"], int)
         wrapped = await combined.json()
@@ -510,33 +506,33 @@ async def test_spot_rollover_sends_server_shutdown_then_closes(http) -> None:
 
 
 # ---------------------------------------------------------------------------- stream faults (spot)
-async def synced_spot(http, venue) -> tuple[Client, int, RefBook]:
-    client, conn_id = await connect(http, venue, f"/ws/{SYM.lower()}@depth")
-    book, _ = await sync(http, venue, client)
+async def synced_spot(session, venue) -> tuple[Client, int, RefBook]:
+    client, conn_id = await connect(session, venue, f"/ws/{SYM.lower()}@depth")
+    book, _ = await sync(session, venue, client)
     await run(venue, client, book, 2)
     return client, conn_id, book
 
 
-async def resync_and_match(http, venue, client: Client) -> None:
-    book, _ = await sync(http, venue, client)
+async def resync_and_match(session, venue, client: Client) -> None:
+    book, _ = await sync(session, venue, client)
     await run(venue, client, book, 3)
     assert book.matches(venue)
 
 
-async def test_fault_gap_skips_one_event(spot, http) -> None:
-    client, conn_id, book = await synced_spot(http, spot)
+async def test_fault_gap_skips_one_event(spot, session) -> None:
+    client, conn_id, book = await synced_spot(session, spot)
     spot.inject(Fault.GAP, SYM, conn_id)
     await publish(spot, SYM, 2)  # the first of them is never sent on this connection
     after_gap = await client.event()
     assert after_gap["U"] > book.id + 1
     assert book.apply(after_gap) == "gap"
     assert spot.faults.fired[Fault.GAP] == 1
-    await resync_and_match(http, spot, client)
+    await resync_and_match(session, spot, client)
     await client.aclose()
 
 
-async def test_fault_duplicate_sends_an_event_twice(spot, http) -> None:
-    client, conn_id, book = await synced_spot(http, spot)
+async def test_fault_duplicate_sends_an_event_twice(spot, session) -> None:
+    client, conn_id, book = await synced_spot(session, spot)
     spot.inject(Fault.DUPLICATE, SYM, conn_id)
     await publish(spot, SYM, 2)
     texts = [await client.text() for _ in range(3)]
@@ -546,19 +542,19 @@ async def test_fault_duplicate_sends_an_event_twice(spot, http) -> None:
     await client.aclose()
 
 
-async def test_fault_reorder_swaps_two_events(spot, http) -> None:
-    client, conn_id, book = await synced_spot(http, spot)
+async def test_fault_reorder_swaps_two_events(spot, session) -> None:
+    client, conn_id, book = await synced_spot(session, spot)
     spot.inject(Fault.REORDER, SYM, conn_id)
     await publish(spot, SYM, 2)
     late_second, early_first = await client.event(), await client.event()
     assert late_second["U"] == early_first["u"] + 1
     assert book.apply(late_second) == "gap"
-    await resync_and_match(http, spot, client)
+    await resync_and_match(session, spot, client)
     await client.aclose()
 
 
-async def test_fault_malformed_sends_a_truncated_frame(spot, http) -> None:
-    client, conn_id, book = await synced_spot(http, spot)
+async def test_fault_malformed_sends_a_truncated_frame(spot, session) -> None:
+    client, conn_id, book = await synced_spot(session, spot)
     spot.inject(Fault.MALFORMED, SYM, conn_id)
     await publish(spot, SYM, 2)
     bad = await client.text()
@@ -566,12 +562,12 @@ async def test_fault_malformed_sends_a_truncated_frame(spot, http) -> None:
     with pytest.raises(ValueError):
         json.loads(bad)
     assert book.apply(await client.event()) == "gap"  # the truncated event's ids are lost with it
-    await resync_and_match(http, spot, client)
+    await resync_and_match(session, spot, client)
     await client.aclose()
 
 
-async def test_fault_crossed_sends_a_bid_above_the_best_ask(spot, http) -> None:
-    client, conn_id, book = await synced_spot(http, spot)
+async def test_fault_crossed_sends_a_bid_above_the_best_ask(spot, session) -> None:
+    client, conn_id, book = await synced_spot(session, spot)
     spot.inject(Fault.CROSSED, SYM, conn_id)
     await publish(spot, SYM, 1)
     ev = await client.event()
@@ -579,12 +575,12 @@ async def test_fault_crossed_sends_a_bid_above_the_best_ask(spot, http) -> None:
     assert Decimal(ev["b"][-1][0]) > best_ask  # ids are in sequence: only the prices tell
     assert book.apply(ev) == "ok" and book.crossed()
     assert not book.matches(spot)  # the bogus bid is not in the truth
-    await resync_and_match(http, spot, client)
+    await resync_and_match(session, spot, client)
     await client.aclose()
 
 
-async def test_fault_disconnect_drops_the_socket(spot, http) -> None:
-    client, conn_id, _ = await synced_spot(http, spot)
+async def test_fault_disconnect_drops_the_socket(spot, session) -> None:
+    client, conn_id, _ = await synced_spot(session, spot)
     spot.inject(Fault.DISCONNECT, SYM, conn_id)
     await publish(spot, SYM, 1)
     msg = await client.closed()
@@ -592,10 +588,10 @@ async def test_fault_disconnect_drops_the_socket(spot, http) -> None:
     await client.aclose()
 
 
-async def test_fault_silent_stops_data_and_pings(http) -> None:
+async def test_fault_silent_stops_data_and_pings(session) -> None:
     async with venue_running(BinanceSpotVenue, ping_interval=0.3, pong_timeout=5.0) as venue:
-        silent, silent_id, _ = await synced_spot(http, venue)
-        witness, _ = await connect(http, venue, f"/ws/{SYM.lower()}@depth")
+        silent, silent_id, _ = await synced_spot(session, venue)
+        witness, _ = await connect(session, venue, f"/ws/{SYM.lower()}@depth")
         venue.inject(Fault.SILENT, SYM, silent_id)
         await publish(venue, SYM, 3)
         for _ in range(3):
@@ -608,8 +604,8 @@ async def test_fault_silent_stops_data_and_pings(http) -> None:
         await witness.aclose()
 
 
-async def test_fault_server_close_is_an_early_rollover(spot, http) -> None:
-    client, conn_id, _ = await synced_spot(http, spot)
+async def test_fault_server_close_is_an_early_rollover(spot, session) -> None:
+    client, conn_id, _ = await synced_spot(session, spot)
     spot.inject(Fault.SERVER_CLOSE, SYM, conn_id)
     await publish(spot, SYM, 1)
     assert (await client.json())["e"] == "serverShutdown"
@@ -619,47 +615,47 @@ async def test_fault_server_close_is_an_early_rollover(spot, http) -> None:
 
 
 # ---------------------------------------------------------------------------- snapshot faults
-async def test_fault_stale_snapshot_is_older_than_the_stream(spot, http) -> None:
+async def test_fault_stale_snapshot_is_older_than_the_stream(spot, session) -> None:
     await publish(spot, SYM, 5)  # some history to be stale from
-    client, _ = await connect(http, spot, f"/ws/{SYM.lower()}@depth")
+    client, _ = await connect(session, spot, f"/ws/{SYM.lower()}@depth")
     spot.inject(Fault.STALE_SNAPSHOT, SYM)
-    book, fetches = await sync(http, spot, client)
+    book, fetches = await sync(session, spot, client)
     assert fetches == 2 and spot.faults.fired[Fault.STALE_SNAPSHOT] == 1
     await run(spot, client, book, 3)
     assert book.matches(spot)
     # also right after start, with no older history: the id alone is stale
     async with venue_running(BinanceSpotVenue) as fresh:
-        other, _ = await connect(http, fresh, f"/ws/{SYM.lower()}@depth")
+        other, _ = await connect(session, fresh, f"/ws/{SYM.lower()}@depth")
         await publish(fresh, SYM, 1)
         first = await other.event()
         fresh.inject(Fault.STALE_SNAPSHOT, SYM)
-        _, _, snap = await get(http, spot_depth_url(fresh))
+        _, _, snap = await get(session, spot_depth_url(fresh))
         assert snap["lastUpdateId"] < first["U"] - 1
         await other.aclose()
     await client.aclose()
 
 
 @pytest.mark.parametrize("fault,status", [(Fault.SNAPSHOT_429, 429), (Fault.SNAPSHOT_418, 418)])
-async def test_fault_snapshot_rate_limited(spot, http, fault, status) -> None:
+async def test_fault_snapshot_rate_limited(spot, session, fault, status) -> None:
     spot.inject(fault, SYM, retry_after=7)
-    got, headers, body = await get(http, spot_depth_url(spot))
+    got, headers, body = await get(session, spot_depth_url(spot))
     assert got == status and headers["Retry-After"] == "7" and body["code"] == -1003
     assert WEIGHT_HEADER in headers
-    got, _, _ = await get(http, spot_depth_url(spot))
+    got, _, _ = await get(session, spot_depth_url(spot))
     assert got == 200
 
 
-async def test_fault_unknown_symbol(spot, http) -> None:
+async def test_fault_unknown_symbol(spot, session) -> None:
     spot.inject(Fault.UNKNOWN_SYMBOL, SYM)
-    status, _, body = await get(http, spot_depth_url(spot))
+    status, _, body = await get(session, spot_depth_url(spot))
     assert status == 400 and body == {"code": -1121, "msg": "Invalid symbol."}
-    assert (await get(http, spot_depth_url(spot)))[0] == 200
+    assert (await get(session, spot_depth_url(spot)))[0] == 200
 
 
-async def test_fault_slow_snapshot_arrives_already_old(spot, http) -> None:
+async def test_fault_slow_snapshot_arrives_already_old(spot, session) -> None:
     spot.inject(Fault.SLOW_SNAPSHOT, SYM, delay=1.0)
     seq_at_request = spot.current_seq(SYM)
-    pending = asyncio.create_task(get(http, spot_depth_url(spot)))
+    pending = asyncio.create_task(get(session, spot_depth_url(spot)))
     await wait_until(lambda: spot.faults.fired[Fault.SLOW_SNAPSHOT] == 1)
     await publish(spot, SYM, 2)
     assert not pending.done()
@@ -668,9 +664,9 @@ async def test_fault_slow_snapshot_arrives_already_old(spot, http) -> None:
 
 
 # ---------------------------------------------------------------------------- futures
-async def test_futures_pu_chain_and_snapshot_reproduce_truth(futures, http) -> None:
-    client, _ = await connect(http, futures, "/stream?streams=btcusdt@depth")
-    book, fetches = await sync(http, futures, client)
+async def test_futures_pu_chain_and_snapshot_reproduce_truth(futures, session) -> None:
+    client, _ = await connect(session, futures, "/stream?streams=btcusdt@depth")
+    book, fetches = await sync(session, futures, client)
     await publish(futures, SYM, 30)
     events = [await client.event() for _ in range(30)]
     for prev, ev in zip([None, *events], events, strict=False):
@@ -686,37 +682,37 @@ async def test_futures_pu_chain_and_snapshot_reproduce_truth(futures, http) -> N
     await client.aclose()
 
 
-async def test_futures_snapshot_shape_limits_and_weights(futures, http) -> None:
-    status, headers, snap = await get(http, futures_depth_url(futures, f"symbol={SYM}"))
+async def test_futures_snapshot_shape_limits_and_weights(futures, session) -> None:
+    status, headers, snap = await get(session, futures_depth_url(futures, f"symbol={SYM}"))
     assert status == 200 and headers[WEIGHT_HEADER] == "10"  # default limit 500
     assert set(snap) == {"lastUpdateId", "E", "T", "bids", "asks"}
     assert snap["bids"][0][0] == str(futures.truth(SYM).bids[0][0])  # tick decimals: "93180.08"
     used = 10
     for limit, weight in ((5, 2), (10, 2), (20, 2), (50, 2), (100, 5), (500, 10), (1000, 20)):
-        status, headers, snap = await get(http, futures_depth_url(futures, f"symbol={SYM}&limit={limit}"))
+        status, headers, snap = await get(session, futures_depth_url(futures, f"symbol={SYM}&limit={limit}"))
         used += weight
         assert status == 200 and headers[WEIGHT_HEADER] == str(used)
         assert len(snap["bids"]) == min(limit, len(futures.truth(SYM).bids))
     for query, code in ((f"symbol={SYM}&limit=7", -1130), ("symbol=NOPE", -1121), ("limit=5", -1102)):
-        status, _, body = await get(http, futures_depth_url(futures, query))
+        status, _, body = await get(session, futures_depth_url(futures, query))
         assert status == 400 and body["code"] == code, query
-    status, _, info = await get(http, f"{futures.base_url}/fapi/v1/exchangeInfo")
+    status, _, info = await get(session, f"{futures.base_url}/fapi/v1/exchangeInfo")
     filters = {f["filterType"]: f for f in info["symbols"][0]["filters"]}
     assert filters["PRICE_FILTER"]["tickSize"] == "0.01" and filters["LOT_SIZE"]["stepSize"] == "0.00001"
 
 
-async def test_futures_legacy_unrouted_paths_still_serve_depth(futures, http) -> None:
+async def test_futures_legacy_unrouted_paths_still_serve_depth(futures, session) -> None:
     assert futures.urls()["ws_url"].endswith("/public")
     base = futures.urls()["ws_url"].removesuffix("/public")
-    ws = await http.ws_connect(f"{base}/ws/btcusdt@depth", autoping=False)
+    ws = await session.ws_connect(f"{base}/ws/btcusdt@depth", autoping=False)
     client = Client(ws, "echo")
     await publish(futures, SYM, 1)
     assert (await client.event())["e"] == "depthUpdate"
     await client.aclose()
 
 
-async def test_futures_control_replies_and_invalid_json_disconnect(futures, http) -> None:
-    client, _ = await connect(http, futures, "/ws")
+async def test_futures_control_replies_and_invalid_json_disconnect(futures, session) -> None:
+    client, _ = await connect(session, futures, "/ws")
     assert await client.control({"method": "SUBSCRIBE", "params": ["btcusdt@depth"], "id": 1}) == {
         "result": None, "id": 1}
     reply = await client.control({"method": "LIST_SUBSCRIPTIONS", "id": "abc"})  # futures: unsigned int
@@ -728,8 +724,8 @@ async def test_futures_control_replies_and_invalid_json_disconnect(futures, http
     await client.aclose()
 
 
-async def test_futures_incoming_limit_is_ten_per_second(futures, http) -> None:
-    client, _ = await connect(http, futures, "/ws")
+async def test_futures_incoming_limit_is_ten_per_second(futures, session) -> None:
+    client, _ = await connect(session, futures, "/ws")
     for i in range(15):
         await client.ws.send_str(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": i}))
     replies = 0
@@ -739,18 +735,18 @@ async def test_futures_incoming_limit_is_ten_per_second(futures, http) -> None:
     await client.aclose()
 
 
-async def test_futures_gap_breaks_the_pu_chain_and_resync_recovers(futures, http) -> None:
-    client, conn_id = await connect(http, futures, "/ws/btcusdt@depth")
-    book, _ = await sync(http, futures, client)
+async def test_futures_gap_breaks_the_pu_chain_and_resync_recovers(futures, session) -> None:
+    client, conn_id = await connect(session, futures, "/ws/btcusdt@depth")
+    book, _ = await sync(session, futures, client)
     futures.inject(Fault.GAP, SYM, conn_id)
     await publish(futures, SYM, 2)
     assert book.apply(await client.event()) == "gap"
-    await resync_and_match(http, futures, client)
+    await resync_and_match(session, futures, client)
     await client.aclose()
 
 
-async def test_futures_server_close_has_no_notice(futures, http) -> None:
-    client, conn_id = await connect(http, futures, "/ws/btcusdt@depth")
+async def test_futures_server_close_has_no_notice(futures, session) -> None:
+    client, conn_id = await connect(session, futures, "/ws/btcusdt@depth")
     futures.inject(Fault.SERVER_CLOSE, SYM, conn_id)
     await publish(futures, SYM, 1)
     msg = await client.next()
@@ -758,11 +754,11 @@ async def test_futures_server_close_has_no_notice(futures, http) -> None:
     await client.aclose()
 
 
-async def test_futures_stale_snapshot_refetched(futures, http) -> None:
+async def test_futures_stale_snapshot_refetched(futures, session) -> None:
     await publish(futures, SYM, 5)
-    client, _ = await connect(http, futures, "/ws/btcusdt@depth")
+    client, _ = await connect(session, futures, "/ws/btcusdt@depth")
     futures.inject(Fault.STALE_SNAPSHOT, SYM)
-    book, fetches = await sync(http, futures, client)
+    book, fetches = await sync(session, futures, client)
     assert fetches == 2
     await run(futures, client, book, 3)
     assert book.matches(futures)

@@ -154,11 +154,6 @@ async def venue():
     await v.stop()
 
 
-@pytest.fixture
-async def session():
-    async with aiohttp.ClientSession() as s:
-        yield s
-
 
 # ---------------------------------------------------------------------- stream
 async def test_urls_follow_the_agreed_layout(venue: BtseVenue) -> None:

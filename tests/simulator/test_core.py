@@ -107,7 +107,7 @@ def test_market_text_has_the_symbol_decimals_zero_to_eight() -> None:
         assert model.fmt_size(Decimal(0)) == zero  # a deletion, as the venues write it
 
 
-async def test_eight_decimal_symbol_is_fixed_point_on_the_wire(http: aiohttp.ClientSession) -> None:
+async def test_eight_decimal_symbol_is_fixed_point_on_the_wire(session: aiohttp.ClientSession) -> None:
     """REST books of a 1e-8 tick/lot symbol carry plain decimals, never exponent notation."""
     classes = venue_classes()
     mexc = classes["mexc"]([FINE], autostart_pump=False)
@@ -116,10 +116,10 @@ async def test_eight_decimal_symbol_is_fixed_point_on_the_wire(http: aiohttp.Cli
         for _ in range(30):
             await mexc.step_all(1)
             await btse.step_all(1)
-        async with http.get(f"{mexc.base_url}/api/v3/depth?symbol=TINYUSDT") as resp:
+        async with session.get(f"{mexc.base_url}/api/v3/depth?symbol=TINYUSDT") as resp:
             body = await resp.json()
         levels = body["bids"] + body["asks"]
-        async with http.get(f"{btse.urls()['rest_url']}/api/v3.3/orderbook/L2?symbol=TINY-USDT") as resp:
+        async with session.get(f"{btse.urls()['rest_url']}/api/v3.3/orderbook/L2?symbol=TINY-USDT") as resp:
             body = await resp.json()
         levels += [[q["price"], q["size"]] for q in body["buyQuote"] + body["sellQuote"]]
         assert len(levels) > 40
@@ -194,14 +194,9 @@ async def venue(request: pytest.FixtureRequest) -> AsyncIterator[VenueServer]:
         await server.stop()
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
-
-async def call(http: aiohttp.ClientSession, method: str, url: str, **kwargs: object) -> tuple[int, object]:
-    async with http.request(method, url, **kwargs) as resp:  # type: ignore[arg-type]
+async def call(session: aiohttp.ClientSession, method: str, url: str, **kwargs: object) -> tuple[int, object]:
+    async with session.request(method, url, **kwargs) as resp:  # type: ignore[arg-type]
         assert resp.content_type == "application/json"
         return resp.status, await resp.json()
 
@@ -220,17 +215,17 @@ def wire_book(venue: VenueServer, symbol: str, book) -> dict:  # noqa: ANN001
             "asks": [[market.fmt_price(p), market.fmt_size(s)] for p, s in book.asks]}
 
 
-async def test_control_index_truth_and_past_truth(venue: VenueServer, http: aiohttp.ClientSession) -> None:
+async def test_control_index_truth_and_past_truth(venue: VenueServer, session: aiohttp.ClientSession) -> None:
     base = venue.base_url
-    status, index = await call(http, "GET", f"{base}/_sim/")
+    status, index = await call(session, "GET", f"{base}/_sim/")
     assert status == 200 and index["venue"] == venue.name and index["urls"] == venue.urls()  # type: ignore[index]
     vs = venue.venue_symbol(SPECS[0])
     await advance(venue, 3)
     old_seq, old = venue.current_seq(vs), venue.truth(vs)
     for spelling in (vs, SPECS[0].canonical):
-        status, body = await call(http, "GET", f"{base}/_sim/truth/{spelling}")
+        status, body = await call(session, "GET", f"{base}/_sim/truth/{spelling}")
         assert (status, body) == (200, wire_book(venue, vs, old))
-    status, body = await call(http, "GET", f"{base}/_sim/truth/{vs}?depth=3")
+    status, body = await call(session, "GET", f"{base}/_sim/truth/{vs}?depth=3")
     assert status == 200 and len(body["bids"]) == len(body["asks"]) == 3  # type: ignore[index]
     for _ in range(20):
         await advance(venue, 1)
@@ -238,89 +233,91 @@ async def test_control_index_truth_and_past_truth(venue: VenueServer, http: aioh
             break
     assert venue.current_seq(vs) != old_seq
     assert venue.truth_at(vs, old_seq) == old
-    status, body = await call(http, "GET", f"{base}/_sim/truth/{vs}?seq={old_seq}")
+    status, body = await call(session, "GET", f"{base}/_sim/truth/{vs}?seq={old_seq}")
     assert (status, body) == (200, wire_book(venue, vs, old))
-    status, _ = await call(http, "GET", f"{base}/_sim/truth/{vs}?seq=1")
+    status, _ = await call(session, "GET", f"{base}/_sim/truth/{vs}?seq=1")
     assert status == 404
-    assert (await call(http, "GET", f"{base}/_sim/truth/NOPE-USDT"))[0] == 404
+    assert (await call(session, "GET", f"{base}/_sim/truth/NOPE-USDT"))[0] == 404
     for bad in ("depth=x", "depth=0", "seq=abc"):
-        assert (await call(http, "GET", f"{base}/_sim/truth/{vs}?{bad}"))[0] == 400
+        assert (await call(session, "GET", f"{base}/_sim/truth/{vs}?{bad}"))[0] == 400
 
 
-async def test_control_faults_pause_and_connections(venue: VenueServer, http: aiohttp.ClientSession) -> None:
+async def test_control_faults_pause_and_connections(
+        venue: VenueServer, session: aiohttp.ClientSession) -> None:
     base = venue.base_url
     sym = SPECS[1].canonical
-    status, body = await call(http, "POST", f"{base}/_sim/faults",
+    status, body = await call(session, "POST", f"{base}/_sim/faults",
                               json={"fault": "gap", "symbol": sym, "count": 2, "conn_id": 7})
     assert (status, body) == (200, {"armed": "gap", "count": 2})
-    status, body = await call(http, "POST", f"{base}/_sim/faults",
+    status, body = await call(session, "POST", f"{base}/_sim/faults",
                               json={"fault": "slow_snapshot", "params": {"delay": 0.1}})
     assert status == 200 and venue.faults.pending() == 3
     assert venue.faults.take(Fault.GAP, venue.resolve_symbol(sym), 7) == {}
-    status, listing = await call(http, "GET", f"{base}/_sim/faults")
+    status, listing = await call(session, "GET", f"{base}/_sim/faults")
     assert status == 200 and listing["fired"] == {"gap": 1} and listing["pending"] == 2  # type: ignore[index]
     assert set(listing["known"]) == {f.value for f in Fault}  # type: ignore[index]
     for bad in ({"fault": "nonsense"}, {"symbol": sym}, {"fault": "gap", "symbol": "NOPE"},
                 {"fault": "gap", "count": 0}, {"fault": "gap", "params": [1]}, ["gap"]):
-        assert (await call(http, "POST", f"{base}/_sim/faults", json=bad))[0] == 400, bad
-    assert (await call(http, "POST", f"{base}/_sim/faults", data=b"{not json"))[0] == 400
-    assert (await call(http, "DELETE", f"{base}/_sim/faults")) == (200, {"cleared": 2})
+        assert (await call(session, "POST", f"{base}/_sim/faults", json=bad))[0] == 400, bad
+    assert (await call(session, "POST", f"{base}/_sim/faults", data=b"{not json"))[0] == 400
+    assert (await call(session, "DELETE", f"{base}/_sim/faults")) == (200, {"cleared": 2})
     assert venue.faults.pending() == 0
 
-    assert (await call(http, "POST", f"{base}/_sim/pause")) == (200, {"paused": True})
+    assert (await call(session, "POST", f"{base}/_sim/pause")) == (200, {"paused": True})
     assert venue.paused
-    assert (await call(http, "POST", f"{base}/_sim/resume")) == (200, {"paused": False})
+    assert (await call(session, "POST", f"{base}/_sim/resume")) == (200, {"paused": False})
     assert not venue.paused
 
     ws_url = venue.urls()["ws_url"]
     if isinstance(venue, BinanceSpotVenue | BinanceFuturesVenue):
         ws_url += "/ws"  # Binance's ws_url is the host (plus /public); streams live under /ws
-    async with http.ws_connect(ws_url):
+    async with session.ws_connect(ws_url):
         await wait_until(lambda: venue.connections, what="registration")
-        status, conns = await call(http, "GET", f"{base}/_sim/connections")
+        status, conns = await call(session, "GET", f"{base}/_sim/connections")
         assert status == 200 and [c["id"] for c in conns] == list(venue.connections)  # type: ignore[union-attr]
 
 
 # ---------------------------------------------------------------------- control API, faults firing
-async def spot_depth(http: aiohttp.ClientSession, venue: VenueServer) -> tuple[int, str | None]:
-    async with http.get(f"{venue.base_url}/api/v3/depth?symbol=BTCUSDT&limit=5") as resp:
+async def spot_depth(session: aiohttp.ClientSession, venue: VenueServer) -> tuple[int, str | None]:
+    async with session.get(f"{venue.base_url}/api/v3/depth?symbol=BTCUSDT&limit=5") as resp:
         return resp.status, resp.headers.get("Retry-After")
 
 
-async def test_fault_armed_over_http_fires_on_the_wire(http: aiohttp.ClientSession) -> None:
+async def test_fault_armed_over_http_fires_on_the_wire(session: aiohttp.ClientSession) -> None:
     async with BinanceSpotVenue(SPECS, autostart_pump=False) as venue:
         base = venue.base_url
-        await call(http, "POST", f"{base}/_sim/faults",
+        await call(session, "POST", f"{base}/_sim/faults",
                    json={"fault": "snapshot_429", "symbol": "BTC-USDT", "params": {"retry_after": 7}})
-        assert await spot_depth(http, venue) == (429, "7")
-        assert (await spot_depth(http, venue))[0] == 200
-        await call(http, "POST", f"{base}/_sim/faults", json={"fault": "unknown_symbol", "symbol": "BTCUSDT"})
-        async with http.get(f"{base}/api/v3/depth?symbol=BTCUSDT") as resp:
+        assert await spot_depth(session, venue) == (429, "7")
+        assert (await spot_depth(session, venue))[0] == 200
+        await call(session, "POST", f"{base}/_sim/faults",
+                   json={"fault": "unknown_symbol", "symbol": "BTCUSDT"})
+        async with session.get(f"{base}/api/v3/depth?symbol=BTCUSDT") as resp:
             assert resp.status == 400 and (await resp.json())["code"] == -1121
-        status, listing = await call(http, "GET", f"{base}/_sim/faults")
+        status, listing = await call(session, "GET", f"{base}/_sim/faults")
         assert listing["fired"] == {"snapshot_429": 1, "unknown_symbol": 1}  # type: ignore[index]
 
 
-async def test_random_faults_over_http_and_from_the_exchange_seed(http: aiohttp.ClientSession) -> None:
+async def test_random_faults_over_http_and_from_the_exchange_seed(session: aiohttp.ClientSession) -> None:
     async with BinanceSpotVenue(SPECS, autostart_pump=False, weight_limit=10**6) as venue:
         url = f"{venue.base_url}/_sim/faults/random"
         body = {"rate": 1.0, "faults": ["snapshot_418"], "seed": 1}
-        status, body = await call(http, "POST", url, json=body)
+        status, body = await call(session, "POST", url, json=body)
         assert (status, body) == (200, {"rate": 1.0, "faults": ["snapshot_418"]})
-        assert (await spot_depth(http, venue))[0] == 418
-        await call(http, "POST", url, json={"rate": 0})
-        assert (await spot_depth(http, venue))[0] == 200
+        assert (await spot_depth(session, venue))[0] == 418
+        await call(session, "POST", url, json={"rate": 0})
+        assert (await spot_depth(session, venue))[0] == 200
         for bad in ({"faults": ["gap"]}, {"rate": 2}, {"rate": 0.1, "faults": ["nonsense"]},
                     {"rate": 0.1, "faults": "gap"}):
-            assert (await call(http, "POST", url, json=bad))[0] == 400, bad
-        status, listing = await call(http, "GET", f"{venue.base_url}/_sim/faults")
+            assert (await call(session, "POST", url, json=bad))[0] == 400, bad
+        status, listing = await call(session, "GET", f"{venue.base_url}/_sim/faults")
         assert listing["random"] == {"rate": 0.0, "faults": ["snapshot_418"]}  # type: ignore[index]
 
     async def statuses(seed: int) -> list[int]:
         sim = SimulatedExchange(["binance"], SPECS, seed=seed, fault_rate=0.5, fault_kinds=["snapshot_429"],
                                 autostart_pump=False, weight_limit=10**6)
         async with sim:
-            return [(await spot_depth(http, sim["binance"]))[0] for _ in range(24)]
+            return [(await spot_depth(session, sim["binance"]))[0] for _ in range(24)]
 
     first = await statuses(3)
     assert first == await statuses(3), "the same seed gives the same random faults"
@@ -328,13 +325,13 @@ async def test_random_faults_over_http_and_from_the_exchange_seed(http: aiohttp.
 
 
 # ---------------------------------------------------------------------- market rate
-async def test_unbounded_rate_pumps_flat_out_and_stays_responsive(http: aiohttp.ClientSession) -> None:
+async def test_unbounded_rate_pumps_flat_out_and_stays_responsive(session: aiohttp.ClientSession) -> None:
     """``rate=math.inf`` is the benchmark setting: steps as fast as possible, control API still served."""
     async with BinanceSpotVenue(SPECS[:1], rate=math.inf) as venue:
         await wait_until(lambda: venue.steps_published >= 2000, what="2000 steps")
-        status, body = await call(http, "GET", f"{venue.base_url}/_sim/truth/BTCUSDT")
+        status, body = await call(session, "GET", f"{venue.base_url}/_sim/truth/BTCUSDT")
         assert status == 200 and body["bids"] and body["asks"]  # type: ignore[index]
-        await call(http, "POST", f"{venue.base_url}/_sim/pause")
+        await call(session, "POST", f"{venue.base_url}/_sim/pause")
         paused_at = venue.steps_published
-        await call(http, "GET", f"{venue.base_url}/_sim/faults")  # a full round trip later
+        await call(session, "GET", f"{venue.base_url}/_sim/faults")  # a full round trip later
         assert venue.steps_published == paused_at

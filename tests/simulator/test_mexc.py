@@ -205,11 +205,6 @@ async def venue() -> AsyncIterator[MexcVenue]:
     await v.stop()
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
 
 async def settle(venue: MexcVenue, *clients: Client, channel: str = DEPTH) -> None:
     """Wait until every client has the diff that brings it to the venue's current version."""

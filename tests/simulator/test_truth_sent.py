@@ -299,11 +299,6 @@ VENUES: dict[str, tuple[type[VenueServer], type[RawClient], dict]] = {
 }
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as http:
-        yield http
-
 
 @contextlib.asynccontextmanager
 async def running(name: str, **extra: object) -> AsyncIterator[VenueServer]:
