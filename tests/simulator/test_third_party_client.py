@@ -1,0 +1,122 @@
+"""An unmodified third-party Binance client (ccxt.pro) keeps a correct book from the simulator.
+
+ccxt is pointed at the in-process ``BinanceSpotVenue`` by overriding URLs and options only;
+its own snapshot + diff-depth procedure must then end at exactly ``venue.truth()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import ccxt.pro
+import pytest
+
+from simulator.binance import BinanceSpotVenue
+from simulator.faults import Fault
+from simulator.market import DEFAULT_SYMBOLS, TruthBook
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+SYM = "BTCUSDT"
+UNIFIED = "BTC/USDT"
+
+
+def make_exchange(venue: BinanceSpotVenue) -> ccxt.pro.binance:
+    urls = venue.urls()
+    exchange = ccxt.pro.binance({
+        "options": {
+            "defaultType": "spot",
+            "fetchMarkets": {"types": ["spot"]},  # only /api/v3/exchangeInfo; no fapi/dapi
+            "fetchCurrencies": False,  # sapi capital/config/getall is private and not simulated
+        },
+    })
+    exchange.urls["api"]["public"] = urls["rest_url"] + "/api/v3"
+    # ccxt appends "/<stream index>" to this base ("wss://stream.binance.com:9443/ws/0" on the real
+    # venue) and then subscribes with a SUBSCRIBE frame. The simulator refuses "/ws/0" (400: "0" is
+    # not a stream name), so the index is moved into the query string: ".../ws?ccxt=/0".
+    exchange.urls["api"]["ws"]["spot"] = urls["ws_url"] + "/ws?ccxt="
+    return exchange
+
+
+def as_decimal(levels: list) -> list[tuple[Decimal, Decimal]]:
+    return [(Decimal(str(price)), Decimal(str(size))) for price, size, *_ in levels]
+
+
+def equals_truth(exchange: ccxt.pro.binance, truth: TruthBook) -> bool:
+    book = exchange.orderbooks.get(UNIFIED)
+    return (book is not None and book["nonce"] == truth.seq
+            and as_decimal(book["bids"]) == list(truth.bids)
+            and as_decimal(book["asks"]) == list(truth.asks))
+
+
+@pytest.fixture
+async def venue() -> AsyncIterator[BinanceSpotVenue]:
+    v = BinanceSpotVenue(DEFAULT_SYMBOLS[:2], seed=11, rate=50.0)
+    await v.start()
+    try:
+        yield v
+    finally:
+        await v.stop()
+
+
+@pytest.fixture
+async def exchange(venue: BinanceSpotVenue) -> AsyncIterator[ccxt.pro.binance]:
+    ex = make_exchange(venue)
+    try:
+        yield ex
+    finally:
+        await ex.close()
+
+
+async def watch_updates(exchange: ccxt.pro.binance, count: int) -> list[int]:
+    nonces = []
+    for _ in range(count):
+        book = await asyncio.wait_for(exchange.watch_order_book(UNIFIED), 10)
+        nonces.append(book["nonce"])
+    return nonces
+
+
+async def settle(venue: BinanceSpotVenue, exchange: ccxt.pro.binance) -> TruthBook:
+    """Pause the market and wait until ccxt has applied every event that was published."""
+    venue.pause()
+    truth = venue.truth(SYM)
+    await wait_for(lambda: equals_truth(exchange, truth), timeout=10,
+                   what=f"ccxt book == truth at {truth.seq} (ccxt nonce "
+                        f"{exchange.orderbooks.get(UNIFIED, {}).get('nonce')})")
+    return truth
+
+
+async def test_ccxt_watch_order_book_equals_truth(venue, exchange) -> None:
+    await exchange.load_markets()
+    assert exchange.market(UNIFIED)["id"] == SYM
+    nonces = await watch_updates(exchange, 20)
+    assert nonces == sorted(nonces) and nonces[-1] > nonces[0]
+    truth = await settle(venue, exchange)
+    book = exchange.orderbooks[UNIFIED]
+    assert book["nonce"] == truth.seq
+    assert as_decimal(book["bids"]) == list(truth.bids)
+    assert as_decimal(book["asks"]) == list(truth.asks)
+    assert book["bids"][0][0] < book["asks"][0][0]
+
+
+async def test_ccxt_resyncs_after_gap(venue, exchange) -> None:
+    await exchange.load_markets()
+    await watch_updates(exchange, 5)
+    venue.inject(Fault.GAP, SYM)
+    errors: list[Exception] = []
+    for _ in range(200):
+        try:
+            await asyncio.wait_for(exchange.watch_order_book(UNIFIED), 10)
+        except ccxt.ChecksumError as e:  # ccxt's reaction to a U != previous u + 1
+            errors.append(e)
+            break
+    assert errors, "ccxt never noticed the gap"
+    assert UNIFIED not in exchange.orderbooks  # ccxt dropped the broken book and its subscription
+    assert venue.faults.fired[Fault.GAP] == 1
+    # the next watch re-subscribes (SUBSCRIBE frame) and fetches a new /api/v3/depth snapshot
+    await watch_updates(exchange, 10)
+    truth = await settle(venue, exchange)
+    assert equals_truth(exchange, truth)
