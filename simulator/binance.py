@@ -349,8 +349,9 @@ class _BinanceVenue(VenueServer):
 
     async def _h_ws(self, request: web.Request) -> web.StreamResponse:
         streams, combined = self._parse_ws_request(request)
-        if any(not _STREAM_RE.match(s) for s in streams):
-            return self._error(400, 2, "Invalid request: invalid stream")
+        # A URL segment that is no stream name ("/ws/0", which ccxt opens on the production venue
+        # before it sends SUBSCRIBE) connects and subscribes to nothing; only SUBSCRIBE validates.
+        streams = [s for s in streams if _STREAM_RE.match(s)]
         if len(set(streams)) > self.max_streams:
             return self._error(400, 2, f"Invalid request: too many streams (max {self.max_streams})")
         ws = web.WebSocketResponse(autoping=False)

@@ -414,6 +414,13 @@ async def test_spot_control_errors(session) -> None:
         await client.aclose()
 
 
+async def test_url_segment_that_is_no_stream_connects_with_no_subscription(spot, session) -> None:
+    """``/ws/0`` (how ccxt connects before its SUBSCRIBE frames) opens and subscribes to nothing."""
+    client, _ = await connect(session, spot, "/ws/0")
+    assert await client.control({"method": "LIST_SUBSCRIPTIONS", "id": 1}) == {"result": [], "id": 1}
+    await client.aclose()
+
+
 async def test_spot_stream_limit_per_connection(session) -> None:
     async with venue_running(BinanceSpotVenue, max_streams=2) as venue:
         client, _ = await connect(session, venue, "/ws/btcusdt@depth")

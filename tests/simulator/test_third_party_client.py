@@ -35,9 +35,8 @@ def make_exchange(venue: BinanceSpotVenue) -> ccxt.pro.binance:
     })
     exchange.urls["api"]["public"] = urls["rest_url"] + "/api/v3"
     # ccxt appends "/<stream index>" to this base ("wss://stream.binance.com:9443/ws/0" on the real
-    # venue) and then subscribes with a SUBSCRIBE frame. The simulator refuses "/ws/0" (400: "0" is
-    # not a stream name), so the index is moved into the query string: ".../ws?ccxt=/0".
-    exchange.urls["api"]["ws"]["spot"] = urls["ws_url"] + "/ws?ccxt="
+    # venue) and then subscribes with SUBSCRIBE frames
+    exchange.urls["api"]["ws"]["spot"] = urls["ws_url"] + "/ws"
     return exchange
 
 
