@@ -69,6 +69,10 @@ class InvalidSymbol(Exception):
     """The venue says the symbol does not exist: stop that book, do not retry in a loop."""
 
 
+# snapshot failures that are the venue's or the network's doing, logged without a traceback
+_SNAPSHOT_FAILURES = (SnapshotError, aiohttp.ClientError, TimeoutError, ValueError, OSError)
+
+
 def parse_retry_after(value: str | None, default: float = 1.0) -> float:
     """``Retry-After`` as seconds; a value that looks like an epoch (s or ms) is turned into a delay."""
     if not value:
@@ -370,10 +374,12 @@ class VenueFeed:
                 self.invalid[canonical] = str(exc)
                 sync.invalidate(str(exc))
                 return
-            except (SnapshotError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever the venue answered, retry: never stay pending
                 self.metrics.snapshot(self.venue, canonical, False)
                 delay = backoff.next()
-                log.warning("%s %s: snapshot failed (%s); retry in %.2fs", self.venue, canonical, exc, delay)
+                expected = isinstance(exc, _SNAPSHOT_FAILURES)
+                log.warning("%s %s: snapshot failed (%s); retry in %.2fs", self.venue, canonical,
+                            exc if expected else repr(exc), delay, exc_info=not expected)
                 await asyncio.sleep(delay)
                 continue
             self.metrics.snapshot(self.venue, canonical, True)
@@ -499,6 +505,13 @@ class VenueFeed:
                 self.metrics.decode_error(self.venue)
                 log.warning("%s: undecodable frame on connection %s: %s", self.venue, conn.id, exc)
                 self.fail_connection_books(conn, Reason.DECODE_ERROR, str(exc))
+            except FeedError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a frame shape the handler did not foresee
+                # counted and resynced like any undecodable frame; the traceback says where it broke
+                self.metrics.decode_error(self.venue)
+                log.exception("%s: frame on connection %s broke its handler: %r", self.venue, conn.id, exc)
+                self.fail_connection_books(conn, Reason.DECODE_ERROR, f"handler failed: {exc!r}")
             if not conn.frame_counted:
                 self.metrics.message(self.venue, "", conn.frame_bytes)
 

@@ -177,3 +177,49 @@ async def test_reconnect_backoff_while_venue_down_then_recovers() -> None:
         await h.venue.start(port=port)
         await h.wait_all_live(timeout=10)
         await h.settle()
+
+
+# ---------------------------------------------------------------------------- surprises from a venue
+async def test_snapshot_parser_surprise_is_retried_not_left_pending() -> None:
+    """An exception no venue module anticipated (a KeyError) fails that fetch only; the next one lands."""
+    surprises: list[str] = []
+
+    def arm(h: Harness) -> None:
+        fetch = h.feed.fetch_snapshot
+
+        async def once_broken(conn, canonical):  # type: ignore[no-untyped-def]
+            if not surprises:
+                surprises.append(canonical)
+                raise KeyError("lastUpdateId")
+            return await fetch(conn, canonical)
+
+        h.feed.fetch_snapshot = once_broken  # type: ignore[method-assign]
+
+    async with running(SPOT, before_start=arm) as h:
+        await h.wait_all_live()
+        await h.settle()
+        assert surprises == [SYM]
+        assert h.metrics.failures(SYM) == 1 and h.metrics.snapshot_count(True, SYM) == 1
+        assert h.feed.reconnects == 0
+
+
+async def test_frame_handler_surprise_is_a_counted_resync_not_a_crash() -> None:
+    """A frame that breaks the handler unforeseen: decode error counted, books resynced, socket kept."""
+    async with running(SPOT) as h:
+        await h.wait_all_live()
+        handle = h.feed.handle
+        broken: list[int] = []
+
+        async def breaks_once(conn, msg):  # type: ignore[no-untyped-def]
+            if not broken and msg.type.name == "TEXT" and "depthUpdate" in msg.data:
+                broken.append(conn.id)
+                raise RuntimeError("unforeseen frame shape")
+            await handle(conn, msg)
+
+        h.feed.handle = breaks_once  # type: ignore[method-assign]
+        await wait_for(lambda: bool(broken), 5, "a depth frame")
+        await wait_for(lambda: h.sync(SYM).counters.resyncs[Reason.DECODE_ERROR] == 1, 5, "decode resync")
+        await h.wait_all_live()  # the next diff is buffered and the snapshot fetched against it
+        await h.settle()
+        assert h.metrics.decode_errors == 1
+        assert h.feed.reconnects == 0
