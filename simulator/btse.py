@@ -9,8 +9,12 @@ Wire protocol (specs/btse.md):
   frame (at most ``snapshot_depth`` levels per side, asks listed descending as in the doc sample),
   followed by ``type:"delta"`` frames with absolute sizes (``"0"`` or ``"0.00000"`` removes).
 * Every delta has ``seqNum == prevSeqNum + 1`` and ``prevSeqNum`` equal to the previous frame's
-  ``seqNum`` on that subscription.  A fraction of delta frames carry the legacy topic without the
-  grouping suffix (``update:BTC-USDT``), as in the doc's own delta example.
+  ``seqNum`` on that subscription.  A fraction of ``_0`` delta frames carry the legacy topic without
+  the grouping suffix (``update:BTC-USDT``), as in the doc's own delta example.
+* The topic is ``update:<symbol>_<grouping>``; groupings ``0``-``8`` are the REST ``group`` levels
+  (``GROUP_TICKS``).  A grouped subscription gets its snapshot and deltas on the grouped price grid
+  (bids rounded down, asks up, sizes summed); only ``_0`` streams take stream faults and set the
+  ``truth_sent`` mark, since only they carry the truth book.
 * ``ping``/``pong`` are plain text.  A connection that sends no ``ping`` for ``idle_timeout`` seconds
   is closed.  The main WebSocket ``/ws/spot`` answers pings but has no book topics (1005).
 * REST under ``/spot``: ``/api/v3.3/orderbook`` (group, limit_bids, limit_asks), ``/api/v3.3/orderbook/L2``
@@ -66,6 +70,7 @@ ERROR_MESSAGES: dict[int, str] = {
 
 # REST ``group`` 0..8 -> price grid in ticks (the doc's BTC example: 0.1, 0.5, 1 for levels 0, 1, 2).
 GROUP_TICKS = (1, 5, 10, 50, 100, 500, 1000, 5000, 10000)
+_GROUPINGS = frozenset(str(g) for g in range(len(GROUP_TICKS)))  # topic suffixes served
 
 _OFFSET_RANGE = (1_000_000, 2_000_000_000)
 _OFFSET_MIN_DISTANCE = 100_000
@@ -94,6 +99,7 @@ class _BookSub:
     since: int  # venue counter of the snapshot; deltas at or below it are not sent
     held: tuple[str, int] | None = None  # REORDER: (frame, venue counter) waiting for the next one
     drop_left: int = 0  # BUFFER_FULL: deltas still to be lost
+    group: int = 0  # grouping level of the topic suffix (index into GROUP_TICKS)
 
 
 class BtseVenue(VenueServer):
@@ -163,7 +169,7 @@ class BtseVenue(VenueServer):
         symbol = self.resolve_symbol(symbol)
         conn = self.connections[conn_id]
         for sub in self._subs(conn).values():
-            if sub.symbol == symbol:
+            if sub.symbol == symbol and sub.group == 0:  # only the ungrouped stream carries the truth
                 return sub
         raise KeyError(f"connection {conn_id} has no update subscription for {symbol}")
 
@@ -187,7 +193,9 @@ class BtseVenue(VenueServer):
         The mark is kept in venue-counter space (comparable across resubscribes); the offset of the
         subscription the frame belonged to is kept beside it to answer in that frame's seqNum space.
         """
-        if await conn.send_str(frame) and self.note_sent(conn, sub.symbol, seq, book):
+        if not await conn.send_str(frame) or sub.group:
+            return
+        if self.note_sent(conn, sub.symbol, seq, book):
             conn.state.setdefault("sent_offset", {})[sub.symbol] = sub.offset
 
     def truth_sent(self, conn_id: int, symbol: str, depth: int | None = None, *,
@@ -228,7 +236,13 @@ class BtseVenue(VenueServer):
 
     def _snapshot_frame(self, sub: _BookSub) -> str:
         market = self.markets[sub.symbol]
-        bids, asks = market.snapshot(self.snapshot_depth)
+        if sub.group:
+            step = self._group_step(sub.symbol, sub.group)
+            full_bids, full_asks = market.snapshot()
+            bids = _group(full_bids, step, ROUND_FLOOR)[:self.snapshot_depth]
+            asks = _group(full_asks, step, ROUND_CEILING)[:self.snapshot_depth]
+        else:
+            bids, asks = market.snapshot(self.snapshot_depth)
         asks = list(reversed(asks))  # listed descending, like the doc's sample
         return self._book_frame(sub.topic, sub.symbol, self._levels(market, bids), self._levels(market, asks),
                                 self._seq[sub.symbol] + sub.offset, "snapshot")
@@ -262,7 +276,41 @@ class BtseVenue(VenueServer):
             wire_topic = f"update:{symbol}" if self._rng.random() < self.bare_topic_fraction else topic
             frame = self._book_frame(wire_topic, symbol, frame_bids, frame_asks, seq + sub.offset, "delta")
             await self._send_delta(conn, sub, frame, seq, market)
+        for group in range(1, len(GROUP_TICKS)):
+            await self._publish_grouped(symbol, group, final, seq)
         await self._publish_l1(symbol)
+
+    def _group_step(self, symbol: str, group: int) -> Decimal:
+        return self.specs[symbol].tick * GROUP_TICKS[group]
+
+    async def _publish_grouped(self, symbol: str, group: int, final: dict[str, dict[Decimal, Decimal]],
+                               seq: int) -> None:
+        """One delta per ``update:<symbol>_<group>`` subscription: the new summed size of every bucket
+        this step touched (``0`` once a bucket is empty).  Connection faults apply, stream faults not."""
+        topic = f"update:{symbol}_{group}"
+        subscribers = self.subscribers(topic)
+        if not subscribers:
+            return
+        market = self.markets[symbol]
+        step = self._group_step(symbol, group)
+        sides: dict[str, list[tuple[Decimal, Decimal]]] = {}
+        for side, book, rounding in ((BID, market.bids, ROUND_FLOOR), (ASK, market.asks, ROUND_CEILING)):
+            buckets = {_bucket(price, step, rounding) for price in final[side]}
+            sizes = dict.fromkeys(buckets, Decimal(0))
+            for price, size in book.items():
+                key = _bucket(price, step, rounding)
+                if key in sizes:
+                    sizes[key] += size
+            sides[side] = sorted(sizes.items(), key=lambda kv: kv[0], reverse=True)
+        frame_bids, frame_asks = self._levels(market, sides[BID]), self._levels(market, sides[ASK])
+        for conn in subscribers:
+            sub = self._subs(conn).get(topic)
+            if sub is None or sub.since >= seq:
+                continue
+            if await self.apply_connection_faults(conn, symbol):
+                continue
+            frame = self._book_frame(topic, symbol, frame_bids, frame_asks, seq + sub.offset, "delta")
+            await self._write_book(conn, sub, frame, seq)
 
     async def _send_delta(self, conn: SimConnection, sub: _BookSub, frame: str, seq: int,
                           market: MarketModel) -> None:
@@ -411,7 +459,8 @@ class BtseVenue(VenueServer):
             return ERR_TOPIC
         if prefix == "update":
             symbol, underscore, grouping = rest.rpartition("_")
-            if not underscore or grouping != "0":  # legacy bare topic and groupings 1-8 are not served
+            # update:symbol_grouping with a REST group level; the legacy bare topic is not served
+            if not underscore or grouping not in _GROUPINGS:
                 return ERR_TOPIC
         elif prefix == "snapshotL1":
             symbol = rest
@@ -454,7 +503,8 @@ class BtseVenue(VenueServer):
         skip_snapshot = await self.apply_connection_faults(conn, symbol)
         # No await between fixing the seq base and writing the snapshot: a concurrent publish
         # then either precedes both or sees ``since`` and leaves this subscription alone.
-        sub = _BookSub(topic, symbol, self._new_offset(old.offset if old else None), self._seq[symbol])
+        sub = _BookSub(topic, symbol, self._new_offset(old.offset if old else None), self._seq[symbol],
+                       group=int(topic.rpartition("_")[2]))
         subs[topic] = sub
         conn.subscriptions.add(topic)
         if not skip_snapshot:
@@ -607,6 +657,10 @@ def _group(levels: Iterable[tuple[Decimal, Decimal]], step: Decimal,
     """Aggregate levels onto a coarser grid (bids round down, asks up), keeping best-first order."""
     out: dict[Decimal, Decimal] = {}
     for price, size in levels:
-        key = (price / step).to_integral_value(rounding=rounding) * step
+        key = _bucket(price, step, rounding)
         out[key] = out.get(key, Decimal(0)) + size
     return list(out.items())
+
+
+def _bucket(price: Decimal, step: Decimal, rounding: str) -> Decimal:
+    return (price / step).to_integral_value(rounding=rounding) * step

@@ -214,6 +214,40 @@ async def test_snapshot_is_capped_at_50_levels(session: aiohttp.ClientSession) -
         assert (seq, bids, asks) == (truth.seq, truth.bids[:50], truth.asks[:50])
 
 
+async def test_grouped_topic_streams_the_rest_group_grid(venue: BtseVenue,
+                                                        session: aiohttp.ClientSession) -> None:
+    """``update:<symbol>_<grouping>`` with grouping 1-8 is served (the doc's topic format): snapshot
+    and deltas on the grid of REST ``group``, contiguous seq; the ``_0`` stream beside it still
+    carries the truth."""
+    grouped = "update:BTC-USDT_2"
+    client = await Client.open(session, venue)
+    await client.subscribe(BTC_TOPIC, grouped)
+    assert await client.recv_json() == {"event": "subscribe", "channel": [BTC_TOPIC, grouped]}
+    refs = {BTC_TOPIC: RefBook(), grouped: RefBook()}
+    for _ in range(2):
+        frame = await client.recv_json()
+        assert frame["data"]["type"] == "snapshot"
+        refs[frame["topic"]].apply(frame["data"])
+
+    async def rest_group_book() -> tuple[tuple, tuple]:
+        _, _, text = await get(session, venue, "/orderbook", symbol=BTC, group=2)
+        body = orjson.loads(text)
+        return tuple(quotes(body["buyQuote"])), tuple(reversed(quotes(body["sellQuote"])))
+
+    step = SYMBOLS[0].tick * 10
+    assert refs[grouped].book()[1:] == await rest_group_book()
+    assert all(p % step == 0 for p, _ in refs[grouped].book()[1] + refs[grouped].book()[2])
+    await venue.step_all(200)
+    frames = await client.drain_json()
+    assert sum(f["topic"] == grouped for f in frames) == 200  # one delta per step, empty sides allowed
+    for frame in frames:
+        topic = grouped if frame["topic"] == grouped else BTC_TOPIC
+        refs[topic].apply(frame["data"])
+    assert refs[grouped].book()[1:] == await rest_group_book()
+    assert refs[BTC_TOPIC].book() == truth_tuple(venue, client, BTC)
+    assert venue.truth_sent(client.conn_id, BTC).seq == refs[BTC_TOPIC].seq
+
+
 async def test_resubscribe_gives_fresh_snapshot_on_new_seq_base(venue: BtseVenue,
                                                                session: aiohttp.ClientSession) -> None:
     client, ref = await subscribed(session, venue)
@@ -355,13 +389,13 @@ async def test_idle_connection_is_dropped_pinging_one_is_kept(session: aiohttp.C
 
 async def test_subscribe_error_frames(venue: BtseVenue, session: aiohttp.ClientSession) -> None:
     client = await Client.open(session, venue)
-    bad = ["update:BTCC-USD_0", "trades:BTC-USDT", "update:BTC-USDT_3", "update:BTC-USDT"]
+    bad = ["update:BTCC-USD_0", "trades:BTC-USDT", "update:BTC-USDT_9", "update:BTC-USDT"]
     await client.subscribe(BTC_TOPIC, *bad)
     assert await client.recv_json() == {"event": "subscribe", "channel": [BTC_TOPIC]}
     err = await client.recv_json()
     assert err["severity"] == "ERROR"
     assert [(e["arg"], e["error"]["code"]) for e in err["errors"]] == [
-        ("update:BTCC-USD_0", 1000), ("trades:BTC-USDT", 1005), ("update:BTC-USDT_3", 1005),
+        ("update:BTCC-USD_0", 1000), ("trades:BTC-USDT", 1005), ("update:BTC-USDT_9", 1005),
         ("update:BTC-USDT", 1005)]
     assert err["errors"][0]["error"]["message"] == "Market pair provided is currently not supported."
     assert (await client.recv_json())["data"]["type"] == "snapshot"
