@@ -190,10 +190,14 @@ class MexcVenue(VenueServer):
 
     Stream shape: ``max_versions_per_push`` bounds how many versions one diff covers;
     ``empty_push_probability`` is the chance per market step of an extra diff with no
-    levels that only advances the versions; ``fields_2026`` writes the 2026-06 fields
-    (``lastOrderCreateTime``, ticker ``version``, ``tradeId``); ``unknown_fields`` adds
-    an undeclared field #99 to every wrapper and depth body; ``snapshot_id_as_string``
-    writes ``lastUpdateId`` as a JSON string instead of a number.
+    levels that only advances the versions.  By default the frames carry the fields of
+    MEXC's stream documentation only (diff: asks, bids, eventType, fromVersion, toVersion;
+    book tickers: the four price/quantity fields; batch: items).  ``fields_2026`` also
+    writes the fields the spec says MEXC added in 2026-06 (``lastOrderCreateTime``,
+    ticker and batch ``version``, ``tradeId``), which that documentation does not show: a
+    schema-drift option like ``unknown_fields``, which adds an undeclared field #99 to
+    every wrapper and depth body; ``snapshot_id_as_string`` writes ``lastUpdateId`` as a
+    JSON string instead of a number.
     """
 
     name = "mexc"
@@ -214,7 +218,7 @@ class MexcVenue(VenueServer):
         timer_tick: float | None = None,
         max_versions_per_push: int = 50,
         empty_push_probability: float = 0.05,
-        fields_2026: bool = True,
+        fields_2026: bool = False,
         unknown_fields: bool = False,
         snapshot_id_as_string: bool = False,
         history_len: int = DEFAULT_HISTORY,

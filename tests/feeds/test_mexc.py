@@ -148,10 +148,10 @@ def sim_channels(venue: MexcVenue) -> list[set[str]]:
 # ---------------------------------------------------------------------- happy path
 @pytest.mark.parametrize("drift", [False, True], ids=["plain", "schema-drift"])
 async def test_happy_path_equals_truth(drift: bool) -> None:
-    """Snapshot + diffs reproduce the truth; 2026 fields absent, field #99 and string ids tolerated."""
+    """Snapshot + diffs reproduce the truth; 2026 fields, field #99 and string ids tolerated."""
     venue_kwargs = {}
     if drift:
-        venue_kwargs = {"fields_2026": False, "unknown_fields": True, "snapshot_id_as_string": True,
+        venue_kwargs = {"fields_2026": True, "unknown_fields": True, "snapshot_id_as_string": True,
                         "empty_push_probability": 0.5, "max_versions_per_push": 50}
     names = [s.canonical for s in SYMBOLS]
     async with running(venue_kwargs=venue_kwargs) as (venue, feed, rec):

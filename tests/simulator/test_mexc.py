@@ -254,7 +254,7 @@ async def test_diff_frames_follow_the_schema_and_version_rule(venue: MexcVenue,
         assert body.eventType == "spot@public.aggre.depth.v3.api.pb@100ms"
         assert body.fromVersion.isdigit() and body.toVersion.isdigit()
         assert int(body.toVersion) >= int(body.fromVersion) > 2**32
-        assert body.lastOrderCreateTime > 0
+        assert body.lastOrderCreateTime == 0  # not in MEXC's documented frame: off by default
         for level in [*body.bids, *body.asks]:
             assert Decimal(level.price) > 0 and Decimal(level.quantity) >= 0
     diffs = client.diffs()
@@ -402,6 +402,7 @@ async def test_limit_depth_tickers_and_deals(venue: MexcVenue, session: aiohttp.
         best = (truth.bids[0][0], truth.bids[0][1], truth.asks[0][0], truth.asks[0][1])
         top = client.on(ticker)[-1].publicAggreBookTicker
         assert tuple(map(Decimal, (top.bidPrice, top.bidQuantity, top.askPrice, top.askQuantity))) == best
+        assert top.version == "" and not client.on(batch)[-1].publicBookTickerBatch.version  # as documented
         item = client.on(batch)[-1].publicBookTickerBatch.items[-1]
         assert tuple(map(Decimal, (item.bidPrice, item.bidQuantity, item.askPrice, item.askQuantity))) == best
     await venue.step_all(40)
@@ -409,13 +410,13 @@ async def test_limit_depth_tickers_and_deals(venue: MexcVenue, session: aiohttp.
     body = client.on(deals)[0].publicAggreDeals
     assert body.eventType == "spot@public.aggre.deals.v3.api.pb@100ms"
     assert body.deals
-    assert all(d.tradeType in (1, 2) and Decimal(d.quantity) > 0 and d.tradeId for d in body.deals)
+    assert all(d.tradeType in (1, 2) and Decimal(d.quantity) > 0 and not d.tradeId for d in body.deals)
     await client.close()
 
 
 async def test_schema_drift_and_string_snapshot_id(session: aiohttp.ClientSession) -> None:
     venue = MexcVenue(DEFAULT_SYMBOLS[:1], seed=5, autostart_pump=False, unknown_fields=True,
-                      fields_2026=False, snapshot_id_as_string=True)
+                      fields_2026=True, snapshot_id_as_string=True)
     await venue.start()
     try:
         kline = f"spot@public.kline.v3.api.pb@{SYM}@Min15"
@@ -428,7 +429,7 @@ async def test_schema_drift_and_string_snapshot_id(session: aiohttp.ClientSessio
             assert w.symbol == SYM
         for data, w in zip(client.binaries, client.wrappers(), strict=True):
             assert w is not None and b"\x98\x06\x01" in data  # unknown field #99 tolerated
-        assert all(d.lastOrderCreateTime == 0 for d in client.diffs())
+        assert all(d.lastOrderCreateTime > 0 for d in client.diffs())  # 2026-06 field tolerated
         ref = RefBook()
         ref.feed(client.new_diffs())
         snap = await snapshot(session, venue)
