@@ -229,11 +229,19 @@ class _BinanceFeed(VenueFeed):
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await ws.ping(b"")
 
+    @staticmethod
+    def _is_reply(obj: dict) -> bool:
+        """A control reply: ``{"result":..,"id":..}``, ``{"error":{"code","msg"},"id":..}`` or the
+        flat ``{"code":..,"msg":..,"id":..}`` the docs' error table shows."""
+        return "result" in obj or "error" in obj or ("code" in obj and "msg" in obj and "e" not in obj)
+
     def _on_reply(self, conn: Connection, obj: dict) -> None:
         req_id = obj.get("id")
         pending: dict[int, list[str]] = conn.data.get("pending", {})
         params = pending.pop(req_id, None) if isinstance(req_id, int) else None
         error = obj.get("error")
+        if error is None and "result" not in obj:
+            error = {"code": obj.get("code"), "msg": obj.get("msg")}
         if error is None:
             if params is not None:
                 log.debug("%s: connection %s subscribed %d streams", self.venue, conn.id, len(params))
@@ -269,7 +277,7 @@ class _BinanceFeed(VenueFeed):
             self.deliver(conn, canonical, self._delta(event))
         elif kind == "serverShutdown" or stream == "!serverShutdown":
             self.request_rollover(conn)
-        elif "result" in obj or "error" in obj:
+        elif self._is_reply(obj):
             self._on_reply(conn, obj)
         else:
             log.debug("%s: ignored frame %.200s", self.venue, msg.data)

@@ -17,10 +17,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+import aiohttp
+import orjson
 import pytest
 
 from book.sync import BookSync, Reason, SyncState, Transition
-from feeds.base import VenueFeed
+from feeds.base import Connection, FeedError, VenueFeed
 from feeds.binance import BinanceFuturesFeed, BinanceSpotFeed
 from feeds.config import VenueConfig
 from simulator.binance import BinanceFuturesVenue, BinanceSpotVenue
@@ -416,3 +418,23 @@ def test_unknown_option_and_speed_are_config_errors() -> None:
     with pytest.raises(ValueError, match="stream_speed"):
         BinanceSpotFeed(VenueConfig(name="b", kind="binance", symbols={SYM: "BTCUSDT"},
                                     options={"stream_speed": "250ms"}))
+
+
+@pytest.mark.parametrize("market", MARKETS)
+@pytest.mark.parametrize("reply", [
+    {"error": {"code": 2, "msg": "Invalid request: too many parameters"}, "id": 5},
+    {"code": 2, "msg": "Invalid request: too many parameters", "id": 5},  # the docs' error table
+], ids=["nested", "flat"])
+async def test_error_reply_to_subscribe_is_seen_in_either_shape(market: Market, reply: dict) -> None:
+    """Both shapes of an error reply to our SUBSCRIBE fail the connection; result null does not."""
+    feed = market.feed_cls(VenueConfig(name=market.kind, kind=market.kind, symbols={SYM: "BTCUSDT"}))
+    assert isinstance(feed, (BinanceSpotFeed, BinanceFuturesFeed))
+    conn = Connection(symbols=[SYM], syncs={})
+    conn.data["pending"] = {5: ["btcusdt@depth@100ms"], 6: ["ethusdt@depth@100ms"]}
+    ok = aiohttp.WSMessage(aiohttp.WSMsgType.TEXT, '{"result":null,"id":6}', None)
+    await feed.handle(conn, ok)
+    assert conn.data["pending"] == {5: ["btcusdt@depth@100ms"]} and feed.control_errors == 0
+    bad = aiohttp.WSMessage(aiohttp.WSMsgType.TEXT, orjson.dumps(reply).decode(), None)
+    with pytest.raises(FeedError, match="too many parameters"):
+        await feed.handle(conn, bad)
+    assert conn.data["pending"] == {} and feed.control_errors == 1
