@@ -87,7 +87,7 @@ SPOT = BinanceMarket(
     allowed_depths=None,
     depth_weights=((100, 5), (500, 25), (1000, 50), (5000, 250)),
     weight_budget=6000,
-    speeds=("", "100ms", "1000ms"),
+    speeds=("", "100ms"),  # the documented <sym>@depth and <sym>@depth@100ms
     exchange_info_filter=True,
 )
 
@@ -100,7 +100,7 @@ FUTURES = BinanceMarket(
     allowed_depths=(5, 10, 20, 50, 100, 500, 1000),
     depth_weights=((50, 2), (100, 5), (500, 10), (1000, 20)),
     weight_budget=2400,
-    speeds=("", "100ms", "250ms", "500ms"),
+    speeds=("", "100ms", "500ms"),  # "@depth (supports @500ms / @100ms)"
     exchange_info_filter=False,
 )
 

@@ -734,7 +734,7 @@ class BinanceFuturesVenue(_BinanceVenue):
     name = "binance-futures"
     rest_prefix = "/fapi/v1"
     ws_prefixes = ("/public", "")  # "" = the legacy unrouted /ws and /stream paths
-    depth_streams = ("depth", "depth@100ms", "depth@250ms", "depth@500ms")
+    depth_streams = ("depth", "depth@100ms", "depth@500ms")  # "@depth (supports @500ms / @100ms)"
     default_ping_interval = 180.0
     default_pong_timeout = 600.0
     default_max_incoming = 10

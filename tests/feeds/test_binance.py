@@ -420,6 +420,15 @@ def test_unknown_option_and_speed_are_config_errors() -> None:
                                     options={"stream_speed": "250ms"}))
 
 
+@pytest.mark.parametrize(("market", "speed"), [(SPOT, "1000ms"), (SPOT, "500ms"), (FUTURES, "250ms"),
+                                               (FUTURES, "1000ms")])
+def test_undocumented_stream_speed_is_a_config_error(market: Market, speed: str) -> None:
+    """Only the documented names: spot <sym>@depth[@100ms], futures <sym>@depth[@500ms|@100ms]."""
+    with pytest.raises(ValueError, match="stream_speed"):
+        market.feed_cls(VenueConfig(name="b", kind=market.kind, symbols={SYM: "BTCUSDT"},
+                                    options={"stream_speed": speed}))
+
+
 @pytest.mark.parametrize("market", MARKETS)
 @pytest.mark.parametrize("reply", [
     {"error": {"code": 2, "msg": "Invalid request: too many parameters"}, "id": 5},

@@ -770,3 +770,10 @@ async def test_futures_stale_snapshot_refetched(futures, session) -> None:
     await run(futures, client, book, 3)
     assert book.matches(futures)
     await client.aclose()
+
+
+def test_depth_stream_names_are_the_documented_ones() -> None:
+    """Spot pushes <sym>@depth and @depth@100ms; futures @depth, @depth@500ms and @depth@100ms."""
+    assert BinanceSpotVenue()._depth_stream_names("BTCUSDT") == {"btcusdt@depth", "btcusdt@depth@100ms"}
+    assert BinanceFuturesVenue()._depth_stream_names("BTCUSDT") == {
+        "btcusdt@depth", "btcusdt@depth@100ms", "btcusdt@depth@500ms"}
