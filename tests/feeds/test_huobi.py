@@ -203,6 +203,16 @@ async def test_straddling_snapshot_accepted_on_tick_topics(pair) -> None:
         assert all(sum(h.sync(s).counters.resyncs.values()) == 0 for s in h.symbols)
 
 
+async def test_future_150_shape(pair) -> None:
+    """150 in the doc's announced shape (a side left out, no empty pushes) keeps the book exact."""
+    async with running(pair, symbols=(FINE, PLAIN), depth=150, mbp150_future_shape=True) as h:
+        await h.wait_live()
+        await wait_for(lambda: all(h.sync(s).counters.applied >= 3 for s in h.symbols), 5, "deltas applied")
+        await h.settle()
+        assert all(h.sync(s).rule.name == "huobi-mbp-100ms" for s in h.symbols)
+        assert all(sum(h.sync(s).counters.resyncs.values()) == 0 for s in h.symbols)
+
+
 # ---------------------------------------------------------------------- stream faults
 STREAM_FAULTS = [
     pytest.param(Fault.GAP, {}, Reason.GAP, 150, id="gap-150"),
