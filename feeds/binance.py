@@ -119,7 +119,9 @@ class _BinanceFeed(VenueFeed):
     combined: bool = True  # /stream?streams= (wrapped events) or /ws/<s1>/<s2> (raw events)
     url_max_streams: int = 200  # streams named in the URL; the rest go in SUBSCRIBE frames
     subscribe_batch: int = 200  # streams per SUBSCRIBE frame
-    control_rate: float = 4.0  # outgoing control frames (SUBSCRIBE, pings) per second
+    # outgoing control frames (SUBSCRIBE, client pings) per second; with the burst at most 4 leave in
+    # any second, so the pong to a server ping still fits under spot's 5 incoming frames/s
+    control_rate: float = 3.0
     control_burst: float = 2.0
     client_ping_interval: float = 0.0  # 0 = rely on the venue's pings
     snapshot_rate: float = 50.0  # request weight per second spent on snapshots
@@ -416,7 +418,7 @@ class BinanceFuturesFeed(_BinanceFeed):
     """Binance USDⓈ-M Futures ``<sym>@depth@100ms`` on ``/public`` + ``/fapi/v1/depth``."""
 
     market = FUTURES
-    control_rate = 8.0  # 10 incoming frames/s allowed
+    control_rate = 8.0  # 10 incoming frames/s allowed: at most 9 control frames a second, plus a pong
     client_ping_interval = 10.0  # the venue pings only every 3 minutes
     snapshot_rate = 16.0  # 2400 weight/min budget
     snapshot_burst = 100.0

@@ -396,6 +396,28 @@ async def test_subscribe_frames_respect_five_per_second(paced: bool) -> None:
         await h.settle()
 
 
+def _most_frames_in_one_second(rate: float, burst: float, frames: int = 200) -> int:
+    """A sender that leaves a frame the moment the token bucket allows: most frames in any [t, t+1)."""
+    times, tokens, now = [], burst, 0.0
+    for _ in range(frames):
+        if tokens < 1.0:
+            now += (1.0 - tokens) / rate
+            tokens = 1.0
+        tokens -= 1.0
+        times.append(now)
+        tokens = min(burst, tokens)
+    return max(sum(1 for t in times if start <= t < start + 1.0 - 1e-9) for start in times)
+
+
+@pytest.mark.parametrize(("market", "limit"), [(SPOT, 5), (FUTURES, 10)])
+def test_control_pacing_leaves_room_for_a_pong(market: Market, limit: int) -> None:
+    """Pings, pongs and control frames share the incoming limit: paced frames plus one pong fit."""
+    feed = market.feed_cls(VenueConfig(name=market.kind, kind=market.kind, symbols={SYM: "BTCUSDT"}))
+    assert isinstance(feed, (BinanceSpotFeed, BinanceFuturesFeed))
+    assert _most_frames_in_one_second(feed.control_rate, feed.control_burst) + 1 <= limit
+    assert _most_frames_in_one_second(4.0, 2.0) + 1 > 5  # the old spot pacing did not leave room
+
+
 async def test_subscribe_error_reply_drops_the_connection(caplog: pytest.LogCaptureFixture) -> None:
     """An error reply to our own SUBSCRIBE is logged and treated as a broken connection."""
     specs = list(DEFAULT_SYMBOLS)
