@@ -818,6 +818,9 @@ class HuobiMbpVenue(VenueServer):
                 "min-order-value": Decimal(5),
                 "limit-order-min-order-amt": min_amt,
                 "limit-order-max-order-amt": Decimal(1000000),
+                "sell-market-min-order-amt": min_amt,
+                "sell-market-max-order-amt": Decimal(100000),
+                "buy-market-max-order-value": Decimal(1000000),
                 "api-trading": "enabled",
             })
         return self._rest(request, {"status": "ok", "data": data})

@@ -739,6 +739,13 @@ async def test_rest_depth_symbols_and_venue_extras(venue_cls: type[HuobiMbpVenue
         row = next(r for r in body["data"] if r["symbol"] == FINE)
         assert row["base-currency"] == "btc" and row["quote-currency"] == "usdt" and row["state"] == "online"
         assert row["price-precision"] == 2 and row["amount-precision"] == 5 and "value-precision" in row
+        required = {
+            "base-currency", "quote-currency", "price-precision", "amount-precision", "symbol-partition",
+            "symbol", "state", "value-precision", "min-order-amt", "max-order-amt", "min-order-value",
+            "limit-order-min-order-amt", "limit-order-max-order-amt", "sell-market-min-order-amt",
+            "sell-market-max-order-amt", "buy-market-max-order-value",
+        }
+        assert required <= set(row)  # every field the doc marks required
         has_limits = "X-HB-RateLimit-Requests-Remain" in resp.headers
         assert has_limits == (venue_cls is BitvVenue)
         async with session.get(venue.base_url + "/v2/market-status") as resp:
