@@ -124,7 +124,11 @@ class _BinanceVenue(VenueServer):
     default_pong_timeout = 60.0
     default_max_incoming = 5
     default_weight_limit = 6000
-    pong_must_echo = True  # spot: only a pong echoing an outstanding ping's payload counts
+    # spot: only a pong echoing an outstanding ping's payload counts.  Futures: the Connect page lets
+    # any pong keep the connection, the 2024-02-09 changelog says a pong must echo the ping's payload
+    # and unsolicited pongs do not prevent disconnection; the default follows the Connect page and
+    # ``pong_must_echo=True`` gives the changelog's rule
+    pong_must_echo = True
     invalid_json_disconnects = False
     sends_shutdown_notice = True
     exchange_info_weight = 20
@@ -141,6 +145,7 @@ class _BinanceVenue(VenueServer):
         ping_interval: float | None = None,
         pong_timeout: float | None = None,
         max_incoming_per_sec: int | None = None,
+        pong_must_echo: bool | None = None,
         max_streams: int = 1024,
         max_connection_age: float = 24 * 3600.0,
         shutdown_grace: float = 1.0,
@@ -157,6 +162,8 @@ class _BinanceVenue(VenueServer):
         self.max_incoming_per_sec = (
             max_incoming_per_sec if max_incoming_per_sec is not None else self.default_max_incoming
         )
+        if pong_must_echo is not None:
+            self.pong_must_echo = pong_must_echo
         self.max_streams = max_streams
         self.max_connection_age = max_connection_age
         self.shutdown_grace = shutdown_grace
@@ -364,6 +371,7 @@ class _BinanceVenue(VenueServer):
             first_U={},  # symbol -> U of the first event sent (STALE_SNAPSHOT reference)
             held={},  # stream -> (frame, its u; None if MALFORMED) held back by REORDER
             pings={},  # payload -> send time of each unanswered server ping
+            pings_sent=0,
             last_ping=now,
             incoming=deque(),
             micros=request.query.get("timeUnit", "").upper() == "MICROSECOND",
@@ -533,6 +541,7 @@ class _BinanceVenue(VenueServer):
                     while payload in pings:
                         payload += b"."
                     pings[payload] = now
+                    state["pings_sent"] += 1
                     with contextlib.suppress(ConnectionError, RuntimeError):
                         await conn.ws.ping(payload)
 

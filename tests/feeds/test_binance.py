@@ -213,6 +213,17 @@ async def test_happy_path_books_equal_truth(market: Market, combined: bool) -> N
         assert feed.weight_used == h.venue.limiter.used == info + 2 * snap  # type: ignore[attr-defined]
 
 
+async def test_futures_feed_echoes_ping_payloads() -> None:
+    """Against the changelog's futures rule (a pong must echo the ping's payload) the feed stays up."""
+    async with running(FUTURES, venue_kw={"pong_must_echo": True}) as h:
+        await h.wait_all_live()
+        (sim_conn,) = h.venue.connections.values()
+        await wait_for(lambda: sim_conn.state["pings_sent"] >= 5, 10, "five server pings")
+        assert h.venue.connections.get(sim_conn.id) is sim_conn and not sim_conn.closed
+        assert h.feed.reconnects == 0
+        await h.settle()
+
+
 @pytest.mark.parametrize("market", MARKETS)
 async def test_unlisted_symbol_rejected_at_start(market: Market) -> None:
     """exchangeInfo validation: a symbol the venue does not list is invalid and never fetched."""

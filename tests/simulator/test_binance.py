@@ -477,6 +477,21 @@ async def test_unsolicited_pong_does_not_count_on_spot_but_does_on_futures(sessi
         await client.aclose()
 
 
+async def test_futures_with_the_changelog_pong_rule_drops_a_connection_that_does_not_echo(session) -> None:
+    """pong_must_echo=True: the 2024-02-09 futures rule (echo the ping's payload; unsolicited pongs
+    do not prevent disconnection)."""
+    async with venue_running(BinanceFuturesVenue, ping_interval=0.25, pong_timeout=0.6,
+                             pong_must_echo=True) as venue:
+        mute, _ = await connect(session, venue, "/ws/btcusdt@depth", pong="empty")
+        good, good_id = await connect(session, venue, "/ws/btcusdt@depth", pong="echo")
+        msg = await mute.closed()
+        assert msg.type == WSMsgType.CLOSE and len(mute.pings) >= 2
+        await wait_until(lambda: venue.connections[good_id].state["pings_sent"] >= 4)
+        assert good_id in venue.connections and not good.ws.closed
+        for client in (mute, good):
+            await client.aclose()
+
+
 async def test_spot_late_pong_clears_its_ping_and_older_ones_only(session) -> None:
     """A pong echoing an older ping, sent after newer pings arrived, still counts for that ping.
 
