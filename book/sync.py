@@ -8,7 +8,8 @@ Feeds normalise what the venue sends into :class:`Snapshot` and :class:`Delta`
 rule              drop after snapshot ``L``    first delta applied         then
 ================  ===========================  ==========================  ==============
 Binance spot      ``u <= L``                   ``U <= L+1``                ``U <= last+1`` (overlap ok)
-Binance futures   ``u < L``                    ``U <= L <= u``             ``pu == last``
+Binance futures   ``u < L``                    ``U <= L <= u``             ``pu == last`` (a repeat
+                                                                           is a gap)
 MEXC              ``toVersion <= L``           ``fromVersion <= L+1``      ``fromVersion == last+1``
 Huobi mbp (NHEX,  ``seqNum <= S``              ``prevSeqNum == S``         ``prevSeqNum == last``
 BitV)                                          (straddle ok on 5/20)
@@ -94,8 +95,10 @@ class SequenceRule:
 
 BINANCE_SPOT = SequenceRule("binance-spot", Chain.NEXT_ID, FirstAfterSnapshot.COVERS_NEXT,
                             drop_through_snapshot=True, overlap_ok=True)
+# futures: an event whose ``pu`` is not the last ``u`` restarts the sync, a late or repeated one included
+# (the USD-M "manage a local order book" procedure has no "ignore" case once events are applied)
 BINANCE_FUTURES = SequenceRule("binance-futures", Chain.PREV_ID, FirstAfterSnapshot.COVERS_SNAPSHOT,
-                               drop_through_snapshot=False)
+                               drop_through_snapshot=False, duplicate_is_gap=True)
 MEXC = SequenceRule("mexc", Chain.NEXT_ID, FirstAfterSnapshot.COVERS_NEXT, drop_through_snapshot=True)
 HUOBI_MBP_TICK = SequenceRule("huobi-mbp-tick", Chain.PREV_ID, FirstAfterSnapshot.PREV_IS_SNAPSHOT,
                               drop_through_snapshot=True, straddle_ok=True)
@@ -228,11 +231,11 @@ class BookSync:
             self._load(snap)
             return
         L = snap.last
-        buffer = self._buffer
         drop_le = self.rule.drop_through_snapshot
-        while buffer and (buffer[0].last <= L if drop_le else buffer[0].last < L):
-            buffer.popleft()
-            self.counters.dropped += 1
+        # every buffered delta the snapshot already contains goes, wherever it sits in the buffer
+        kept = deque(d for d in self._buffer if (d.last > L if drop_le else d.last >= L))
+        self.counters.dropped += len(self._buffer) - len(kept)
+        self._buffer = buffer = kept
         if buffer and not self._aligned_first(buffer[0], L):
             self.counters.stale_snapshots += 1
             self.counters.resyncs[Reason.STALE_SNAPSHOT] += 1
