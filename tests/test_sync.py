@@ -299,3 +299,27 @@ def test_transitions_carry_reasons():
         (SyncState.WAITING, SyncState.LIVE, Reason.SNAPSHOT),
         (SyncState.LIVE, SyncState.RESYNCING, Reason.DISCONNECT),
     ]
+
+
+def test_binance_futures_repeated_event_is_a_gap():
+    sync = BookSync(BINANCE_FUTURES)
+    sync.on_delta(Delta(95, 105, 90, [["1", "1"]], None))
+    sync.snapshot_requested()
+    sync.on_snapshot(Snapshot(100, [["1", "1"]], []))
+    sync.on_delta(Delta(106, 110, 105, [["2", "1"]], None))
+    assert sync.live and sync.last_id == 110
+    sync.on_delta(Delta(106, 110, 105, [["2", "1"]], None))  # the same event again
+    assert sync.state is SyncState.RESYNCING and sync.reason is Reason.GAP
+
+
+def test_snapshot_drops_contained_deltas_anywhere_in_the_buffer():
+    """A late delta behind a newer one in the buffer is covered by the snapshot: dropped, not a gap."""
+    sync = BookSync(BINANCE_FUTURES)
+    sync.on_delta(Delta(111, 120, 110, [["3", "1"]], None))
+    sync.on_delta(Delta(101, 110, 100, [["2", "1"]], None))  # arrived late
+    sync.on_delta(Delta(121, 130, 120, [["4", "1"]], None))
+    sync.snapshot_requested()
+    sync.on_snapshot(Snapshot(115, [["1", "1"]], []))
+    assert sync.live and sync.last_id == 130
+    assert sync.counters.dropped == 1 and not sync.counters.resyncs
+    assert [p for p, _ in sync.book.bids()] == ["4", "3", "1"]
