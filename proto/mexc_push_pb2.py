@@ -24,31 +24,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0fmexc_push.proto\"<\n\x19PublicAggreDepthV3ApiItem\x12\r\n\x05price\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\"\xc4\x01\n\x16PublicAggreDepthsV3Api\x12(\n\x04\x61sks\x18\x01 \x03(\x0b\x32\x1a.PublicAggreDepthV3ApiItem\x12(\n\x04\x62ids\x18\x02 \x03(\x0b\x32\x1a.PublicAggreDepthV3ApiItem\x12\x11\n\teventType\x18\x03 \x01(\t\x12\x13\n\x0b\x66romVersion\x18\x04 \x01(\t\x12\x11\n\ttoVersion\x18\x05 \x01(\t\x12\x1b\n\x13lastOrderCreateTime\x18\x06 \x01(\x03\"<\n\x19PublicLimitDepthV3ApiItem\x12\r\n\x05price\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\"\xad\x01\n\x16PublicLimitDepthsV3Api\x12(\n\x04\x61sks\x18\x01 \x03(\x0b\x32\x1a.PublicLimitDepthV3ApiItem\x12(\n\x04\x62ids\x18\x02 \x03(\x0b\x32\x1a.PublicLimitDepthV3ApiItem\x12\x11\n\teventType\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x1b\n\x13lastOrderCreateTime\x18\x05 \x01(\x03\"e\n\x15PublicBookTickerV3Api\x12\x10\n\x08\x62idPrice\x18\x01 \x01(\t\x12\x13\n\x0b\x62idQuantity\x18\x02 \x01(\t\x12\x10\n\x08\x61skPrice\x18\x03 \x01(\t\x12\x13\n\x0b\x61skQuantity\x18\x04 \x01(\t\"q\n\x1aPublicBookTickerBatchV3Api\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.PublicBookTickerV3Api\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x1b\n\x13lastOrderCreateTime\x18\x03 \x01(\x03\"n\n\x19PublicAggreDealsV3ApiItem\x12\r\n\x05price\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x11\n\ttradeType\x18\x03 \x01(\x05\x12\x0c\n\x04time\x18\x04 \x01(\x03\x12\x0f\n\x07tradeId\x18\x05 \x01(\t\"U\n\x15PublicAggreDealsV3Api\x12)\n\x05\x64\x65\x61ls\x18\x01 \x03(\x0b\x32\x1a.PublicAggreDealsV3ApiItem\x12\x11\n\teventType\x18\x02 \x01(\t\"\x98\x01\n\x1aPublicAggreBookTickerV3Api\x12\x10\n\x08\x62idPrice\x18\x01 \x01(\t\x12\x13\n\x0b\x62idQuantity\x18\x02 \x01(\t\x12\x10\n\x08\x61skPrice\x18\x03 \x01(\t\x12\x13\n\x0b\x61skQuantity\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x1b\n\x13lastOrderCreateTime\x18\x06 \x01(\x03\"\x95\x04\n\x14PushDataV3ApiWrapper\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x35\n\x11publicLimitDepths\x18\xaf\x02 \x01(\x0b\x32\x17.PublicLimitDepthsV3ApiH\x00\x12\x33\n\x10publicBookTicker\x18\xb1\x02 \x01(\x0b\x32\x16.PublicBookTickerV3ApiH\x00\x12=\n\x15publicBookTickerBatch\x18\xb7\x02 \x01(\x0b\x32\x1b.PublicBookTickerBatchV3ApiH\x00\x12\x35\n\x11publicAggreDepths\x18\xb9\x02 \x01(\x0b\x32\x17.PublicAggreDepthsV3ApiH\x00\x12\x33\n\x10publicAggreDeals\x18\xba\x02 \x01(\x0b\x32\x16.PublicAggreDealsV3ApiH\x00\x12=\n\x15publicAggreBookTicker\x18\xbb\x02 \x01(\x0b\x32\x1b.PublicAggreBookTickerV3ApiH\x00\x12\x13\n\x06symbol\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x15\n\x08symbolId\x18\x04 \x01(\tH\x02\x88\x01\x01\x12\x17\n\ncreateTime\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x15\n\x08sendTime\x18\x06 \x01(\x03H\x04\x88\x01\x01\x42\x06\n\x04\x62odyB\t\n\x07_symbolB\x0b\n\t_symbolIdB\r\n\x0b_createTimeB\x0b\n\t_sendTimeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0fmexc_push.proto\x12\x0c\x61ggbook.mexc\"<\n\x19PublicAggreDepthV3ApiItem\x12\r\n\x05price\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\"\xde\x01\n\x16PublicAggreDepthsV3Api\x12\x35\n\x04\x61sks\x18\x01 \x03(\x0b\x32\'.aggbook.mexc.PublicAggreDepthV3ApiItem\x12\x35\n\x04\x62ids\x18\x02 \x03(\x0b\x32\'.aggbook.mexc.PublicAggreDepthV3ApiItem\x12\x11\n\teventType\x18\x03 \x01(\t\x12\x13\n\x0b\x66romVersion\x18\x04 \x01(\t\x12\x11\n\ttoVersion\x18\x05 \x01(\t\x12\x1b\n\x13lastOrderCreateTime\x18\x06 \x01(\x03\"<\n\x19PublicLimitDepthV3ApiItem\x12\r\n\x05price\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\"\xc7\x01\n\x16PublicLimitDepthsV3Api\x12\x35\n\x04\x61sks\x18\x01 \x03(\x0b\x32\'.aggbook.mexc.PublicLimitDepthV3ApiItem\x12\x35\n\x04\x62ids\x18\x02 \x03(\x0b\x32\'.aggbook.mexc.PublicLimitDepthV3ApiItem\x12\x11\n\teventType\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x1b\n\x13lastOrderCreateTime\x18\x05 \x01(\x03\"e\n\x15PublicBookTickerV3Api\x12\x10\n\x08\x62idPrice\x18\x01 \x01(\t\x12\x13\n\x0b\x62idQuantity\x18\x02 \x01(\t\x12\x10\n\x08\x61skPrice\x18\x03 \x01(\t\x12\x13\n\x0b\x61skQuantity\x18\x04 \x01(\t\"~\n\x1aPublicBookTickerBatchV3Api\x12\x32\n\x05items\x18\x01 \x03(\x0b\x32#.aggbook.mexc.PublicBookTickerV3Api\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x1b\n\x13lastOrderCreateTime\x18\x03 \x01(\x03\"n\n\x19PublicAggreDealsV3ApiItem\x12\r\n\x05price\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x11\n\ttradeType\x18\x03 \x01(\x05\x12\x0c\n\x04time\x18\x04 \x01(\x03\x12\x0f\n\x07tradeId\x18\x05 \x01(\t\"b\n\x15PublicAggreDealsV3Api\x12\x36\n\x05\x64\x65\x61ls\x18\x01 \x03(\x0b\x32\'.aggbook.mexc.PublicAggreDealsV3ApiItem\x12\x11\n\teventType\x18\x02 \x01(\t\"\x98\x01\n\x1aPublicAggreBookTickerV3Api\x12\x10\n\x08\x62idPrice\x18\x01 \x01(\t\x12\x13\n\x0b\x62idQuantity\x18\x02 \x01(\t\x12\x10\n\x08\x61skPrice\x18\x03 \x01(\t\x12\x13\n\x0b\x61skQuantity\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x1b\n\x13lastOrderCreateTime\x18\x06 \x01(\x03\"\xe3\x04\n\x14PushDataV3ApiWrapper\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x42\n\x11publicLimitDepths\x18\xaf\x02 \x01(\x0b\x32$.aggbook.mexc.PublicLimitDepthsV3ApiH\x00\x12@\n\x10publicBookTicker\x18\xb1\x02 \x01(\x0b\x32#.aggbook.mexc.PublicBookTickerV3ApiH\x00\x12J\n\x15publicBookTickerBatch\x18\xb7\x02 \x01(\x0b\x32(.aggbook.mexc.PublicBookTickerBatchV3ApiH\x00\x12\x42\n\x11publicAggreDepths\x18\xb9\x02 \x01(\x0b\x32$.aggbook.mexc.PublicAggreDepthsV3ApiH\x00\x12@\n\x10publicAggreDeals\x18\xba\x02 \x01(\x0b\x32#.aggbook.mexc.PublicAggreDealsV3ApiH\x00\x12J\n\x15publicAggreBookTicker\x18\xbb\x02 \x01(\x0b\x32(.aggbook.mexc.PublicAggreBookTickerV3ApiH\x00\x12\x13\n\x06symbol\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x15\n\x08symbolId\x18\x04 \x01(\tH\x02\x88\x01\x01\x12\x17\n\ncreateTime\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x15\n\x08sendTime\x18\x06 \x01(\x03H\x04\x88\x01\x01\x42\x06\n\x04\x62odyB\t\n\x07_symbolB\x0b\n\t_symbolIdB\r\n\x0b_createTimeB\x0b\n\t_sendTimeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mexc_push_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PUBLICAGGREDEPTHV3APIITEM']._serialized_start=19
-  _globals['_PUBLICAGGREDEPTHV3APIITEM']._serialized_end=79
-  _globals['_PUBLICAGGREDEPTHSV3API']._serialized_start=82
-  _globals['_PUBLICAGGREDEPTHSV3API']._serialized_end=278
-  _globals['_PUBLICLIMITDEPTHV3APIITEM']._serialized_start=280
-  _globals['_PUBLICLIMITDEPTHV3APIITEM']._serialized_end=340
-  _globals['_PUBLICLIMITDEPTHSV3API']._serialized_start=343
-  _globals['_PUBLICLIMITDEPTHSV3API']._serialized_end=516
-  _globals['_PUBLICBOOKTICKERV3API']._serialized_start=518
-  _globals['_PUBLICBOOKTICKERV3API']._serialized_end=619
-  _globals['_PUBLICBOOKTICKERBATCHV3API']._serialized_start=621
-  _globals['_PUBLICBOOKTICKERBATCHV3API']._serialized_end=734
-  _globals['_PUBLICAGGREDEALSV3APIITEM']._serialized_start=736
-  _globals['_PUBLICAGGREDEALSV3APIITEM']._serialized_end=846
-  _globals['_PUBLICAGGREDEALSV3API']._serialized_start=848
-  _globals['_PUBLICAGGREDEALSV3API']._serialized_end=933
-  _globals['_PUBLICAGGREBOOKTICKERV3API']._serialized_start=936
-  _globals['_PUBLICAGGREBOOKTICKERV3API']._serialized_end=1088
-  _globals['_PUSHDATAV3APIWRAPPER']._serialized_start=1091
-  _globals['_PUSHDATAV3APIWRAPPER']._serialized_end=1624
+  _globals['_PUBLICAGGREDEPTHV3APIITEM']._serialized_start=33
+  _globals['_PUBLICAGGREDEPTHV3APIITEM']._serialized_end=93
+  _globals['_PUBLICAGGREDEPTHSV3API']._serialized_start=96
+  _globals['_PUBLICAGGREDEPTHSV3API']._serialized_end=318
+  _globals['_PUBLICLIMITDEPTHV3APIITEM']._serialized_start=320
+  _globals['_PUBLICLIMITDEPTHV3APIITEM']._serialized_end=380
+  _globals['_PUBLICLIMITDEPTHSV3API']._serialized_start=383
+  _globals['_PUBLICLIMITDEPTHSV3API']._serialized_end=582
+  _globals['_PUBLICBOOKTICKERV3API']._serialized_start=584
+  _globals['_PUBLICBOOKTICKERV3API']._serialized_end=685
+  _globals['_PUBLICBOOKTICKERBATCHV3API']._serialized_start=687
+  _globals['_PUBLICBOOKTICKERBATCHV3API']._serialized_end=813
+  _globals['_PUBLICAGGREDEALSV3APIITEM']._serialized_start=815
+  _globals['_PUBLICAGGREDEALSV3APIITEM']._serialized_end=925
+  _globals['_PUBLICAGGREDEALSV3API']._serialized_start=927
+  _globals['_PUBLICAGGREDEALSV3API']._serialized_end=1025
+  _globals['_PUBLICAGGREBOOKTICKERV3API']._serialized_start=1028
+  _globals['_PUBLICAGGREBOOKTICKERV3API']._serialized_end=1180
+  _globals['_PUSHDATAV3APIWRAPPER']._serialized_start=1183
+  _globals['_PUSHDATAV3APIWRAPPER']._serialized_end=1794
 # @@protoc_insertion_point(module_scope)

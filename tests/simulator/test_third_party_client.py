@@ -7,9 +7,6 @@ options only; its own snapshot + diff-depth procedure must then end at exactly `
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import sys
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -74,7 +71,7 @@ async def exchange(venue: BinanceSpotVenue) -> AsyncIterator[ccxt.pro.binance]:
         await ex.close()
 
 
-async def watch_updates(exchange: ccxt.pro.binance, count: int) -> list[int]:
+async def watch_updates(exchange: ccxt.pro.Exchange, count: int) -> list[int]:
     nonces = []
     for _ in range(count):
         book = await asyncio.wait_for(exchange.watch_order_book(UNIFIED), 10)
@@ -126,40 +123,16 @@ async def test_ccxt_resyncs_after_gap(venue, exchange) -> None:
 
 
 # ---------------------------------------------------------------------- MEXC
-# ccxt's MEXC client decodes with its own copy of MEXC's schema, whose messages (like MEXC's
-# files, and like proto/mexc_push.proto) have no protobuf package: both register the same names
-# in protobuf's default descriptor pool, and a process that has loaded one cannot load the other.
-# So ccxt runs in a child process that never imports the project, and reports its book as one JSON
-# line per update.  load_markets() also fetches swap markets from MEXC's contract API, which the
-# simulated spot venue does not serve: that base URL is pointed at /api/v3/ping, with "#" so that
-# the "/detail" ccxt appends is a fragment (the reply {} has no "data": no swap markets).
-CCXT_MEXC_CHILD = """
-import asyncio, json, sys
-import ccxt.pro
-
-async def main(rest_url, ws_url, symbol):
+def make_mexc_exchange(venue: MexcVenue) -> ccxt.pro.mexc:
+    urls = venue.urls()
     exchange = ccxt.pro.mexc()
-    exchange.urls["api"]["spot"]["public"] = rest_url
-    exchange.urls["api"]["contract"]["public"] = rest_url + "/api/v3/ping#"
-    exchange.urls["api"]["ws"]["spot"] = ws_url
-    updates = 0
-    try:
-        while True:
-            try:
-                book = await exchange.watch_order_book(symbol)
-            except Exception as exc:
-                print(json.dumps({"error": repr(exc)}), flush=True)
-                await asyncio.sleep(0.1)
-                continue
-            updates += 1
-            print(json.dumps({"updates": updates, "nonce": book["nonce"],
-                              "bids": [[repr(p), repr(q)] for p, q, *_ in book["bids"]],
-                              "asks": [[repr(p), repr(q)] for p, q, *_ in book["asks"]]}), flush=True)
-    finally:
-        await exchange.close()
-
-asyncio.run(main(*sys.argv[1:]))
-"""
+    exchange.urls["api"]["spot"]["public"] = urls["rest_url"]
+    # load_markets() also asks MEXC's contract API for swap markets, which the simulated spot venue
+    # does not serve: point it at /api/v3/ping, with "#" so that the "/detail" ccxt appends is a
+    # fragment (the reply {} has no "data": no swap markets)
+    exchange.urls["api"]["contract"]["public"] = urls["rest_url"] + "/api/v3/ping#"
+    exchange.urls["api"]["ws"]["spot"] = urls["ws_url"]
+    return exchange
 
 
 @pytest.fixture
@@ -175,51 +148,28 @@ async def mexc_venue() -> AsyncIterator[MexcVenue]:
 async def test_ccxt_mexc_watch_order_book_equals_truth(mexc_venue: MexcVenue) -> None:
     """ccxt.pro.mexc: SUBSCRIPTION, protobuf diffs (313), /api/v3/depth; its book ends at the truth.
 
-    ccxt answers nothing but this happy path: it never checks that a diff's fromVersion follows
-    the previous toVersion (a GAP goes unnoticed), and it PINGs with ``{"method": "ping"}``,
-    which the simulated venue leaves unanswered (MEXC's stream documentation does not define
-    PING), so about 30 s after connecting ccxt drops the connection; this test is done long before.
+    ccxt decodes with its own copy of MEXC's schema in the same process as ours
+    (proto/mexc_push.proto has a package of its own, so the two never collide).  ccxt answers
+    nothing but this happy path: it never checks that a diff's fromVersion follows the previous
+    toVersion (a GAP goes unnoticed), and it PINGs with ``{"method": "ping"}``, which the simulated
+    venue leaves unanswered (MEXC's stream documentation does not define PING), so about 30 s
+    after connecting ccxt drops the connection; this test is done long before.
     """
-    urls = mexc_venue.urls()
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CCXT_MEXC_CHILD, urls["rest_url"], urls["ws_url"], UNIFIED,
-        stdout=asyncio.subprocess.PIPE)
-    assert child.stdout is not None
-    latest: dict = {}
-    nonces: list[int] = []
-    errors: list[str] = []
-
-    async def read() -> None:
-        assert child.stdout is not None
-        while line := await child.stdout.readline():
-            report = json.loads(line)
-            if "error" in report:
-                errors.append(report["error"])
-            else:
-                latest.clear()
-                latest.update(report)
-                nonces.append(report["nonce"])
-
-    def ccxt_equals(truth: TruthBook) -> bool:
-        return bool(latest) and (as_decimal(latest["bids"]) == list(truth.bids)
-                                 and as_decimal(latest["asks"]) == list(truth.asks))
-
-    reader = asyncio.create_task(read())
+    exchange = make_mexc_exchange(mexc_venue)
     try:
-        await wait_for(lambda: latest.get("updates", 0) >= 40 or errors, timeout=20,
-                       what="40 ccxt order book updates")
-        assert not errors
+        nonces = await watch_updates(exchange, 40)
+        # ccxt's nonce is the fromVersion of the last diff it applied, not its toVersion
+        assert nonces == sorted(nonces) and nonces[0] < nonces[-1]
         mexc_venue.pause()
         truth = mexc_venue.truth(SYM)
-        await wait_for(lambda: ccxt_equals(truth) or errors, timeout=10,
-                       what=f"ccxt book == truth at {truth.seq} (ccxt nonce {latest.get('nonce')})")
-        assert not errors
-        # ccxt's nonce is the fromVersion of the last diff it applied, not its toVersion
-        assert nonces == sorted(nonces) and nonces[0] < nonces[-1] <= truth.seq
-        assert Decimal(latest["bids"][0][0]) < Decimal(latest["asks"][0][0])
+
+        def ccxt_equals() -> bool:
+            book = exchange.orderbooks.get(UNIFIED)
+            return (book is not None and as_decimal(book["bids"]) == list(truth.bids)
+                    and as_decimal(book["asks"]) == list(truth.asks))
+
+        await wait_for(ccxt_equals, timeout=10, what=f"ccxt book == truth at {truth.seq}")
+        assert exchange.orderbooks[UNIFIED]["nonce"] <= truth.seq
+        assert Decimal(str(exchange.orderbooks[UNIFIED]["bids"][0][0])) < truth.asks[0][0]
     finally:
-        child.terminate()
-        await child.wait()
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+        await exchange.close()
