@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
-from decimal import Context, Decimal, InvalidOperation
+from decimal import Context, Decimal
 
 from sortedcontainers import SortedList
 
@@ -34,7 +34,8 @@ ASK_TOP_CHANGED = 2
 
 _INF = math.inf
 _CTX = Context(prec=80)  # wide enough that scaling a price to an integer never rounds
-_NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", re.ASCII)
+_PLAIN = re.compile(r"(\d*)\.?(\d*)", re.ASCII)  # digits, an optional point: parsed without Decimal
 _MAX_DECIMALS = 30
 _CACHE_LIMIT = 100_000
 
@@ -73,21 +74,30 @@ class L2Book:
     # ------------------------------------------------------------------ parsing
     def _learn(self, price: object) -> None:
         """Validate a price seen for the first time, rescale if needed, and cache its keys."""
-        if type(price) is not str or not _NUMBER.fullmatch(price):
+        if type(price) is not str:
             raise InvalidLevel(f"price is not a decimal number: {price!r}")
-        try:
+        plain = _PLAIN.fullmatch(price)
+        if plain is not None and (plain.group(1) or plain.group(2)):  # "93180.10", as venues write
+            whole, frac = plain.group(1), plain.group(2).rstrip("0")
+            decimals = len(frac)
+            positive = bool(frac) or whole.strip("0") != ""
+        elif not _NUMBER.fullmatch(price):
+            raise InvalidLevel(f"price is not a decimal number: {price!r}")
+        else:  # exponent form ("1.5e3"): rare, let Decimal do it
+            plain = None
             value = Decimal(price)
-        except InvalidOperation as exc:  # pragma: no cover - the regex already rejects these
-            raise InvalidLevel(f"price is not a decimal number: {price!r}") from exc
-        if value <= 0:
+            decimals = max(0, -value.normalize(_CTX).as_tuple().exponent)  # type: ignore[operator]
+            positive = value > 0
+        if not positive:
             raise InvalidLevel(f"price must be positive: {price!r}")
-        exponent = value.normalize(_CTX).as_tuple().exponent
-        decimals = max(0, -exponent)  # type: ignore[operator]
         if decimals > _MAX_DECIMALS:
             raise InvalidLevel(f"price has more than {_MAX_DECIMALS} decimals: {price!r}")
         if decimals > self._scale:
             self._rescale(decimals)
-        units = int(value.scaleb(self._scale, _CTX))
+        if plain is not None:
+            units = int((whole or "0") + frac) * 10 ** (self._scale - decimals)
+        else:
+            units = int(value.scaleb(self._scale, _CTX))
         if len(self._ask_cache) >= _CACHE_LIMIT:
             self._ask_cache.clear()
             self._bid_cache.clear()

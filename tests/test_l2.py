@@ -174,3 +174,28 @@ def test_snapshot_equals_reference(levels_):
     ref: dict[Decimal, tuple[str, str]] = {}
     ref_apply(ref, levels_)
     assert book.bids() == [ref[k] for k in sorted(ref, reverse=True)]
+
+
+@given(st.decimals(min_value=Decimal("1e-12"), max_value=Decimal("1e12"), places=12, allow_nan=False,
+                   allow_infinity=False),
+       st.sampled_from(["plain", "padded", "exponent"]))
+@settings(max_examples=300, deadline=None)
+def test_price_keys_order_like_decimal_whatever_the_spelling(value, spelling):
+    """The fast plain-decimal parse and the exponent path agree with Decimal on order and equality."""
+    text = {"plain": f"{value:f}", "padded": f"{value:f}" + ("0" if "." in f"{value:f}" else ".00"),
+            "exponent": f"{value:E}"}[spelling]
+    if Decimal(text) <= 0:
+        return
+    book = L2Book()
+    book.apply([["1", "1"], [text, "2"], ["1000", "1"]], None)
+    prices = [Decimal(p) for p, _ in book.bids()]
+    assert prices == sorted({Decimal("1"), Decimal(text), Decimal("1000")}, reverse=True)
+    assert (text, "2") in book.bids() or Decimal(text) in (Decimal("1"), Decimal("1000"))
+
+
+@pytest.mark.parametrize("price", ["１２", "٣", "0", "0.000", ".", "1e", "+1", " 1", "1 "])
+def test_non_ascii_zero_and_odd_prices_are_rejected(price):
+    book = L2Book()
+    with pytest.raises(InvalidLevel):
+        book.apply([[price, "1"]], None)
+    assert book.bids() == []
