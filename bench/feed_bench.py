@@ -139,6 +139,14 @@ async def _record_frames(venue: VenueServer, reader: _Reader, frames: int,
     return reader.data[:frames]
 
 
+async def _rest_depth(session: aiohttp.ClientSession, venue: VenueServer, symbol: str) -> str:
+    """``/api/v3/depth`` at the feeds' default limit (Binance and MEXC share the path)."""
+    async with session.get(f"{venue.urls()['rest_url']}/api/v3/depth",
+                           params={"symbol": symbol, "limit": "1000"}) as resp:
+        assert resp.status == 200, resp.status
+        return await resp.text()
+
+
 async def record_binance(session: aiohttp.ClientSession, frames: int, seed: int) -> Recording:
     venue = BinanceSpotVenue([SPEC], seed=seed, autostart_pump=False)
     async with venue:
@@ -148,10 +156,7 @@ async def record_binance(session: aiohttp.ClientSession, frames: int, seed: int)
                          lambda m: m.type is aiohttp.WSMsgType.TEXT and "depthUpdate" in m.data)
         try:
             await _first_frame(venue, reader)
-            async with session.get(f"{venue.urls()['rest_url']}/api/v3/depth",
-                                   params={"symbol": symbol, "limit": "1000"}) as resp:
-                assert resp.status == 200, resp.status
-                snapshot = await resp.text()
+            snapshot = await _rest_depth(session, venue, symbol)
             data = await _record_frames(venue, reader, frames)
         finally:
             await reader.close()
@@ -171,10 +176,7 @@ async def record_mexc(session: aiohttp.ClientSession, frames: int, seed: int) ->
             reply = orjson.loads(reader.other[0].data)
             assert reply.get("msg") == channel, reply
             await _first_frame(venue, reader)
-            async with session.get(f"{venue.urls()['rest_url']}/api/v3/depth",
-                                   params={"symbol": symbol, "limit": "1000"}) as resp:
-                assert resp.status == 200, resp.status
-                snapshot = await resp.text()
+            snapshot = await _rest_depth(session, venue, symbol)
             data = await _record_frames(venue, reader, frames)
         finally:
             await reader.close()
