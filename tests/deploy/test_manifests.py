@@ -7,11 +7,11 @@ the probes, the Service and Prometheus use; the packages ``pyproject.toml`` buil
 the Dockerfile copies and ``.dockerignore`` lets through; the uid the image runs as, the uid the
 pod security context demands).
 
-YAML is read with ``kubectl``, which the Kubernetes checks need anyway: ``kubectl kustomize``
-renders the manifests as ``kubectl apply -k`` would, and ``kubectl annotate --local -o json``
-turns YAML into JSON without talking to any cluster (the kubeconfig points at a closed port on
-127.0.0.1).  Without ``kubectl`` the YAML-reading tests are skipped; the Dockerfile checks and
-the check that every kustomization names files that exist always run.
+YAML is read with PyYAML.  ``kubectl kustomize`` renders the Kubernetes manifests as
+``kubectl apply -k`` would, without talking to any cluster (the kubeconfig points at a closed
+port on 127.0.0.1); only that rendering test is skipped where ``kubectl`` is missing.  The
+Dockerfile, Compose, Prometheus and Grafana checks and the check that every kustomization names
+files that exist always run.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -246,14 +247,14 @@ def test_kustomization_references_exist(kustomization: Path) -> None:
             assert (target / "kustomization.yaml").exists(), f"{target} has no kustomization.yaml"
 
 
-# ---------------------------------------------------------------------- YAML through kubectl
+# ---------------------------------------------------------------------- YAML, and kustomize through kubectl
 @pytest.fixture(scope="module")
 def kubectl(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     path = shutil.which("kubectl")
     if path is None:
-        pytest.skip("kubectl not found: the YAML and rendered-manifest checks need it")
+        pytest.skip("kubectl not found: rendering the kustomizations needs it")
     kubeconfig = tmp_path_factory.mktemp("kube") / "config"
-    # --local never contacts a cluster; should anything try, it finds a closed loopback port
+    # kustomize never contacts a cluster; should anything try, it finds a closed loopback port
     kubeconfig.write_text(
         "apiVersion: v1\nkind: Config\ncurrent-context: none\n"
         "clusters: [{name: none, cluster: {server: 'https://127.0.0.1:1'}}]\n"
@@ -267,46 +268,21 @@ def _run(cmd: list[str], stdin: str | None = None) -> str:
     return proc.stdout
 
 
-def _json_stream(text: str) -> list[Any]:
-    decoder = json.JSONDecoder()
-    out, i = [], 0
-    while i < len(text):
-        if text[i].isspace():
-            i += 1
-            continue
-        value, i = decoder.raw_decode(text, i)
-        out.append(value)
-    return out
-
-
-def _to_json(kubectl: list[str], manifests: str) -> list[dict]:
-    marker = "aggbook.io/rendered-by-test"
-    out = _run([*kubectl, "annotate", "--local", "-f", "-", "-o", "json", f"{marker}=1"], manifests)
-    docs = []
-    for doc in _json_stream(out):
-        for item in doc.get("items", [doc]) if doc.get("kind") == "List" else [doc]:
-            item["metadata"]["annotations"].pop(marker)
-            docs.append(item)
-    return docs
-
-
-def read_yaml(kubectl: list[str], path: Path) -> Any:
-    """Any block-style YAML file, parsed by kubectl's YAML reader inside a stand-in object."""
+def read_yaml(path: Path) -> Any:
+    """One YAML document (no tabs: several tools reading these files reject them)."""
     text = path.read_text()
     assert "\n---" not in text and "\t" not in text, f"{path}: one document, no tabs"
-    wrapped = "apiVersion: aggbook.test/v1\nkind: File\nmetadata:\n  name: f\nspec:\n" + "".join(
-        "  " + line + "\n" for line in text.splitlines())
-    (doc,) = _to_json(kubectl, wrapped)
-    return doc["spec"]
+    return yaml.safe_load(text)
 
 
 def render(kubectl: list[str], variant: Path) -> list[dict]:
-    return _to_json(kubectl, _run([*kubectl, "kustomize", str(variant)]))
+    """The manifests ``kubectl apply -k`` would send, as objects."""
+    return [doc for doc in yaml.safe_load_all(_run([*kubectl, "kustomize", str(variant)])) if doc]
 
 
 # ---------------------------------------------------------------------- compose and Grafana
-def test_compose_stack_is_wired_together(kubectl: list[str]) -> None:
-    compose = read_yaml(kubectl, COMPOSE)
+def test_compose_stack_is_wired_together() -> None:
+    compose = read_yaml(COMPOSE)
     services = compose["services"]
     assert {"aggbook", "prometheus", "grafana"} <= services.keys()
 
@@ -334,7 +310,7 @@ def test_compose_stack_is_wired_together(kubectl: list[str]) -> None:
     config_flag = next(a for a in services["prometheus"]["command"] if a.startswith("--config.file="))
     config_path = Path(config_flag.split("=", 1)[1])
     assert prom_mounts[str(config_path.parent)] == (DEPLOY / "prometheus").resolve()
-    prometheus = read_yaml(kubectl, DEPLOY / "prometheus" / config_path.name)
+    prometheus = read_yaml(DEPLOY / "prometheus" / config_path.name)
     (job,) = [j for j in prometheus["scrape_configs"] if j["job_name"] == "aggbook"]
     assert job["static_configs"][0]["targets"] == [f"aggbook:{port}"]
     for rule_file in prometheus["rule_files"]:
@@ -343,13 +319,13 @@ def test_compose_stack_is_wired_together(kubectl: list[str]) -> None:
     # Grafana: data source at the prometheus service, dashboards folder where the provider looks
     grafana_mounts = mounts("grafana")
     provisioning = grafana_mounts["/etc/grafana/provisioning"]
-    (datasource,) = read_yaml(kubectl, provisioning / "datasources" / "prometheus.yml")["datasources"]
+    (datasource,) = read_yaml(provisioning / "datasources" / "prometheus.yml")["datasources"]
     assert datasource["type"] == "prometheus" and datasource["isDefault"] is True
     prom_port = services["prometheus"]["ports"][0].split(":")[-1]
     assert datasource["url"] == f"http://prometheus:{prom_port}"
     assert datasource["jsonData"]["timeInterval"] == job["scrape_interval"], (
         "Grafana's $__rate_interval is sized from timeInterval: keep it at the scrape interval")
-    (provider,) = read_yaml(kubectl, provisioning / "dashboards" / "aggbook.yml")["providers"]
+    (provider,) = read_yaml(provisioning / "dashboards" / "aggbook.yml")["providers"]
     dashboards = grafana_mounts[provider["options"]["path"]]
     assert (dashboards / "aggbook.json").exists()
     home = services["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
