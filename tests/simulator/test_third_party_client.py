@@ -1,7 +1,8 @@
-"""Unmodified third-party clients (ccxt.pro Binance and MEXC) keep a correct book from the simulator.
+"""Unmodified third-party clients (ccxt.pro Binance spot and USD-M, MEXC) keep a correct book here.
 
-ccxt is pointed at the in-process ``BinanceSpotVenue`` / ``MexcVenue`` by overriding URLs and
-options only; its own snapshot + diff-depth procedure must then end at exactly ``venue.truth()``.
+ccxt is pointed at the in-process ``BinanceSpotVenue`` / ``BinanceFuturesVenue`` / ``MexcVenue``
+by overriding URLs and options only; its own snapshot + diff-depth procedure must then end at
+exactly ``venue.truth()``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from decimal import Decimal
 import ccxt.pro
 import pytest
 
-from simulator.binance import BinanceSpotVenue
+from simulator.binance import BinanceFuturesVenue, BinanceSpotVenue
 from simulator.faults import Fault
 from simulator.market import DEFAULT_SYMBOLS, TruthBook
 from simulator.mexc import MexcVenue
@@ -120,6 +121,59 @@ async def test_ccxt_resyncs_after_gap(venue, exchange) -> None:
     await watch_updates(exchange, 10)
     truth = await settle(venue, exchange)
     assert equals_truth(exchange, truth)
+
+
+# ---------------------------------------------------------------------- Binance USD-M futures
+FUTURES_UNIFIED = "BTC/USDT:USDT"
+
+
+@pytest.fixture
+async def futures_venue() -> AsyncIterator[BinanceFuturesVenue]:
+    v = BinanceFuturesVenue(DEFAULT_SYMBOLS[:2], seed=11, rate=50.0)
+    await v.start()
+    try:
+        yield v
+    finally:
+        await v.stop()
+
+
+async def test_ccxt_futures_follows_pu_and_resyncs_after_gap(futures_venue: BinanceFuturesVenue) -> None:
+    """ccxt.pro.binanceusdm: /fapi/v1/depth + diff events chained by ``pu``, on the unrouted /ws path."""
+    root = futures_venue.base_url
+    exchange = ccxt.pro.binanceusdm({"options": {"fetchMarkets": {"types": ["linear"]}}})
+    exchange.urls["api"]["fapiPublic"] = root + "/fapi/v1"
+    exchange.urls["api"]["ws"]["linear"] = root.replace("http://", "ws://") + "/ws"
+    try:
+        await exchange.load_markets()
+        assert exchange.market(FUTURES_UNIFIED)["id"] == SYM
+        nonces = [(await asyncio.wait_for(exchange.watch_order_book(FUTURES_UNIFIED), 10))["nonce"]
+                  for _ in range(20)]
+        assert nonces == sorted(nonces) and nonces[-1] > nonces[0]
+
+        futures_venue.inject(Fault.GAP, SYM)
+        noticed = False
+        for _ in range(200):
+            try:
+                await asyncio.wait_for(exchange.watch_order_book(FUTURES_UNIFIED), 10)
+            except ccxt.ChecksumError:  # ccxt's reaction to pu != previous u
+                noticed = True
+                break
+        assert noticed, "ccxt never noticed the gap"
+        for _ in range(10):
+            await asyncio.wait_for(exchange.watch_order_book(FUTURES_UNIFIED), 10)
+
+        futures_venue.pause()
+        truth = futures_venue.truth(SYM)
+
+        def ccxt_equals() -> bool:
+            book = exchange.orderbooks.get(FUTURES_UNIFIED)
+            return (book is not None and book["nonce"] == truth.seq
+                    and as_decimal(book["bids"]) == list(truth.bids)
+                    and as_decimal(book["asks"]) == list(truth.asks))
+
+        await wait_for(ccxt_equals, timeout=10, what=f"ccxt futures book == truth at {truth.seq}")
+    finally:
+        await exchange.close()
 
 
 # ---------------------------------------------------------------------- MEXC
