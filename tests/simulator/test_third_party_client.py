@@ -55,12 +55,8 @@ def equals_truth(exchange: ccxt.pro.binance, truth: TruthBook) -> bool:
 
 @pytest.fixture
 async def venue() -> AsyncIterator[BinanceSpotVenue]:
-    v = BinanceSpotVenue(DEFAULT_SYMBOLS[:2], seed=11, rate=50.0)
-    await v.start()
-    try:
+    async with BinanceSpotVenue(DEFAULT_SYMBOLS[:2], seed=11, rate=50.0) as v:
         yield v
-    finally:
-        await v.stop()
 
 
 @pytest.fixture
@@ -129,12 +125,8 @@ FUTURES_UNIFIED = "BTC/USDT:USDT"
 
 @pytest.fixture
 async def futures_venue() -> AsyncIterator[BinanceFuturesVenue]:
-    v = BinanceFuturesVenue(DEFAULT_SYMBOLS[:2], seed=11, rate=50.0)
-    await v.start()
-    try:
+    async with BinanceFuturesVenue(DEFAULT_SYMBOLS[:2], seed=11, rate=50.0) as v:
         yield v
-    finally:
-        await v.stop()
 
 
 async def test_ccxt_futures_follows_pu_and_resyncs_after_gap(futures_venue: BinanceFuturesVenue) -> None:
@@ -191,12 +183,8 @@ def make_mexc_exchange(venue: MexcVenue) -> ccxt.pro.mexc:
 
 @pytest.fixture
 async def mexc_venue() -> AsyncIterator[MexcVenue]:
-    v = MexcVenue(DEFAULT_SYMBOLS[:2], seed=11, rate=50.0)
-    await v.start()
-    try:
+    async with MexcVenue(DEFAULT_SYMBOLS[:2], seed=11, rate=50.0) as v:
         yield v
-    finally:
-        await v.stop()
 
 
 async def test_ccxt_mexc_watch_order_book_equals_truth(mexc_venue: MexcVenue) -> None:
