@@ -244,13 +244,14 @@ def _options(value: Any, key: str, kind: str) -> dict:
     try:
         from feeds.registry import feed_class
 
-        known = feed_class(kind).option_names()
+        feed_cls = feed_class(kind)
+        known = feed_cls.option_names()
     except ImportError:  # the venue module is not installed: the feed checks its options at start
         return options
     for name, option in options.items():
         if name not in known:
             raise ConfigError(f"{key}.{name}", f"unknown option; known: {', '.join(sorted(known))}")
-        problem = feed_class(kind).option_problem(name, option)
+        problem = feed_cls.option_problem(name, option)
         if problem:
             raise ConfigError(f"{key}.{name}", problem)
     return options

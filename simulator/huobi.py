@@ -76,7 +76,7 @@ from aiohttp import web
 
 from simulator.faults import Fault, FaultInjector
 from simulator.market import DEFAULT_SYMBOLS, Level, LevelChange, MarketModel, SymbolSpec, TruthBook
-from simulator.venue import DEFAULT_HISTORY, SimConnection, VenueServer, read_text_frames
+from simulator.venue import DEFAULT_HISTORY, SimConnection, VenueServer, book_at, read_text_frames
 
 FEED_PATH = "/feed"
 WS_PATH = "/ws"
@@ -393,10 +393,7 @@ class HuobiMbpVenue(VenueServer):
         The generic per-step history does not fit here: interval topics push on their own
         timer, so a market step and a seqNum are not one-to-one.
         """
-        for book in reversed(self.topic(symbol, self.default_levels).history):
-            if book.seq == seq:
-                return book
-        raise KeyError(f"no truth kept for {symbol} at seq {seq}")
+        return book_at(self.topic(symbol, self.default_levels).history, seq, symbol)
 
     def stale_truth(self, symbol: str, steps_back: int = 10) -> TruthBook:
         hist = self.topic(symbol, self.default_levels).history
@@ -430,11 +427,7 @@ class HuobiMbpVenue(VenueServer):
     def sent_truth(self, conn: SimConnection, key: str, seq: int) -> TruthBook:
         """The topic's book as pushed with seqNum ``seq`` (``KeyError`` once it left the topic's history)."""
         topic = self.topics.get(key)
-        if topic is not None:
-            for book in reversed(topic.history):
-                if book.seq == seq:
-                    return book
-        raise KeyError(f"no truth kept for {key} at seq {seq}")
+        return book_at(topic.history if topic is not None else (), seq, key)
 
     # ------------------------------------------------------------------ advancing the chains
     def _next_seq(self, topic: MbpTopic) -> int:

@@ -25,7 +25,7 @@ import logging
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Reversible
 from decimal import Decimal
 
 import orjson
@@ -40,6 +40,14 @@ _conn_ids = itertools.count(1)
 
 DEFAULT_HISTORY = 64  # past truth books kept per symbol (3.2 s at the default 20 steps/s)
 CLOSED_KEPT = 64  # closed connections whose sent marks stay readable by ``truth_sent``
+
+
+def book_at(history: Reversible[TruthBook], seq: int, what: str) -> TruthBook:
+    """The kept book with sequence id ``seq``, newest first; ``KeyError`` once it left the history."""
+    for book in reversed(history):
+        if book.seq == seq:
+            return book
+    raise KeyError(f"no truth kept for {what} at seq {seq}")
 
 
 class SimConnection:
@@ -237,10 +245,7 @@ class VenueServer:
             await self._paused.wait()
             now = time.monotonic()
             owed = max(1, min(1000, int((now - next_at) / interval) + 1))
-            try:
-                await self.step_all(owed)
-            except Exception:  # a bug in one step must not kill the venue
-                log.exception("%s pump step failed", self.name)
+            await self._step_guarded(owed)
             next_at += owed * interval
             delay = next_at - time.monotonic()
             if delay < -1.0:  # fell far behind: do not try to catch up in a burst
@@ -256,11 +261,14 @@ class VenueServer:
         """
         while True:
             await self._paused.wait()
-            try:
-                await self.step_all(1)
-            except Exception:  # a bug in one step must not kill the venue
-                log.exception("%s pump step failed", self.name)
+            await self._step_guarded(1)
             await asyncio.sleep(0)
+
+    async def _step_guarded(self, steps: int) -> None:
+        try:
+            await self.step_all(steps)
+        except Exception:  # a bug in one step must not kill the venue
+            log.exception("%s pump step failed", self.name)
 
     # ------------------------------------------------------------------ truth and helpers
     def truth(self, symbol: str, depth: int | None = None) -> TruthBook:
@@ -279,10 +287,7 @@ class VenueServer:
         symbol = self.resolve_symbol(symbol)
         if seq == self.current_seq(symbol):
             return self.truth(symbol)
-        for book in reversed(self.history[symbol]):
-            if book.seq == seq:
-                return book
-        raise KeyError(f"no truth kept for {symbol} at seq {seq}")
+        return book_at(self.history[symbol], seq, symbol)
 
     def stale_truth(self, symbol: str, steps_back: int = 10) -> TruthBook:
         """A truth book from ``steps_back`` published steps ago (the oldest kept if fewer)."""
