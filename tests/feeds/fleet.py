@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable
-from decimal import Decimal
 
 from book.consolidated import ConsolidatedBook
 from book.sync import BookSync
@@ -19,7 +18,7 @@ from feeds.registry import create_feed
 from simulator.exchange import SimulatedExchange
 from simulator.market import SymbolSpec, TruthBook
 from simulator.venue import VenueServer
-from tests.conftest import describe_mismatch
+from tests.conftest import book_matches, describe_mismatch
 
 
 def truth_seen_by_feed(venue: VenueServer, symbol: str) -> TruthBook:
@@ -45,11 +44,7 @@ def equal_to_truth(venue: VenueServer, sync: BookSync, symbol: str) -> bool:
         truth = truth_seen_by_feed(venue, symbol)
     except KeyError:
         return False
-    depth = sync.book.max_depth
-    t = truth if depth is None else truth.top(depth)
-    return (sync.last_id == truth.seq
-            and [(Decimal(p), Decimal(s)) for p, s in sync.book.bids(depth)] == list(t.bids)
-            and [(Decimal(p), Decimal(s)) for p, s in sync.book.asks(depth)] == list(t.asks))
+    return book_matches(sync, truth, sync.book.max_depth)
 
 
 class Fleet:
