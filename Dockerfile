@@ -19,7 +19,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/aggbook
 WORKDIR /src
 # .dockerignore admits only what the package is built from.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md __init__.py ./
 COPY book/ book/
 COPY feeds/ feeds/
 COPY proto/ proto/

@@ -21,16 +21,12 @@ from __future__ import annotations
 import argparse
 import gc
 import random
-import sys
 import time
 from decimal import Decimal
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from sortedcontainers import SortedList
 
-from sortedcontainers import SortedList  # noqa: E402
-
-from book.l2 import L2Book  # noqa: E402
+from aggbook.book.l2 import L2Book
 
 Message = tuple[list[tuple[str, str]], list[tuple[str, str]]]
 

@@ -33,30 +33,26 @@ import contextlib
 import gc
 import gzip
 import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import aiohttp
+import orjson
 
-import aiohttp  # noqa: E402
-import orjson  # noqa: E402
-
-from book.sync import BookSync, SyncState  # noqa: E402
-from feeds.base import Connection, VenueFeed  # noqa: E402
-from feeds.config import VenueConfig  # noqa: E402
-from feeds.huobi import decode_frame  # noqa: E402
-from feeds.registry import create_feed  # noqa: E402
-from proto import mexc_push_pb2 as pb  # noqa: E402
-from simulator.binance import BinanceSpotVenue  # noqa: E402
-from simulator.btse import BtseVenue  # noqa: E402
-from simulator.market import DEFAULT_SYMBOLS  # noqa: E402
-from simulator.mexc import MexcVenue  # noqa: E402
-from simulator.nhex import NhexVenue  # noqa: E402
-from simulator.venue import VenueServer  # noqa: E402
+from aggbook.book.sync import BookSync, SyncState
+from aggbook.feeds.base import Connection, VenueFeed
+from aggbook.feeds.config import VenueConfig
+from aggbook.feeds.huobi import decode_frame
+from aggbook.feeds.registry import create_feed
+from aggbook.proto import mexc_push_pb2 as pb
+from aggbook.simulator.binance import BinanceSpotVenue
+from aggbook.simulator.btse import BtseVenue
+from aggbook.simulator.market import DEFAULT_SYMBOLS
+from aggbook.simulator.mexc import MexcVenue
+from aggbook.simulator.nhex import NhexVenue
+from aggbook.simulator.venue import VenueServer
 
 SPEC = DEFAULT_SYMBOLS[0]  # BTC-USDT
 CANONICAL = SPEC.canonical
@@ -253,7 +249,7 @@ def build_feed(rec: Recording) -> tuple[VenueFeed, Connection, BookSync]:
         conn.data.update(pending={}, topics={feed.topic_for(CANONICAL): CANONICAL},
                          subbed={CANONICAL: time.monotonic()})
     elif rec.venue == "btse":
-        from feeds.btse import _ResyncPacer
+        from aggbook.feeds.btse import _ResyncPacer
 
         sync.listeners.append(_ResyncPacer(feed, conn, CANONICAL))
         sync.snapshot_requested()

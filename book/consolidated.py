@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from book.l2 import ASK_TOP_CHANGED, BID_TOP_CHANGED
-from book.sync import BookSync, SyncState, Transition
+from aggbook.book.l2 import ASK_TOP_CHANGED, BID_TOP_CHANGED
+from aggbook.book.sync import BookSync, SyncState, Transition
 
 BPS = Decimal(10_000)
 

@@ -24,7 +24,7 @@ from decimal import Context, Decimal
 
 from sortedcontainers import SortedList
 
-from book.errors import InvalidLevel
+from aggbook.book.errors import InvalidLevel
 
 Level = tuple[str, str]  # (price text, size text) exactly as the venue wrote them
 RawLevel = Sequence[str]  # what a venue message carries: [price, size]

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from book.errors import BookError
-from book.l2 import ASK_TOP_CHANGED, BID_TOP_CHANGED, L2Book, RawLevel
+from aggbook.book.errors import BookError
+from aggbook.book.l2 import ASK_TOP_CHANGED, BID_TOP_CHANGED, L2Book, RawLevel
 
 log = logging.getLogger("aggbook.sync")
 

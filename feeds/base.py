@@ -35,10 +35,10 @@ from typing import Any
 import aiohttp
 import orjson
 
-from book.sync import BookSync, Delta, Reason, SequenceRule, Snapshot, SyncState, Transition
-from feeds.config import VenueConfig
-from feeds.metrics import FeedMetrics, NullMetrics
-from feeds.pacing import Backoff, RequestPacer
+from aggbook.book.sync import BookSync, Delta, Reason, SequenceRule, Snapshot, SyncState, Transition
+from aggbook.feeds.config import VenueConfig
+from aggbook.feeds.metrics import FeedMetrics, NullMetrics
+from aggbook.feeds.pacing import Backoff, RequestPacer
 
 log = logging.getLogger("aggbook.feeds")
 

@@ -41,8 +41,8 @@ from typing import Any, ClassVar
 import aiohttp
 import orjson
 
-from book.sync import BINANCE_FUTURES, BINANCE_SPOT, Delta, SequenceRule, Snapshot
-from feeds.base import (
+from aggbook.book.sync import BINANCE_FUTURES, BINANCE_SPOT, Delta, SequenceRule, Snapshot
+from aggbook.feeds.base import (
     Connection,
     FeedError,
     FrameError,
@@ -50,9 +50,9 @@ from feeds.base import (
     SnapshotError,
     VenueFeed,
 )
-from feeds.config import VenueConfig
-from feeds.metrics import FeedMetrics
-from feeds.pacing import RequestPacer
+from aggbook.feeds.config import VenueConfig
+from aggbook.feeds.metrics import FeedMetrics
+from aggbook.feeds.pacing import RequestPacer
 
 log = logging.getLogger("aggbook.feeds.binance")
 

@@ -9,7 +9,7 @@ start instead of collecting an ``invalid topic`` first; the list can be replaced
 
 from __future__ import annotations
 
-from feeds.huobi import HuobiMbpFeed
+from aggbook.feeds.huobi import HuobiMbpFeed
 
 FAST_SYMBOLS = frozenset({
     "btcusdt", "ethusdt", "xrpusdt", "eosusdt", "ltcusdt", "etcusdt", "adausdt", "dashusdt", "bsvusdt",

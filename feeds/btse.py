@@ -36,8 +36,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from book.sync import BTSE, BookSync, Delta, Reason, SequenceRule, Snapshot, SyncState, Transition
-from feeds.base import Connection, FeedError, FrameError, SnapshotError, VenueFeed
+from aggbook.book.sync import BTSE, BookSync, Delta, Reason, SequenceRule, Snapshot, SyncState, Transition
+from aggbook.feeds.base import Connection, FeedError, FrameError, SnapshotError, VenueFeed
 
 log = logging.getLogger("aggbook.feeds.btse")
 

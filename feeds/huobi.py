@@ -41,7 +41,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from book.sync import (
+from aggbook.book.sync import (
     HUOBI_MBP_100MS,
     HUOBI_MBP_TICK,
     BookSync,
@@ -51,10 +51,10 @@ from book.sync import (
     Snapshot,
     SyncState,
 )
-from feeds.base import Connection, FrameError, InvalidSymbol, RateLimited, SnapshotError, VenueFeed
-from feeds.config import VenueConfig
-from feeds.metrics import FeedMetrics
-from feeds.pacing import RequestPacer
+from aggbook.feeds.base import Connection, FrameError, InvalidSymbol, RateLimited, SnapshotError, VenueFeed
+from aggbook.feeds.config import VenueConfig
+from aggbook.feeds.metrics import FeedMetrics
+from aggbook.feeds.pacing import RequestPacer
 
 log = logging.getLogger("aggbook.feeds.huobi")
 

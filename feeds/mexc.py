@@ -37,12 +37,12 @@ import aiohttp
 import orjson
 from google.protobuf.message import DecodeError
 
-from book.sync import MEXC, Delta, SequenceRule, Snapshot, SyncState
-from feeds.base import Connection, FrameError, InvalidSymbol, SnapshotError, VenueFeed
-from feeds.config import VenueConfig
-from feeds.metrics import FeedMetrics
-from feeds.pacing import RequestPacer
-from proto import mexc_push_pb2 as pb
+from aggbook.book.sync import MEXC, Delta, SequenceRule, Snapshot, SyncState
+from aggbook.feeds.base import Connection, FrameError, InvalidSymbol, SnapshotError, VenueFeed
+from aggbook.feeds.config import VenueConfig
+from aggbook.feeds.metrics import FeedMetrics
+from aggbook.feeds.pacing import RequestPacer
+from aggbook.proto import mexc_push_pb2 as pb
 
 log = logging.getLogger("aggbook.feeds.mexc")
 

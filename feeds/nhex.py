@@ -7,7 +7,7 @@ parameter table also lists mbp.400, which the prose never describes; it is offer
 
 from __future__ import annotations
 
-from feeds.huobi import HuobiMbpFeed
+from aggbook.feeds.huobi import HuobiMbpFeed
 
 
 class NhexFeed(HuobiMbpFeed):

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import importlib
 
-from feeds.base import VenueFeed
-from feeds.config import VenueConfig
-from feeds.metrics import FeedMetrics
+from aggbook.feeds.base import VenueFeed
+from aggbook.feeds.config import VenueConfig
+from aggbook.feeds.metrics import FeedMetrics
 
 FEED_CLASSES: dict[str, str] = {
-    "binance": "feeds.binance:BinanceSpotFeed",
-    "binance-futures": "feeds.binance:BinanceFuturesFeed",
-    "mexc": "feeds.mexc:MexcFeed",
-    "btse": "feeds.btse:BtseFeed",
-    "nhex": "feeds.nhex:NhexFeed",
-    "bitv": "feeds.bitv:BitvFeed",
+    "binance": "aggbook.feeds.binance:BinanceSpotFeed",
+    "binance-futures": "aggbook.feeds.binance:BinanceFuturesFeed",
+    "mexc": "aggbook.feeds.mexc:MexcFeed",
+    "btse": "aggbook.feeds.btse:BtseFeed",
+    "nhex": "aggbook.feeds.nhex:NhexFeed",
+    "bitv": "aggbook.feeds.bitv:BitvFeed",
 }
 
 

@@ -22,12 +22,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
-from book.consolidated import ConsolidatedBook, ConsolidatedQuote
-from book.sync import BookSync, SyncListener, SyncState, Transition
-from feeds.config import VenueConfig
-from feeds.metrics import FeedMetrics
-from service.config import ServiceConfig
-from service.metrics import NOT_A_RESYNC, ServiceMetrics
+from aggbook.book.consolidated import ConsolidatedBook, ConsolidatedQuote
+from aggbook.book.sync import BookSync, SyncListener, SyncState, Transition
+from aggbook.feeds.config import VenueConfig
+from aggbook.feeds.metrics import FeedMetrics
+from aggbook.service.config import ServiceConfig
+from aggbook.service.metrics import NOT_A_RESYNC, ServiceMetrics
 
 log = logging.getLogger("aggbook.service")
 
@@ -54,7 +54,7 @@ QuoteListener = Callable[[str, ConsolidatedQuote], None]
 
 
 def default_feed_factory(config: VenueConfig, *, metrics: FeedMetrics | None = None) -> Feed:
-    from feeds.registry import create_feed
+    from aggbook.feeds.registry import create_feed
 
     return create_feed(config, metrics=metrics)
 

@@ -17,8 +17,8 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from service.config import ConfigError, ServiceConfig, load_config
-from service.logs import setup_logging
+from aggbook.service.config import ConfigError, ServiceConfig, load_config
+from aggbook.service.logs import setup_logging
 
 log = logging.getLogger("aggbook.cli")
 
@@ -87,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def _serve(config: ServiceConfig, stop: asyncio.Event) -> int:
-    from service.runtime import Service
+    from aggbook.service.runtime import Service
 
     try:
         svc = Service(config)
@@ -100,7 +100,7 @@ async def _serve(config: ServiceConfig, stop: asyncio.Event) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.file)
-        from service.aggregator import default_feed_factory
+        from aggbook.service.aggregator import default_feed_factory
 
         for vc in config.enabled_venues:  # the feed classes check their own options on construction
             default_feed_factory(vc)
@@ -118,8 +118,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
-    from service.demo import banner, demo_config, demo_exchange
-    from service.runtime import Service
+    from aggbook.service.demo import banner, demo_config, demo_exchange
+    from aggbook.service.runtime import Service
 
     sim = demo_exchange(rate=args.rate, fault_rate=args.fault_rate, seed=args.seed)
     holder: dict[str, Service] = {}
@@ -144,8 +144,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 async def _simulate(args: argparse.Namespace, stop: asyncio.Event) -> int:
-    from simulator.exchange import SimulatedExchange, venue_classes
-    from simulator.market import DEFAULT_SYMBOLS
+    from aggbook.simulator.exchange import SimulatedExchange, venue_classes
+    from aggbook.simulator.market import DEFAULT_SYMBOLS
 
     names = args.venues.split(",") if args.venues else list(venue_classes())
     unknown = [n for n in names if n not in venue_classes()]
@@ -155,7 +155,7 @@ async def _simulate(args: argparse.Namespace, stop: asyncio.Event) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG
-    from simulator.faults import Fault
+    from aggbook.simulator.faults import Fault
 
     kinds = [k.strip() for k in args.fault_kinds.split(",") if k.strip()] if args.fault_kinds else None
     bad_kinds = [k for k in kinds or [] if k not in {f.value for f in Fault}]

@@ -22,7 +22,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from feeds.config import DEFAULT_URLS, VenueConfig
+from aggbook.feeds.config import DEFAULT_URLS, VenueConfig
 
 CANONICAL = re.compile(r"^[A-Z0-9]+-[A-Z0-9]+$")
 HOST_ENV = "AGGBOOK_HOST"
@@ -242,7 +242,7 @@ def _options(value: Any, key: str, kind: str) -> dict:
         raise ConfigError(key, "must be a table")
     options = dict(value)
     try:
-        from feeds.registry import feed_class
+        from aggbook.feeds.registry import feed_class
 
         feed_cls = feed_class(kind)
         known = feed_cls.option_names()
@@ -259,7 +259,7 @@ def _options(value: Any, key: str, kind: str) -> dict:
 
 def _known_kinds() -> set[str]:
     try:
-        from feeds.registry import FEED_CLASSES
+        from aggbook.feeds.registry import FEED_CLASSES
     except ImportError:
         return set(DEFAULT_URLS)
     return set(FEED_CLASSES)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from feeds.config import VenueConfig
-from service.config import ServiceConfig, WebSocketSettings
-from simulator.exchange import SimulatedExchange
-from simulator.market import DEFAULT_SYMBOLS
+from aggbook.feeds.config import VenueConfig
+from aggbook.service.config import ServiceConfig, WebSocketSettings
+from aggbook.simulator.exchange import SimulatedExchange
+from aggbook.simulator.market import DEFAULT_SYMBOLS
 
 DEMO_VENUES = ("binance", "mexc", "btse", "nhex", "bitv")
 DEMO_SYMBOLS = DEFAULT_SYMBOLS[:3]  # BTC-USDT, ETH-USDT, SOL-USDT

@@ -37,10 +37,10 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from book.sync import BookSync, Reason, SyncState, Transition
+from aggbook.book.sync import BookSync, Reason, SyncState, Transition
 
 if TYPE_CHECKING:
-    from book.consolidated import ConsolidatedBook
+    from aggbook.book.consolidated import ConsolidatedBook
 
 # Transitions with these reasons are not resyncs: a book being loaded, rejected, or shut down.
 NOT_A_RESYNC = {Reason.START, Reason.SNAPSHOT, Reason.INVALID_SYMBOL, Reason.STOPPED}

@@ -15,11 +15,11 @@ import logging
 
 from aiohttp import web
 
-from service.aggregator import Aggregator, FeedFactory, default_feed_factory
-from service.app import create_app
-from service.config import ServiceConfig
-from service.metrics import ServiceMetrics
-from service.ws import Hub
+from aggbook.service.aggregator import Aggregator, FeedFactory, default_feed_factory
+from aggbook.service.app import create_app
+from aggbook.service.config import ServiceConfig
+from aggbook.service.metrics import ServiceMetrics
+from aggbook.service.ws import Hub
 
 log = logging.getLogger("aggbook.service")
 

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from decimal import Context, Decimal
 
-from book.consolidated import BPS, ConsolidatedBook, fmt
+from aggbook.book.consolidated import BPS, ConsolidatedBook, fmt
 
 EXACT = Context(prec=80)
 AVERAGE = Context(prec=34)

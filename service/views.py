@@ -7,8 +7,8 @@ from a venue), never floats.
 
 from __future__ import annotations
 
-from book.consolidated import ConsolidatedQuote, Ladder, SideQuote
-from book.sync import BookSync
+from aggbook.book.consolidated import ConsolidatedQuote, Ladder, SideQuote
+from aggbook.book.sync import BookSync
 
 
 def _side(side: SideQuote | None) -> dict | None:

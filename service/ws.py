@@ -42,12 +42,12 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
-from book.consolidated import ConsolidatedQuote
-from book.sync import BookSync, Transition
-from service.aggregator import Aggregator
-from service.config import WebSocketSettings
-from service.metrics import ServiceMetrics
-from service.views import ladder_json, quote_json
+from aggbook.book.consolidated import ConsolidatedQuote
+from aggbook.book.sync import BookSync, Transition
+from aggbook.service.aggregator import Aggregator
+from aggbook.service.config import WebSocketSettings
+from aggbook.service.metrics import ServiceMetrics
+from aggbook.service.views import ladder_json, quote_json
 
 log = logging.getLogger("aggbook.ws")
 

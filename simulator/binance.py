@@ -38,9 +38,9 @@ from decimal import Decimal
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from simulator.faults import Fault, FaultInjector
-from simulator.market import BID, DEFAULT_SYMBOLS, LevelChange, MarketModel, SymbolSpec, TruthBook
-from simulator.venue import DEFAULT_HISTORY, SimConnection, VenueServer, decimal_text
+from aggbook.simulator.faults import Fault, FaultInjector
+from aggbook.simulator.market import BID, DEFAULT_SYMBOLS, LevelChange, MarketModel, SymbolSpec, TruthBook
+from aggbook.simulator.venue import DEFAULT_HISTORY, SimConnection, VenueServer, decimal_text
 
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 

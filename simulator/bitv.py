@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 
 from aiohttp import web
 
-from simulator.huobi import HuobiMbpVenue, now_ms
+from aggbook.simulator.huobi import HuobiMbpVenue, now_ms
 
 FAST_SYMBOLS = frozenset({
     "btcusdt", "ethusdt", "xrpusdt", "eosusdt", "ltcusdt", "etcusdt", "adausdt", "dashusdt", "bsvusdt",

@@ -44,9 +44,17 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 import orjson
 from aiohttp import web
 
-from simulator.faults import Fault, FaultInjector
-from simulator.market import ASK, BID, DEFAULT_SYMBOLS, LevelChange, MarketModel, SymbolSpec, TruthBook
-from simulator.venue import DEFAULT_HISTORY, SimConnection, VenueServer, read_text_frames
+from aggbook.simulator.faults import Fault, FaultInjector
+from aggbook.simulator.market import (
+    ASK,
+    BID,
+    DEFAULT_SYMBOLS,
+    LevelChange,
+    MarketModel,
+    SymbolSpec,
+    TruthBook,
+)
+from aggbook.simulator.venue import DEFAULT_HISTORY, SimConnection, VenueServer, read_text_frames
 
 OSS_PATH = "/ws/oss/spot"
 MAIN_WS_PATH = "/ws/spot"

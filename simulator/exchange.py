@@ -10,18 +10,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from simulator.faults import Fault, FaultInjector
-from simulator.market import DEFAULT_SYMBOLS, SymbolSpec
-from simulator.venue import VenueServer
+from aggbook.simulator.faults import Fault, FaultInjector
+from aggbook.simulator.market import DEFAULT_SYMBOLS, SymbolSpec
+from aggbook.simulator.venue import VenueServer
 
 
 def venue_classes() -> dict[str, type[VenueServer]]:
     """Venue name -> simulator class.  Imported here so each module stays independent."""
-    from simulator.binance import BinanceFuturesVenue, BinanceSpotVenue
-    from simulator.bitv import BitvVenue
-    from simulator.btse import BtseVenue
-    from simulator.mexc import MexcVenue
-    from simulator.nhex import NhexVenue
+    from aggbook.simulator.binance import BinanceFuturesVenue, BinanceSpotVenue
+    from aggbook.simulator.bitv import BitvVenue
+    from aggbook.simulator.btse import BtseVenue
+    from aggbook.simulator.mexc import MexcVenue
+    from aggbook.simulator.nhex import NhexVenue
 
     return {
         "binance": BinanceSpotVenue,

@@ -74,9 +74,9 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 import orjson
 from aiohttp import web
 
-from simulator.faults import Fault, FaultInjector
-from simulator.market import DEFAULT_SYMBOLS, Level, LevelChange, MarketModel, SymbolSpec, TruthBook
-from simulator.venue import DEFAULT_HISTORY, SimConnection, VenueServer, book_at, read_text_frames
+from aggbook.simulator.faults import Fault, FaultInjector
+from aggbook.simulator.market import DEFAULT_SYMBOLS, Level, LevelChange, MarketModel, SymbolSpec, TruthBook
+from aggbook.simulator.venue import DEFAULT_HISTORY, SimConnection, VenueServer, book_at, read_text_frames
 
 FEED_PATH = "/feed"
 WS_PATH = "/ws"
@@ -99,7 +99,7 @@ REQUEST_TIMEOUT = "request timeout"
 
 ERRORS = frozenset({INVALID_TOPIC, INVALID_SYMBOL, NOT_OPEN, TOO_MANY, NOT_SUBBED, NOT_JSON, REQUEST_TIMEOUT})
 
-log = logging.getLogger("simulator")
+log = logging.getLogger("aggbook.simulator")
 
 _MBP_RE = re.compile(r"^market\.([a-z0-9]+)\.mbp\.(\d+)$")
 _REFRESH_RE = re.compile(r"^market\.([a-z0-9]+)\.mbp\.refresh\.(\d+)$")

@@ -59,12 +59,12 @@ import orjson
 from aiohttp import WSMsgType, web
 from google.protobuf.message import DecodeError
 
-from proto import mexc_push_pb2 as pb
-from simulator.faults import Fault, FaultInjector
-from simulator.market import ASK, BID, DEFAULT_SYMBOLS, LevelChange, SymbolSpec, TruthBook
-from simulator.venue import DEFAULT_HISTORY, SimConnection, VenueServer
+from aggbook.proto import mexc_push_pb2 as pb
+from aggbook.simulator.faults import Fault, FaultInjector
+from aggbook.simulator.market import ASK, BID, DEFAULT_SYMBOLS, LevelChange, SymbolSpec, TruthBook
+from aggbook.simulator.venue import DEFAULT_HISTORY, SimConnection, VenueServer
 
-log = logging.getLogger("simulator.mexc")
+log = logging.getLogger("aggbook.simulator.mexc")
 
 AGGRE_DEPTH = "spot@public.aggre.depth.v3.api.pb"
 LIMIT_DEPTH = "spot@public.limit.depth.v3.api.pb"

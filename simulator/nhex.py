@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from simulator.huobi import HuobiMbpVenue
+from aggbook.simulator.huobi import HuobiMbpVenue
 
 
 class NhexVenue(HuobiMbpVenue):

@@ -31,10 +31,10 @@ from decimal import Decimal
 import orjson
 from aiohttp import WSMsgType, web
 
-from simulator.faults import Fault, FaultInjector
-from simulator.market import DEFAULT_SYMBOLS, LevelChange, MarketModel, SymbolSpec, TruthBook
+from aggbook.simulator.faults import Fault, FaultInjector
+from aggbook.simulator.market import DEFAULT_SYMBOLS, LevelChange, MarketModel, SymbolSpec, TruthBook
 
-log = logging.getLogger("simulator")
+log = logging.getLogger("aggbook.simulator")
 
 _conn_ids = itertools.count(1)
 

@@ -9,8 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from book.sync import BookSync
-from simulator.market import TruthBook
+from aggbook.book.sync import BookSync
+from aggbook.simulator.market import TruthBook
 
 
 async def wait_for(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:

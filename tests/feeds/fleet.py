@@ -9,15 +9,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable
 
-from book.consolidated import ConsolidatedBook
-from book.sync import BookSync
-from feeds.base import VenueFeed
-from feeds.config import VenueConfig
-from feeds.metrics import FeedMetrics
-from feeds.registry import create_feed
-from simulator.exchange import SimulatedExchange
-from simulator.market import SymbolSpec, TruthBook
-from simulator.venue import VenueServer
+from aggbook.book.consolidated import ConsolidatedBook
+from aggbook.book.sync import BookSync
+from aggbook.feeds.base import VenueFeed
+from aggbook.feeds.config import VenueConfig
+from aggbook.feeds.metrics import FeedMetrics
+from aggbook.feeds.registry import create_feed
+from aggbook.simulator.exchange import SimulatedExchange
+from aggbook.simulator.market import SymbolSpec, TruthBook
+from aggbook.simulator.venue import VenueServer
 from tests.conftest import book_matches, describe_mismatch
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from simulator.exchange import SimulatedExchange
-from simulator.market import DEFAULT_SYMBOLS
+from aggbook.simulator.exchange import SimulatedExchange
+from aggbook.simulator.market import DEFAULT_SYMBOLS
 from tests.conftest import wait_for
 from tests.feeds.fleet import running_fleet
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from feeds.pacing import Backoff
+from aggbook.feeds.pacing import Backoff
 
 
 def test_delays_stay_between_the_base_and_the_doubling_ceiling() -> None:

@@ -21,14 +21,14 @@ import aiohttp
 import orjson
 import pytest
 
-from book.sync import BookSync, Reason, SyncState, Transition
-from feeds.base import Connection, FeedError, VenueFeed
-from feeds.binance import BinanceFuturesFeed, BinanceSpotFeed
-from feeds.config import VenueConfig
-from simulator.binance import BinanceFuturesVenue, BinanceSpotVenue
-from simulator.faults import Fault
-from simulator.market import DEFAULT_SYMBOLS, SymbolSpec, extra_symbol
-from simulator.venue import VenueServer
+from aggbook.book.sync import BookSync, Reason, SyncState, Transition
+from aggbook.feeds.base import Connection, FeedError, VenueFeed
+from aggbook.feeds.binance import BinanceFuturesFeed, BinanceSpotFeed
+from aggbook.feeds.config import VenueConfig
+from aggbook.simulator.binance import BinanceFuturesVenue, BinanceSpotVenue
+from aggbook.simulator.faults import Fault
+from aggbook.simulator.market import DEFAULT_SYMBOLS, SymbolSpec, extra_symbol
+from aggbook.simulator.venue import VenueServer
 from tests.conftest import book_matches, describe_mismatch, wait_for
 from tests.feeds.recording import RecordingMetrics
 

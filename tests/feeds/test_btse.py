@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 import orjson
 import pytest
 
-from book.sync import Reason, SyncState
-from feeds.btse import BtseFeed, _ResyncPacer, symbol_of_topic, topic_for
-from feeds.config import VenueConfig
-from feeds.registry import feed_class
-from simulator.btse import BtseVenue
-from simulator.faults import Fault
-from simulator.market import DEFAULT_SYMBOLS
+from aggbook.book.sync import Reason, SyncState
+from aggbook.feeds.btse import BtseFeed, _ResyncPacer, symbol_of_topic, topic_for
+from aggbook.feeds.config import VenueConfig
+from aggbook.feeds.registry import feed_class
+from aggbook.simulator.btse import BtseVenue
+from aggbook.simulator.faults import Fault
+from aggbook.simulator.market import DEFAULT_SYMBOLS
 from tests.conftest import book_matches, describe_mismatch, wait_for
 from tests.feeds.recording import RecordingMetrics
 

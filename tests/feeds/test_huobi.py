@@ -18,16 +18,23 @@ from decimal import Decimal
 
 import pytest
 
-from book.sync import BookSync, Reason, SyncState
-from feeds.base import FrameError
-from feeds.bitv import FAST_SYMBOLS, BitvFeed
-from feeds.config import VenueConfig
-from feeds.huobi import INVALID_SYMBOL, INVALID_TOPIC, TOO_MANY, HuobiMbpFeed, decode_frame, exact_levels
-from feeds.nhex import NhexFeed
-from simulator.bitv import BitvVenue
-from simulator.faults import Fault
-from simulator.huobi import HuobiMbpVenue
-from simulator.nhex import NhexVenue
+from aggbook.book.sync import BookSync, Reason, SyncState
+from aggbook.feeds.base import FrameError
+from aggbook.feeds.bitv import FAST_SYMBOLS, BitvFeed
+from aggbook.feeds.config import VenueConfig
+from aggbook.feeds.huobi import (
+    INVALID_SYMBOL,
+    INVALID_TOPIC,
+    TOO_MANY,
+    HuobiMbpFeed,
+    decode_frame,
+    exact_levels,
+)
+from aggbook.feeds.nhex import NhexFeed
+from aggbook.simulator.bitv import BitvVenue
+from aggbook.simulator.faults import Fault
+from aggbook.simulator.huobi import HuobiMbpVenue
+from aggbook.simulator.nhex import NhexVenue
 from tests.conftest import book_matches, describe_mismatch, wait_for
 from tests.feeds.recording import RecordingMetrics
 

@@ -17,10 +17,10 @@ import contextlib
 import time
 from decimal import Decimal
 
-from book.consolidated import ConsolidatedBook
-from book.sync import BookSync, Reason
-from simulator.faults import Fault
-from simulator.market import extra_symbol
+from aggbook.book.consolidated import ConsolidatedBook
+from aggbook.book.sync import BookSync, Reason
+from aggbook.simulator.faults import Fault
+from aggbook.simulator.market import extra_symbol
 from tests.conftest import wait_for
 from tests.feeds.test_binance import FUTURES, SPOT, SYM, Harness, Market, running
 

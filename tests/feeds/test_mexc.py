@@ -20,15 +20,15 @@ from decimal import Decimal
 import aiohttp
 import pytest
 
-from book.sync import BookSync, Reason, SyncState, Transition
-from feeds.base import Connection, FrameError
-from feeds.config import VenueConfig
-from feeds.mexc import MexcFeed
-from feeds.registry import feed_class
-from proto import mexc_push_pb2 as pb
-from simulator.faults import Fault
-from simulator.market import DEFAULT_SYMBOLS, SymbolSpec, extra_symbol
-from simulator.mexc import UNKNOWN_FIELD_99, MexcVenue, length_delimited, truncate_frame
+from aggbook.book.sync import BookSync, Reason, SyncState, Transition
+from aggbook.feeds.base import Connection, FrameError
+from aggbook.feeds.config import VenueConfig
+from aggbook.feeds.mexc import MexcFeed
+from aggbook.feeds.registry import feed_class
+from aggbook.proto import mexc_push_pb2 as pb
+from aggbook.simulator.faults import Fault
+from aggbook.simulator.market import DEFAULT_SYMBOLS, SymbolSpec, extra_symbol
+from aggbook.simulator.mexc import UNKNOWN_FIELD_99, MexcVenue, length_delimited, truncate_frame
 from tests.conftest import book_matches, describe_mismatch, wait_for
 from tests.feeds.recording import RecordingMetrics
 

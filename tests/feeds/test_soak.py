@@ -17,10 +17,10 @@ from decimal import Decimal
 
 import pytest
 
-from book.sync import BookSync, Reason, SyncState, Transition
-from simulator.exchange import SimulatedExchange
-from simulator.faults import Fault
-from simulator.market import DEFAULT_SYMBOLS
+from aggbook.book.sync import BookSync, Reason, SyncState, Transition
+from aggbook.simulator.exchange import SimulatedExchange
+from aggbook.simulator.faults import Fault
+from aggbook.simulator.market import DEFAULT_SYMBOLS
 from tests.conftest import wait_for
 from tests.feeds.fleet import running_fleet
 from tests.feeds.recording import RecordingMetrics

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 
-from book.sync import MEXC, BookSync, Delta, Reason, Snapshot
-from feeds.config import VenueConfig
-from feeds.metrics import FeedMetrics, NullMetrics
-from service.config import ServiceConfig, WebSocketSettings
+from aggbook.book.sync import MEXC, BookSync, Delta, Reason, Snapshot
+from aggbook.feeds.config import VenueConfig
+from aggbook.feeds.metrics import FeedMetrics, NullMetrics
+from aggbook.service.config import ServiceConfig, WebSocketSettings
 
 
 class FakeFeed:

@@ -9,8 +9,8 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from book.sync import Reason
-from service.runtime import Service
+from aggbook.book.sync import Reason
+from aggbook.service.runtime import Service
 from tests.service.fakes import FakeFeeds, fake_config, load_all
 
 METRICS = [

@@ -15,8 +15,8 @@ import aiohttp
 import orjson
 import pytest
 
-from simulator.exchange import SimulatedExchange
-from simulator.market import DEFAULT_SYMBOLS
+from aggbook.simulator.exchange import SimulatedExchange
+from aggbook.simulator.market import DEFAULT_SYMBOLS
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +27,7 @@ def command(*args: str) -> list[str]:
     """The installed console script when there is one, else the module."""
     if SCRIPT.exists():
         return [str(SCRIPT), *args]
-    return [sys.executable, "-m", "service.cli", *args]
+    return [sys.executable, "-m", "aggbook.service.cli", *args]
 
 
 class Proc:

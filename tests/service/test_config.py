@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from feeds.config import DEFAULT_URLS
-from service.cli import main
-from service.config import ConfigError, load_config, parse_config
+from aggbook.feeds.config import DEFAULT_URLS
+from aggbook.service.cli import main
+from aggbook.service.config import ConfigError, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "deploy" / "config.example.toml"

@@ -16,11 +16,11 @@ import aiohttp
 import orjson
 import pytest
 
-from book.sync import SyncState
-from service.config import WebSocketSettings
-from service.demo import DEMO_VENUES, demo_config, demo_exchange
-from service.runtime import Service
-from simulator.exchange import SimulatedExchange
+from aggbook.book.sync import SyncState
+from aggbook.service.config import WebSocketSettings
+from aggbook.service.demo import DEMO_VENUES, demo_config, demo_exchange
+from aggbook.service.runtime import Service
+from aggbook.simulator.exchange import SimulatedExchange
 from tests.conftest import wait_for
 from tests.service.test_api import METRICS, has_series, value
 

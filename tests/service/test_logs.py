@@ -7,7 +7,7 @@ import sys
 
 import orjson
 
-from service.logs import JsonFormatter, TextFormatter
+from aggbook.service.logs import JsonFormatter, TextFormatter
 
 
 def record(exc: bool = False) -> logging.LogRecord:

@@ -6,9 +6,9 @@ from decimal import Context, Decimal
 
 import pytest
 
-from book.consolidated import ConsolidatedBook
-from book.sync import MEXC, BookSync, Reason, Snapshot
-from service.sweep import sweep, sweep_json
+from aggbook.book.consolidated import ConsolidatedBook
+from aggbook.book.sync import MEXC, BookSync, Reason, Snapshot
+from aggbook.service.sweep import sweep, sweep_json
 
 
 def book_with(venues: dict[str, tuple[list, list, str]], clock=lambda: 0.0) -> ConsolidatedBook:

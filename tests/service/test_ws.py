@@ -11,8 +11,8 @@ import aiohttp
 import orjson
 import pytest
 
-from service.runtime import Service
-from service.ws import Client
+from aggbook.service.runtime import Service
+from aggbook.service.ws import Client
 from tests.conftest import wait_for
 from tests.service.fakes import FakeFeeds, fake_config, load_all
 

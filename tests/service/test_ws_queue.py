@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
-from service.aggregator import Aggregator
-from service.config import WebSocketSettings
-from service.ws import CLOSE_SLOW_CONSUMER, Client, Hub
+from aggbook.service.aggregator import Aggregator
+from aggbook.service.config import WebSocketSettings
+from aggbook.service.ws import CLOSE_SLOW_CONSUMER, Client, Hub
 from tests.conftest import wait_for
 from tests.service.fakes import FakeFeeds, fake_config, load_all
 

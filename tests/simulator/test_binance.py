@@ -18,10 +18,10 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
-from simulator.binance import WEIGHT_HEADER, BinanceFuturesVenue, BinanceSpotVenue
-from simulator.faults import Fault
-from simulator.market import DEFAULT_SYMBOLS
-from simulator.venue import VenueServer
+from aggbook.simulator.binance import WEIGHT_HEADER, BinanceFuturesVenue, BinanceSpotVenue
+from aggbook.simulator.faults import Fault
+from aggbook.simulator.market import DEFAULT_SYMBOLS
+from aggbook.simulator.venue import VenueServer
 
 SYMBOLS = DEFAULT_SYMBOLS[:2]  # BTCUSDT, ETHUSDT
 SYM = "BTCUSDT"

@@ -16,9 +16,9 @@ import orjson
 import pytest
 from aiohttp import WSMsgType
 
-from simulator.btse import BtseVenue
-from simulator.faults import Fault
-from simulator.market import DEFAULT_SYMBOLS
+from aggbook.simulator.btse import BtseVenue
+from aggbook.simulator.faults import Fault
+from aggbook.simulator.market import DEFAULT_SYMBOLS
 
 SYMBOLS = DEFAULT_SYMBOLS[:2]  # BTC-USDT, ETH-USDT
 BTC = "BTC-USDT"

@@ -17,12 +17,12 @@ from decimal import Decimal
 import aiohttp
 import pytest
 
-from simulator.binance import BinanceFuturesVenue, BinanceSpotVenue
-from simulator.exchange import SimulatedExchange, venue_classes
-from simulator.faults import Fault, FaultInjector
-from simulator.huobi import HuobiMbpVenue
-from simulator.market import ASK, BID, DEFAULT_SYMBOLS, LevelChange, MarketModel, SymbolSpec
-from simulator.venue import VenueServer
+from aggbook.simulator.binance import BinanceFuturesVenue, BinanceSpotVenue
+from aggbook.simulator.exchange import SimulatedExchange, venue_classes
+from aggbook.simulator.faults import Fault, FaultInjector
+from aggbook.simulator.huobi import HuobiMbpVenue
+from aggbook.simulator.market import ASK, BID, DEFAULT_SYMBOLS, LevelChange, MarketModel, SymbolSpec
+from aggbook.simulator.venue import VenueServer
 
 SPECS = DEFAULT_SYMBOLS[:2]
 COARSE = SymbolSpec("ZERO", "USDT", Decimal("5000"), Decimal("1"), Decimal("1"))  # 0 decimals

@@ -20,11 +20,11 @@ from decimal import Decimal
 import aiohttp
 import pytest
 
-from simulator.bitv import FAST_SYMBOLS, BitvVenue
-from simulator.faults import Fault
-from simulator.huobi import HuobiMbpVenue
-from simulator.market import TruthBook
-from simulator.nhex import NhexVenue
+from aggbook.simulator.bitv import FAST_SYMBOLS, BitvVenue
+from aggbook.simulator.faults import Fault
+from aggbook.simulator.huobi import HuobiMbpVenue
+from aggbook.simulator.market import TruthBook
+from aggbook.simulator.nhex import NhexVenue
 
 pytestmark = pytest.mark.integration
 

@@ -19,10 +19,10 @@ import orjson
 import pytest
 from google.protobuf.message import DecodeError
 
-from proto import mexc_push_pb2 as pb
-from simulator.faults import Fault
-from simulator.market import DEFAULT_SYMBOLS, TruthBook
-from simulator.mexc import KLINE_INTERVALS, MexcVenue
+from aggbook.proto import mexc_push_pb2 as pb
+from aggbook.simulator.faults import Fault
+from aggbook.simulator.market import DEFAULT_SYMBOLS, TruthBook
+from aggbook.simulator.mexc import KLINE_INTERVALS, MexcVenue
 
 SYM = "BTCUSDT"
 OTHER = "ETHUSDT"

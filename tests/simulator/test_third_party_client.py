@@ -14,10 +14,10 @@ from decimal import Decimal
 import ccxt.pro
 import pytest
 
-from simulator.binance import BinanceFuturesVenue, BinanceSpotVenue
-from simulator.faults import Fault
-from simulator.market import DEFAULT_SYMBOLS, TruthBook
-from simulator.mexc import MexcVenue
+from aggbook.simulator.binance import BinanceFuturesVenue, BinanceSpotVenue
+from aggbook.simulator.faults import Fault
+from aggbook.simulator.market import DEFAULT_SYMBOLS, TruthBook
+from aggbook.simulator.mexc import MexcVenue
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration

@@ -21,16 +21,16 @@ import aiohttp
 import orjson
 import pytest
 
-from proto import mexc_push_pb2 as pb
-from simulator.binance import BinanceFuturesVenue, BinanceSpotVenue
-from simulator.bitv import BitvVenue
-from simulator.btse import BtseVenue
-from simulator.faults import Fault
-from simulator.huobi import HuobiMbpVenue
-from simulator.market import DEFAULT_SYMBOLS, TruthBook
-from simulator.mexc import MexcVenue
-from simulator.nhex import NhexVenue
-from simulator.venue import VenueServer
+from aggbook.proto import mexc_push_pb2 as pb
+from aggbook.simulator.binance import BinanceFuturesVenue, BinanceSpotVenue
+from aggbook.simulator.bitv import BitvVenue
+from aggbook.simulator.btse import BtseVenue
+from aggbook.simulator.faults import Fault
+from aggbook.simulator.huobi import HuobiMbpVenue
+from aggbook.simulator.market import DEFAULT_SYMBOLS, TruthBook
+from aggbook.simulator.mexc import MexcVenue
+from aggbook.simulator.nhex import NhexVenue
+from aggbook.simulator.venue import VenueServer
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration

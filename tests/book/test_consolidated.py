@@ -8,8 +8,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from book.consolidated import ConsolidatedBook
-from book.sync import BINANCE_SPOT, BookSync, Delta, Reason, Snapshot
+from aggbook.book.consolidated import ConsolidatedBook
+from aggbook.book.sync import BINANCE_SPOT, BookSync, Delta, Reason, Snapshot
 
 VENUES = ["a", "b", "c"]
 FEES = {"a": Decimal("10"), "b": Decimal("2.5"), "c": Decimal("0")}

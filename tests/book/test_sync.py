@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from book.sync import (
+from aggbook.book.sync import (
     BINANCE_FUTURES,
     BINANCE_SPOT,
     BTSE,

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from book.errors import InvalidLevel
-from book.l2 import ASK_TOP_CHANGED, BID_TOP_CHANGED, L2Book
+from aggbook.book.errors import InvalidLevel
+from aggbook.book.l2 import ASK_TOP_CHANGED, BID_TOP_CHANGED, L2Book
 
 
 def spellings(units: int, decimals: int) -> st.SearchStrategy[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from google.protobuf.message import DecodeError
 
-from proto import generate, mexc_push_pb2
+from aggbook.proto import generate, mexc_push_pb2
 
 PROTO_DIR = Path(generate.__file__).resolve().parent
 

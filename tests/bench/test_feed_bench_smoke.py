@@ -15,7 +15,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "feed_bench.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "feed_bench.py"
 
 
 def _load_bench():
