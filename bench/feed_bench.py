@@ -44,7 +44,7 @@ import orjson
 from aggbook.book.sync import BookSync, SyncState
 from aggbook.feeds.base import Connection, VenueFeed
 from aggbook.feeds.config import VenueConfig
-from aggbook.feeds.huobi import decode_frame
+from aggbook.feeds.gzip_mbp import decode_frame
 from aggbook.feeds.registry import create_feed
 from aggbook.proto import mexc_push_pb2 as pb
 from aggbook.simulator.binance import BinanceSpotVenue

@@ -125,7 +125,6 @@ class ConsolidatedBook:
         self._bid_dirty = True
         self._ask_dirty = True
         self.scans = 0
-        self.version = 0  # bumps whenever a venue's top of book or state changes
         self.updated_at: float | None = None
         self.listeners: list[Callable[[ConsolidatedBook, str], None]] = []
 
@@ -169,7 +168,6 @@ class ConsolidatedBook:
             self._notify("top")
 
     def _notify(self, what: str) -> None:
-        self.version += 1
         self.updated_at = self.clock()
         for listener in self.listeners:
             listener(self, what)

@@ -12,6 +12,3 @@ class BookError(ValueError):
 class InvalidLevel(BookError):
     """A price or size that is not a finite, non-negative decimal number (or a malformed level)."""
 
-
-class InvalidEvent(BookError):
-    """A snapshot or delta missing its ids, or with ids that cannot be numbers."""

@@ -100,16 +100,12 @@ BINANCE_SPOT = SequenceRule("binance-spot", Chain.NEXT_ID, FirstAfterSnapshot.CO
 BINANCE_FUTURES = SequenceRule("binance-futures", Chain.PREV_ID, FirstAfterSnapshot.COVERS_SNAPSHOT,
                                drop_through_snapshot=False, duplicate_is_gap=True)
 MEXC = SequenceRule("mexc", Chain.NEXT_ID, FirstAfterSnapshot.COVERS_NEXT, drop_through_snapshot=True)
-HUOBI_MBP_TICK = SequenceRule("huobi-mbp-tick", Chain.PREV_ID, FirstAfterSnapshot.PREV_IS_SNAPSHOT,
+MBP_TICK = SequenceRule("mbp-tick", Chain.PREV_ID, FirstAfterSnapshot.PREV_IS_SNAPSHOT,
                               drop_through_snapshot=True, straddle_ok=True)
-HUOBI_MBP_100MS = SequenceRule("huobi-mbp-100ms", Chain.PREV_ID, FirstAfterSnapshot.PREV_IS_SNAPSHOT,
+MBP_100MS = SequenceRule("mbp-100ms", Chain.PREV_ID, FirstAfterSnapshot.PREV_IS_SNAPSHOT,
                                drop_through_snapshot=True)
 BTSE = SequenceRule("btse", Chain.PREV_ID, FirstAfterSnapshot.PREV_IS_SNAPSHOT, drop_through_snapshot=True,
                     duplicate_is_gap=True, contiguous_ids=True, snapshot_in_stream=True)
-
-RULES: dict[str, SequenceRule] = {
-    r.name: r for r in (BINANCE_SPOT, BINANCE_FUTURES, MEXC, HUOBI_MBP_TICK, HUOBI_MBP_100MS, BTSE)
-}
 
 
 @dataclass(slots=True)
@@ -281,11 +277,6 @@ class BookSync:
         self.book.clear()
         self.last_id = None
         self._set_state(SyncState.INVALID, Reason.INVALID_SYMBOL, detail)
-
-    def restart(self) -> None:
-        """Leave INVALID (e.g. after a config or symbol-list reload) and wait for a snapshot again."""
-        if self.state is SyncState.INVALID:
-            self._set_state(SyncState.WAITING, Reason.START, "restart")
 
     # ------------------------------------------------------------------ internals
     def _aligned_first(self, d: Delta, L: int) -> bool:

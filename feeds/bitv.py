@@ -9,14 +9,14 @@ start instead of collecting an ``invalid topic`` first; the list can be replaced
 
 from __future__ import annotations
 
-from aggbook.feeds.huobi import HuobiMbpFeed
+from aggbook.feeds.gzip_mbp import GzipMbpFeed
 
 FAST_SYMBOLS = frozenset({
     "btcusdt", "ethusdt", "xrpusdt", "eosusdt", "ltcusdt", "etcusdt", "adausdt", "dashusdt", "bsvusdt",
 })
 
 
-class BitvFeed(HuobiMbpFeed):
-    """BitV: every protocol rule lives in :class:`~feeds.huobi.HuobiMbpFeed`."""
+class BitvFeed(GzipMbpFeed):
+    """BitV: every protocol rule lives in :class:`~feeds.gzip_mbp.GzipMbpFeed`."""
 
     _fast_symbols_default = FAST_SYMBOLS

@@ -7,11 +7,11 @@ parameter table also lists mbp.400, which the prose never describes; it is offer
 
 from __future__ import annotations
 
-from aggbook.feeds.huobi import HuobiMbpFeed
+from aggbook.feeds.gzip_mbp import GzipMbpFeed
 
 
-class NhexFeed(HuobiMbpFeed):
-    """NHEX: every protocol rule lives in :class:`~feeds.huobi.HuobiMbpFeed`."""
+class NhexFeed(GzipMbpFeed):
+    """NHEX: every protocol rule lives in :class:`~feeds.gzip_mbp.GzipMbpFeed`."""
 
     enable_mbp400: bool = False
 

@@ -18,8 +18,8 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from aggbook.book.sweep import QTY, QTY_FRAC_DIGITS, QTY_INT_DIGITS, SIDES, sweep, sweep_json
 from aggbook.service.openapi import openapi_document
-from aggbook.service.sweep import QTY, QTY_FRAC_DIGITS, QTY_INT_DIGITS, SIDES, sweep, sweep_json
 from aggbook.service.views import ladder_json, quote_json, venue_book_json
 
 if TYPE_CHECKING:

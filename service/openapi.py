@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aggbook.book.sweep import QTY_FRAC_DIGITS, QTY_INT_DIGITS, QTY_PATTERN
 from aggbook.service.config import ServiceConfig
-from aggbook.service.sweep import QTY_FRAC_DIGITS, QTY_INT_DIGITS, QTY_PATTERN
 
 DEC = {"type": "string", "pattern": r"^-?\d+(\.\d+)?$", "description": "exact decimal number as text"}
 NDEC = {"type": ["string", "null"], "description": "exact decimal number as text, or null"}

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 
 from aiohttp import web
 
-from aggbook.simulator.huobi import HuobiMbpVenue, now_ms
+from aggbook.simulator.gzip_mbp import GzipMbpVenue, now_ms
 
 FAST_SYMBOLS = frozenset({
     "btcusdt", "ethusdt", "xrpusdt", "eosusdt", "ltcusdt", "etcusdt", "adausdt", "dashusdt", "bsvusdt",
@@ -32,8 +32,8 @@ NORMAL, HALTED, CANCEL_ONLY = 1, 2, 3
 EMERGENCY_MAINTENANCE, SCHEDULED_MAINTENANCE = 2, 3
 
 
-class BitvVenue(HuobiMbpVenue):
-    """BitV: every protocol rule lives in :class:`HuobiMbpVenue`; only BitV's settings are here."""
+class BitvVenue(GzipMbpVenue):
+    """BitV: every protocol rule lives in :class:`GzipMbpVenue`; only BitV's settings are here."""
 
     name = "bitv"
     fast_symbols_default = FAST_SYMBOLS

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aggbook.simulator.huobi import HuobiMbpVenue
+from aggbook.simulator.gzip_mbp import GzipMbpVenue
 
 
-class NhexVenue(HuobiMbpVenue):
-    """NHEX: every protocol rule lives in :class:`HuobiMbpVenue`; only NHEX's settings are here."""
+class NhexVenue(GzipMbpVenue):
+    """NHEX: every protocol rule lives in :class:`GzipMbpVenue`; only NHEX's settings are here."""
 
     name = "nhex"
     optional_levels = (400,)

@@ -20,8 +20,8 @@ from aggbook.book.sync import (
     BINANCE_FUTURES,
     BINANCE_SPOT,
     BTSE,
-    HUOBI_MBP_100MS,
-    HUOBI_MBP_TICK,
+    MBP_100MS,
+    MBP_TICK,
     MEXC,
     BookSync,
     Delta,
@@ -31,7 +31,7 @@ from aggbook.book.sync import (
     SyncState,
 )
 
-ALL_RULES = [BINANCE_SPOT, BINANCE_FUTURES, MEXC, HUOBI_MBP_TICK, HUOBI_MBP_100MS, BTSE]
+ALL_RULES = [BINANCE_SPOT, BINANCE_FUTURES, MEXC, MBP_TICK, MBP_100MS, BTSE]
 
 
 class RefExchange:
@@ -61,7 +61,7 @@ class RefExchange:
             else:
                 side[price] = size
         prev = self.cur
-        if self.rule.name.startswith("huobi"):
+        if self.rule.name.startswith("mbp"):
             first = last = self.cur + rng.randint(1, 5)  # seqNum jumps; prevSeqNum chains
         elif self.rule is BTSE:
             first = last = self.cur + 1
@@ -218,8 +218,8 @@ def test_mexc_duplicate_is_ignored():
     assert sync.counters.dropped == 1
 
 
-def test_huobi_straddle_only_for_tick_by_tick():
-    for rule, expect_live in ((HUOBI_MBP_TICK, True), (HUOBI_MBP_100MS, False)):
+def test_gzip_mbp_straddle_only_for_tick_by_tick():
+    for rule, expect_live in ((MBP_TICK, True), (MBP_100MS, False)):
         sync = BookSync(rule)
         sync.on_delta(Delta(110, 110, 100, [["1", "1"]], None))
         sync.snapshot_requested()

@@ -6,6 +6,7 @@ wheel pip builds from this tree, and a ``serve`` process run outside the source 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -21,9 +22,13 @@ SUBPACKAGES = {"book", "feeds", "proto", "service", "simulator"}
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # pip builds a local directory in place (build/, *.egg-info): build a copy, not the checkout
+    source = out / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"))
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(out), str(ROOT)],
+         "--wheel-dir", str(out), str(source)],
         check=True, capture_output=True, timeout=300,
     )
     (built,) = out.glob("aggbook-*.whl")

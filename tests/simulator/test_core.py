@@ -20,7 +20,7 @@ import pytest
 from aggbook.simulator.binance import BinanceFuturesVenue, BinanceSpotVenue
 from aggbook.simulator.exchange import SimulatedExchange, venue_classes
 from aggbook.simulator.faults import Fault, FaultInjector
-from aggbook.simulator.huobi import HuobiMbpVenue
+from aggbook.simulator.gzip_mbp import GzipMbpVenue
 from aggbook.simulator.market import ASK, BID, DEFAULT_SYMBOLS, LevelChange, MarketModel, SymbolSpec
 from aggbook.simulator.venue import VenueServer
 
@@ -184,7 +184,7 @@ def test_random_mode_is_reproducible_from_its_seed() -> None:
 async def venue(request: pytest.FixtureRequest) -> AsyncIterator[VenueServer]:
     cls = venue_classes()[request.param]
     kwargs: dict = {"seed": 4, "autostart_pump": False}
-    if issubclass(cls, HuobiMbpVenue):
+    if issubclass(cls, GzipMbpVenue):
         kwargs["mbp_interval"] = None  # the test runs the 100 ms timer itself
     server = cls(SPECS, **kwargs)
     await server.start()
@@ -204,7 +204,7 @@ async def call(session: aiohttp.ClientSession, method: str, url: str, **kwargs: 
 async def advance(venue: VenueServer, steps: int) -> None:
     """Market steps, plus the interval push that moves an mbp.150 chain on NHEX/BitV."""
     await venue.step_all(steps)
-    if isinstance(venue, HuobiMbpVenue):
+    if isinstance(venue, GzipMbpVenue):
         await venue.interval_tick()
 
 

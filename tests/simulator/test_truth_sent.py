@@ -26,7 +26,7 @@ from aggbook.simulator.binance import BinanceFuturesVenue, BinanceSpotVenue
 from aggbook.simulator.bitv import BitvVenue
 from aggbook.simulator.btse import BtseVenue
 from aggbook.simulator.faults import Fault
-from aggbook.simulator.huobi import HuobiMbpVenue
+from aggbook.simulator.gzip_mbp import GzipMbpVenue
 from aggbook.simulator.market import DEFAULT_SYMBOLS, TruthBook
 from aggbook.simulator.mexc import MexcVenue
 from aggbook.simulator.nhex import NhexVenue
@@ -252,7 +252,7 @@ class BtseClient(RawClient):
         return ref
 
 
-class HuobiClient(RawClient):
+class GzipMbpClient(RawClient):
     """``market.btcusdt.mbp.150`` on ``/feed``; a ``req`` for the snapshot; ping/pong as barrier."""
 
     symbol = "btcusdt"
@@ -289,13 +289,16 @@ class HuobiClient(RawClient):
         return RefBook(data["seqNum"], data["bids"], data["asks"])
 
 
+# NHEX/BitV with the timer pushes and pings off and no req spacing: only what a test writes is sent
+MBP_QUIET = {"mbp_interval": None, "ping_interval": 60.0, "req_min_interval": 0.0}
+
 VENUES: dict[str, tuple[type[VenueServer], type[RawClient], dict]] = {
     "binance": (BinanceSpotVenue, BinanceClient, {"max_incoming_per_sec": 1000}),
     "binance-futures": (BinanceFuturesVenue, BinanceClient, {"max_incoming_per_sec": 1000}),
     "mexc": (MexcVenue, MexcClient, {"empty_push_probability": 0.0}),
     "btse": (BtseVenue, BtseClient, {}),
-    "nhex": (NhexVenue, HuobiClient, {"mbp_interval": None, "ping_interval": 60.0, "req_min_interval": 0.0}),
-    "bitv": (BitvVenue, HuobiClient, {"mbp_interval": None, "ping_interval": 60.0, "req_min_interval": 0.0}),
+    "nhex": (NhexVenue, GzipMbpClient, MBP_QUIET),
+    "bitv": (BitvVenue, GzipMbpClient, MBP_QUIET),
 }
 
 
@@ -317,7 +320,7 @@ async def advance(venue: VenueServer) -> None:
     before = venue.current_seq(CANONICAL)
     for _ in range(1000):
         await venue.step_all(1)
-        if isinstance(venue, HuobiMbpVenue):
+        if isinstance(venue, GzipMbpVenue):
             await venue.interval_tick()
         if venue.current_seq(CANONICAL) != before:
             return
@@ -413,10 +416,10 @@ async def test_btse_snapshot_frames_set_the_mark_in_each_subscriptions_seq_space
 
 
 @pytest.mark.parametrize("cls", [NhexVenue, BitvVenue], ids=lambda c: c.name)
-async def test_huobi_marks_are_per_topic(cls: type[HuobiMbpVenue], session: aiohttp.ClientSession) -> None:
+async def test_gzip_mbp_marks_are_per_topic(cls: type[GzipMbpVenue], session: aiohttp.ClientSession) -> None:
     async with running(cls.name) as venue:
-        assert isinstance(venue, HuobiMbpVenue)
-        client = HuobiClient(venue, session)
+        assert isinstance(venue, GzipMbpVenue)
+        client = GzipMbpClient(venue, session)
         await client.subscribe()  # mbp.150
         await client.send({"sub": "market.btcusdt.mbp.5", "id": "sub5"})
         await wait_for(lambda: any(r.get("id") == "sub5" for r in client.replies), what="mbp.5 ack")
@@ -437,12 +440,12 @@ async def test_huobi_marks_are_per_topic(cls: type[HuobiMbpVenue], session: aioh
         await client.close()
 
 
-async def test_huobi_a_push_still_queued_when_the_socket_went_silent_was_not_sent(
+async def test_gzip_mbp_a_push_still_queued_when_the_socket_went_silent_was_not_sent(
         session: aiohttp.ClientSession) -> None:
     """NHEX/BitV write through a per-connection queue: the mark moves at the write, not at the enqueue."""
     async with running("nhex") as venue:
-        assert isinstance(venue, HuobiMbpVenue)
-        client = HuobiClient(venue, session)
+        assert isinstance(venue, GzipMbpVenue)
+        client = GzipMbpClient(venue, session)
         await client.subscribe()
         await advance(venue)
         await client.barrier()

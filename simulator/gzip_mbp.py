@@ -225,10 +225,10 @@ def _side_diff(old: dict[Decimal, Decimal], new: dict[Decimal, Decimal], market_
 
 
 # ---------------------------------------------------------------------- the venue
-class HuobiMbpVenue(VenueServer):
+class GzipMbpVenue(VenueServer):
     """Huobi-family mbp venue; NHEX and BitV subclasses set only what differs (class attributes)."""
 
-    name = "huobi"
+    name = "gzip-mbp"
     base_levels: tuple[int, ...] = (5, 20, 150)
     optional_levels: tuple[int, ...] = ()  # offered only with enable_mbp400
     tick_levels: tuple[int, ...] = (5, 20)

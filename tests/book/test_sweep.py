@@ -7,8 +7,8 @@ from decimal import Context, Decimal
 import pytest
 
 from aggbook.book.consolidated import ConsolidatedBook
+from aggbook.book.sweep import sweep, sweep_json
 from aggbook.book.sync import MEXC, BookSync, Reason, Snapshot
-from aggbook.service.sweep import sweep, sweep_json
 
 
 def book_with(venues: dict[str, tuple[list, list, str]], clock=lambda: 0.0) -> ConsolidatedBook:

@@ -12,8 +12,8 @@ counts and symbols they allow.  What this module does and why:
 * Acks and ``req`` replies are matched by ``id`` only (a reply's ``rep`` may name another topic).
 * Two ``req`` on one connection must be 100 ms apart or the venue answers ``429 too many request``:
   each connection has its own :class:`~feeds.pacing.RequestPacer` spacing them ``req_min_interval``.
-* Sequencing is :data:`book.sync.HUOBI_MBP_TICK` for 5/20 (tick-by-tick, a straddling snapshot is
-  exact) and :data:`book.sync.HUOBI_MBP_100MS` for 150/400; empty 150 pushes are delivered because
+* Sequencing is :data:`book.sync.MBP_TICK` for 5/20 (tick-by-tick, a straddling snapshot is
+  exact) and :data:`book.sync.MBP_100MS` for 150/400; empty 150 pushes are delivered because
   they advance the ``prevSeqNum`` chain.  Each book is an ``L2Book(max_depth=levels)``, so it is
   trimmed to the topic's window after every message whatever the venue sends for levels leaving it.
 * A quiet 5/20 book pushes nothing, so its snapshot is requested ``quiet_snapshot_delay`` after the
@@ -42,8 +42,8 @@ import aiohttp
 import orjson
 
 from aggbook.book.sync import (
-    HUOBI_MBP_100MS,
-    HUOBI_MBP_TICK,
+    MBP_100MS,
+    MBP_TICK,
     BookSync,
     Delta,
     Reason,
@@ -56,7 +56,7 @@ from aggbook.feeds.config import VenueConfig
 from aggbook.feeds.metrics import FeedMetrics
 from aggbook.feeds.pacing import RequestPacer
 
-log = logging.getLogger("aggbook.feeds.huobi")
+log = logging.getLogger("aggbook.feeds.gzip_mbp")
 
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 
@@ -105,7 +105,7 @@ def exact_levels(raw: object) -> list[RawPair] | None:
 
 
 # ---------------------------------------------------------------------- the feed
-class HuobiMbpFeed(VenueFeed):
+class GzipMbpFeed(VenueFeed):
     """Everything NHEX and BitV share; subclasses set the levels and symbols their venue allows."""
 
     # venue facts (class attributes; subclasses override)
@@ -172,7 +172,7 @@ class HuobiMbpFeed(VenueFeed):
         return f"market.{self.venue_symbol(canonical)}.mbp.{self.levels_for(canonical)}"
 
     def rule_for(self, canonical: str) -> SequenceRule:
-        return HUOBI_MBP_TICK if self.levels_for(canonical) in self.tick_levels else HUOBI_MBP_100MS
+        return MBP_TICK if self.levels_for(canonical) in self.tick_levels else MBP_100MS
 
     def _new_sync(self, canonical: str) -> BookSync:
         """The base sync with its book capped to the topic's window (trimmed after every message)."""

@@ -22,7 +22,7 @@ import pytest
 
 from aggbook.simulator.bitv import FAST_SYMBOLS, BitvVenue
 from aggbook.simulator.faults import Fault
-from aggbook.simulator.huobi import HuobiMbpVenue
+from aggbook.simulator.gzip_mbp import GzipMbpVenue
 from aggbook.simulator.market import TruthBook
 from aggbook.simulator.nhex import NhexVenue
 
@@ -35,7 +35,7 @@ UNLISTED = "solusdt"  # not on BitV's 5/20 list
 
 
 @pytest.fixture(params=VENUES, ids=lambda cls: cls.name)
-def venue_cls(request: pytest.FixtureRequest) -> type[HuobiMbpVenue]:
+def venue_cls(request: pytest.FixtureRequest) -> type[GzipMbpVenue]:
     return request.param
 
 
@@ -49,7 +49,7 @@ async def wait_until(cond: Callable[[], object], timeout: float = 5.0, what: str
 
 
 @contextlib.asynccontextmanager
-async def running(cls: type[HuobiMbpVenue], **kwargs: object) -> AsyncIterator[HuobiMbpVenue]:
+async def running(cls: type[GzipMbpVenue], **kwargs: object) -> AsyncIterator[GzipMbpVenue]:
     opts: dict = {"autostart_pump": False, "mbp_interval": None, "ping_interval": 60.0,
                   "req_min_interval": 0.0}
     opts.update(kwargs)
@@ -64,7 +64,7 @@ async def running(cls: type[HuobiMbpVenue], **kwargs: object) -> AsyncIterator[H
 class Client:
     """Raw Huobi market-WS client: JSON text out, gzip binary in, numbers as Decimal."""
 
-    def __init__(self, session: aiohttp.ClientSession, venue: HuobiMbpVenue, path: str = "/feed",
+    def __init__(self, session: aiohttp.ClientSession, venue: GzipMbpVenue, path: str = "/feed",
                  auto_pong: bool = True) -> None:
         self.session, self.venue, self.path, self.auto_pong = session, venue, path, auto_pong
         self.frames: list[dict] = []
@@ -199,7 +199,7 @@ def topic_of(symbol: str, levels: int) -> str:
     return f"market.{symbol}.mbp.{levels}"
 
 
-async def synced(client: Client, venue: HuobiMbpVenue, symbol: str, levels: int) -> RefBook:
+async def synced(client: Client, venue: GzipMbpVenue, symbol: str, levels: int) -> RefBook:
     """sub, make a push happen, req, replay: the documented start (scenario 1)."""
     topic = topic_of(symbol, levels)
     await client.sub(topic)
@@ -211,7 +211,7 @@ async def synced(client: Client, venue: HuobiMbpVenue, symbol: str, levels: int)
 
 
 # ---------------------------------------------------------------------- frames, acks, sequencing
-async def test_acks_are_gzip_and_echo_ids(venue_cls: type[HuobiMbpVenue]) -> None:
+async def test_acks_are_gzip_and_echo_ids(venue_cls: type[GzipMbpVenue]) -> None:
     async with running(venue_cls) as venue, aiohttp.ClientSession() as session:
         client = await Client(session, venue).open()
         ack = await client.reply({"sub": topic_of(FINE, 150), "id": "id1"})
@@ -230,7 +230,7 @@ async def test_acks_are_gzip_and_echo_ids(venue_cls: type[HuobiMbpVenue]) -> Non
     assert venue.urls()["ws_url"].endswith("/feed") and venue.urls()["rest_url"].startswith("http://")
 
 
-async def test_mbp150_sync_matches_truth(venue_cls: type[HuobiMbpVenue]) -> None:
+async def test_mbp150_sync_matches_truth(venue_cls: type[GzipMbpVenue]) -> None:
     async with running(venue_cls) as venue, aiohttp.ClientSession() as session:
         client = await Client(session, venue).open()
         topic = topic_of(FINE, 150)
@@ -264,7 +264,7 @@ async def test_mbp150_sync_matches_truth(venue_cls: type[HuobiMbpVenue]) -> None
 
 
 @pytest.mark.parametrize("exit_deletes", [True, False], ids=["exit-deletes", "no-exit-deletes"])
-async def test_tick_by_tick_5_and_20_alongside_150(venue_cls: type[HuobiMbpVenue],
+async def test_tick_by_tick_5_and_20_alongside_150(venue_cls: type[GzipMbpVenue],
                                                    exit_deletes: bool) -> None:
     async with running(venue_cls, window_exit_deletes=exit_deletes) as venue, \
             aiohttp.ClientSession() as session:
@@ -314,7 +314,7 @@ async def test_tick_by_tick_5_and_20_alongside_150(venue_cls: type[HuobiMbpVenue
         await client.close()
 
 
-async def test_eighteen_decimals_exact(venue_cls: type[HuobiMbpVenue]) -> None:
+async def test_eighteen_decimals_exact(venue_cls: type[GzipMbpVenue]) -> None:
     async with running(venue_cls) as venue, aiohttp.ClientSession() as session:
         client = await Client(session, venue).open()
         ref = await synced(client, venue, FINE, 150)
@@ -332,7 +332,7 @@ async def test_eighteen_decimals_exact(venue_cls: type[HuobiMbpVenue]) -> None:
         await client.close()
 
 
-async def test_compact_deletes_key_by_value(venue_cls: type[HuobiMbpVenue]) -> None:
+async def test_compact_deletes_key_by_value(venue_cls: type[GzipMbpVenue]) -> None:
     async with running(venue_cls, compact_deletes=True) as venue, aiohttp.ClientSession() as session:
         client = await Client(session, venue).open()
         ref = await synced(client, venue, PLAIN, 150)
@@ -346,7 +346,7 @@ async def test_compact_deletes_key_by_value(venue_cls: type[HuobiMbpVenue]) -> N
         await client.close()
 
 
-async def test_interval_timer_pushes_empty_diffs(venue_cls: type[HuobiMbpVenue]) -> None:
+async def test_interval_timer_pushes_empty_diffs(venue_cls: type[GzipMbpVenue]) -> None:
     async with running(venue_cls, mbp_interval=0.02) as venue, aiohttp.ClientSession() as session:
         client = await Client(session, venue).open()
         await client.sub(topic_of(PLAIN, 150))
@@ -357,7 +357,7 @@ async def test_interval_timer_pushes_empty_diffs(venue_cls: type[HuobiMbpVenue])
 
 
 # ---------------------------------------------------------------------- heartbeat
-async def test_ping_pong_keeps_connection_and_missed_pongs_close(venue_cls: type[HuobiMbpVenue]) -> None:
+async def test_ping_pong_keeps_connection_and_missed_pongs_close(venue_cls: type[GzipMbpVenue]) -> None:
     async with running(venue_cls) as venue, aiohttp.ClientSession() as session:
         good = await Client(session, venue).open()
         deaf = await Client(session, venue, auto_pong=False).open()
@@ -374,7 +374,7 @@ async def test_ping_pong_keeps_connection_and_missed_pongs_close(venue_cls: type
         await good.close()
 
 
-async def test_ping_timer_closes_silent_client(venue_cls: type[HuobiMbpVenue]) -> None:
+async def test_ping_timer_closes_silent_client(venue_cls: type[GzipMbpVenue]) -> None:
     async with running(venue_cls, ping_interval=0.03, max_missed_pongs=2) as venue, \
             aiohttp.ClientSession() as session:
         deaf = await Client(session, venue, auto_pong=False).open()
@@ -385,7 +385,7 @@ async def test_ping_timer_closes_silent_client(venue_cls: type[HuobiMbpVenue]) -
         assert deaf.ws is not None and deaf.ws.close_code == 1000
 
 
-async def test_late_pong_counts_and_a_wrong_one_does_not(venue_cls: type[HuobiMbpVenue]) -> None:
+async def test_late_pong_counts_and_a_wrong_one_does_not(venue_cls: type[GzipMbpVenue]) -> None:
     """A pong for the first ping sent after the second ping arrived still saves the connection.
 
     The rule is "two pings in a row unanswered": any outstanding ping value resets the count, an
@@ -421,7 +421,7 @@ async def test_late_pong_counts_and_a_wrong_one_does_not(venue_cls: type[HuobiMb
 
 
 # ---------------------------------------------------------------------- errors and limits
-async def test_req_spacing_gives_429(venue_cls: type[HuobiMbpVenue]) -> None:
+async def test_req_spacing_gives_429(venue_cls: type[GzipMbpVenue]) -> None:
     async with running(venue_cls, req_min_interval=30.0) as venue, aiohttp.ClientSession() as session:
         client = await Client(session, venue).open()
         first = await client.req(topic_of(PLAIN, 150))
@@ -435,7 +435,7 @@ async def test_req_spacing_gives_429(venue_cls: type[HuobiMbpVenue]) -> None:
         await other.close()
 
 
-async def test_documented_errors(venue_cls: type[HuobiMbpVenue]) -> None:
+async def test_documented_errors(venue_cls: type[GzipMbpVenue]) -> None:
     async with running(venue_cls, symbol_states={"XRP-USDT": "pre-online"}) as venue, \
             aiohttp.ClientSession() as session:
         client = await Client(session, venue).open()
@@ -461,7 +461,7 @@ async def test_documented_errors(venue_cls: type[HuobiMbpVenue]) -> None:
         await client.close()
 
 
-async def test_mbp400_only_where_listed(venue_cls: type[HuobiMbpVenue]) -> None:
+async def test_mbp400_only_where_listed(venue_cls: type[GzipMbpVenue]) -> None:
     async with running(venue_cls, enable_mbp400=True) as venue, aiohttp.ClientSession() as session:
         client = await Client(session, venue).open()
         reply = await client.reply({"sub": topic_of(PLAIN, 400)})
@@ -475,7 +475,7 @@ async def test_mbp400_only_where_listed(venue_cls: type[HuobiMbpVenue]) -> None:
         await client.close()
 
 
-async def test_fast_levels_symbol_list(venue_cls: type[HuobiMbpVenue]) -> None:
+async def test_fast_levels_symbol_list(venue_cls: type[GzipMbpVenue]) -> None:
     async with running(venue_cls) as venue, aiohttp.ClientSession() as session:
         client = await Client(session, venue).open()
         for levels in (5, 20):
@@ -501,7 +501,7 @@ async def test_fast_levels_symbol_list(venue_cls: type[HuobiMbpVenue]) -> None:
 
 
 # ---------------------------------------------------------------------- stream faults
-async def _pushed(venue: HuobiMbpVenue, client: Client, topic: str, ticks: int) -> list[dict]:
+async def _pushed(venue: GzipMbpVenue, client: Client, topic: str, ticks: int) -> list[dict]:
     for _ in range(ticks):
         await venue.step_all(1)
         await venue.interval_tick()
@@ -509,7 +509,7 @@ async def _pushed(venue: HuobiMbpVenue, client: Client, topic: str, ticks: int) 
     return [p["tick"] for p in client.pushes(topic)]
 
 
-async def test_gap_duplicate_reorder_per_connection(venue_cls: type[HuobiMbpVenue]) -> None:
+async def test_gap_duplicate_reorder_per_connection(venue_cls: type[GzipMbpVenue]) -> None:
     topic = topic_of(PLAIN, 150)
     async with running(venue_cls) as venue, aiohttp.ClientSession() as session:
         hit = await Client(session, venue).open()
@@ -536,7 +536,7 @@ async def test_gap_duplicate_reorder_per_connection(venue_cls: type[HuobiMbpVenu
         await clean.close()
 
 
-async def test_malformed_bad_gzip_and_truncated_json(venue_cls: type[HuobiMbpVenue]) -> None:
+async def test_malformed_bad_gzip_and_truncated_json(venue_cls: type[GzipMbpVenue]) -> None:
     topic = topic_of(PLAIN, 150)
     async with running(venue_cls) as venue, aiohttp.ClientSession() as session:
         client = await Client(session, venue).open()
@@ -550,7 +550,7 @@ async def test_malformed_bad_gzip_and_truncated_json(venue_cls: type[HuobiMbpVen
         await client.close()
 
 
-async def test_crossed_push(venue_cls: type[HuobiMbpVenue]) -> None:
+async def test_crossed_push(venue_cls: type[GzipMbpVenue]) -> None:
     topic = topic_of(PLAIN, 150)
     async with running(venue_cls) as venue, aiohttp.ClientSession() as session:
         client = await Client(session, venue).open()
@@ -564,7 +564,7 @@ async def test_crossed_push(venue_cls: type[HuobiMbpVenue]) -> None:
 
 
 @pytest.mark.parametrize("fault", [Fault.DISCONNECT, Fault.SERVER_CLOSE, Fault.SILENT])
-async def test_connection_faults(venue_cls: type[HuobiMbpVenue], fault: Fault) -> None:
+async def test_connection_faults(venue_cls: type[GzipMbpVenue], fault: Fault) -> None:
     topic = topic_of(PLAIN, 150)
     async with running(venue_cls) as venue, aiohttp.ClientSession() as session:
         client = await Client(session, venue).open()
@@ -595,7 +595,7 @@ async def test_connection_faults(venue_cls: type[HuobiMbpVenue], fault: Fault) -
 
 
 # ---------------------------------------------------------------------- snapshot (req) faults
-async def test_stale_snapshot_is_older_than_buffer(venue_cls: type[HuobiMbpVenue]) -> None:
+async def test_stale_snapshot_is_older_than_buffer(venue_cls: type[GzipMbpVenue]) -> None:
     topic = topic_of(PLAIN, 150)
     async with running(venue_cls) as venue, aiohttp.ClientSession() as session:
         await venue.step_all(1)
@@ -612,7 +612,7 @@ async def test_stale_snapshot_is_older_than_buffer(venue_cls: type[HuobiMbpVenue
         await client.close()
 
 
-async def test_slow_snapshot_and_timeout(venue_cls: type[HuobiMbpVenue]) -> None:
+async def test_slow_snapshot_and_timeout(venue_cls: type[GzipMbpVenue]) -> None:
     topic = topic_of(PLAIN, 150)
     async with running(venue_cls) as venue, aiohttp.ClientSession() as session:
         client = await Client(session, venue).open()
@@ -630,7 +630,7 @@ async def test_slow_snapshot_and_timeout(venue_cls: type[HuobiMbpVenue]) -> None
         await client.close()
 
 
-async def test_unknown_symbol_and_429_on_req(venue_cls: type[HuobiMbpVenue]) -> None:
+async def test_unknown_symbol_and_429_on_req(venue_cls: type[GzipMbpVenue]) -> None:
     topic = topic_of(PLAIN, 150)
     async with running(venue_cls) as venue, aiohttp.ClientSession() as session:
         client = await Client(session, venue).open()
@@ -643,7 +643,7 @@ async def test_unknown_symbol_and_429_on_req(venue_cls: type[HuobiMbpVenue]) -> 
 
 
 # ---------------------------------------------------------------------- variants
-async def test_straddling_snapshot_variant(venue_cls: type[HuobiMbpVenue]) -> None:
+async def test_straddling_snapshot_variant(venue_cls: type[GzipMbpVenue]) -> None:
     topic = topic_of(PLAIN, 5)
     async with running(venue_cls, straddle_snapshots=True) as venue, aiohttp.ClientSession() as session:
         client = await Client(session, venue).open()
@@ -663,7 +663,7 @@ async def test_straddling_snapshot_variant(venue_cls: type[HuobiMbpVenue]) -> No
         await client.close()
 
 
-async def test_mbp150_future_shape_variant(venue_cls: type[HuobiMbpVenue]) -> None:
+async def test_mbp150_future_shape_variant(venue_cls: type[GzipMbpVenue]) -> None:
     """The doc's announced 150 behaviour: the 5/20 shape, still a 100 ms snapshot diff on the timer."""
     topic = topic_of(PLAIN, 150)
     async with running(venue_cls, mbp150_future_shape=True) as venue, aiohttp.ClientSession() as session:
@@ -686,7 +686,7 @@ async def test_mbp150_future_shape_variant(venue_cls: type[HuobiMbpVenue]) -> No
 
 
 # ---------------------------------------------------------------------- /ws refresh
-async def test_ws_path_refresh_only(venue_cls: type[HuobiMbpVenue]) -> None:
+async def test_ws_path_refresh_only(venue_cls: type[GzipMbpVenue]) -> None:
     async with running(venue_cls) as venue, aiohttp.ClientSession() as session:
         client = await Client(session, venue, path="/ws").open()
         assert (await client.reply({"sub": topic_of(PLAIN, 150)}))["err-msg"] == "invalid topic"
@@ -707,7 +707,7 @@ async def test_ws_path_refresh_only(venue_cls: type[HuobiMbpVenue]) -> None:
 
 
 # ---------------------------------------------------------------------- REST
-async def test_rest_depth_symbols_and_venue_extras(venue_cls: type[HuobiMbpVenue]) -> None:
+async def test_rest_depth_symbols_and_venue_extras(venue_cls: type[GzipMbpVenue]) -> None:
     async with running(venue_cls) as venue, aiohttp.ClientSession() as session:
         async def get(path: str) -> tuple[aiohttp.ClientResponse, dict]:
             async with session.get(venue.base_url + path) as resp:
@@ -761,7 +761,7 @@ async def test_rest_depth_symbols_and_venue_extras(venue_cls: type[HuobiMbpVenue
                                     "affectedSymbols": "btcusdt,ethusdt"}
 
 
-async def test_rest_depth_bare_variant(venue_cls: type[HuobiMbpVenue]) -> None:
+async def test_rest_depth_bare_variant(venue_cls: type[GzipMbpVenue]) -> None:
     async with running(venue_cls, bare_rest_depth=True) as venue, aiohttp.ClientSession() as session:
         async with session.get(f"{venue.base_url}/market/depth?symbol={PLAIN}&type=step0&depth=5") as resp:
             body = json.loads(await resp.text(), parse_float=Decimal)

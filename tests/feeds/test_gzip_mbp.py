@@ -22,18 +22,18 @@ from aggbook.book.sync import BookSync, Reason, SyncState
 from aggbook.feeds.base import FrameError
 from aggbook.feeds.bitv import FAST_SYMBOLS, BitvFeed
 from aggbook.feeds.config import VenueConfig
-from aggbook.feeds.huobi import (
+from aggbook.feeds.gzip_mbp import (
     INVALID_SYMBOL,
     INVALID_TOPIC,
     TOO_MANY,
-    HuobiMbpFeed,
+    GzipMbpFeed,
     decode_frame,
     exact_levels,
 )
 from aggbook.feeds.nhex import NhexFeed
 from aggbook.simulator.bitv import BitvVenue
 from aggbook.simulator.faults import Fault
-from aggbook.simulator.huobi import HuobiMbpVenue
+from aggbook.simulator.gzip_mbp import GzipMbpVenue
 from aggbook.simulator.nhex import NhexVenue
 from tests.conftest import book_matches, describe_mismatch, wait_for
 from tests.feeds.recording import RecordingMetrics
@@ -51,14 +51,14 @@ PAIRS = [
 
 
 @pytest.fixture(params=PAIRS)
-def pair(request: pytest.FixtureRequest) -> tuple[type[HuobiMbpVenue], type[HuobiMbpFeed]]:
+def pair(request: pytest.FixtureRequest) -> tuple[type[GzipMbpVenue], type[GzipMbpFeed]]:
     return request.param
 
 
 @dataclass
 class Harness:
-    venue: HuobiMbpVenue
-    feed: HuobiMbpFeed
+    venue: GzipMbpVenue
+    feed: GzipMbpFeed
     metrics: RecordingMetrics
     symbols: list[str]
     started: float
@@ -107,7 +107,7 @@ class Harness:
 
 @contextlib.asynccontextmanager
 async def running(
-    pair: tuple[type[HuobiMbpVenue], type[HuobiMbpFeed]],
+    pair: tuple[type[GzipMbpVenue], type[GzipMbpFeed]],
     symbols: tuple[str, ...] = (FINE, PLAIN),
     depth: int | None = None,
     options: dict | None = None,
@@ -216,7 +216,7 @@ async def test_future_150_shape(pair) -> None:
         await h.wait_live()
         await wait_for(lambda: all(h.sync(s).counters.applied >= 3 for s in h.symbols), 5, "deltas applied")
         await h.settle()
-        assert all(h.sync(s).rule.name == "huobi-mbp-100ms" for s in h.symbols)
+        assert all(h.sync(s).rule.name == "mbp-100ms" for s in h.symbols)
         assert all(sum(h.sync(s).counters.resyncs.values()) == 0 for s in h.symbols)
 
 
@@ -344,7 +344,7 @@ async def test_bitv_tick_levels_fall_back_to_150_off_whitelist() -> None:
         await h.wait_live()
         await h.settle()
         assert not h.feed.venue_errors  # chosen up front: no refused sub
-        assert h.sync(UNLISTED).rule.name == "huobi-mbp-100ms" and h.sync(FINE).rule.name == "huobi-mbp-tick"
+        assert h.sync(UNLISTED).rule.name == "mbp-100ms" and h.sync(FINE).rule.name == "mbp-tick"
 
 
 async def test_refused_tick_topic_falls_back_at_run_time(pair) -> None:
@@ -368,10 +368,10 @@ async def test_unlisted_symbol_rejected_at_start(pair) -> None:
 
 
 async def test_refused_symbol_disabled_without_retry_loop(pair, monkeypatch: pytest.MonkeyPatch) -> None:
-    async def no_validation(self: HuobiMbpFeed) -> dict[str, str]:
+    async def no_validation(self: GzipMbpFeed) -> dict[str, str]:
         return {}
 
-    monkeypatch.setattr(HuobiMbpFeed, "validate_symbols", no_validation)
+    monkeypatch.setattr(GzipMbpFeed, "validate_symbols", no_validation)
     async with running(pair, symbols=(FINE,), extra_symbols={"FOO-USDT": "foousdt"}) as h:
         await h.wait_live([FINE])
         await wait_for(lambda: h.feed.current_syncs()["FOO-USDT"].state is SyncState.INVALID, 5, "invalid")
