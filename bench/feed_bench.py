@@ -251,7 +251,7 @@ def build_feed(rec: Recording) -> tuple[VenueFeed, Connection, BookSync]:
     elif rec.venue == "btse":
         from aggbook.feeds.btse import _ResyncPacer
 
-        sync.listeners.append(_ResyncPacer(feed, conn, CANONICAL))
+        feed.resync_pacers[sync] = _ResyncPacer(feed, conn, CANONICAL)
         sync.snapshot_requested()
         feed._expect_snapshot(conn, CANONICAL)  # noqa: SLF001
     return feed, conn, sync

@@ -125,8 +125,7 @@ class ConsolidatedBook:
         self._bid_dirty = True
         self._ask_dirty = True
         self.scans = 0
-        self.updated_at: float | None = None
-        self.listeners: list[Callable[[ConsolidatedBook, str], None]] = []
+        self.updated_at: float | None = None  # last time a venue's top or state moved this book
 
     # ------------------------------------------------------------------ wiring
     def add_venue(self, sync: BookSync, fee_bps: Decimal | str | int = 0) -> None:
@@ -135,42 +134,39 @@ class ConsolidatedBook:
             raise ValueError(f"venue {venue!r} already attached to {self.symbol}")
         self.syncs[venue] = sync
         self.fees[venue] = Decimal(fee_bps)
-        sync.listeners.append(self)
+        self.updated_at = self.clock()
         if sync.live:
             self._refresh(sync, BID_TOP_CHANGED | ASK_TOP_CHANGED)
 
     def replace_venue(self, sync: BookSync) -> None:
         """Swap in a new sync for a venue (make-before-break rollover) keeping its fee."""
-        old = self.syncs.get(sync.venue)
-        if old is not None and self in old.listeners:
-            old.listeners.remove(self)
         self.syncs[sync.venue] = sync
         self.fees.setdefault(sync.venue, Decimal(0))
-        sync.listeners.append(self)
         self._drop(sync.venue)
         if sync.live:
             self._refresh(sync, BID_TOP_CHANGED | ASK_TOP_CHANGED)
-        self._notify("state")
+        self.updated_at = self.clock()
 
-    # ------------------------------------------------------------------ SyncListener
-    def on_transition(self, sync: BookSync, transition: Transition) -> None:
+    # ------------------------------------------------------------------ told by whoever wires the venues
+    # (the service's Aggregator; a test may attach the book to a sync directly).  They say whether
+    # this book moved, so the caller decides what to recompute: the book keeps no listeners itself.
+    def on_transition(self, sync: BookSync, transition: Transition) -> bool:
         if self.syncs.get(sync.venue) is not sync:
-            return
+            return False
         if transition.new is SyncState.LIVE:
             self._refresh(sync, BID_TOP_CHANGED | ASK_TOP_CHANGED)
         else:
             self._drop(sync.venue)
-        self._notify("state")
+        self.updated_at = self.clock()
+        return True
 
-    def on_update(self, sync: BookSync, changed: int) -> None:
+    def on_update(self, sync: BookSync, changed: int) -> bool:
+        """``True`` when a venue's top of book moved (the quote changes); depth changes say ``False``."""
         if changed and self.syncs.get(sync.venue) is sync:
             self._refresh(sync, changed)
-            self._notify("top")
-
-    def _notify(self, what: str) -> None:
-        self.updated_at = self.clock()
-        for listener in self.listeners:
-            listener(self, what)
+            self.updated_at = self.clock()
+            return True
+        return False
 
     # ------------------------------------------------------------------ incremental best
     def _refresh(self, sync: BookSync, changed: int) -> None:

@@ -137,10 +137,19 @@ class Transition:
     at: float  # monotonic seconds
 
 
-class SyncListener(Protocol):
+class TransitionListener(Protocol):
+    """Told when a book's state changes (live, resyncing, ...) or a snapshot/resync re-enters one."""
+
     def on_transition(self, sync: BookSync, transition: Transition) -> None: ...
 
+
+class UpdateListener(Protocol):
+    """Told after every applied snapshot or delta; ``changed`` has the L2Book top-of-book bits."""
+
     def on_update(self, sync: BookSync, changed: int) -> None: ...
+
+
+OwnerHook = Callable[["BookSync", Transition], None]
 
 
 @dataclass
@@ -165,6 +174,7 @@ class BookSync:
         symbol: str = "",
         max_buffer: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        owner: OwnerHook | None = None,
     ) -> None:
         self.rule = rule
         self.book = book if book is not None else L2Book()
@@ -180,9 +190,28 @@ class BookSync:
         self.last_id: int | None = None
         self.snapshot_pending = False
         self.counters = SyncCounters()
-        self.listeners: list[SyncListener] = []
+        # Two fixed places, no listener lists: the feed that owns the sync hears its transitions
+        # first (to pace snapshots), then the one downstream consumer attached by the service.
+        self._owner = owner
+        self._transitions: TransitionListener | None = None
+        self._updates: UpdateListener | None = None
         self._first_pending = False
         self._buffer: deque[Delta] = deque()
+
+    # ------------------------------------------------------------------ wiring
+    def attach(self, transitions: TransitionListener | None, updates: UpdateListener | None) -> None:
+        """Connect the one downstream consumer (the aggregator); a second attach replaces the first."""
+        self._transitions = transitions
+        self._updates = updates
+
+    def detach(self) -> None:
+        """A retired or stopping book: what happens to it from now on is nobody's business."""
+        self._transitions = None
+        self._updates = None
+
+    @property
+    def attached(self) -> bool:
+        return self._transitions is not None or self._updates is not None
 
     # ------------------------------------------------------------------ queries
     @property
@@ -307,8 +336,9 @@ class BookSync:
         if snap.event_time is not None:
             self.last_event_time = snap.event_time
         self._set_state(SyncState.LIVE, Reason.SNAPSHOT, f"snapshot {snap.last}")
-        for listener in self.listeners:
-            listener.on_update(self, BID_TOP_CHANGED | ASK_TOP_CHANGED)
+        updates = self._updates
+        if updates is not None:
+            updates.on_update(self, BID_TOP_CHANGED | ASK_TOP_CHANGED)
         return True
 
     def _on_live(self, d: Delta) -> None:
@@ -359,8 +389,9 @@ class BookSync:
             self._buffer.clear()
             self._resync(Reason.CROSSED_BOOK, f"book {self.book.cross_state()} after delta {d.last}")
             return
-        for listener in self.listeners:
-            listener.on_update(self, changed)
+        updates = self._updates
+        if updates is not None:
+            updates.on_update(self, changed)
 
     def _gap(self, d: Delta, detail: str) -> None:
         self._buffer.clear()
@@ -384,5 +415,7 @@ class BookSync:
         if old is not new:
             self.since = now
         transition = Transition(old, new, reason, detail, now)
-        for listener in self.listeners:
-            listener.on_transition(self, transition)
+        if self._owner is not None:
+            self._owner(self, transition)
+        if self._transitions is not None:
+            self._transitions.on_transition(self, transition)

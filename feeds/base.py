@@ -227,6 +227,9 @@ class VenueFeed:
         """Per-connection coroutines (client pings, req queues) started once the socket is open."""
         return []
 
+    def book_transition(self, sync: BookSync, transition: Transition) -> None:
+        """A book of this feed changed state; venues that pace resubscribes by it override this."""
+
     async def validate_symbols(self) -> dict[str, str]:
         """Check the mapping against the venue's symbol endpoint; returns canonical -> error for bad ones."""
         return {}
@@ -391,20 +394,22 @@ class VenueFeed:
 
     # ------------------------------------------------------------------ lifecycle internals
     def _new_sync(self, canonical: str) -> BookSync:
-        sync = BookSync(self.rule_for(canonical), venue=self.venue, symbol=canonical,
-                        max_buffer=self.max_buffer)
-        sync.listeners.append(_LiveWatcher(self, canonical))
-        return sync
+        watcher = _LiveWatcher(self, canonical)
+
+        def owner(sync: BookSync, transition: Transition) -> None:
+            watcher.on_transition(sync, transition)
+            self.book_transition(sync, transition)
+
+        return BookSync(self.rule_for(canonical), venue=self.venue, symbol=canonical,
+                        max_buffer=self.max_buffer, owner=owner)
 
     def _publish(self, canonical: str, sync: BookSync) -> None:
         old = self._current.get(canonical)
         if old is sync:
             return
         self._current[canonical] = sync
-        for callback in self._callbacks:
+        for callback in self._callbacks:  # the service attaches the new book and detaches the old
             callback(canonical, sync)
-        if old is not None:
-            old.listeners.clear()  # retired: its later transitions are nobody's business
 
     def _new_connection(self, symbols: list[str], publish_when_live: bool) -> Connection:
         syncs = {s: self._new_sync(s) for s in symbols}
@@ -517,9 +522,6 @@ class VenueFeed:
 
     async def _close(self, conn: Connection) -> None:
         self.connections.pop(conn.id, None)
-        for sync in conn.syncs.values():
-            if self._current.get(sync.symbol) is not sync:
-                sync.listeners.clear()
         if conn.task is not None and not conn.task.done():
             conn.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -568,6 +570,3 @@ class _LiveWatcher:
                     conn.went_live = True
                     if conn.publish_when_live:
                         self.feed._publish(self.canonical, sync)
-
-    def on_update(self, sync: BookSync, changed: int) -> None:
-        pass

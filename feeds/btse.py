@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections import deque
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -87,8 +88,15 @@ class BtseFeed(VenueFeed):
         self.silence_timeout = max(self.silence_timeout, self.ping_interval + self.pong_timeout)
         self.pong_timeouts = 0  # stale sockets detected by the pong deadline (observability)
         self.snapshot_timeouts = 0  # in-stream snapshots that did not arrive within ``snapshot_wait``
+        # per subscribed book; weak, so a closed connection's books take their pacers with them
+        self.resync_pacers: weakref.WeakKeyDictionary[BookSync, _ResyncPacer] = weakref.WeakKeyDictionary()
 
     # ------------------------------------------------------------------ venue hooks
+    def book_transition(self, sync: BookSync, transition: Transition) -> None:
+        pacer = self.resync_pacers.get(sync)
+        if pacer is not None:
+            pacer.on_transition(sync, transition)
+
     def rule_for(self, canonical: str) -> SequenceRule:
         return BTSE
 
@@ -102,7 +110,7 @@ class BtseFeed(VenueFeed):
         """One subscribe frame for every symbol not already known to be unsupported."""
         topics = []
         for canonical, sync in conn.syncs.items():
-            sync.listeners.append(_ResyncPacer(self, conn, canonical))
+            self.resync_pacers[sync] = _ResyncPacer(self, conn, canonical)
             if canonical in self.invalid:  # rejected earlier: no retry loop across reconnects
                 sync.invalidate(self.invalid[canonical])
                 continue
@@ -380,5 +388,4 @@ class _ResyncPacer:
               and transition.at - self.live_at < self.feed.resync_stable_after):
             attempts[self.canonical] = max(attempts.get(self.canonical, 0), self.step)
 
-    def on_update(self, sync: BookSync, changed: int) -> None:
-        pass
+

@@ -1,15 +1,21 @@
-"""The running core: one feed per enabled venue, one consolidated book per symbol, and the wiring.
+"""The running core, and the one place where a frame's route is wired: feed -> book -> consolidated
+view -> subscribers.
 
-Feeds hand over every ``BookSync`` that becomes current (at start, after a
-reconnect, at a make-before-break rollover).  The first one of a (venue, symbol)
-is added to the symbol's :class:`ConsolidatedBook` with the venue's fee; later
-ones replace it.  Each gets the metrics listener, the aggregator's own listener
-(cumulative resync counts that survive the sync being replaced, for
-``/v1/status``) and any extra listeners (the WebSocket hub's status messages).
+The route of one venue frame (see ``docs/architecture.md``):
 
-Consolidated changes are coalesced: a burst of venue updates within one event-loop
-iteration costs one quote per symbol, which feeds the crossed/locked event
-counter and every registered quote listener.
+1. a feed (``aggbook.feeds``) decodes the frame and hands a ``Snapshot`` or ``Delta`` to its
+   :class:`~aggbook.book.sync.BookSync`, which applies it to the venue's ``L2Book``;
+2. the sync tells its one downstream consumer, this aggregator: :meth:`Aggregator.on_update` for a
+   book change, :meth:`Aggregator.on_transition` for a state change (live, resyncing, ...);
+3. the aggregator updates the symbol's :class:`~aggbook.book.consolidated.ConsolidatedBook`, counts
+   transitions in the metrics, and notes what moved in that symbol's pending :class:`SymbolChange`;
+4. once per event-loop iteration (:meth:`Aggregator._flush`) each changed symbol's quote is computed
+   once and one ``SymbolChange`` goes to every subscriber (the WebSocket hub), which renders it.
+
+Nothing else attaches to a book: feeds keep only their own lifecycle hook, fixed when they create a
+sync, and every current sync of every feed is attached here when the feed publishes it (at start,
+after a reconnect, at a make-before-break rollover) and detached when it is replaced or the service
+stops.  A burst of venue updates within one event-loop iteration costs one quote per symbol.
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from aggbook.book.consolidated import ConsolidatedBook, ConsolidatedQuote
-from aggbook.book.sync import BookSync, SyncListener, SyncState, Transition
+from aggbook.book.sync import BookSync, SyncState, Transition
 from aggbook.feeds.config import VenueConfig
 from aggbook.feeds.metrics import FeedMetrics
 from aggbook.service.config import ServiceConfig
@@ -33,7 +40,7 @@ log = logging.getLogger("aggbook.service")
 
 
 class Feed(Protocol):
-    """What the service uses of a venue feed (``feeds.base.VenueFeed``)."""
+    """What the service uses of a venue feed (``aggbook.feeds.base.VenueFeed``)."""
 
     venue: str
     config: VenueConfig
@@ -50,7 +57,25 @@ class Feed(Protocol):
 
 
 FeedFactory = Callable[..., Feed]
-QuoteListener = Callable[[str, ConsolidatedQuote], None]
+
+
+@dataclass(slots=True)
+class SymbolChange:
+    """What moved for one symbol during one event-loop iteration: the one signal subscribers get.
+
+    Every change may have moved the merged depth.  ``quote`` is set when a venue's top of book or a
+    venue's state moved (it is the freshly computed consolidated quote, without fees);
+    ``transitions`` lists the venues' state transitions in the order they happened.
+    """
+
+    symbol: str
+    top: bool = False
+    quote: ConsolidatedQuote | None = None
+    transitions: list[tuple[str, Transition]] = field(default_factory=list)
+
+
+class ChangeSubscriber(Protocol):
+    def on_symbol_changed(self, change: SymbolChange) -> None: ...
 
 
 def default_feed_factory(config: VenueConfig, *, metrics: FeedMetrics | None = None) -> Feed:
@@ -87,84 +112,103 @@ class Aggregator:
         self.venue_configs = {v.name: v for v in config.enabled_venues}
         self.feeds: dict[str, Feed] = {}
         self.history: dict[tuple[str, str], _History] = {}
-        self.sync_listeners: list[SyncListener] = []  # extra listeners attached to every current sync
-        self.quote_listeners: list[QuoteListener] = []
+        self.subscribers: list[ChangeSubscriber] = []
         self.started_at = time.time()
         self._crossed: dict[str, bool] = dict.fromkeys(config.symbols, False)
-        self._included: dict[str, tuple[str, ...]] = {}
-        self._dirty: set[str] = set()
+        self._included: dict[str, tuple[str, ...]] = dict.fromkeys(config.symbols, ())
+        self._pending: dict[str, SymbolChange] = {}
         self._flush_handle: asyncio.Handle | None = None
         self._tasks: list[asyncio.Task] = []
-        for symbol, book in self.consolidated.items():
-            book.listeners.append(self._on_consolidated)
-            self._included[symbol] = ()
         for vc in config.enabled_venues:
             feed = feed_factory(vc, metrics=self.metrics)
-            feed.on_sync(self._sync_callback(vc))
+            feed.on_sync(self._attacher(vc))
             self.feeds[vc.name] = feed
         self.metrics.attach(self)
 
-    # ------------------------------------------------------------------ wiring
+    def subscribe(self, subscriber: ChangeSubscriber) -> None:
+        """Receive one :class:`SymbolChange` per changed symbol per event-loop iteration."""
+        self.subscribers.append(subscriber)
+
     def configured_books(self) -> Iterator[tuple[str, str]]:
         for vc in self.venue_configs.values():
             for symbol in vc.symbols:
                 yield vc.name, symbol
 
-    def _sync_callback(self, vc: VenueConfig) -> Callable[[str, BookSync], None]:
-        def on_sync(symbol: str, sync: BookSync) -> None:
+    # ------------------------------------------------------------------ 1. a feed publishes a book
+    def _attacher(self, vc: VenueConfig) -> Callable[[str, BookSync], None]:
+        def attach(symbol: str, sync: BookSync) -> None:
             book = self.consolidated.get(symbol)
             if book is None:
                 log.error("feed %s published unconfigured symbol %s", vc.name, symbol)
                 return
-            if vc.name in book.syncs:
+            old = book.syncs.get(vc.name)
+            if old is not None:
+                old.detach()  # retired: its later transitions are nobody's business
                 book.replace_venue(sync)
             else:
                 book.add_venue(sync, vc.fee_bps)
-            sync.listeners.append(self.metrics)
-            sync.listeners.append(self)
-            sync.listeners.extend(self.sync_listeners)
+            sync.attach(self, self)
+            self._pending_change(symbol).top = True
             log.debug("book attached", extra={"venue": vc.name, "symbol": symbol, "state": sync.state.value})
 
-        return on_sync
+        return attach
 
-    # SyncListener: cumulative history per (venue, symbol)
+    # ------------------------------------------------------------------ 2. a book tells what moved
+    def on_update(self, sync: BookSync, changed: int) -> None:
+        """Every applied snapshot or delta of every current book: the hot path, kept short."""
+        symbol = sync.symbol
+        change = self._pending.get(symbol)
+        if change is None:
+            change = self._pending_change(symbol)
+        if changed and self.consolidated[symbol].on_update(sync, changed):
+            change.top = True
+
     def on_transition(self, sync: BookSync, transition: Transition) -> None:
         hist = self.history.setdefault((sync.venue, sync.symbol), _History())
         hist.last = transition
         if transition.reason not in NOT_A_RESYNC:
             hist.resyncs[transition.reason.value] += 1
+        self.metrics.book_transition(sync, transition)
+        self.consolidated[sync.symbol].on_transition(sync, transition)
+        change = self._pending_change(sync.symbol)
+        change.top = True
+        change.transitions.append((sync.venue, transition))
 
-    def on_update(self, sync: BookSync, changed: int) -> None:
-        pass
+    # ------------------------------------------------------------------ 3. one flush per loop iteration
+    def _pending_change(self, symbol: str) -> SymbolChange:
+        change = self._pending.get(symbol)
+        if change is None:
+            change = self._pending[symbol] = SymbolChange(symbol)
+            if self._flush_handle is None:
+                try:
+                    self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+                except RuntimeError:  # no loop: a unit test driving books synchronously calls flush()
+                    pass
+        return change
 
-    # ------------------------------------------------------------------ consolidated change coalescing
-    def _on_consolidated(self, book: ConsolidatedBook, what: str) -> None:
-        self.mark_dirty(book.symbol)
-
-    def mark_dirty(self, symbol: str) -> None:
-        self._dirty.add(symbol)
-        if self._flush_handle is None:
-            try:
-                self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
-            except RuntimeError:  # no loop (unit tests driving books synchronously): flush now
-                self._flush()
+    def flush(self) -> None:
+        """Deliver what is pending now (tests without a running loop; the loop calls it by itself)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self._flush()
 
     def _flush(self) -> None:
         self._flush_handle = None
-        dirty, self._dirty = self._dirty, set()
-        for symbol in dirty:
-            quote = self.consolidated[symbol].quote()
-            crossed = quote.crossed or quote.locked
-            if crossed and not self._crossed[symbol]:
-                self.metrics.crossed_event(symbol)
-                log.warning("consolidated book crossed", extra={"symbol": symbol, "locked": quote.locked})
-            self._crossed[symbol] = crossed
-            self._included[symbol] = tuple(v.venue for v in quote.venues if v.included)
-            for listener in self.quote_listeners:
+        pending, self._pending = self._pending, {}
+        for symbol, change in pending.items():
+            if change.top:
+                change.quote = quote = self.consolidated[symbol].quote()
+                crossed = quote.crossed or quote.locked
+                if crossed and not self._crossed[symbol]:
+                    self.metrics.crossed_event(symbol)
+                    log.warning("consolidated book crossed", extra={"symbol": symbol, "locked": quote.locked})
+                self._crossed[symbol] = crossed
+                self._included[symbol] = tuple(v.venue for v in quote.venues if v.included)
+            for subscriber in self.subscribers:
                 try:
-                    listener(symbol, quote)
-                except Exception:  # one broken listener must not starve the others
-                    log.exception("quote listener failed")
+                    subscriber.on_symbol_changed(change)
+                except Exception:  # one broken subscriber must not starve the others
+                    log.exception("subscriber failed on %s", symbol)
 
     async def _watch_staleness(self, interval: float) -> None:
         """A venue going stale changes no book, so nothing fires: check eligibility on a timer."""
@@ -174,7 +218,7 @@ class Aggregator:
                 included = tuple(v for v, why in book.eligible().items() if why is None)
                 if included != self._included[symbol]:
                     self._included[symbol] = included
-                    self.mark_dirty(symbol)
+                    self._pending_change(symbol).top = True
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -194,10 +238,9 @@ class Aggregator:
                 await task
         self._tasks.clear()
         # Books closing because we stop are not resyncs: stop counting and notifying before the feeds go.
-        ours = {id(self.metrics), id(self), *(id(x) for x in self.sync_listeners)}
         for book in self.consolidated.values():
             for sync in book.syncs.values():
-                sync.listeners[:] = [x for x in sync.listeners if id(x) not in ours]
+                sync.detach()
         results = await asyncio.gather(*(f.stop() for f in self.feeds.values()), return_exceptions=True)
         for feed, result in zip(self.feeds.values(), results, strict=True):
             if isinstance(result, BaseException):
@@ -205,6 +248,7 @@ class Aggregator:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        self._pending.clear()
 
     # ------------------------------------------------------------------ queries
     def readiness(self) -> tuple[bool, dict[str, list[str]]]:

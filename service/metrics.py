@@ -278,16 +278,13 @@ class ServiceMetrics:
     def time_to_live(self, venue: str, symbol: str, seconds: float, after: str) -> None:
         self.ttl.labels(venue, after).observe(max(0.0, seconds))
 
-    # ------------------------------------------------------------------ SyncListener
-    def on_transition(self, sync: BookSync, transition: Transition) -> None:
+    # ------------------------------------------------------------------ book state (told by the aggregator)
+    def book_transition(self, sync: BookSync, transition: Transition) -> None:
         if transition.reason in NOT_A_RESYNC:
             return
         self.resyncs.labels(sync.venue, sync.symbol, transition.reason.value).inc()
         if transition.reason is Reason.GAP:
             self.gaps.labels(sync.venue, sync.symbol).inc()
-
-    def on_update(self, sync: BookSync, changed: int) -> None:
-        pass
 
     # ------------------------------------------------------------------ consolidated, WS
     def crossed_event(self, symbol: str) -> None:

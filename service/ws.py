@@ -43,8 +43,8 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from aggbook.book.consolidated import ConsolidatedQuote
-from aggbook.book.sync import BookSync, Transition
-from aggbook.service.aggregator import Aggregator
+from aggbook.book.sync import Transition
+from aggbook.service.aggregator import Aggregator, SymbolChange
 from aggbook.service.config import WebSocketSettings
 from aggbook.service.metrics import ServiceMetrics
 from aggbook.service.views import ladder_json, quote_json
@@ -395,14 +395,15 @@ class Hub:
         self.max_depth = max_depth
         self.clients: set[Client] = set()
         self.by_symbol: dict[str, set[Subscription]] = {s: set() for s in aggregator.consolidated}
-        self._dirty_quotes: dict[str, ConsolidatedQuote | None] = {}
-        self._dirty_books: set[str] = set()
-        self._handle: asyncio.TimerHandle | asyncio.Handle | None = None
-        self._last_flush = 0.0
+        # changes held back by ``publish_interval`` (with the default 0 every change goes out at once:
+        # the aggregator already delivers at most one change per symbol per event-loop iteration)
+        self._held_quotes: dict[str, ConsolidatedQuote | None] = {}
+        self._held_books: set[str] = set()
+        self._handle: asyncio.TimerHandle | None = None
+        self._last_publish = 0.0
         self._tasks: list[asyncio.Task] = []
         self.flushes = 0
-        aggregator.quote_listeners.append(self._on_quote)
-        aggregator.sync_listeners.append(self)
+        aggregator.subscribe(self)  # the one signal the hub hears: "this symbol changed"
         metrics.bind_ws(lambda: len(self.clients), lambda: sum(len(c.queue) for c in self.clients))
 
     # ------------------------------------------------------------------ lifecycle
@@ -596,29 +597,34 @@ class Hub:
             return orjson.dumps(quote_json(q, fees=sub.fees, ages=False))
         return orjson.dumps(ladder_json(book.ladder(sub.depth, sub.venues), sub.depth))
 
-    # ------------------------------------------------------------------ change notifications
-    def _on_quote(self, symbol: str, quote: ConsolidatedQuote) -> None:
-        self._dirty_quotes[symbol] = quote
-        self._dirty_books.add(symbol)  # a top or state change moves the ladder too
-        self._schedule()
-
-    def on_update(self, sync: BookSync, changed: int) -> None:
-        self._dirty_books.add(sync.symbol)  # depth below the top changed: only ladders care
-        self._schedule()
-
-    def on_transition(self, sync: BookSync, transition: Transition) -> None:
-        self._dirty_books.add(sync.symbol)
-        self._schedule()
-        if transition.old is transition.new:
-            return
-        subs = self.by_symbol.get(sync.symbol)
+    # ------------------------------------------------------------------ the aggregator's one signal
+    def on_symbol_changed(self, change: SymbolChange) -> None:
+        """A symbol's top, depth or venue states moved: status messages now, updates now or when due."""
+        symbol = change.symbol
+        subs = self.by_symbol.get(symbol)
         if not subs:
             return
+        for venue, transition in change.transitions:
+            if transition.old is not transition.new:
+                self._send_status(venue, symbol, transition, subs)
+        interval = self.settings.publish_interval
+        if interval <= 0:
+            self._publish(symbol, change.top, change.quote, subs)
+            return
+        if change.top:
+            self._held_quotes[symbol] = change.quote
+        self._held_books.add(symbol)  # every change may move the ladder
+        if self._handle is None:
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, self._last_publish + interval - loop.time())
+            self._handle = loop.call_later(delay, self._publish_held)
+
+    def _send_status(self, venue: str, symbol: str, transition: Transition, subs: set[Subscription]) -> None:
         payload = orjson.dumps(
             {
                 "type": "status",
-                "venue": sync.venue,
-                "symbol": sync.symbol,
+                "venue": venue,
+                "symbol": symbol,
                 "state": transition.new.value,
                 "previous": transition.old.value,
                 "reason": transition.reason.value,
@@ -627,37 +633,32 @@ class Hub:
             }
         )
         for client in {s.client for s in subs}:
-            client.send_status((sync.venue, sync.symbol), payload)
+            client.send_status((venue, symbol), payload)
 
-    def _schedule(self) -> None:
-        if self._handle is not None:
-            return
-        loop = asyncio.get_running_loop()
-        delay = self._last_flush + self.settings.publish_interval - loop.time()
-        if delay > 0:
-            self._handle = loop.call_later(delay, self._flush)
-        else:
-            self._handle = loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
+    def _publish_held(self) -> None:
         self._handle = None
-        self._last_flush = asyncio.get_running_loop().time()
-        self.flushes += 1
-        quotes, self._dirty_quotes = self._dirty_quotes, {}
-        books, self._dirty_books = self._dirty_books, set()
-        for symbol in set(quotes) | books:
+        self._last_publish = asyncio.get_running_loop().time()
+        quotes, self._held_quotes = self._held_quotes, {}
+        books, self._held_books = self._held_books, set()
+        for symbol in books:
             subs = self.by_symbol.get(symbol)
-            if not subs:
-                continue
-            rendered: dict[tuple, bytes] = {}
-            for sub in list(subs):
-                if sub.channel == "quotes" and symbol not in quotes:
-                    continue
-                key = sub.render_key
-                payload = rendered.get(key)
-                if payload is None:
-                    payload = rendered[key] = self.render(sub, quotes.get(symbol))
-                sub.client.send_sub(sub, payload)
+            if subs:
+                self._publish(symbol, symbol in quotes, quotes.get(symbol), subs)
+
+    def _publish(
+        self, symbol: str, top: bool, quote: ConsolidatedQuote | None, subs: set[Subscription]
+    ) -> None:
+        """Render each distinct payload once and hand the same bytes to every subscriber of it."""
+        self.flushes += 1
+        rendered: dict[tuple, bytes] = {}
+        for sub in list(subs):
+            if sub.channel == "quotes" and not top:
+                continue  # depth below every venue's top moved: only ladders change
+            key = sub.render_key
+            payload = rendered.get(key)
+            if payload is None:
+                payload = rendered[key] = self.render(sub, quote)
+            sub.client.send_sub(sub, payload)
 
     # ------------------------------------------------------------------ observability
     def stats(self) -> dict:

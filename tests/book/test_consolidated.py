@@ -15,6 +15,12 @@ VENUES = ["a", "b", "c"]
 FEES = {"a": Decimal("10"), "b": Decimal("2.5"), "c": Decimal("0")}
 
 
+def wire(cb: ConsolidatedBook, sync: BookSync, fee_bps: str | int = 0) -> None:
+    """What the service's aggregator does for each venue: add the book, then tell it every change."""
+    cb.add_venue(sync, fee_bps)
+    sync.attach(cb, cb)
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -59,7 +65,7 @@ class ConsolidatedMachine(RuleBasedStateMachine):
         for v in VENUES:
             s = BookSync(BINANCE_SPOT, venue=v, symbol="X-Y", clock=self.clock)
             self.syncs[v] = s
-            self.cb.add_venue(s, FEES[v])
+            wire(self.cb, s, FEES[v])
             self.ids[v] = 0
 
     def _no_cross(self, v: str, bids, asks):
@@ -149,7 +155,7 @@ def test_update_below_top_does_not_scan():
     cb = ConsolidatedBook("X-Y", clock=clock)
     syncs = [_live(v, clock, [["100", "1"], ["99", "1"]], [["101", "1"], ["102", "1"]]) for v in VENUES]
     for s in syncs:
-        cb.add_venue(s)
+        wire(cb, s)
     cb.quote()
     scans = cb.scans
     for i in range(50):
@@ -168,10 +174,10 @@ def test_stale_and_not_live_venues_are_excluded_and_reported():
     clock = Clock()
     cb = ConsolidatedBook("X-Y", stale_after=5, clock=clock)
     a = _live("a", clock, [["100", "1"]], [["101", "1"]])
-    cb.add_venue(a)
+    wire(cb, a)
     clock.now += 3
     b = _live("b", clock, [["99", "1"]], [["100.5", "2"]])
-    cb.add_venue(b)
+    wire(cb, b)
     clock.now += 3  # a is now 6 s old
     q = cb.quote()
     assert q.bid.price == "99" and q.ask.price == "100.5"
@@ -184,8 +190,8 @@ def test_stale_and_not_live_venues_are_excluded_and_reported():
 def test_locked_and_crossed_across_venues():
     clock = Clock()
     cb = ConsolidatedBook("X-Y", clock=clock)
-    cb.add_venue(_live("a", clock, [["100", "1"]], [["101", "1"]]))
-    cb.add_venue(_live("b", clock, [["101", "1"]], [["102", "1"]]))
+    wire(cb, _live("a", clock, [["100", "1"]], [["101", "1"]]))
+    wire(cb, _live("b", clock, [["101", "1"]], [["102", "1"]]))
     q = cb.quote()
     assert q.locked and not q.crossed and q.spread == "0"
 
@@ -193,7 +199,7 @@ def test_locked_and_crossed_across_venues():
 def test_fee_adjusted_prices_are_exact():
     clock = Clock()
     cb = ConsolidatedBook("X-Y", clock=clock)
-    cb.add_venue(_live("a", clock, [["0.3", "1"]], [["0.4", "1"]]), fee_bps="10")
+    wire(cb, _live("a", clock, [["0.3", "1"]], [["0.4", "1"]]), fee_bps="10")
     q = cb.quote(fees=True)
     assert q.bid.price == "0.2997" and q.ask.price == "0.4004"
     assert q.bid.venues[0].price == "0.3"

@@ -17,6 +17,7 @@ def book_with(venues: dict[str, tuple[list, list, str]], clock=lambda: 0.0) -> C
         sync = BookSync(MEXC, venue=name, symbol="BTC-USDT", clock=clock)
         sync.on_snapshot(Snapshot(1, [list(b) for b in bids], [list(a) for a in asks]))
         cb.add_venue(sync, fee)
+        sync.attach(cb, cb)
     return cb
 
 

@@ -110,7 +110,8 @@ def test_random_faults_never_corrupt_and_recover(rule: SequenceRule, ops: list[s
         def on_update(self, s, changed):
             applied_order.append(s.last_id)
 
-    sync.listeners.append(Spy())
+    spy = Spy()
+    sync.attach(spy, spy)
 
     def deliver(d: Delta) -> None:
         sync.on_delta(d)
@@ -290,7 +291,7 @@ def test_transitions_carry_reasons():
             pass
 
     sync = BookSync(BINANCE_FUTURES)
-    sync.listeners.append(L())
+    sync.attach(L(), None)
     sync.on_delta(Delta(1, 5, 0, [], []))
     sync.snapshot_requested()
     sync.on_snapshot(Snapshot(3, [], []))

@@ -7,10 +7,10 @@ tests/feeds/test_soak.py).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 
 from aggbook.book.consolidated import ConsolidatedBook
-from aggbook.book.sync import BookSync
+from aggbook.book.sync import BookSync, Transition, TransitionListener
 from aggbook.feeds.base import VenueFeed
 from aggbook.feeds.config import VenueConfig
 from aggbook.feeds.metrics import FeedMetrics
@@ -52,26 +52,34 @@ class Fleet:
 
     def __init__(self, sim: SimulatedExchange, specs: Iterable[SymbolSpec], *,
                  metrics: FeedMetrics | None = None,
-                 listeners: Iterable[Callable[[str, BookSync], None]] = ()) -> None:
+                 transition_listeners: Iterable[TransitionListener] = ()) -> None:
         self.sim = sim
         specs = list(specs)
         self.books = {spec.canonical: ConsolidatedBook(spec.canonical, stale_after=60) for spec in specs}
         self.feeds: list[VenueFeed] = []
+        self.transition_listeners = list(transition_listeners)
         for name, venue in sim.venues.items():
             symbols = {spec.canonical: venue.venue_symbol(spec) for spec in specs}
             feed = create_feed(VenueConfig(name=name, kind=name, symbols=symbols, **venue.urls()),
                                metrics=metrics)
-            for listener in listeners:
-                feed.on_sync(listener)
             feed.on_sync(self._wire)
             self.feeds.append(feed)
 
     def _wire(self, canonical: str, sync: BookSync) -> None:
         book = self.books[canonical]
-        if sync.venue in book.syncs:
+        old = book.syncs.get(sync.venue)
+        if old is not None:
+            old.detach()
             book.replace_venue(sync)
         else:
             book.add_venue(sync)
+        sync.attach(self, book)
+
+    def on_transition(self, sync: BookSync, transition: Transition) -> None:
+        """The consolidated book first, then the test's own listeners (the service's order)."""
+        self.books[sync.symbol].on_transition(sync, transition)
+        for listener in self.transition_listeners:
+            listener.on_transition(sync, transition)
 
     def pairs(self) -> list[tuple[VenueServer, BookSync, str]]:
         return [(self.sim.venues[f.venue], s, sym)

@@ -62,14 +62,13 @@ class Recorder:
         self.transitions: list[tuple[str, Transition]] = []
 
     def __call__(self, canonical: str, sync: BookSync) -> None:
-        self.syncs.setdefault(canonical, []).append(sync)
-        sync.listeners.append(self)
+        for old in self.syncs.setdefault(canonical, []):
+            old.detach()  # retired, as the service's aggregator does: its later transitions are not ours
+        self.syncs[canonical].append(sync)
+        sync.attach(self, None)
 
     def on_transition(self, sync: BookSync, transition: Transition) -> None:
         self.transitions.append((sync.symbol, transition))
-
-    def on_update(self, sync: BookSync, changed: int) -> None:
-        pass
 
     def resyncs(self, canonical: str) -> Counter:
         """Resyncs by reason over every sync the symbol has had (a reconnect makes new ones)."""

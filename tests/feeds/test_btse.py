@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from aggbook.book.sync import Reason, SyncState
-from aggbook.feeds.btse import BtseFeed, _ResyncPacer, symbol_of_topic, topic_for
+from aggbook.feeds.btse import BtseFeed, symbol_of_topic, topic_for
 from aggbook.feeds.config import VenueConfig
 from aggbook.feeds.registry import feed_class
 from aggbook.simulator.btse import BtseVenue
@@ -322,7 +322,7 @@ async def test_repeated_breakage_backs_off_resubscribes() -> None:
             await h.venue.step_all(2)
             await wait_for(lambda n=i + 1: h.sync(BTC).counters.resyncs[Reason.GAP] == n, 5.0, "gap")
             await h.converge(BTC)
-        pacer = next(x for x in h.sync(BTC).listeners if isinstance(x, _ResyncPacer))
+        pacer = h.feed.resync_pacers[h.sync(BTC)]
         assert pacer.step == rounds
         times = [t for t, _, req in h.requests
                  if req.get("op") == "subscribe" and topic_for(BTC) in req["args"]]

@@ -48,9 +48,11 @@ class RolloverWatch:
         if canonical != SYM:
             return
         old = self.book.syncs.get(sync.venue)
+        sync.attach(self.book, self.book)
         if old is None:
             self.book.add_venue(sync)
             return
+        old.detach()
         holders = [c for c in self.h.feed.connections.values() if c.syncs.get(SYM) is old]
         self.swaps.append((sync.live, bool(holders) and all(c.open for c in holders)))
         self.book.replace_venue(sync)

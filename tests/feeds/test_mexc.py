@@ -58,7 +58,7 @@ class Recorder(RecordingMetrics):
         self.transitions: list[tuple[str, Transition]] = []
 
     def attach(self, feed: MexcFeed) -> None:
-        feed.on_sync(lambda canonical, sync: sync.listeners.append(_TransitionLog(self, canonical)))
+        feed.on_sync(lambda canonical, sync: sync.attach(_TransitionLog(self, canonical), None))
 
     def reasons(self, canonical: str, new: SyncState | None = None) -> Counter:
         return Counter(t.reason for c, t in self.transitions

@@ -41,15 +41,9 @@ class TransitionCount:
     def __init__(self) -> None:
         self.reasons: Counter[Reason] = Counter()
 
-    def __call__(self, canonical: str, sync: BookSync) -> None:
-        sync.listeners.append(self)
-
     def on_transition(self, sync: BookSync, transition: Transition) -> None:
         if transition.new is SyncState.RESYNCING:
             self.reasons[transition.reason] += 1
-
-    def on_update(self, sync: BookSync, changed: int) -> None:
-        pass
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -57,7 +51,7 @@ async def test_random_fault_storm_on_five_venues_ends_equal_to_the_truth(seed: i
     async with SimulatedExchange(VENUES, SPECS, seed=seed, rate=40.0, fault_rate=0.004,
                                  fault_kinds=KINDS) as sim:
         transitions, metrics = TransitionCount(), RecordingMetrics()
-        async with running_fleet(sim, SPECS, metrics=metrics, listeners=[transitions]) as fleet:
+        async with running_fleet(sim, SPECS, metrics=metrics, transition_listeners=[transitions]) as fleet:
 
             def fired() -> Counter:
                 return sum((Counter(v.faults.fired) for v in sim.venues.values()), Counter())

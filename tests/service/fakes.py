@@ -49,13 +49,10 @@ class FakeFeed:
     # ------------------------------------------------------------------ test drivers
     def publish_new(self, symbol: str) -> BookSync:
         """A new BookSync becomes current (start, reconnect, rollover)."""
-        old = self.current.get(symbol)
         sync = BookSync(MEXC, venue=self.venue, symbol=symbol)
         self.current[symbol] = sync
-        for cb in self.callbacks:
+        for cb in self.callbacks:  # the aggregator attaches the new book and detaches the old
             cb(symbol, sync)
-        if old is not None:
-            old.listeners.clear()
         return sync
 
     def load(
