@@ -112,8 +112,12 @@ class ConsolidatedBook:
         *,
         stale_after: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        venues: Iterable[str] = (),
     ) -> None:
         self.symbol = symbol
+        # Venues are always listed in this order (the config's), never in the order their books
+        # happened to arrive or go live: clients diff and display these lists.
+        self._rank: dict[str, int] = {v: i for i, v in enumerate(venues)}
         self.stale_after = stale_after
         self.clock = clock
         self.syncs: dict[str, BookSync] = {}
@@ -132,7 +136,9 @@ class ConsolidatedBook:
         venue = sync.venue
         if venue in self.syncs:
             raise ValueError(f"venue {venue!r} already attached to {self.symbol}")
+        self._rank.setdefault(venue, len(self._rank))
         self.syncs[venue] = sync
+        self.syncs = dict(sorted(self.syncs.items(), key=lambda item: self._rank[item[0]]))
         self.fees[venue] = Decimal(fee_bps)
         self.updated_at = self.clock()
         if sync.live:
@@ -266,7 +272,8 @@ class ConsolidatedBook:
     def _side_at(self, tops: dict[str, _Top], included: set[str], best: Decimal | None) -> SideQuote | None:
         if best is None:
             return None
-        at = [(v, t) for v, t in tops.items() if v in included and t.price == best]
+        at = sorted(((v, t) for v, t in tops.items() if v in included and t.price == best),
+                    key=lambda item: self._rank[item[0]])
         if not at:
             return None
         total = sum((Decimal(t.size) for _, t in at), Decimal(0))
@@ -282,7 +289,7 @@ class ConsolidatedBook:
         if not adjusted:
             return None
         best = max(a[0] for a in adjusted) if is_bid else min(a[0] for a in adjusted)
-        at = [a for a in adjusted if a[0] == best]
+        at = sorted((a for a in adjusted if a[0] == best), key=lambda a: self._rank[a[1]])
         total = sum((Decimal(t.size) for _, _, t in at), Decimal(0))
         levels = tuple(VenueLevel(v, t.text, t.size, fmt(p)) for p, v, t in at)
         return SideQuote(fmt(best), fmt(total), levels, fee_adjusted=True)

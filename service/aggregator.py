@@ -107,7 +107,9 @@ class Aggregator:
         self.clock = clock
         self.metrics = metrics if metrics is not None else ServiceMetrics(clock=clock)
         self.consolidated: dict[str, ConsolidatedBook] = {
-            s: ConsolidatedBook(s, stale_after=config.stale_after, clock=clock) for s in config.symbols
+            s: ConsolidatedBook(s, stale_after=config.stale_after, clock=clock,
+                                venues=[v.name for v in config.venues_for(s)])
+            for s in config.symbols
         }
         self.venue_configs = {v.name: v for v in config.enabled_venues}
         self.feeds: dict[str, Feed] = {}
@@ -120,7 +122,7 @@ class Aggregator:
         self._flush_handle: asyncio.Handle | None = None
         self._tasks: list[asyncio.Task] = []
         for vc in config.enabled_venues:
-            feed = feed_factory(vc, metrics=self.metrics)
+            feed = feed_factory(vc, metrics=self.metrics.feeds)
             feed.on_sync(self._attacher(vc))
             self.feeds[vc.name] = feed
         self.metrics.attach(self)
@@ -168,7 +170,7 @@ class Aggregator:
         hist.last = transition
         if transition.reason not in NOT_A_RESYNC:
             hist.resyncs[transition.reason.value] += 1
-        self.metrics.book_transition(sync, transition)
+        self.metrics.books.transition(sync, transition)
         self.consolidated[sync.symbol].on_transition(sync, transition)
         change = self._pending_change(sync.symbol)
         change.top = True
@@ -200,7 +202,7 @@ class Aggregator:
                 change.quote = quote = self.consolidated[symbol].quote()
                 crossed = quote.crossed or quote.locked
                 if crossed and not self._crossed[symbol]:
-                    self.metrics.crossed_event(symbol)
+                    self.metrics.books.crossed_event(symbol)
                     log.warning("consolidated book crossed", extra={"symbol": symbol, "locked": quote.locked})
                 self._crossed[symbol] = crossed
                 self._included[symbol] = tuple(v.venue for v in quote.venues if v.included)

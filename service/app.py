@@ -298,7 +298,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 
 def create_app(svc: Service) -> web.Application:
-    app = web.Application(middlewares=[svc.metrics.middleware, errors])
+    app = web.Application(middlewares=[svc.metrics.http.middleware, errors])
     app[SERVICE_KEY] = svc
     r = app.router
     r.add_get("/", index)

@@ -49,7 +49,7 @@ class Service:
         return f"http://{self.host}:{self.port}"
 
     async def start(self) -> None:
-        self._lag_task = asyncio.create_task(self.metrics.watch_loop_lag(), name="loop-lag")
+        self._lag_task = asyncio.create_task(self.metrics.loop.run(), name="loop-lag")
         self.hub.start()
         await self.aggregator.start()
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=5.0)

@@ -198,7 +198,9 @@ class Client:
         if self.closing:
             return
         if self.full:
-            for item in self.queue:  # the newest state of a venue makes an older one worthless
+            # The newest state of a venue makes an older one worthless: overwrite the newest queued
+            # status of that venue, so the last status a client reads is always the current state.
+            for item in reversed(self.queue):
                 if item[0] == _STATUS and item[1] == key:
                     self.queued_bytes += len(payload) - len(item[2])
                     item[2] = payload
@@ -239,7 +241,7 @@ class Client:
     def _drop(self, n: int) -> None:
         self.dropped += n
         self.behind += n
-        self.hub.metrics.ws_messages_dropped(n)
+        self.hub.metrics.ws.messages_dropped(n)
         if self.behind > self.settings.max_behind:
             self.close_slow(f"{self.behind} updates dropped without catching up")
 
@@ -302,7 +304,7 @@ class Client:
                 await ws.send_frame(data, WSMsgType.TEXT)
                 self.sending_since = None
                 self.sent += 1
-                metrics.ws_message_sent()
+                metrics.ws.message_sent()
         except (ConnectionError, RuntimeError) as exc:  # peer went away mid-send
             log.debug("ws writer for %s stopped: %s", self.peer, exc)
 
@@ -404,7 +406,7 @@ class Hub:
         self._tasks: list[asyncio.Task] = []
         self.flushes = 0
         aggregator.subscribe(self)  # the one signal the hub hears: "this symbol changed"
-        metrics.bind_ws(lambda: len(self.clients), lambda: sum(len(c.queue) for c in self.clients))
+        metrics.ws.bind(lambda: len(self.clients), lambda: sum(len(c.queue) for c in self.clients))
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:

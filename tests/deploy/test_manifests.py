@@ -202,7 +202,7 @@ def test_build_stage_copies_every_package_the_wheel_is_built_from() -> None:
     setuptools = project["tool"]["setuptools"]
     assert setuptools["package-dir"] == {"aggbook": "."}, "the repository root is the aggbook package"
     # aggbook itself is the root's __init__.py; aggbook.X is the top-level folder X
-    packages = ["__init__.py", *(p.split(".", 1)[1] for p in setuptools["packages"] if "." in p)]
+    packages = ["__init__.py", *{p.split(".")[1] for p in setuptools["packages"] if "." in p}]
     copied: set[str] = set()
     for copy in dockerfile_stages()[1][0].all("COPY"):
         *sources, _dest = copy.split()

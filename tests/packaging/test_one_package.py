@@ -41,6 +41,7 @@ def test_the_wheel_installs_one_top_level_package(wheel: Path) -> None:
     dist_info = {t for t in top if t.endswith(".dist-info")}
     assert top - dist_info == {"aggbook"}, f"site-packages would get {sorted(top - dist_info)}"
     subpackages = {n.split("/")[1] for n in names if n.startswith("aggbook/") and n.count("/") >= 2}
+    assert "aggbook/service/metrics/__init__.py" in names  # nested packages are listed too
     assert subpackages == SUBPACKAGES
     assert "aggbook/__init__.py" in names
     assert "aggbook/proto/mexc_push.proto" in names  # package data travels with its package

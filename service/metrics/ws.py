@@ -1,0 +1,29 @@
+"""WebSocket clients, queued and sent messages, and what conflation dropped."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class WsMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.clients = Gauge("aggbook_ws_clients", "Connected WebSocket clients", registry=r)
+        self.queued = Gauge("aggbook_ws_queued_messages", "Messages queued to WebSocket clients", registry=r)
+        self.dropped = Counter(
+            "aggbook_ws_dropped_messages_total", "WebSocket messages dropped by conflation", registry=r
+        )
+        self.sent = Counter("aggbook_ws_messages_sent_total", "WebSocket messages sent", registry=r)
+
+    def bind(self, clients: Callable[[], int], queued: Callable[[], int]) -> None:
+        """Client and queue counts are read from the hub when scraped, so they are never stale."""
+        self.clients.set_function(clients)
+        self.queued.set_function(queued)
+
+    def message_sent(self) -> None:
+        self.sent.inc()
+
+    def messages_dropped(self, n: int = 1) -> None:
+        self.dropped.inc(n)
