@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from aggbook.book.sweep import QTY, QTY_FRAC_DIGITS, QTY_INT_DIGITS, SIDES, sweep, sweep_json
 from aggbook.service.openapi import openapi_document
-from aggbook.service.views import ladder_json, quote_json, venue_book_json
+from aggbook.service.views import ladder_json, quote_json, status_json, venue_book_json
 
 if TYPE_CHECKING:
     from aggbook.service.runtime import Service
@@ -264,9 +264,7 @@ async def sweep_handler(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     _only(request, ())
     svc = _svc(request)
-    body = svc.aggregator.status()
-    body["websocket"] = svc.hub.stats()
-    return json_response(body)
+    return json_response(status_json(svc.aggregator, websocket=svc.hub.stats()))
 
 
 async def healthz(request: web.Request) -> web.Response:
