@@ -28,6 +28,8 @@ SchemaFor = Schema | Callable[[ServiceConfig], Schema]
 
 @dataclass(frozen=True)
 class Param:
+    """A path or query parameter, documented with the schema its handler enforces."""
+
     name: str
     where: Literal["path", "query"]
     description: str
@@ -61,6 +63,8 @@ class Example:
 
 @dataclass(frozen=True)
 class Route:
+    """One HTTP route: what serves it, what it accepts and answers, and how the demo shows it."""
+
     name: str  # the OpenAPI operationId
     path: str
     handler: Handler
