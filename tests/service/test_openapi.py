@@ -22,6 +22,7 @@ from aggbook.book.sweep import QTY_PATTERN
 from aggbook.book.sync import Reason
 from aggbook.feeds.config import VenueConfig
 from aggbook.service.aggregator import Aggregator
+from aggbook.service.demo import DEMO_SYMBOLS, DEMO_VENUES, banner
 from aggbook.service.openapi import openapi_document
 from aggbook.service.routes import ROUTES, example_url
 from aggbook.service.runtime import Service
@@ -238,3 +239,11 @@ async def test_status_of_books_never_handed_over_and_of_a_disabled_venue() -> No
     }
     assert body["ready"] is False and body["websocket"] == {"clients": 0}
     check_documented(openapi_document(config, ROUTES), "/v1/status", 200, body)
+
+
+def test_the_demo_banner_prints_every_example_of_the_table() -> None:
+    base = "http://127.0.0.1:8080"
+    text = banner(base)
+    urls = [line.split()[-1] for line in text.splitlines() if "://" in line]
+    examples = [example_url(r, base, DEMO_SYMBOLS[0].canonical, DEMO_VENUES[0]) for r in ROUTES if r.example]
+    assert urls == [base, *examples] and len(examples) >= 10
