@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from aggbook.book.consolidated import ConsolidatedBook, ConsolidatedQuote
-from aggbook.book.sync import BookSync, SyncState, Transition
+from aggbook.book.sync import BookSync, Transition
 from aggbook.feeds.config import VenueConfig
 from aggbook.feeds.metrics import FeedMetrics
 from aggbook.service.config import ServiceConfig
@@ -260,60 +260,6 @@ class Aggregator:
             s: [v for v, why in b.eligible(now).items() if why is None] for s, b in self.consolidated.items()
         }
         return all(live.values()), live
-
-    def status(self) -> dict:
-        now = self.clock()
-        wall = time.time()
-        venues = []
-        for vc in self.config.venues:
-            feed = self.feeds.get(vc.name)
-            item: dict = {"venue": vc.name, "kind": vc.kind, "enabled": vc.enabled}
-            if feed is None:
-                venues.append(item)
-                continue
-            try:
-                item.update(feed.status())
-            except Exception as exc:  # status must answer even if a feed's own report breaks
-                item["status_error"] = str(exc)
-            item["venue"] = vc.name
-            symbols = {}
-            for symbol, spelled in vc.symbols.items():
-                symbols[symbol] = self._book_status(vc.name, symbol, spelled, now, wall)
-            item["symbols"] = symbols
-            venues.append(item)
-        ready, live = self.readiness()
-        return {
-            "ready": ready,
-            "uptime_seconds": round(wall - self.started_at, 3),
-            "symbols": {s: {"ready": bool(v), "live_venues": v} for s, v in live.items()},
-            "venues": venues,
-        }
-
-    def _book_status(self, venue: str, symbol: str, spelled: str, now: float, wall: float) -> dict:
-        book = self.consolidated[symbol]
-        sync = book.syncs.get(venue)
-        hist = self.history.get((venue, symbol))
-        out: dict = {"venue_symbol": spelled, "resyncs": dict(hist.resyncs) if hist else {}}
-        if sync is None:
-            out.update(
-                state=SyncState.WAITING.value, reason="start", included=False, excluded_reason="no book yet"
-            )
-            return out
-        why = book.eligible(now, [venue]).get(venue)
-        bids, asks = sync.book.depth
-        out.update(
-            state=sync.state.value,
-            reason=sync.reason.value,
-            detail=hist.last.detail if hist and hist.last else "",
-            since=round(wall - (now - sync.since), 3),
-            since_seconds=round(now - sync.since, 3),
-            last_update_age_seconds=None if sync.updated_at is None else round(now - sync.updated_at, 6),
-            last_id=sync.last_id,
-            levels={"bids": bids, "asks": asks},
-            included=why is None,
-            excluded_reason=why,
-        )
-        return out
 
     def venues_for(self, symbol: str) -> list[str]:
         return [v for v, vc in self.venue_configs.items() if symbol in vc.symbols]

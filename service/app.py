@@ -1,53 +1,28 @@
-"""The HTTP API: routes, parameter checking and JSON errors.
+"""The aiohttp application: the route table's routes behind the JSON error middleware.
 
 Every response body is JSON encoded by orjson, including errors, which always
 look like ``{"error": {"code": "...", "message": "..."}}``: 400 for a bad
 parameter, 404 for an unknown symbol, venue or path, 405 for a wrong method.
 Query parameters are checked strictly (an unknown one is a 400), so a typo such
-as ``?dept=5`` is reported instead of silently ignored.
+as ``?dept=5`` is reported instead of silently ignored; the parameters a route
+accepts are the ones its entry in ``routes.ROUTES`` declares.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
 
-from aggbook.book.sweep import QTY, QTY_FRAC_DIGITS, QTY_INT_DIGITS, SIDES, sweep, sweep_json
-from aggbook.service.openapi import openapi_document
-from aggbook.service.views import ladder_json, quote_json, venue_book_json
+from aggbook.service.handlers import ROUTES_KEY, SERVICE_KEY, ApiError, check_query, error_response
+from aggbook.service.routes import ROUTES, Handler, Route
 
 if TYPE_CHECKING:
     from aggbook.service.runtime import Service
 
 log = logging.getLogger("aggbook.http")
-
-SERVICE_KEY: web.AppKey[Service] = web.AppKey("service")
-_DEPTH_DIGITS = 9  # int() of a longer string is pointless, and above 4300 digits it raises
-_TRUE = {"true", "1", "yes"}
-_FALSE = {"false", "0", "no", ""}
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-def json_response(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
-
-
-def error_response(status: int, code: str, message: str) -> web.Response:
-    return json_response({"error": {"code": code, "message": message}}, status)
-
 
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
@@ -72,246 +47,26 @@ async def errors(
         return error_response(500, "internal", "internal error")
 
 
-# ---------------------------------------------------------------------- parameter helpers
-def _only(request: web.Request, allowed: Iterable[str]) -> None:
-    """Reject unknown and repeated parameters: ``?fees=true&fees=false`` has no right answer."""
-    allowed = set(allowed)
-    seen: set[str] = set()
-    for key, _ in request.query.items():  # iterating the keys alone would fold repeats into one
-        if key not in allowed:
-            raise ApiError(
-                400,
-                "bad_request",
-                f"unknown parameter {key!r}; allowed: {', '.join(sorted(allowed)) or 'none'}",
-            )
-        if key in seen:
-            raise ApiError(400, "bad_request", f"parameter {key!r} given more than once")
-        seen.add(key)
+def _strict(route: Route) -> Handler:
+    """The route's handler behind the check that refuses query parameters the route does not declare."""
+    allowed = route.query_names
+    handler = route.handler
+
+    async def checked(request: web.Request) -> web.StreamResponse:
+        check_query(request, allowed)
+        return await handler(request)
+
+    return checked
 
 
-def _flag(request: web.Request, name: str) -> bool:
-    raw = request.query.get(name, "false").lower()
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise ApiError(400, "bad_request", f"{name} must be true or false, got {request.query[name]!r}")
-
-
-def _depth(request: web.Request, svc: Service) -> int:
-    cfg = svc.config
-    raw = request.query.get("depth")
-    if raw is None:
-        return cfg.default_depth
-    digits = raw.isascii() and raw.isdigit() and len(raw) <= _DEPTH_DIGITS
-    if not digits or not 1 <= int(raw) <= cfg.max_depth:
-        raise ApiError(400, "bad_request", f"depth must be an integer from 1 to {cfg.max_depth}, got {raw!r}")
-    return int(raw)
-
-
-def _symbol(request: web.Request, svc: Service) -> str:
-    raw = request.match_info["symbol"]
-    symbol = raw.upper()
-    if symbol not in svc.aggregator.consolidated:
-        raise ApiError(
-            404, "unknown_symbol", f"unknown symbol {raw!r}; known: {', '.join(svc.config.symbols)}"
-        )
-    return symbol
-
-
-def _venues(request: web.Request, svc: Service, symbol: str) -> list[str] | None:
-    raw = request.query.get("venues")
-    if raw is None:
-        return None
-    names = [v.strip() for v in raw.split(",") if v.strip()]
-    if not names:
-        raise ApiError(400, "bad_request", "venues must be a comma-separated list of venue names")
-    known = svc.aggregator.venues_for(symbol)
-    unknown = [v for v in names if v not in known]
-    if unknown:
-        raise ApiError(
-            404,
-            "unknown_venue",
-            f"unknown venue(s) for {symbol}: {', '.join(unknown)}; known: {', '.join(known)}",
-        )
-    return names
-
-
-# ---------------------------------------------------------------------- handlers
-def _svc(request: web.Request) -> Service:
-    return request.app[SERVICE_KEY]
-
-
-async def index(request: web.Request) -> web.Response:
-    _only(request, ())
-    svc = _svc(request)
-    return json_response(
-        {
-            "service": "aggbook",
-            "symbols": svc.config.symbols,
-            "endpoints": [
-                "/v1/symbols",
-                "/v1/quotes",
-                "/v1/quotes/{symbol}",
-                "/v1/books/{symbol}",
-                "/v1/books/{symbol}/{venue}",
-                "/v1/sweep/{symbol}",
-                "/v1/status",
-                "/v1/ws",
-                "/healthz",
-                "/readyz",
-                "/metrics",
-                "/openapi.json",
-            ],
-        }
-    )
-
-
-async def symbols(request: web.Request) -> web.Response:
-    _only(request, ())
-    svc = _svc(request)
-    return json_response({"symbols": [{"symbol": s, "venues": v} for s, v in svc.aggregator.symbols()]})
-
-
-async def quotes(request: web.Request) -> web.Response:
-    _only(request, ("fees",))
-    svc = _svc(request)
-    fees = _flag(request, "fees")
-    now = svc.aggregator.clock()
-    return json_response(
-        {
-            "quotes": [
-                quote_json(b.quote(fees=fees, now=now), fees=fees)
-                for b in svc.aggregator.consolidated.values()
-            ]
-        }
-    )
-
-
-async def quote(request: web.Request) -> web.Response:
-    _only(request, ("fees",))
-    svc = _svc(request)
-    symbol = _symbol(request, svc)
-    fees = _flag(request, "fees")
-    return json_response(quote_json(svc.aggregator.consolidated[symbol].quote(fees=fees), fees=fees))
-
-
-async def book(request: web.Request) -> web.Response:
-    _only(request, ("depth", "venues"))
-    svc = _svc(request)
-    symbol = _symbol(request, svc)
-    depth = _depth(request, svc)
-    venues = _venues(request, svc, symbol)
-    return json_response(ladder_json(svc.aggregator.consolidated[symbol].ladder(depth, venues), depth))
-
-
-async def venue_book(request: web.Request) -> web.Response:
-    _only(request, ("depth",))
-    svc = _svc(request)
-    symbol = _symbol(request, svc)
-    venue = request.match_info["venue"]
-    depth = _depth(request, svc)
-    consolidated = svc.aggregator.consolidated[symbol]
-    if venue not in svc.aggregator.venues_for(symbol):
-        raise ApiError(
-            404,
-            "unknown_venue",
-            f"venue {venue!r} does not trade {symbol}; known: {', '.join(svc.aggregator.venues_for(symbol))}",
-        )
-    sync = consolidated.syncs.get(venue)
-    now = svc.aggregator.clock()
-    if sync is None:
-        return json_response(
-            {
-                "symbol": symbol,
-                "venue": venue,
-                "state": "waiting",
-                "reason": "start",
-                "included": False,
-                "excluded_reason": "no book yet",
-                "age_seconds": None,
-                "last_id": None,
-                "depth": depth,
-                "bids": [],
-                "asks": [],
-            }
-        )
-    why = consolidated.eligible(now, [venue]).get(venue)
-    return json_response(venue_book_json(sync, symbol, depth, now, included=why is None, excluded_reason=why))
-
-
-async def sweep_handler(request: web.Request) -> web.Response:
-    _only(request, ("side", "qty", "fees", "venues"))
-    svc = _svc(request)
-    symbol = _symbol(request, svc)
-    side = request.query.get("side")
-    if side not in SIDES:
-        raise ApiError(400, "bad_request", f"side must be buy or sell, got {side!r}")
-    raw = request.query.get("qty")
-    if raw is None or not QTY.fullmatch(raw) or Decimal(raw) <= 0:
-        raise ApiError(
-            400,
-            "bad_request",
-            f"qty must be a positive decimal number with at most {QTY_INT_DIGITS} digits before "
-            f"and {QTY_FRAC_DIGITS} after the point, got {raw!r}",
-        )
-    fees = _flag(request, "fees")
-    venues = _venues(request, svc, symbol)
-    result = sweep(svc.aggregator.consolidated[symbol], side, Decimal(raw), fees=fees, venues=venues)
-    return json_response(sweep_json(result))
-
-
-async def status(request: web.Request) -> web.Response:
-    _only(request, ())
-    svc = _svc(request)
-    body = svc.aggregator.status()
-    body["websocket"] = svc.hub.stats()
-    return json_response(body)
-
-
-async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    ready, live = _svc(request).aggregator.readiness()
-    not_ready = [s for s, v in live.items() if not v]
-    body = {
-        "ready": ready,
-        "not_ready": not_ready,
-        "symbols": {s: {"live_venues": v} for s, v in live.items()},
-    }
-    return json_response(body, 200 if ready else 503)
-
-
-async def metrics(request: web.Request) -> web.Response:
-    body = _svc(request).metrics.render()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-async def openapi(request: web.Request) -> web.Response:
-    return json_response(openapi_document(_svc(request).config))
-
-
-async def websocket(request: web.Request) -> web.StreamResponse:
-    return await _svc(request).hub.handle(request)
-
-
-def create_app(svc: Service) -> web.Application:
+def create_app(svc: Service, routes: Iterable[Route] = ROUTES) -> web.Application:
     app = web.Application(middlewares=[svc.metrics.http.middleware, errors])
     app[SERVICE_KEY] = svc
-    r = app.router
-    r.add_get("/", index)
-    r.add_get("/v1/symbols", symbols)
-    r.add_get("/v1/quotes", quotes)
-    r.add_get("/v1/quotes/{symbol}", quote)
-    r.add_get("/v1/books/{symbol}", book)
-    r.add_get("/v1/books/{symbol}/{venue}", venue_book)
-    r.add_get("/v1/sweep/{symbol}", sweep_handler)
-    r.add_get("/v1/status", status)
-    r.add_get("/v1/ws", websocket)
-    r.add_get("/healthz", healthz)
-    r.add_get("/readyz", readyz)
-    r.add_get("/metrics", metrics)
-    r.add_get("/openapi.json", openapi)
+    app[ROUTES_KEY] = table = tuple(routes)
+    for route in table:
+        handler = _strict(route) if route.strict else route.handler
+        if route.method == "GET":
+            app.router.add_get(route.path, handler)  # HEAD too
+        else:
+            app.router.add_route(route.method, route.path, handler)
     return app

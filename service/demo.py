@@ -62,22 +62,14 @@ def demo_config(
 
 
 def banner(base_url: str, sim: SimulatedExchange | None = None) -> str:
-    """What to open, printed at start."""
-    ws = base_url.replace("http://", "ws://")
-    lines = [
-        f"aggbook is running on {base_url}",
-        "",
-        f"  quotes        {base_url}/v1/quotes",
-        f"  one quote     {base_url}/v1/quotes/BTC-USDT?fees=true",
-        f"  merged book   {base_url}/v1/books/BTC-USDT?depth=10",
-        f"  venue book    {base_url}/v1/books/BTC-USDT/binance?depth=10",
-        f"  sweep         {base_url}/v1/sweep/BTC-USDT?side=buy&qty=2&fees=true",
-        f"  status        {base_url}/v1/status",
-        f"  ready         {base_url}/readyz",
-        f"  metrics       {base_url}/metrics",
-        f"  openapi       {base_url}/openapi.json",
-        f"  websocket     {ws}/v1/ws",
-    ]
+    """What to open, printed at start: every route of the route table that has an example."""
+    from aggbook.service.routes import ROUTES, example_url
+
+    symbol, venue = DEMO_SYMBOLS[0].canonical, DEMO_VENUES[0]
+    lines = [f"aggbook is running on {base_url}", ""]
+    for route in ROUTES:
+        if route.example is not None:
+            lines.append(f"  {route.example.label:<13} {example_url(route, base_url, symbol, venue)}")
     if sim is not None:
         lines += ["", "simulated venues:"]
         for name, server in sim.venues.items():

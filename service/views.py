@@ -1,4 +1,5 @@
-"""JSON shapes of quotes, ladders and single-venue books, shared by the HTTP API and the WebSocket.
+"""JSON shapes the service answers with: quotes, ladders and single-venue books, shared by the HTTP
+API and the WebSocket, and the ``/v1/status`` report.
 
 One function per shape keeps the two transports identical.  Prices and sizes are
 always strings carrying the exact decimal text (the venue's own text where it came
@@ -7,8 +8,14 @@ from a venue), never floats.
 
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING
+
 from aggbook.book.consolidated import ConsolidatedQuote, Ladder, SideQuote
-from aggbook.book.sync import BookSync
+from aggbook.book.sync import BookSync, SyncState
+
+if TYPE_CHECKING:
+    from aggbook.service.aggregator import Aggregator
 
 
 def _side(side: SideQuote | None) -> dict | None:
@@ -91,3 +98,71 @@ def venue_book_json(
         "bids": [list(lvl) for lvl in sync.book.bids(depth)] if live else [],
         "asks": [list(lvl) for lvl in sync.book.asks(depth)] if live else [],
     }
+
+
+def status_json(aggregator: Aggregator, *, websocket: dict | None = None) -> dict:
+    """``/v1/status``: every configured venue (disabled ones too) with its feed's own report and,
+    per symbol, its book's state and cumulative resyncs.
+
+    Rendered here from the aggregator's data rather than by the aggregator, so the core holds state
+    and this module alone decides what the API shows of it.
+    """
+    now = aggregator.clock()
+    wall = time.time()
+    venues = []
+    for vc in aggregator.config.venues:
+        feed = aggregator.feeds.get(vc.name)
+        item: dict = {"venue": vc.name, "kind": vc.kind, "enabled": vc.enabled}
+        if feed is None:
+            venues.append(item)
+            continue
+        try:
+            item.update(feed.status())
+        except Exception as exc:  # status must answer even if a feed's own report breaks
+            item["status_error"] = str(exc)
+        item["venue"] = vc.name
+        item["symbols"] = {
+            symbol: book_status_json(aggregator, vc.name, symbol, spelled, now, wall)
+            for symbol, spelled in vc.symbols.items()
+        }
+        venues.append(item)
+    ready, live = aggregator.readiness()
+    body = {
+        "ready": ready,
+        "uptime_seconds": round(wall - aggregator.started_at, 3),
+        "symbols": {s: {"ready": bool(v), "live_venues": v} for s, v in live.items()},
+        "venues": venues,
+    }
+    if websocket is not None:
+        body["websocket"] = websocket
+    return body
+
+
+def book_status_json(
+    aggregator: Aggregator, venue: str, symbol: str, spelled: str, now: float, wall: float
+) -> dict:
+    """One (venue, symbol) book in ``/v1/status``: a book that never arrived reads as waiting."""
+    book = aggregator.consolidated[symbol]
+    sync = book.syncs.get(venue)
+    hist = aggregator.history.get((venue, symbol))
+    out: dict = {"venue_symbol": spelled, "resyncs": dict(hist.resyncs) if hist else {}}
+    if sync is None:
+        out.update(
+            state=SyncState.WAITING.value, reason="start", included=False, excluded_reason="no book yet"
+        )
+        return out
+    why = book.eligible(now, [venue]).get(venue)
+    bids, asks = sync.book.depth
+    out.update(
+        state=sync.state.value,
+        reason=sync.reason.value,
+        detail=hist.last.detail if hist and hist.last else "",
+        since=round(wall - (now - sync.since), 3),
+        since_seconds=round(now - sync.since, 3),
+        last_update_age_seconds=None if sync.updated_at is None else round(now - sync.updated_at, 6),
+        last_id=sync.last_id,
+        levels={"bids": bids, "asks": asks},
+        included=why is None,
+        excluded_reason=why,
+    )
+    return out

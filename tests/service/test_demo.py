@@ -23,6 +23,7 @@ from aggbook.service.runtime import Service
 from aggbook.simulator.exchange import SimulatedExchange
 from tests.conftest import wait_for
 from tests.service.test_api import METRICS, has_series, value
+from tests.service.test_openapi import check_documented
 
 pytestmark = pytest.mark.integration
 SYMBOLS = ("BTC-USDT", "ETH-USDT", "SOL-USDT")
@@ -185,6 +186,33 @@ async def test_every_endpoint_agrees_with_the_simulators_truth(demo: Demo) -> No
     assert (await demo.get("/"))["symbols"] == list(SYMBOLS)
     assert "aggbook_book_live" in await demo.metrics()
     sim.resume()
+
+
+async def test_real_answers_match_the_openapi_document(demo: Demo) -> None:
+    """Live books fed by the five real feeds (each with its own status report) answer as documented."""
+    doc = await demo.get("/openapi.json")
+    requests = [
+        ("/", "/"),
+        ("/v1/symbols", "/v1/symbols"),
+        ("/v1/quotes", "/v1/quotes"),
+        ("/v1/quotes", "/v1/quotes?fees=true"),
+        ("/v1/quotes/{symbol}", "/v1/quotes/SOL-USDT?fees=true"),
+        ("/v1/books/{symbol}", "/v1/books/BTC-USDT?depth=20"),
+        ("/v1/books/{symbol}", "/v1/books/ETH-USDT?depth=5&venues=mexc,nhex"),
+        ("/v1/sweep/{symbol}", "/v1/sweep/BTC-USDT?side=buy&qty=2&fees=true"),
+        ("/v1/sweep/{symbol}", "/v1/sweep/ETH-USDT?side=sell&qty=3.5&fees=true"),
+        ("/v1/sweep/{symbol}", "/v1/sweep/SOL-USDT?side=sell&qty=999999999"),
+        ("/v1/status", "/v1/status"),
+        ("/readyz", "/readyz"),
+        ("/healthz", "/healthz"),
+    ]
+    requests += [("/v1/books/{symbol}/{venue}", f"/v1/books/BTC-USDT/{v}?depth=5") for v in DEMO_VENUES]
+    for template, path in requests:
+        check_documented(doc, template, 200, await demo.get(path))
+    status = await demo.get("/v1/status")
+    assert {v["kind"] for v in status["venues"]} == set(DEMO_VENUES) and all(
+        v["connections"] for v in status["venues"]
+    )
 
 
 async def test_every_error(demo: Demo) -> None:
