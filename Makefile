@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# mypy reads the folders as the aggbook package they install as: through a link named aggbook
+typecheck: $(STAMP)
+	mkdir -p $(VENV)/typecheck && ln -sfn "$(CURDIR)" $(VENV)/typecheck/aggbook
+	MYPYPATH=$(VENV)/typecheck $(BIN)/mypy -p aggbook.book -p aggbook.feeds -p aggbook.proto \
+		-p aggbook.service -p aggbook.simulator
 
 bench: $(STAMP)
 	$(BIN)/python bench/book_bench.py

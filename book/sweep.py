@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from decimal import Context, Decimal
+from typing import Any
 
 from aggbook.book.consolidated import BPS, ConsolidatedBook, fmt
 
@@ -134,9 +135,9 @@ def sweep(
     return result
 
 
-def sweep_json(r: SweepResult) -> dict:
+def sweep_json(r: SweepResult) -> dict[str, Any]:
     buy = r.side == "buy"
-    out: dict = {
+    out: dict[str, Any] = {
         "symbol": r.symbol,
         "side": r.side,
         "requested": _txt(r.requested),
@@ -152,12 +153,12 @@ def sweep_json(r: SweepResult) -> dict:
         "venues": r.included,
         "excluded": r.excluded,
     }
-    allocation = []
+    allocation: list[dict[str, Any]] = []
     for fill in r.venues.values():
         if fill.qty == 0:
             continue
         fee = EXACT.divide(EXACT.multiply(fill.notional, fill.fee_bps), BPS)
-        item = {
+        item: dict[str, Any] = {
             "venue": fill.venue,
             "qty": _txt(fill.qty),
             "notional": _txt(fill.notional),

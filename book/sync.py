@@ -159,7 +159,7 @@ class SyncCounters:
     dropped_before_snapshot: int = 0  # in-stream-snapshot venues: deltas before the snapshot
     snapshots: int = 0
     stale_snapshots: int = 0
-    resyncs: Counter = field(default_factory=Counter)  # Reason -> count
+    resyncs: Counter[Reason] = field(default_factory=Counter)
 
 
 class BookSync:

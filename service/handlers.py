@@ -241,7 +241,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return json_response(openapi_document(_svc(request).config, request.app[ROUTES_KEY]))
+    routes = request.app[ROUTES_KEY]
+    return json_response(openapi_document(_svc(request).config, routes))
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:

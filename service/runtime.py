@@ -61,8 +61,9 @@ class Service:
             await self.stop()
             raise
         server = self.site._server  # noqa: SLF001 - the bound port when port 0 was asked for
-        if server is not None and server.sockets:  # type: ignore[union-attr]
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        sockets = getattr(server, "sockets", None)  # an asyncio.Server; typed as AbstractServer
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
         log.info("listening", extra={"url": self.url})
 
     async def _on_shutdown(self, app: web.Application) -> None:

@@ -141,7 +141,7 @@ class Client:
     """One connected WebSocket: its subscriptions, bounded queue and writer task."""
 
     def __init__(
-        self, ws: web.WebSocketResponse, hub: Hub, peer: str, transport: asyncio.BaseTransport | None = None
+        self, ws: web.WebSocketResponse, hub: Hub, peer: str, transport: asyncio.Transport | None = None
     ) -> None:
         self.ws = ws
         self.transport = transport
