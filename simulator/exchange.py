@@ -10,27 +10,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
+from aggbook.feeds.registry import venue_specs
 from aggbook.simulator.faults import Fault, FaultInjector
 from aggbook.simulator.market import DEFAULT_SYMBOLS, SymbolSpec
 from aggbook.simulator.venue import VenueServer
 
 
 def venue_classes() -> dict[str, type[VenueServer]]:
-    """Venue name -> simulator class.  Imported here so each module stays independent."""
-    from aggbook.simulator.binance import BinanceFuturesVenue, BinanceSpotVenue
-    from aggbook.simulator.bitv import BitvVenue
-    from aggbook.simulator.btse import BtseVenue
-    from aggbook.simulator.mexc import MexcVenue
-    from aggbook.simulator.nhex import NhexVenue
-
-    return {
-        "binance": BinanceSpotVenue,
-        "binance-futures": BinanceFuturesVenue,
-        "mexc": MexcVenue,
-        "btse": BtseVenue,
-        "nhex": NhexVenue,
-        "bitv": BitvVenue,
-    }
+    """Venue kind -> simulator class, from each venue's spec (its feed module declares the class)."""
+    return {kind: spec.simulator_class() for kind, spec in venue_specs().items()}
 
 
 class SimulatedExchange:
