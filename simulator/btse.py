@@ -1,6 +1,7 @@
 """Simulated BTSE spot: the OSS order-book WebSocket, the main WebSocket and the public REST API.
 
-Wire protocol (specs/btse.md):
+Wire protocol (BTSE's Spot API v3.3 documentation, the OSS WebSocket order-book section, and its
+REST ``orderbook`` endpoints):
 
 * OSS WebSocket ``/ws/oss/spot`` carries the book.  ``{"op":"subscribe","args":["update:BTC-USDT_0"]}``
   is answered with ``{"event":"subscribe","channel":[accepted topics]}``; rejected topics are left out

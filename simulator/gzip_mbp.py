@@ -1,6 +1,7 @@
 """Shared Huobi-style market-by-price venue (NHEX and BitV speak the same protocol).
 
-Wire protocol (specs/nhex.md, specs/bitv.md):
+Wire protocol (NHEX's and BitV's API documentation, both copies of the Huobi spot API: the
+"Market By Price (incremental update)" WebSocket topic and the market-data REST endpoints):
 
 * WebSocket ``/feed`` carries ``market.<sym>.mbp.<levels>``: ``sub`` / ``unsub`` / ``req``.  WebSocket
   ``/ws`` carries only ``market.<sym>.mbp.refresh.<5|10|20>`` (a full top-N book on the 100 ms timer,

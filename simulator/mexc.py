@@ -1,6 +1,6 @@
 """Simulated MEXC Spot v3: protobuf WebSocket market streams plus the REST depth snapshot.
 
-Wire protocol (see the MEXC spec): the client sends JSON **text** commands
+Wire protocol (MEXC Spot v3 "Websocket Market Streams"): the client sends JSON **text** commands
 (``SUBSCRIPTION`` / ``UNSUBSCRIPTION`` / ``PING``) and gets JSON text replies with
 ``id`` 0 and ``code`` 0; market data arrives as **binary** frames, each one
 serialized ``PushDataV3ApiWrapper`` (``proto/mexc_push.proto``).  The order book is
@@ -209,7 +209,7 @@ class MexcVenue(VenueServer):
     levels that only advances the versions.  By default the frames carry the fields of
     MEXC's stream documentation only (diff: asks, bids, eventType, fromVersion, toVersion;
     book tickers: the four price/quantity fields; batch: items).  ``fields_2026`` also
-    writes the fields the spec says MEXC added in 2026-06 (``lastOrderCreateTime``,
+    writes the fields MEXC's official ``websocket-proto`` schema added in 2026-06 (``lastOrderCreateTime``,
     ticker and batch ``version``, ``tradeId``), which that documentation does not show: a
     schema-drift option like ``unknown_fields``, which adds an undeclared field #99 to
     every wrapper and depth body; ``snapshot_id_as_string`` writes ``lastUpdateId`` as a
