@@ -33,7 +33,7 @@ BUILT_IN = {"binance", "binance-futures", "mexc", "btse", "nhex", "bitv"}
 
 
 def test_every_built_in_venue_is_discovered_with_a_simulator() -> None:
-    assert set(known_kinds()) == BUILT_IN
+    assert set(known_kinds()) >= BUILT_IN  # a superset: a new venue needs no edit here
     for kind, spec in venue_specs().items():
         assert spec.kind == kind
         assert spec.feed.__module__.startswith("aggbook.feeds.")
@@ -157,7 +157,7 @@ def test_a_new_venue_module_is_picked_up_by_registry_and_config() -> None:
     spec = venue_spec("acme")
     assert spec.title == "Acme spot" and spec.demo_fee_bps == Decimal("7")
     assert feed_class("acme").__name__ == "AcmeFeed"
-    assert known_kinds() == sorted(BUILT_IN | {"acme"})
+    assert "acme" in known_kinds() and set(known_kinds()) >= BUILT_IN
     assert [rule.name for rule in spec.rules] == ["acme"]
 
     cfg = parse_config({"service": {"symbols": ["BTC-USDT", "ETH-USDT"]},
@@ -195,7 +195,7 @@ def test_a_venue_module_that_cannot_be_imported_is_named(tmp_path: Path,
     monkeypatch.setattr(aggbook.feeds, "__path__", [*aggbook.feeds.__path__, str(tmp_path)])
     registry.refresh()
     try:
-        assert set(known_kinds()) == BUILT_IN  # the others still load
+        assert set(known_kinds()) >= BUILT_IN  # the others still load
         with pytest.raises(UnknownVenue, match=r"not importable: aggbook\.feeds\.broken_venue "
                                                r"\(No module named 'aggbook_no_such_dependency'\)"):
             venue_spec("broken")
