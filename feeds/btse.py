@@ -369,6 +369,21 @@ class BtseFeed(VenueFeed):
         await conn.ws.send_str(orjson.dumps(obj).decode())
 
 
+VENUES = (
+    VenueSpec(
+        kind="btse",
+        title="BTSE spot",
+        feed=BtseFeed,
+        rest_url="https://api.btse.com/spot",
+        ws_url="wss://ws.btse.com/ws/oss/spot",
+        rules=(BTSE,),
+        simulator="aggbook.simulator.btse:BtseVenue",
+        spelling=SymbolSpelling(separator="-"),
+        demo_fee_bps=Decimal("10"),
+    ),
+)
+
+
 class _ResyncPacer:
     """Keeps a symbol's resubscribe backoff step when its book breaks again soon after going live.
 
@@ -396,18 +411,3 @@ class _ResyncPacer:
 
     def on_update(self, sync: BookSync, changed: int) -> None:
         pass
-
-
-VENUES = (
-    VenueSpec(
-        kind="btse",
-        title="BTSE spot",
-        feed=BtseFeed,
-        rest_url="https://api.btse.com/spot",
-        ws_url="wss://ws.btse.com/ws/oss/spot",
-        rules=(BTSE,),
-        simulator="aggbook.simulator.btse:BtseVenue",
-        spelling=SymbolSpelling(separator="-"),
-        demo_fee_bps=Decimal("10"),
-    ),
-)
