@@ -2,7 +2,8 @@
 
 Feeds normalise what the venue sends into :class:`Snapshot` and :class:`Delta`
 (first id, last id, previous id as the venue gives them) and hand them to a
-:class:`BookSync`.  What differs between venues is *data*, a :class:`SequenceRule`:
+:class:`BookSync`.  What differs between venues is *data*, a :class:`SequenceRule`, whose
+values each venue declares next to its feed (``aggbook.feeds.<venue>``); the rules in use:
 
 ================  ===========================  ==========================  ==============
 rule              drop after snapshot ``L``    first delta applied         then
@@ -92,20 +93,6 @@ class SequenceRule:
     snapshot_in_stream: bool = False  # the venue pushes the snapshot on the stream; no buffering
     resync_on_cross: bool = True  # a crossed or locked book after a message is treated as corrupt
 
-
-BINANCE_SPOT = SequenceRule("binance-spot", Chain.NEXT_ID, FirstAfterSnapshot.COVERS_NEXT,
-                            drop_through_snapshot=True, overlap_ok=True)
-# futures: an event whose ``pu`` is not the last ``u`` restarts the sync, a late or repeated one included
-# (the USD-M "manage a local order book" procedure has no "ignore" case once events are applied)
-BINANCE_FUTURES = SequenceRule("binance-futures", Chain.PREV_ID, FirstAfterSnapshot.COVERS_SNAPSHOT,
-                               drop_through_snapshot=False, duplicate_is_gap=True)
-MEXC = SequenceRule("mexc", Chain.NEXT_ID, FirstAfterSnapshot.COVERS_NEXT, drop_through_snapshot=True)
-MBP_TICK = SequenceRule("mbp-tick", Chain.PREV_ID, FirstAfterSnapshot.PREV_IS_SNAPSHOT,
-                              drop_through_snapshot=True, straddle_ok=True)
-MBP_100MS = SequenceRule("mbp-100ms", Chain.PREV_ID, FirstAfterSnapshot.PREV_IS_SNAPSHOT,
-                               drop_through_snapshot=True)
-BTSE = SequenceRule("btse", Chain.PREV_ID, FirstAfterSnapshot.PREV_IS_SNAPSHOT, drop_through_snapshot=True,
-                    duplicate_is_gap=True, contiguous_ids=True, snapshot_in_stream=True)
 
 
 @dataclass(slots=True)

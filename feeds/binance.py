@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 import aiohttp
 import orjson
 
-from aggbook.book.sync import BINANCE_FUTURES, BINANCE_SPOT, Delta, SequenceRule, Snapshot
+from aggbook.book.sync import Chain, Delta, FirstAfterSnapshot, SequenceRule, Snapshot
 from aggbook.feeds.base import (
     Connection,
     FeedError,
@@ -53,6 +53,7 @@ from aggbook.feeds.base import (
 from aggbook.feeds.config import VenueConfig
 from aggbook.feeds.metrics import FeedMetrics
 from aggbook.feeds.pacing import RequestPacer
+from aggbook.feeds.spec import VenueSpec
 
 log = logging.getLogger("aggbook.feeds.binance")
 
@@ -60,6 +61,13 @@ WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 INVALID_SYMBOL_CODE = -1121
 
 _INTERVAL_SECONDS = {"SECOND": 1.0, "MINUTE": 60.0, "HOUR": 3600.0, "DAY": 86400.0}
+
+BINANCE_SPOT = SequenceRule("binance-spot", Chain.NEXT_ID, FirstAfterSnapshot.COVERS_NEXT,
+                            drop_through_snapshot=True, overlap_ok=True)
+# futures: an event whose ``pu`` is not the last ``u`` restarts the sync, a late or repeated one included
+# (the USD-M "manage a local order book" procedure has no "ignore" case once events are applied)
+BINANCE_FUTURES = SequenceRule("binance-futures", Chain.PREV_ID, FirstAfterSnapshot.COVERS_SNAPSHOT,
+                               drop_through_snapshot=False, duplicate_is_gap=True)
 
 
 @dataclass(frozen=True)
@@ -422,3 +430,26 @@ class BinanceFuturesFeed(_BinanceFeed):
     client_ping_interval = 10.0  # the venue pings only every 3 minutes
     snapshot_rate = 16.0  # 2400 weight/min budget
     snapshot_burst = 100.0
+
+
+VENUES = (
+    VenueSpec(
+        kind="binance",
+        title="Binance spot",
+        feed=BinanceSpotFeed,
+        rest_url="https://api.binance.com",
+        ws_url="wss://stream.binance.com:9443",
+        rules=(BINANCE_SPOT,),
+        simulator="aggbook.simulator.binance:BinanceSpotVenue",
+        demo_fee_bps=Decimal("10"),
+    ),
+    VenueSpec(
+        kind="binance-futures",
+        title="Binance USD-M futures",
+        feed=BinanceFuturesFeed,
+        rest_url="https://fapi.binance.com",
+        ws_url="wss://fstream.binance.com/public",
+        rules=(BINANCE_FUTURES,),
+        simulator="aggbook.simulator.binance:BinanceFuturesVenue",
+    ),
+)

@@ -9,7 +9,10 @@ start instead of collecting an ``invalid topic`` first; the list can be replaced
 
 from __future__ import annotations
 
-from aggbook.feeds.gzip_mbp import GzipMbpFeed
+from decimal import Decimal
+
+from aggbook.feeds.gzip_mbp import MBP_100MS, MBP_TICK, GzipMbpFeed
+from aggbook.feeds.spec import SymbolSpelling, VenueSpec
 
 FAST_SYMBOLS = frozenset({
     "btcusdt", "ethusdt", "xrpusdt", "eosusdt", "ltcusdt", "etcusdt", "adausdt", "dashusdt", "bsvusdt",
@@ -20,3 +23,18 @@ class BitvFeed(GzipMbpFeed):
     """BitV: every protocol rule lives in :class:`~feeds.gzip_mbp.GzipMbpFeed`."""
 
     _fast_symbols_default = FAST_SYMBOLS
+
+
+VENUES = (
+    VenueSpec(
+        kind="bitv",
+        title="BitV",
+        feed=BitvFeed,
+        rest_url="https://api.bitv.com",
+        ws_url="wss://api.bitv.com/feed",
+        rules=(MBP_TICK, MBP_100MS),  # mbp.5/20 tick-by-tick, mbp.150 on the 100 ms timer
+        simulator="aggbook.simulator.bitv:BitvVenue",
+        spelling=SymbolSpelling(lower=True),
+        demo_fee_bps=Decimal("20"),
+    ),
+)

@@ -37,8 +37,19 @@ from typing import Any
 import aiohttp
 import orjson
 
-from aggbook.book.sync import BTSE, BookSync, Delta, Reason, SequenceRule, Snapshot, SyncState, Transition
+from aggbook.book.sync import (
+    BookSync,
+    Chain,
+    Delta,
+    FirstAfterSnapshot,
+    Reason,
+    SequenceRule,
+    Snapshot,
+    SyncState,
+    Transition,
+)
 from aggbook.feeds.base import Connection, FeedError, FrameError, SnapshotError, VenueFeed
+from aggbook.feeds.spec import SymbolSpelling, VenueSpec
 
 log = logging.getLogger("aggbook.feeds.btse")
 
@@ -49,6 +60,9 @@ ERR_PAIR = 1000  # market pair not supported
 ERR_TOPIC = 1005  # topic does not exist
 ERR_BUFFER = 1007  # user message buffer full: messages were lost
 ERR_ATTEMPTS = 1008  # too many failed attempts: the venue closes the session
+
+BTSE = SequenceRule("btse", Chain.PREV_ID, FirstAfterSnapshot.PREV_IS_SNAPSHOT, drop_through_snapshot=True,
+                    duplicate_is_gap=True, contiguous_ids=True, snapshot_in_stream=True)
 
 # Reasons after which a quick relapse keeps the symbol's resubscribe backoff step.
 _STREAM_REASONS = frozenset({Reason.GAP, Reason.CROSSED_BOOK, Reason.VENUE_ERROR, Reason.DECODE_ERROR,
@@ -361,6 +375,21 @@ class BtseFeed(VenueFeed):
         if obj["op"] == "subscribe":
             conn.data.setdefault("pending_subscribes", deque()).append(list(obj["args"]))
         await conn.ws.send_str(orjson.dumps(obj).decode())
+
+
+VENUES = (
+    VenueSpec(
+        kind="btse",
+        title="BTSE spot",
+        feed=BtseFeed,
+        rest_url="https://api.btse.com/spot",
+        ws_url="wss://ws.btse.com/ws/oss/spot",
+        rules=(BTSE,),
+        simulator="aggbook.simulator.btse:BtseVenue",
+        spelling=SymbolSpelling(separator="-"),
+        demo_fee_bps=Decimal("10"),
+    ),
+)
 
 
 class _ResyncPacer:

@@ -1,24 +1,14 @@
 """What a feed needs to know about its venue: URLs, symbols, depth, fee and venue knobs.
 
-The real production endpoints are the defaults (``DEFAULT_URLS``); tests and the
-demo point the same feed code at the simulator by overriding ``rest_url`` and
-``ws_url``.
+The real production endpoints are the defaults (each venue's ``VenueSpec`` in its
+feed module); tests and the demo point the same feed code at the simulator by
+overriding ``rest_url`` and ``ws_url``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-
-# kind -> (rest_url, ws_url); the feed appends the venue's stream-specific path parts.
-DEFAULT_URLS: dict[str, tuple[str, str]] = {
-    "binance": ("https://api.binance.com", "wss://stream.binance.com:9443"),
-    "binance-futures": ("https://fapi.binance.com", "wss://fstream.binance.com/public"),
-    "mexc": ("https://api.mexc.com", "wss://wbs-api.mexc.com/ws"),
-    "btse": ("https://api.btse.com/spot", "wss://ws.btse.com/ws/oss/spot"),
-    "nhex": ("https://api.nhex.com.hk", "wss://api.nhex.com.hk/feed"),
-    "bitv": ("https://api.bitv.com", "wss://api.bitv.com/feed"),
-}
 
 
 @dataclass
@@ -36,7 +26,19 @@ class VenueConfig:
     options: dict = field(default_factory=dict)  # venue knobs: timers, per-connection limits, pacing
 
     def __post_init__(self) -> None:
-        rest, ws = DEFAULT_URLS.get(self.kind, ("", ""))
+        rest, ws = _default_urls(self.kind) if not (self.rest_url and self.ws_url) else ("", "")
         self.rest_url = (self.rest_url or rest).rstrip("/")
         self.ws_url = (self.ws_url or ws).rstrip("/")
         self.fee_bps = Decimal(self.fee_bps)
+
+
+def _default_urls(kind: str) -> tuple[str, str]:
+    """The venue's production URLs, or empty for a kind no venue module declares."""
+    # imported here: the registry imports the feed modules, and they import this module
+    from aggbook.feeds.registry import UnknownVenue, venue_spec
+
+    try:
+        spec = venue_spec(kind)
+    except UnknownVenue:
+        return "", ""
+    return spec.rest_url, spec.ws_url

@@ -12,8 +12,8 @@ counts and symbols they allow.  What this module does and why:
 * Acks and ``req`` replies are matched by ``id`` only (a reply's ``rep`` may name another topic).
 * Two ``req`` on one connection must be 100 ms apart or the venue answers ``429 too many request``:
   each connection has its own :class:`~feeds.pacing.RequestPacer` spacing them ``req_min_interval``.
-* Sequencing is :data:`book.sync.MBP_TICK` for 5/20 (tick-by-tick, a straddling snapshot is
-  exact) and :data:`book.sync.MBP_100MS` for 150/400; empty 150 pushes are delivered because
+* Sequencing is :data:`MBP_TICK` for 5/20 (tick-by-tick, a straddling snapshot is
+  exact) and :data:`MBP_100MS` for 150/400; empty 150 pushes are delivered because
   they advance the ``prevSeqNum`` chain.  Each book is an ``L2Book(max_depth=levels)``, so it is
   trimmed to the topic's window after every message whatever the venue sends for levels leaving it.
 * A quiet 5/20 book pushes nothing, so its snapshot is requested ``quiet_snapshot_delay`` after the
@@ -42,10 +42,10 @@ import aiohttp
 import orjson
 
 from aggbook.book.sync import (
-    MBP_100MS,
-    MBP_TICK,
     BookSync,
+    Chain,
     Delta,
+    FirstAfterSnapshot,
     Reason,
     SequenceRule,
     Snapshot,
@@ -63,6 +63,11 @@ _GZIP_WBITS = 16 + zlib.MAX_WBITS
 INVALID_TOPIC = "invalid topic"
 INVALID_SYMBOL = "invalid symbol"
 TOO_MANY = "429 too many request"
+
+MBP_TICK = SequenceRule("mbp-tick", Chain.PREV_ID, FirstAfterSnapshot.PREV_IS_SNAPSHOT,
+                        drop_through_snapshot=True, straddle_ok=True)
+MBP_100MS = SequenceRule("mbp-100ms", Chain.PREV_ID, FirstAfterSnapshot.PREV_IS_SNAPSHOT,
+                         drop_through_snapshot=True)
 
 RawPair = tuple[str, str]
 

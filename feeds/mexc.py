@@ -8,7 +8,7 @@ Wire protocol (``shared/specs/mexc.md``):
   dispatched on the opcode, never by sniffing content.
 * the book is built from ``spot@public.aggre.depth.v3.api.pb@100ms@SYM`` (oneof member
   313, ``fromVersion``/``toVersion``) on top of ``GET /api/v3/depth`` (``lastUpdateId``),
-  sequenced by :data:`book.sync.MEXC`.
+  sequenced by :data:`MEXC`.
 * a subscription is acknowledged by a reply whose ``msg`` is the requested channels
   joined by ``,``; a rejection is *also* ``code: 0`` with a different ``msg``, so acks
   are checked by comparing channel sets, never by ``code``.  A rejected channel, or one
@@ -37,11 +37,12 @@ import aiohttp
 import orjson
 from google.protobuf.message import DecodeError
 
-from aggbook.book.sync import MEXC, Delta, SequenceRule, Snapshot, SyncState
+from aggbook.book.sync import Chain, Delta, FirstAfterSnapshot, SequenceRule, Snapshot, SyncState
 from aggbook.feeds.base import Connection, FrameError, InvalidSymbol, SnapshotError, VenueFeed
 from aggbook.feeds.config import VenueConfig
 from aggbook.feeds.metrics import FeedMetrics
 from aggbook.feeds.pacing import RequestPacer
+from aggbook.feeds.spec import VenueSpec
 from aggbook.proto import mexc_push_pb2 as pb
 
 log = logging.getLogger("aggbook.feeds.mexc")
@@ -55,6 +56,8 @@ VENUE_SUBSCRIPTION_LIMIT = 30  # MEXC silently ignores the 31st subscription on 
 INVALID_SYMBOL_CODE = -1121
 PONG = "PONG"
 _BRACKETS = re.compile(r"\[([^\]]*)\]")  # "Not Subscribed successfully! [<channels>].  Reason: ..."
+
+MEXC = SequenceRule("mexc", Chain.NEXT_ID, FirstAfterSnapshot.COVERS_NEXT, drop_through_snapshot=True)
 
 
 @dataclass
@@ -370,3 +373,17 @@ def parse_depth(body: object) -> Snapshot:
     stamp = body.get("timestamp")
     event_time = stamp / 1000 if isinstance(stamp, int) and not isinstance(stamp, bool) else None
     return Snapshot(last, bids, asks, event_time)
+
+
+VENUES = (
+    VenueSpec(
+        kind="mexc",
+        title="MEXC spot",
+        feed=MexcFeed,
+        rest_url="https://api.mexc.com",
+        ws_url="wss://wbs-api.mexc.com/ws",
+        rules=(MEXC,),
+        simulator="aggbook.simulator.mexc:MexcVenue",
+        demo_fee_bps=Decimal("5"),
+    ),
+)

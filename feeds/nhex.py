@@ -7,7 +7,10 @@ parameter table also lists mbp.400, which the prose never describes; it is offer
 
 from __future__ import annotations
 
-from aggbook.feeds.gzip_mbp import GzipMbpFeed
+from decimal import Decimal
+
+from aggbook.feeds.gzip_mbp import MBP_100MS, MBP_TICK, GzipMbpFeed
+from aggbook.feeds.spec import SymbolSpelling, VenueSpec
 
 
 class NhexFeed(GzipMbpFeed):
@@ -17,3 +20,18 @@ class NhexFeed(GzipMbpFeed):
 
     def allowed_levels(self) -> tuple[int, ...]:
         return self.base_levels + ((400,) if self.enable_mbp400 else ())
+
+
+VENUES = (
+    VenueSpec(
+        kind="nhex",
+        title="NHEX",
+        feed=NhexFeed,
+        rest_url="https://api.nhex.com.hk",
+        ws_url="wss://api.nhex.com.hk/feed",
+        rules=(MBP_TICK, MBP_100MS),  # mbp.5/20 tick-by-tick, mbp.150 on the 100 ms timer
+        simulator="aggbook.simulator.nhex:NhexVenue",
+        spelling=SymbolSpelling(lower=True),
+        demo_fee_bps=Decimal("20"),
+    ),
+)

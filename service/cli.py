@@ -144,16 +144,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 async def _simulate(args: argparse.Namespace, stop: asyncio.Event) -> int:
-    from aggbook.simulator.exchange import SimulatedExchange, venue_classes
+    from aggbook.feeds.registry import venue_specs
+    from aggbook.simulator.exchange import SimulatedExchange
     from aggbook.simulator.market import DEFAULT_SYMBOLS
 
-    names = args.venues.split(",") if args.venues else list(venue_classes())
-    unknown = [n for n in names if n not in venue_classes()]
+    known = list(venue_specs())
+    names = [n.strip() for n in args.venues.split(",") if n.strip()] if args.venues else known
+    unknown = [n for n in names if n not in known]
     if unknown:
-        print(
-            f"aggbook: unknown venue(s): {', '.join(unknown)}; known: {', '.join(venue_classes())}",
-            file=sys.stderr,
-        )
+        print(f"aggbook: unknown venue(s): {', '.join(unknown)}; known: {', '.join(known)}", file=sys.stderr)
         return EXIT_CONFIG
     from aggbook.simulator.faults import Fault
 
@@ -214,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.set_defaults(func=cmd_check_config)
 
-    p = sub.add_parser("demo", help="run five simulated venues and the service against them")
+    p = sub.add_parser("demo", help="run the simulated venues and the service against them")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080, help="HTTP port (0 = any free port)")
     p.add_argument("--rate", type=float, default=20.0, help="market events per second per symbol")

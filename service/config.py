@@ -22,7 +22,9 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from aggbook.feeds.config import DEFAULT_URLS, VenueConfig
+from aggbook.feeds.config import VenueConfig
+from aggbook.feeds.registry import UnknownVenue, venue_spec
+from aggbook.feeds.spec import VenueSpec
 
 CANONICAL = re.compile(r"^[A-Z0-9]+-[A-Z0-9]+$")
 HOST_ENV = "AGGBOOK_HOST"
@@ -87,7 +89,8 @@ class ServiceConfig:
         for v in self.venues:
             state = "enabled" if v.enabled else "disabled"
             lines.append(
-                f"  {v.name} (kind {v.kind}, {state}) fee {v.fee_bps} bps, depth {v.depth or 'default'}"
+                f"  {v.name} (kind {v.kind}: {_title(v.kind)}, {state}) fee {v.fee_bps} bps, "
+                f"depth {v.depth or 'default'}"
             )
             lines.append(f"    rest {v.rest_url}")
             lines.append(f"    ws   {v.ws_url}")
@@ -100,14 +103,11 @@ class ServiceConfig:
         return "\n".join(lines)
 
 
-def venue_spelling(kind: str, canonical: str) -> str:
-    """The venue's usual symbol spelling, used when a venue lists symbols without a mapping."""
-    base, quote = canonical.split("-", 1)
-    if kind == "btse":
-        return f"{base}-{quote}"
-    if kind in ("nhex", "bitv"):
-        return f"{base}{quote}".lower()
-    return f"{base}{quote}"
+def _title(kind: str) -> str:
+    try:
+        return venue_spec(kind).title
+    except UnknownVenue:
+        return "unknown venue"
 
 
 # ---------------------------------------------------------------------- small checked readers
@@ -217,14 +217,15 @@ def _fee(value: Any, key: str) -> Decimal:
     return fee
 
 
-def _venue_symbols(value: Any, key: str, kind: str, service_symbols: list[str]) -> dict[str, str]:
+def _venue_symbols(value: Any, key: str, spec: VenueSpec, service_symbols: list[str]) -> dict[str, str]:
+    """A list (or nothing: the service's symbols) is spelt the venue's usual way; a table is taken as is."""
     if value is None:
-        return {s: venue_spelling(kind, s) for s in service_symbols}
+        return {s: spec.symbol(s) for s in service_symbols}
     if isinstance(value, list):
         out = {}
         for i, item in enumerate(value):
             canonical = _canonical(item, f"{key}[{i}]")
-            out[canonical] = venue_spelling(kind, canonical)
+            out[canonical] = spec.symbol(canonical)
     elif isinstance(value, Mapping):
         out = {_canonical(c, f"{key}.{c}"): _str(v, f"{key}.{c}") for c, v in value.items()}
     else:
@@ -237,32 +238,19 @@ def _venue_symbols(value: Any, key: str, kind: str, service_symbols: list[str]) 
     return out
 
 
-def _options(value: Any, key: str, kind: str) -> dict:
+def _options(value: Any, key: str, spec: VenueSpec) -> dict:
+    """Venue knobs, checked against the names and types the venue's feed class declares."""
     if not isinstance(value, Mapping):
         raise ConfigError(key, "must be a table")
     options = dict(value)
-    try:
-        from aggbook.feeds.registry import feed_class
-
-        feed_cls = feed_class(kind)
-        known = feed_cls.option_names()
-    except ImportError:  # the venue module is not installed: the feed checks its options at start
-        return options
+    known = spec.feed.option_names()
     for name, option in options.items():
         if name not in known:
             raise ConfigError(f"{key}.{name}", f"unknown option; known: {', '.join(sorted(known))}")
-        problem = feed_cls.option_problem(name, option)
+        problem = spec.feed.option_problem(name, option)
         if problem:
             raise ConfigError(f"{key}.{name}", problem)
     return options
-
-
-def _known_kinds() -> set[str]:
-    try:
-        from aggbook.feeds.registry import FEED_CLASSES
-    except ImportError:
-        return set(DEFAULT_URLS)
-    return set(FEED_CLASSES)
 
 
 def _venue(name: str, table: Any, service_symbols: list[str]) -> VenueConfig:
@@ -271,9 +259,10 @@ def _venue(name: str, table: Any, service_symbols: list[str]) -> VenueConfig:
         raise ConfigError(p, "must be a table")
     _check_keys(table, _VENUE_KEYS, p)
     kind = _str(table.get("kind", name), f"{p}.kind")
-    kinds = _known_kinds()
-    if kind not in kinds:
-        raise ConfigError(f"{p}.kind", f"unknown venue kind {kind!r}; known: {', '.join(sorted(kinds))}")
+    try:
+        spec = venue_spec(kind)
+    except UnknownVenue as exc:
+        raise ConfigError(f"{p}.kind", str(exc)) from None
     rest_url = (
         _url(table["rest_url"], f"{p}.rest_url", ("http://", "https://")) if "rest_url" in table else ""
     )
@@ -282,13 +271,13 @@ def _venue(name: str, table: Any, service_symbols: list[str]) -> VenueConfig:
     return VenueConfig(
         name=name,
         kind=kind,
-        symbols=_venue_symbols(table.get("symbols"), f"{p}.symbols", kind, service_symbols),
+        symbols=_venue_symbols(table.get("symbols"), f"{p}.symbols", spec, service_symbols),
         rest_url=rest_url,
         ws_url=ws_url,
         enabled=_bool(table.get("enabled", True), f"{p}.enabled"),
         depth=depth,
         fee_bps=_fee(table.get("fee_bps", 0), f"{p}.fee_bps"),
-        options=_options(table.get("options", {}), f"{p}.options", kind),
+        options=_options(table.get("options", {}), f"{p}.options", spec),
     )
 
 

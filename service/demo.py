@@ -1,4 +1,4 @@
-"""The built-in demo: five simulated venues in-process and the service pointed at them.
+"""The built-in demo: the simulated venues in-process and the service pointed at them.
 
 The config is built from the running simulator (its ports are chosen by the OS),
 so ``aggbook demo`` needs no file and never collides with anything on the host.
@@ -10,13 +10,17 @@ from __future__ import annotations
 from decimal import Decimal
 
 from aggbook.feeds.config import VenueConfig
+from aggbook.feeds.registry import venue_specs
 from aggbook.service.config import ServiceConfig, WebSocketSettings
 from aggbook.simulator.exchange import SimulatedExchange
 from aggbook.simulator.market import DEFAULT_SYMBOLS
 
-DEMO_VENUES = ("binance", "mexc", "btse", "nhex", "bitv")
+# every venue whose spec gives a demo fee (a venue joins the demo by declaring one), in registry order
+DEMO_FEES_BPS: dict[str, Decimal] = {
+    kind: spec.demo_fee_bps for kind, spec in venue_specs().items() if spec.demo_fee_bps is not None
+}
+DEMO_VENUES = tuple(DEMO_FEES_BPS)
 DEMO_SYMBOLS = DEFAULT_SYMBOLS[:3]  # BTC-USDT, ETH-USDT, SOL-USDT
-DEMO_FEES_BPS = {"binance": "10", "mexc": "5", "btse": "10", "nhex": "20", "bitv": "20"}
 
 
 def demo_exchange(rate: float = 20.0, fault_rate: float = 0.0, seed: int = 1) -> SimulatedExchange:
@@ -46,7 +50,7 @@ def demo_config(
                 symbols={spec.canonical: server.venue_symbol(spec) for spec in DEMO_SYMBOLS},
                 rest_url=urls["rest_url"],
                 ws_url=urls["ws_url"],
-                fee_bps=Decimal(DEMO_FEES_BPS[name]),
+                fee_bps=DEMO_FEES_BPS[name],
                 options=dict(options or {}),
             )
         )

@@ -33,14 +33,16 @@ import re
 import time
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass
 from decimal import Decimal
+from typing import ClassVar
 
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from aggbook.simulator.faults import Fault, FaultInjector
-from aggbook.simulator.market import BID, DEFAULT_SYMBOLS, LevelChange, MarketModel, SymbolSpec, TruthBook
-from aggbook.simulator.venue import DEFAULT_HISTORY, SimConnection, VenueServer, decimal_text
+from aggbook.simulator.faults import Fault
+from aggbook.simulator.market import BID, LevelChange, MarketModel, SymbolSpec, TruthBook
+from aggbook.simulator.venue import SimConnection, VenueOptions, VenueServer, decimal_text
 
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 
@@ -113,64 +115,117 @@ class _ControlError(Exception):
         self.with_id = with_id
 
 
-class _BinanceVenue(VenueServer):
-    """What spot and USDⓈ-M futures share; the subclasses fill in the differences."""
+@dataclass(frozen=True)
+class BinanceEndpoint:
+    """What differs between the simulated Binance Spot and USDⓈ-M Futures endpoints, as data.
 
-    # --- per-market constants (overridden by the subclasses)
-    rest_prefix = "/api/v3"
-    ws_prefixes: tuple[str, ...] = ("",)
-    depth_streams: tuple[str, ...] = ("depth", "depth@100ms")
-    default_ping_interval = 20.0
-    default_pong_timeout = 60.0
-    default_max_incoming = 5
-    default_weight_limit = 6000
+    The JSON bodies of the two markets differ in shape too; those stay methods of the two
+    venue classes.
+    """
+
+    rest_prefix: str
+    ws_prefixes: tuple[str, ...]  # WebSocket route prefixes ("" = unrouted /ws and /stream)
+    ws_url_path: str  # appended to the WebSocket base URL a client is given
+    depth_streams: tuple[str, ...]  # depth stream suffixes served
+    ping_interval: float  # server ping cadence, seconds
+    pong_timeout: float  # close a connection whose pong is this late
+    max_incoming: int  # client frames per second per connection
+    weight_limit: int  # REST request weight per minute
     # spot: only a pong echoing an outstanding ping's payload counts.  Futures: the Connect page lets
     # any pong keep the connection, the 2024-02-09 changelog says a pong must echo the ping's payload
     # and unsolicited pongs do not prevent disconnection; the default follows the Connect page and
     # ``pong_must_echo=True`` gives the changelog's rule
-    pong_must_echo = True
-    invalid_json_disconnects = False
-    sends_shutdown_notice = True
-    exchange_info_weight = 20
+    pong_must_echo: bool
+    invalid_json_disconnects: bool  # error 3 (invalid JSON) closes the connection
+    sends_shutdown_notice: bool  # a ``serverShutdown`` event before the lifetime close
+    exchange_info_weight: int
+    default_limit: int  # depth levels when the request names no limit
+    max_limit: int  # larger limits are served at this size (spot)
+    allowed_limits: tuple[int, ...] | None  # only these limits are accepted (futures); None = 1..
+    depth_weights: tuple[tuple[int, int], ...]  # (limit up to, request weight), ascending
+    min_decimals: int  # prices and sizes written with at least this many decimals (spot: 8)
 
-    def __init__(
-        self,
-        symbols: Iterable[SymbolSpec] = DEFAULT_SYMBOLS,
-        *,
-        seed: int = 1,
-        rate: float = 20.0,
-        depth: int = 40,
-        faults: FaultInjector | None = None,
-        autostart_pump: bool = True,
-        ping_interval: float | None = None,
-        pong_timeout: float | None = None,
-        max_incoming_per_sec: int | None = None,
-        pong_must_echo: bool | None = None,
-        max_streams: int = 1024,
-        max_connection_age: float = 24 * 3600.0,
-        shutdown_grace: float = 1.0,
-        weight_limit: int | None = None,
-        weight_window: float = 60.0,
-        ban_seconds: float = 120.0,
-        id_extra_max: int = 3,
-        history_len: int = DEFAULT_HISTORY,
-    ) -> None:
-        super().__init__(symbols, seed=seed, rate=rate, depth=depth, faults=faults,
-                         autostart_pump=autostart_pump, history_len=history_len)
-        self.ping_interval = ping_interval if ping_interval is not None else self.default_ping_interval
-        self.pong_timeout = pong_timeout if pong_timeout is not None else self.default_pong_timeout
+
+SPOT = BinanceEndpoint(
+    rest_prefix="/api/v3",
+    ws_prefixes=("",),
+    ws_url_path="",
+    depth_streams=("depth", "depth@100ms"),
+    ping_interval=20.0,
+    pong_timeout=60.0,
+    max_incoming=5,
+    weight_limit=6000,
+    pong_must_echo=True,
+    invalid_json_disconnects=False,
+    sends_shutdown_notice=True,
+    exchange_info_weight=20,
+    default_limit=100,
+    max_limit=5000,
+    allowed_limits=None,
+    depth_weights=((100, 5), (500, 25), (1000, 50), (5000, 250)),
+    min_decimals=8,  # "93180.10000000"
+)
+
+FUTURES = BinanceEndpoint(
+    rest_prefix="/fapi/v1",
+    ws_prefixes=("/public", ""),  # "" = the legacy unrouted /ws and /stream paths
+    ws_url_path="/public",
+    depth_streams=("depth", "depth@100ms", "depth@500ms"),  # "@depth (supports @500ms / @100ms)"
+    ping_interval=180.0,
+    pong_timeout=600.0,
+    max_incoming=10,
+    weight_limit=2400,
+    pong_must_echo=False,
+    invalid_json_disconnects=True,
+    sends_shutdown_notice=False,
+    exchange_info_weight=1,
+    default_limit=500,
+    max_limit=1000,
+    allowed_limits=(5, 10, 20, 50, 100, 500, 1000),
+    depth_weights=((50, 2), (100, 5), (500, 10), (1000, 20)),
+    min_decimals=0,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BinanceOptions(VenueOptions):
+    """Binance's knobs; ``None`` takes the endpoint's own value (:class:`BinanceEndpoint`)."""
+
+    ping_interval: float | None = None
+    pong_timeout: float | None = None
+    max_incoming_per_sec: int | None = None
+    pong_must_echo: bool | None = None
+    max_streams: int = 1024
+    max_connection_age: float = 24 * 3600.0
+    shutdown_grace: float = 1.0  # seconds between ``serverShutdown`` and the close
+    weight_limit: int | None = None
+    weight_window: float = 60.0
+    ban_seconds: float = 120.0
+    id_extra_max: int = 3  # invisible update ids per event, at most
+
+
+class _BinanceVenue(VenueServer):
+    """What spot and USDⓈ-M futures share; the subclasses pick the :class:`BinanceEndpoint`."""
+
+    endpoint: ClassVar[BinanceEndpoint]
+    Options = BinanceOptions
+    options: BinanceOptions
+
+    def configure(self) -> None:
+        o, m = self.options, self.endpoint
+        self.ping_interval = o.ping_interval if o.ping_interval is not None else m.ping_interval
+        self.pong_timeout = o.pong_timeout if o.pong_timeout is not None else m.pong_timeout
         self.max_incoming_per_sec = (
-            max_incoming_per_sec if max_incoming_per_sec is not None else self.default_max_incoming
+            o.max_incoming_per_sec if o.max_incoming_per_sec is not None else m.max_incoming
         )
-        if pong_must_echo is not None:
-            self.pong_must_echo = pong_must_echo
-        self.max_streams = max_streams
-        self.max_connection_age = max_connection_age
-        self.shutdown_grace = shutdown_grace
-        budget = weight_limit if weight_limit is not None else self.default_weight_limit
-        self.limiter = WeightLimiter(budget, weight_window, ban_seconds)
-        self.id_extra_max = id_extra_max
-        self._rng = random.Random(f"{self.name}:{seed}")
+        self.pong_must_echo = o.pong_must_echo if o.pong_must_echo is not None else m.pong_must_echo
+        self.max_streams = o.max_streams
+        self.max_connection_age = o.max_connection_age
+        self.shutdown_grace = o.shutdown_grace
+        budget = o.weight_limit if o.weight_limit is not None else m.weight_limit
+        self.limiter = WeightLimiter(budget, o.weight_window, o.ban_seconds)
+        self.id_extra_max = o.id_extra_max
+        self._rng = random.Random(f"{self.name}:{o.seed}")
         self._last_u: dict[str, int] = {s: self._rng.randint(10**9, 9 * 10**9) for s in self.markets}
         self._by_lower = {s.lower(): s for s in self.markets}
         self._closers: set[asyncio.Task] = set()
@@ -183,14 +238,18 @@ class _BinanceVenue(VenueServer):
         return self._last_u[self.resolve_symbol(symbol)]
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_get(f"{self.rest_prefix}/depth", self._h_depth)
-        app.router.add_get(f"{self.rest_prefix}/exchangeInfo", self._h_exchange_info)
-        app.router.add_get(f"{self.rest_prefix}/ping", self._h_ping)
-        app.router.add_get(f"{self.rest_prefix}/time", self._h_time)
-        for prefix in self.ws_prefixes:
+        app.router.add_get(f"{self.endpoint.rest_prefix}/depth", self._h_depth)
+        app.router.add_get(f"{self.endpoint.rest_prefix}/exchangeInfo", self._h_exchange_info)
+        app.router.add_get(f"{self.endpoint.rest_prefix}/ping", self._h_ping)
+        app.router.add_get(f"{self.endpoint.rest_prefix}/time", self._h_time)
+        for prefix in self.endpoint.ws_prefixes:
             app.router.add_get(f"{prefix}/ws", self._h_ws)
             app.router.add_get(f"{prefix}/ws/{{streams:.*}}", self._h_ws)
             app.router.add_get(f"{prefix}/stream", self._h_ws)
+
+    def urls(self) -> dict[str, str]:
+        base = super().urls()
+        return {**base, "ws_url": base["ws_url"] + self.endpoint.ws_url_path}
 
     def background_tasks(self) -> list:
         return [self._heartbeats()]
@@ -201,11 +260,14 @@ class _BinanceVenue(VenueServer):
         await super().stop()
 
     # ------------------------------------------------------------------ formatting
+    def _places(self, decimals: int) -> int:
+        return max(self.endpoint.min_decimals, decimals)
+
     def _fmt_price(self, market: MarketModel, price: Decimal) -> str:
-        return decimal_text(price, market.spec.price_decimals)
+        return decimal_text(price, self._places(market.spec.price_decimals))
 
     def _fmt_size(self, market: MarketModel, size: Decimal) -> str:
-        return decimal_text(size, market.spec.size_decimals)
+        return decimal_text(size, self._places(market.spec.size_decimals))
 
     def _levels(self, market: MarketModel, levels: Iterable[tuple[Decimal, Decimal]]) -> list[list[str]]:
         return [[self._fmt_price(market, p), self._fmt_size(market, s)] for p, s in levels]
@@ -249,10 +311,23 @@ class _BinanceVenue(VenueServer):
         return raw, None
 
     def _parse_limit(self, raw: str | None) -> tuple[int | None, web.Response | None]:
-        raise NotImplementedError
+        e = self.endpoint
+        if raw is None:
+            return e.default_limit, None
+        if not _DIGITS_RE.match(raw):
+            return None, self._error(
+                400, -1100, "Illegal characters found in parameter 'limit'; legal range is '^[0-9]{1,20}$'.")
+        limit = int(raw)
+        valid = limit in e.allowed_limits if e.allowed_limits is not None else limit >= 1
+        if not valid:
+            return None, self._error(400, -1130, "Data sent for parameter 'limit' is not valid.")
+        return min(limit, e.max_limit), None
 
     def _depth_weight(self, limit: int) -> int:
-        raise NotImplementedError
+        for upto, weight in self.endpoint.depth_weights:
+            if limit <= upto:
+                return weight
+        return self.endpoint.depth_weights[-1][1]
 
     def _snapshot_body(self, market: MarketModel, book: TruthBook, limit: int) -> dict:
         raise NotImplementedError
@@ -308,7 +383,7 @@ class _BinanceVenue(VenueServer):
         return TruthBook(bound - 1 - self._rng.randint(1, 50), current.bids, current.asks)
 
     async def _h_exchange_info(self, request: web.Request) -> web.Response:
-        refused = self._charge(self.exchange_info_weight)
+        refused = self._charge(self.endpoint.exchange_info_weight)
         if refused is not None:
             return refused
         wanted: list[str] | None = None
@@ -344,7 +419,7 @@ class _BinanceVenue(VenueServer):
     def _parse_ws_request(self, request: web.Request) -> tuple[list[str], bool]:
         """Streams named in the URL and the initial ``combined`` property."""
         path = request.path
-        for prefix in self.ws_prefixes:
+        for prefix in self.endpoint.ws_prefixes:
             if path == f"{prefix}/stream":
                 raw = request.query.get("streams", "")
                 return [s for s in raw.split("/") if s], True
@@ -443,7 +518,7 @@ class _BinanceVenue(VenueServer):
             if err.with_id:
                 reply["id"] = req_id
             await conn.send_json(reply)
-            return not (err.code == 3 and self.invalid_json_disconnects)
+            return not (err.code == 3 and self.endpoint.invalid_json_disconnects)
         await conn.send_json({"result": result, "id": req_id})
         return True
 
@@ -552,7 +627,7 @@ class _BinanceVenue(VenueServer):
     async def _begin_shutdown(self, conn: SimConnection) -> None:
         conn.state["shutting_down"] = True
         grace = 0.0
-        if self.sends_shutdown_notice:
+        if self.endpoint.sends_shutdown_notice:
             event = {"e": "serverShutdown", "E": _now_ms()}
             frame = {"stream": "!serverShutdown", "data": event} if conn.state["combined"] else event
             await conn.send_json(frame)
@@ -580,7 +655,7 @@ class _BinanceVenue(VenueServer):
 
     def _depth_stream_names(self, symbol: str) -> set[str]:
         lower = symbol.lower()
-        return {f"{lower}@{suffix}" for suffix in self.depth_streams}
+        return {f"{lower}@{suffix}" for suffix in self.endpoint.depth_streams}
 
     async def publish(self, symbol: str, changes: list[LevelChange]) -> None:
         if not changes:
@@ -642,39 +717,7 @@ class BinanceSpotVenue(_BinanceVenue):
     """Binance Spot: ``/api/v3`` REST and ``stream.binance.com`` WebSocket streams."""
 
     name = "binance"
-
-    def urls(self) -> dict[str, str]:
-        return {"rest_url": self.base_url, "ws_url": self.base_url.replace("http://", "ws://")}
-
-    def _places(self, decimals: int) -> int:
-        return max(8, decimals)
-
-    def _fmt_price(self, market: MarketModel, price: Decimal) -> str:
-        # spot writes every price and quantity with (at least) 8 decimals: "93180.10000000"
-        return decimal_text(price, self._places(market.spec.price_decimals))
-
-    def _fmt_size(self, market: MarketModel, size: Decimal) -> str:
-        return decimal_text(size, self._places(market.spec.size_decimals))
-
-    def _parse_limit(self, raw: str | None) -> tuple[int | None, web.Response | None]:
-        if raw is None:
-            return 100, None
-        if not _DIGITS_RE.match(raw):
-            return None, self._error(
-                400, -1100, "Illegal characters found in parameter 'limit'; legal range is '^[0-9]{1,20}$'.")
-        limit = int(raw)
-        if limit < 1:
-            return None, self._error(400, -1130, "Data sent for parameter 'limit' is not valid.")
-        return min(limit, 5000), None
-
-    def _depth_weight(self, limit: int) -> int:
-        if limit <= 100:
-            return 5
-        if limit <= 500:
-            return 25
-        if limit <= 1000:
-            return 50
-        return 250
+    endpoint = SPOT
 
     def _snapshot_body(self, market: MarketModel, book: TruthBook, limit: int) -> dict:
         return {"lastUpdateId": book.seq,
@@ -741,41 +784,7 @@ class BinanceFuturesVenue(_BinanceVenue):
     """Binance USDⓈ-M Futures: ``/fapi/v1`` REST and ``fstream.binance.com/public`` streams."""
 
     name = "binance-futures"
-    rest_prefix = "/fapi/v1"
-    ws_prefixes = ("/public", "")  # "" = the legacy unrouted /ws and /stream paths
-    depth_streams = ("depth", "depth@100ms", "depth@500ms")  # "@depth (supports @500ms / @100ms)"
-    default_ping_interval = 180.0
-    default_pong_timeout = 600.0
-    default_max_incoming = 10
-    default_weight_limit = 2400
-    pong_must_echo = False
-    invalid_json_disconnects = True
-    sends_shutdown_notice = False
-    exchange_info_weight = 1
-    allowed_limits = (5, 10, 20, 50, 100, 500, 1000)
-
-    def urls(self) -> dict[str, str]:
-        return {"rest_url": self.base_url, "ws_url": self.base_url.replace("http://", "ws://") + "/public"}
-
-    def _parse_limit(self, raw: str | None) -> tuple[int | None, web.Response | None]:
-        if raw is None:
-            return 500, None
-        if not _DIGITS_RE.match(raw):
-            return None, self._error(
-                400, -1100, "Illegal characters found in parameter 'limit'; legal range is '^[0-9]{1,20}$'.")
-        limit = int(raw)
-        if limit not in self.allowed_limits:
-            return None, self._error(400, -1130, "Data sent for parameter 'limit' is not valid.")
-        return limit, None
-
-    def _depth_weight(self, limit: int) -> int:
-        if limit <= 50:
-            return 2
-        if limit <= 100:
-            return 5
-        if limit <= 500:
-            return 10
-        return 20
+    endpoint = FUTURES
 
     def _snapshot_body(self, market: MarketModel, book: TruthBook, limit: int) -> dict:
         now = _now_ms()

@@ -1,6 +1,6 @@
 """Simulated BitV: the shared Huobi-style mbp venue with BitV's own settings.
 
-What differs from NHEX (specs/bitv.md §13):
+What differs from NHEX (comparing BitV's API documentation with NHEX's):
 
 * mbp levels 5, 20 and 150 only (``enable_mbp400`` is ignored); 5 and 20 exist for nine symbols only
   (``FAST_SYMBOLS``, overridable with ``fast_symbols=``): elsewhere ``sub``/``req`` of mbp.5/20 is

@@ -1,6 +1,7 @@
 """Simulated BTSE spot: the OSS order-book WebSocket, the main WebSocket and the public REST API.
 
-Wire protocol (specs/btse.md):
+Wire protocol (BTSE's Spot API v3.3 documentation, the OSS WebSocket order-book section, and its
+REST ``orderbook`` endpoints):
 
 * OSS WebSocket ``/ws/oss/spot`` carries the book.  ``{"op":"subscribe","args":["update:BTC-USDT_0"]}``
   is answered with ``{"event":"subscribe","channel":[accepted topics]}``; rejected topics are left out
@@ -44,17 +45,16 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 import orjson
 from aiohttp import web
 
-from aggbook.simulator.faults import Fault, FaultInjector
+from aggbook.simulator.faults import Fault
 from aggbook.simulator.market import (
     ASK,
     BID,
-    DEFAULT_SYMBOLS,
     LevelChange,
     MarketModel,
     SymbolSpec,
     TruthBook,
 )
-from aggbook.simulator.venue import DEFAULT_HISTORY, SimConnection, VenueServer, read_text_frames
+from aggbook.simulator.venue import SimConnection, VenueOptions, VenueServer, read_text_frames
 
 OSS_PATH = "/ws/oss/spot"
 MAIN_WS_PATH = "/ws/spot"
@@ -110,41 +110,35 @@ class _BookSub:
     group: int = 0  # grouping level of the topic suffix (index into GROUP_TICKS)
 
 
+@dataclass(frozen=True, kw_only=True)
+class BtseOptions(VenueOptions):
+    """``idle_timeout``: seconds without a client ``ping`` before the server closes the socket
+    (None or 0 disables).  ``snapshot_depth``: levels per side in a WS snapshot.
+    ``bare_topic_fraction``: share of delta frames whose topic lacks the ``_0`` suffix.
+    ``max_failed_attempts``: rejected request arguments per connection before error 1008 and a
+    close (None disables).
+    """
+
+    idle_timeout: float | None = 60.0
+    snapshot_depth: int = 50
+    bare_topic_fraction: float = 0.25
+    max_failed_attempts: int | None = 10
+
+
 class BtseVenue(VenueServer):
     """BTSE spot: OSS book stream with per-subscription seq bases, REST snapshots without seq."""
 
     name = "btse"
+    Options = BtseOptions
+    options: BtseOptions
 
-    def __init__(
-        self,
-        symbols: Iterable[SymbolSpec] = DEFAULT_SYMBOLS,
-        *,
-        seed: int = 1,
-        rate: float = 20.0,
-        depth: int = 40,
-        faults: FaultInjector | None = None,
-        autostart_pump: bool = True,
-        idle_timeout: float | None = 60.0,
-        snapshot_depth: int = 50,
-        bare_topic_fraction: float = 0.25,
-        max_failed_attempts: int | None = 10,
-        history_len: int = DEFAULT_HISTORY,
-        **_other_venue_kwargs: object,
-    ) -> None:
-        """``idle_timeout``: seconds without a client ``ping`` before the server closes the socket
-        (None or 0 disables).  ``snapshot_depth``: levels per side in a WS snapshot.
-        ``bare_topic_fraction``: share of delta frames whose topic lacks the ``_0`` suffix.
-        ``max_failed_attempts``: rejected request arguments per connection before error 1008 and a
-        close (None disables).  Keyword arguments meant for other venues are accepted and ignored so
-        one ``SimulatedExchange(**kwargs)`` call can build every venue.
-        """
-        super().__init__(symbols, seed=seed, rate=rate, depth=depth, faults=faults,
-                         autostart_pump=autostart_pump, history_len=history_len)
-        self.idle_timeout = idle_timeout
-        self.snapshot_depth = snapshot_depth
-        self.bare_topic_fraction = bare_topic_fraction
-        self.max_failed_attempts = max_failed_attempts
-        self._rng = random.Random(f"btse:{seed}")
+    def configure(self) -> None:
+        o = self.options
+        self.idle_timeout = o.idle_timeout
+        self.snapshot_depth = o.snapshot_depth
+        self.bare_topic_fraction = o.bare_topic_fraction
+        self.max_failed_attempts = o.max_failed_attempts
+        self._rng = random.Random(f"btse:{o.seed}")
         self._seq: dict[str, int] = {s: self._rng.randint(1_000, 999_999) for s in self.markets}
         self._last_l1: dict[str, tuple] = {}
 

@@ -8,29 +8,18 @@ a feed's config in place of the real endpoints.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import fields
 
+from aggbook.feeds.registry import venue_specs
 from aggbook.simulator.faults import Fault, FaultInjector
 from aggbook.simulator.market import DEFAULT_SYMBOLS, SymbolSpec
-from aggbook.simulator.venue import VenueServer
+from aggbook.simulator.venue import VenueOptions, VenueServer
 
 
 def venue_classes() -> dict[str, type[VenueServer]]:
-    """Venue name -> simulator class.  Imported here so each module stays independent."""
-    from aggbook.simulator.binance import BinanceFuturesVenue, BinanceSpotVenue
-    from aggbook.simulator.bitv import BitvVenue
-    from aggbook.simulator.btse import BtseVenue
-    from aggbook.simulator.mexc import MexcVenue
-    from aggbook.simulator.nhex import NhexVenue
-
-    return {
-        "binance": BinanceSpotVenue,
-        "binance-futures": BinanceFuturesVenue,
-        "mexc": MexcVenue,
-        "btse": BtseVenue,
-        "nhex": NhexVenue,
-        "bitv": BitvVenue,
-    }
+    """Venue kind -> simulator class, from each venue's spec (its feed module declares the class)."""
+    return {kind: spec.simulator_class() for kind, spec in venue_specs().items()}
 
 
 class SimulatedExchange:
@@ -46,16 +35,31 @@ class SimulatedExchange:
         fault_rate: float = 0.0,
         fault_kinds: Iterable[Fault | str] | None = None,
         host: str = "127.0.0.1",
-        **venue_kwargs: object,
+        venue_options: Mapping[str, Mapping[str, object]] | None = None,
+        **common: object,
     ) -> None:
         """``fault_rate`` > 0 turns on random faults, seeded per venue from ``seed``.
 
         ``fault_kinds`` names the faults random mode may fire (default: gap, duplicate and
         reorder, the ones a feed survives without reconnecting); any named fault may be listed.
+        ``common`` are options every venue has (:class:`VenueOptions`: ``autostart_pump``,
+        ``depth``, ``history_len``); ``venue_options`` gives one venue its own options by name
+        (``{"mexc": {"idle_timeout": 5.0}}``), each checked by that venue's options class.
         """
+        shared = {f.name for f in fields(VenueOptions)} - {"seed", "rate", "faults"}
+        if set(common) - shared:
+            raise TypeError(f"{', '.join(sorted(set(common) - shared))}: not an option every simulated venue "
+                            f"has ({', '.join(sorted(shared))}); pass venue-specific ones in venue_options")
         classes = venue_classes()
         kinds = {Fault(k) for k in fault_kinds} if fault_kinds is not None else None
         names = list(venues) if venues is not None else list(classes)
+        per_venue = dict(venue_options or {})
+        unknown = sorted({*names, *per_venue} - set(classes))
+        if unknown:
+            raise ValueError(f"unknown simulated venue(s) {', '.join(unknown)}; known: {', '.join(classes)}")
+        strays = sorted(set(per_venue) - set(names))
+        if strays:
+            raise ValueError(f"venue_options for venues not started: {', '.join(strays)}")
         symbols = list(symbols)
         self.host = host
         self.venues: dict[str, VenueServer] = {
@@ -64,7 +68,8 @@ class SimulatedExchange:
                 seed=seed,
                 rate=rate,
                 faults=FaultInjector(seed=seed + i, rate=fault_rate, allowed=kinds),
-                **venue_kwargs,  # type: ignore[arg-type]
+                **common,
+                **per_venue.get(name, {}),
             )
             for i, name in enumerate(names)
         }

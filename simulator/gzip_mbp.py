@@ -1,6 +1,7 @@
 """Shared Huobi-style market-by-price venue (NHEX and BitV speak the same protocol).
 
-Wire protocol (specs/nhex.md, specs/bitv.md):
+Wire protocol (NHEX's and BitV's API documentation, both copies of the Huobi spot API: the
+"Market By Price (incremental update)" WebSocket topic and the market-data REST endpoints):
 
 * WebSocket ``/feed`` carries ``market.<sym>.mbp.<levels>``: ``sub`` / ``unsub`` / ``req``.  WebSocket
   ``/ws`` carries only ``market.<sym>.mbp.refresh.<5|10|20>`` (a full top-N book on the 100 ms timer,
@@ -74,9 +75,16 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 import orjson
 from aiohttp import web
 
-from aggbook.simulator.faults import Fault, FaultInjector
-from aggbook.simulator.market import DEFAULT_SYMBOLS, Level, LevelChange, MarketModel, SymbolSpec, TruthBook
-from aggbook.simulator.venue import DEFAULT_HISTORY, SimConnection, VenueServer, book_at, read_text_frames
+from aggbook.simulator.faults import Fault
+from aggbook.simulator.market import Level, LevelChange, MarketModel, SymbolSpec, TruthBook
+from aggbook.simulator.venue import (
+    DEFAULT_HISTORY,
+    SimConnection,
+    VenueOptions,
+    VenueServer,
+    book_at,
+    read_text_frames,
+)
 
 FEED_PATH = "/feed"
 WS_PATH = "/ws"
@@ -225,6 +233,39 @@ def _side_diff(old: dict[Decimal, Decimal], new: dict[Decimal, Decimal], market_
 
 
 # ---------------------------------------------------------------------- the venue
+@dataclass(frozen=True, kw_only=True)
+class GzipMbpOptions(VenueOptions):
+    """NHEX's and BitV's options beyond the common ones.
+
+    ``ping_interval`` seconds between server pings; ``max_missed_pongs`` unanswered pings in a row
+    before the server closes (None = the venue's default, 0 = never close); ``req_min_interval``
+    minimum seconds between two reqs on one connection (0 disables the 429); ``mbp_interval`` the
+    150/400 timer in seconds (None: no timer, call :meth:`GzipMbpVenue.interval_tick` yourself);
+    ``fine_size_symbols`` symbols (either spelling) whose sizes get 18 significant decimals (None =
+    the first symbol, ``()`` = none); ``window_exit_deletes``, ``mbp150_future_shape``,
+    ``straddle_snapshots``: variants described in the module docstring; ``enable_mbp400`` offer
+    mbp.400 where the venue lists it (BitV lists none); ``fast_symbols`` symbols allowed on mbp.5/20
+    (None = venue default); ``symbol_states`` symbol -> ``online``/``offline``/``suspend``/
+    ``pre-online`` (anything but online answers ``symbol trade not open now``); ``compact_deletes``
+    write size-0 levels as ``[645.14,0]``; ``bare_rest_depth`` REST depth without the ``tick``
+    envelope.
+    """
+
+    ping_interval: float = 5.0
+    max_missed_pongs: int | None = None
+    req_min_interval: float = 0.1
+    mbp_interval: float | None = 0.1
+    fine_size_symbols: Iterable[str] | None = None
+    window_exit_deletes: bool = True
+    mbp150_future_shape: bool = False
+    enable_mbp400: bool = False
+    fast_symbols: Iterable[str] | None = None
+    symbol_states: Mapping[str, str] | None = None
+    straddle_snapshots: bool = False
+    compact_deletes: bool = False
+    bare_rest_depth: bool = False
+
+
 class GzipMbpVenue(VenueServer):
     """Huobi-family mbp venue; NHEX and BitV subclasses set only what differs (class attributes)."""
 
@@ -238,90 +279,52 @@ class GzipMbpVenue(VenueServer):
     default_max_missed_pongs = 2
     default_levels = 150
 
-    def __init__(
-        self,
-        symbols: Iterable[SymbolSpec] = DEFAULT_SYMBOLS,
-        *,
-        seed: int = 1,
-        rate: float = 20.0,
-        depth: int = 40,
-        faults: FaultInjector | None = None,
-        autostart_pump: bool = True,
-        ping_interval: float = 5.0,
-        max_missed_pongs: int | None = None,
-        req_min_interval: float = 0.1,
-        mbp_interval: float | None = 0.1,
-        fine_size_symbols: Iterable[str] | None = None,
-        window_exit_deletes: bool = True,
-        mbp150_future_shape: bool = False,
-        enable_mbp400: bool = False,
-        fast_symbols: Iterable[str] | None = None,
-        symbol_states: Mapping[str, str] | None = None,
-        straddle_snapshots: bool = False,
-        compact_deletes: bool = False,
-        bare_rest_depth: bool = False,
-        history_len: int = DEFAULT_HISTORY,
-        **_other_venue_kwargs: object,
-    ) -> None:
-        """Keyword arguments beyond the base ones:
+    Options = GzipMbpOptions
+    options: GzipMbpOptions
 
-        ``ping_interval`` seconds between server pings; ``max_missed_pongs`` unanswered pings in a row
-        before the server closes (None = the venue's default, 0 = never close); ``req_min_interval``
-        minimum seconds between two reqs on one connection (0 disables the 429); ``mbp_interval`` the
-        150/400 timer in seconds (None: no timer, call :meth:`interval_tick` yourself);
-        ``fine_size_symbols`` symbols (either spelling) whose sizes get 18 significant decimals (None =
-        the first symbol, ``()`` = none); ``window_exit_deletes``, ``mbp150_future_shape``,
-        ``straddle_snapshots``: variants described in the module docstring; ``enable_mbp400`` offer
-        mbp.400 where the venue lists it; ``fast_symbols`` symbols allowed on mbp.5/20 (None = venue
-        default); ``symbol_states`` symbol -> ``online``/``offline``/``suspend``/``pre-online``
-        (anything but online answers ``symbol trade not open now``); ``compact_deletes`` write size-0
-        levels as ``[645.14,0]``; ``bare_rest_depth`` REST depth without the ``tick`` envelope.
-        Keyword arguments meant for other venues are accepted and ignored.
-        """
-        symbols = list(symbols)
-        super().__init__(symbols, seed=seed, rate=rate, depth=depth, faults=faults,
-                         autostart_pump=autostart_pump, history_len=history_len)
-        self.ping_interval = ping_interval
-        self.max_missed_pongs = (self.default_max_missed_pongs if max_missed_pongs is None
-                                 else max_missed_pongs)
-        self.req_min_interval = req_min_interval
-        self.mbp_interval = mbp_interval
-        self.window_exit_deletes = window_exit_deletes
-        self.straddle_snapshots = straddle_snapshots
-        self.compact_deletes = compact_deletes
-        self.bare_rest_depth = bare_rest_depth
+    def configure(self) -> None:
+        o = self.options
+        self.ping_interval = o.ping_interval
+        self.max_missed_pongs = (self.default_max_missed_pongs if o.max_missed_pongs is None
+                                 else o.max_missed_pongs)
+        self.req_min_interval = o.req_min_interval
+        self.mbp_interval = o.mbp_interval
+        self.window_exit_deletes = o.window_exit_deletes
+        self.straddle_snapshots = o.straddle_snapshots
+        self.compact_deletes = o.compact_deletes
+        self.bare_rest_depth = o.bare_rest_depth
         self.amount_precision = {vs: spec.size_decimals for vs, spec in self.specs.items()}
 
-        if fine_size_symbols is None:
-            fine = [symbols[0].canonical] if symbols else []
+        if o.fine_size_symbols is None:
+            fine = [spec.canonical for spec in list(self.specs.values())[:1]]
         else:
-            fine = list(fine_size_symbols)
+            fine = list(o.fine_size_symbols)
         for name in fine:
             vs = self.resolve_symbol(name)
             coarse = self.specs[vs]
             spec = replace(coarse, lot=FINE_LOT)
             self.specs[vs] = spec
-            self.markets[vs] = FineSizeMarket(spec, seed=seed, depth=depth, coarse_lot=coarse.lot)
+            self.markets[vs] = FineSizeMarket(spec, seed=o.seed, depth=o.depth, coarse_lot=coarse.lot)
         self.fine_size_symbols = frozenset(self.resolve_symbol(n) for n in fine)
 
         self.symbol_state = {vs: "online" for vs in self.markets}
-        for name, state in (symbol_states or {}).items():
+        for name, state in (o.symbol_states or {}).items():
             self.symbol_state[self.resolve_symbol(name)] = state
 
-        if fast_symbols is not None:
-            self.fast_symbols: frozenset[str] | None = frozenset(s.lower() for s in fast_symbols)
+        if o.fast_symbols is not None:
+            self.fast_symbols: frozenset[str] | None = frozenset(s.lower() for s in o.fast_symbols)
         else:
             self.fast_symbols = self.fast_symbols_default
-        self.levels_offered = self.base_levels + (self.optional_levels if enable_mbp400 else ())
+        self.levels_offered = self.base_levels + (self.optional_levels if o.enable_mbp400 else ())
 
-        self._seq_rng = random.Random(f"{self.name}:{seed}:seq")
+        self._seq_rng = random.Random(f"{self.name}:{o.seed}:seq")
         self.topics: dict[str, MbpTopic] = {}
         for vs, market in self.markets.items():
             for levels in self.levels_offered:
                 fast = levels in self.tick_levels
                 if fast and self.fast_symbols is not None and vs not in self.fast_symbols:
                     continue
-                sparse = fast or (levels == 150 and mbp150_future_shape)
+                sparse = fast or (levels == 150 and o.mbp150_future_shape)
                 bids, asks = market.snapshot(levels)
                 topic = MbpTopic(vs, levels, not fast, SEQ_BASE + self._seq_rng.randrange(10**9),
                                  dict(bids), dict(asks), deque(maxlen=self.history_len), sparse=sparse)

@@ -1,6 +1,6 @@
 """Simulated MEXC Spot v3: protobuf WebSocket market streams plus the REST depth snapshot.
 
-Wire protocol (see the MEXC spec): the client sends JSON **text** commands
+Wire protocol (MEXC Spot v3 "Websocket Market Streams"): the client sends JSON **text** commands
 (``SUBSCRIPTION`` / ``UNSUBSCRIPTION`` / ``PING``) and gets JSON text replies with
 ``id`` 0 and ``code`` 0; market data arrives as **binary** frames, each one
 serialized ``PushDataV3ApiWrapper`` (``proto/mexc_push.proto``).  The order book is
@@ -60,9 +60,9 @@ from aiohttp import WSMsgType, web
 from google.protobuf.message import DecodeError
 
 from aggbook.proto import mexc_push_pb2 as pb
-from aggbook.simulator.faults import Fault, FaultInjector
-from aggbook.simulator.market import ASK, BID, DEFAULT_SYMBOLS, LevelChange, SymbolSpec, TruthBook
-from aggbook.simulator.venue import DEFAULT_HISTORY, SimConnection, VenueServer
+from aggbook.simulator.faults import Fault
+from aggbook.simulator.market import ASK, BID, LevelChange, SymbolSpec, TruthBook
+from aggbook.simulator.venue import SimConnection, VenueOptions, VenueServer
 
 log = logging.getLogger("aggbook.simulator.mexc")
 
@@ -177,10 +177,26 @@ def error_body(code: int, msg: str) -> bytes:
     return orjson.dumps({"code": code, "msg": msg})
 
 
+@dataclass(frozen=True, kw_only=True)
+class MexcOptions(VenueOptions):
+    """MEXC's timers and stream-shape knobs; :class:`MexcVenue` says what each one does."""
+
+    max_subscriptions: int = 30
+    no_subscription_timeout: float = 30.0
+    idle_timeout: float = 60.0
+    max_lifetime: float = 24 * 3600.0
+    timer_tick: float | None = None  # None: a tenth of the shortest timer, between 0.01 and 1 s
+    max_versions_per_push: int = 50
+    empty_push_probability: float = 0.05
+    fields_2026: bool = False
+    unknown_fields: bool = False
+    snapshot_id_as_string: bool = False
+
+
 class MexcVenue(VenueServer):
     """MEXC Spot v3 on 127.0.0.1: ``/ws`` (protobuf pushes) and ``/api/v3/...`` (REST).
 
-    Timers are constructor arguments so tests can shorten them:
+    Timers are options (:class:`MexcOptions`) so tests can shorten them:
 
     * ``no_subscription_timeout``: close a connection that has had no valid
       subscription for this long (MEXC: 30 s).
@@ -193,7 +209,7 @@ class MexcVenue(VenueServer):
     levels that only advances the versions.  By default the frames carry the fields of
     MEXC's stream documentation only (diff: asks, bids, eventType, fromVersion, toVersion;
     book tickers: the four price/quantity fields; batch: items).  ``fields_2026`` also
-    writes the fields the spec says MEXC added in 2026-06 (``lastOrderCreateTime``,
+    writes the fields MEXC's official ``websocket-proto`` schema added in 2026-06 (``lastOrderCreateTime``,
     ticker and batch ``version``, ``tradeId``), which that documentation does not show: a
     schema-drift option like ``unknown_fields``, which adds an undeclared field #99 to
     every wrapper and depth body; ``snapshot_id_as_string`` writes ``lastUpdateId`` as a
@@ -201,43 +217,24 @@ class MexcVenue(VenueServer):
     """
 
     name = "mexc"
+    Options = MexcOptions
+    options: MexcOptions
 
-    def __init__(
-        self,
-        symbols: Iterable[SymbolSpec] = DEFAULT_SYMBOLS,
-        *,
-        seed: int = 1,
-        rate: float = 20.0,
-        depth: int = 40,
-        faults: FaultInjector | None = None,
-        autostart_pump: bool = True,
-        max_subscriptions: int = 30,
-        no_subscription_timeout: float = 30.0,
-        idle_timeout: float = 60.0,
-        max_lifetime: float = 24 * 3600.0,
-        timer_tick: float | None = None,
-        max_versions_per_push: int = 50,
-        empty_push_probability: float = 0.05,
-        fields_2026: bool = False,
-        unknown_fields: bool = False,
-        snapshot_id_as_string: bool = False,
-        history_len: int = DEFAULT_HISTORY,
-    ) -> None:
-        super().__init__(symbols, seed=seed, rate=rate, depth=depth, faults=faults,
-                         autostart_pump=autostart_pump, history_len=history_len)
-        self.max_subscriptions = max_subscriptions
-        self.no_subscription_timeout = no_subscription_timeout
-        self.idle_timeout = idle_timeout
-        self.max_lifetime = max_lifetime
-        shortest = min(no_subscription_timeout, idle_timeout, max_lifetime)
-        self.timer_tick = timer_tick if timer_tick is not None else min(1.0, max(0.01, shortest / 10))
-        self.max_versions_per_push = max(1, max_versions_per_push)
-        self.empty_push_probability = empty_push_probability
-        self.fields_2026 = fields_2026
-        self.unknown_fields = unknown_fields
-        self.snapshot_id_as_string = snapshot_id_as_string
+    def configure(self) -> None:
+        o = self.options
+        self.max_subscriptions = o.max_subscriptions
+        self.no_subscription_timeout = o.no_subscription_timeout
+        self.idle_timeout = o.idle_timeout
+        self.max_lifetime = o.max_lifetime
+        shortest = min(o.no_subscription_timeout, o.idle_timeout, o.max_lifetime)
+        self.timer_tick = o.timer_tick if o.timer_tick is not None else min(1.0, max(0.01, shortest / 10))
+        self.max_versions_per_push = max(1, o.max_versions_per_push)
+        self.empty_push_probability = o.empty_push_probability
+        self.fields_2026 = o.fields_2026
+        self.unknown_fields = o.unknown_fields
+        self.snapshot_id_as_string = o.snapshot_id_as_string
 
-        self._rng = random.Random(f"mexc:{seed}")
+        self._rng = random.Random(f"mexc:{o.seed}")
         self._version: dict[str, int] = {}
         # (toVersion of a step's first diff, the step's last version) for steps that also pushed an
         # empty diff: the book at the first toVersion is the step's book (truth_sent reads it so)

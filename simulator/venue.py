@@ -25,8 +25,10 @@ import logging
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Reversible
+from collections.abc import Iterable, Mapping, Reversible
+from dataclasses import dataclass, fields
 from decimal import Decimal
+from typing import ClassVar, Self
 
 import orjson
 from aiohttp import WSMsgType, web
@@ -101,34 +103,69 @@ class SimConnection:
             transport.abort()
 
 
+@dataclass(frozen=True, kw_only=True)
+class VenueOptions:
+    """What every simulated venue takes; a venue with knobs of its own subclasses this.
+
+    ``history_len``: past truth books kept per symbol, for ``truth_at``, ``truth_sent`` and
+    STALE_SNAPSHOT; a sequence id older than that many steps can no longer be read back.
+    """
+
+    seed: int = 1
+    rate: float = 20.0  # market steps per second per symbol; math.inf = as fast as possible
+    depth: int = 40  # levels per side of the simulated market
+    faults: FaultInjector | None = None
+    autostart_pump: bool = True
+    history_len: int = DEFAULT_HISTORY
+
+    @classmethod
+    def build(cls, venue: str, values: Mapping[str, object]) -> Self:
+        """These options from keyword values; a name the venue does not know is an error, not ignored."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TypeError(f"simulated venue {venue!r} has no option {', '.join(map(repr, unknown))}; "
+                            f"its options: {', '.join(sorted(known))}")
+        return cls(**values)  # type: ignore[arg-type]
+
+
 class VenueServer:
-    """Base class of every simulated venue."""
+    """Base class of every simulated venue.
+
+    Constructed as ``Venue(symbols, seed=7, ping_interval=1.0)`` or ``Venue(symbols, options)``:
+    keyword values become the venue's :attr:`Options` dataclass, so a misspelt or foreign option
+    fails at construction.  A subclass with options of its own sets ``Options`` to its subclass of
+    :class:`VenueOptions` and reads them in :meth:`configure`.
+    """
 
     name = "venue"
+    Options: ClassVar[type[VenueOptions]] = VenueOptions
 
     def __init__(
         self,
         symbols: Iterable[SymbolSpec] = DEFAULT_SYMBOLS,
-        *,
-        seed: int = 1,
-        rate: float = 20.0,
-        depth: int = 40,
-        faults: FaultInjector | None = None,
-        autostart_pump: bool = True,
-        history_len: int = DEFAULT_HISTORY,
+        options: VenueOptions | None = None,
+        **values: object,
     ) -> None:
-        """``history_len``: past truth books kept per symbol, for ``truth_at``, ``truth_sent`` and
-        STALE_SNAPSHOT; a sequence id older than that many steps can no longer be read back."""
+        if options is None:
+            options = self.Options.build(self.name, values)
+        elif values:
+            raise TypeError(f"simulated venue {self.name!r}: pass options or keyword values, not both")
+        elif not isinstance(options, self.Options):
+            raise TypeError(f"simulated venue {self.name!r} takes {self.Options.__name__}, "
+                            f"got {type(options).__name__}")
+        self.options = options
+        seed, depth = options.seed, options.depth
         self.specs: dict[str, SymbolSpec] = {}
         self.markets: dict[str, MarketModel] = {}
         for spec in symbols:
             vs = self.venue_symbol(spec)
             self.specs[vs] = spec
             self.markets[vs] = MarketModel(spec, seed=seed, depth=depth)
-        self.rate = rate
-        self.faults = faults or FaultInjector()
+        self.rate = options.rate
+        self.faults = options.faults or FaultInjector()
         self.connections: dict[int, SimConnection] = {}
-        self.autostart_pump = autostart_pump
+        self.autostart_pump = options.autostart_pump
         self.base_url = ""
         self.host = "127.0.0.1"
         self.port = 0
@@ -138,12 +175,16 @@ class VenueServer:
         self._tasks: list[asyncio.Task] = []
         self.steps_published = 0
         # recent truth books per symbol, newest last: a STALE_SNAPSHOT fault serves one of these
-        self.history_len = max(1, history_len)
+        self.history_len = max(1, options.history_len)
         self.history: dict[str, deque[TruthBook]] = {s: deque(maxlen=self.history_len) for s in self.markets}
         # connections that closed with sent marks: their last state stays readable by truth_sent
         self._closed: OrderedDict[int, SimConnection] = OrderedDict()
+        self.configure()
 
     # ------------------------------------------------------------------ subclass API
+    def configure(self) -> None:
+        """Set up the venue's own state from ``self.options`` (called once, at the end of ``__init__``)."""
+
     def venue_symbol(self, spec: SymbolSpec) -> str:
         """The venue's own name for a symbol (``BTCUSDT``, ``BTC-USDT``, ``btcusdt``)."""
         raise NotImplementedError

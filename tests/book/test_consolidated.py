@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from aggbook.book.consolidated import ConsolidatedBook
-from aggbook.book.sync import BINANCE_SPOT, BookSync, Delta, Reason, Snapshot
+from aggbook.book.sync import BookSync, Delta, Reason, Snapshot
+from aggbook.feeds.binance import BINANCE_SPOT
 
 VENUES = ["a", "b", "c"]
 FEES = {"a": Decimal("10"), "b": Decimal("2.5"), "c": Decimal("0")}

@@ -8,7 +8,8 @@ import pytest
 
 from aggbook.book.consolidated import ConsolidatedBook
 from aggbook.book.sweep import sweep, sweep_json
-from aggbook.book.sync import MEXC, BookSync, Reason, Snapshot
+from aggbook.book.sync import BookSync, Reason, Snapshot
+from aggbook.feeds.mexc import MEXC
 
 
 def book_with(venues: dict[str, tuple[list, list, str]], clock=lambda: 0.0) -> ConsolidatedBook:

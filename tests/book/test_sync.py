@@ -17,21 +17,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggbook.book.sync import (
-    BINANCE_FUTURES,
-    BINANCE_SPOT,
-    BTSE,
-    MBP_100MS,
-    MBP_TICK,
-    MEXC,
     BookSync,
     Delta,
+    FirstAfterSnapshot,
     Reason,
     SequenceRule,
     Snapshot,
     SyncState,
 )
+from aggbook.feeds.binance import BINANCE_FUTURES, BINANCE_SPOT
+from aggbook.feeds.btse import BTSE
+from aggbook.feeds.gzip_mbp import MBP_100MS, MBP_TICK
+from aggbook.feeds.mexc import MEXC
+from aggbook.feeds.registry import venue_specs
 
-ALL_RULES = [BINANCE_SPOT, BINANCE_FUTURES, MEXC, MBP_TICK, MBP_100MS, BTSE]
+# every rule some venue declares, so a new venue's rule is fuzzed here without editing this file
+ALL_RULES = sorted({rule for spec in venue_specs().values() for rule in spec.rules}, key=lambda r: r.name)
+
+
+def test_every_rule_named_here_is_declared_by_a_venue() -> None:
+    assert {BINANCE_SPOT, BINANCE_FUTURES, MEXC, MBP_TICK, MBP_100MS, BTSE} <= set(ALL_RULES)
 
 
 class RefExchange:
@@ -61,10 +66,10 @@ class RefExchange:
             else:
                 side[price] = size
         prev = self.cur
-        if self.rule.name.startswith("mbp"):
-            first = last = self.cur + rng.randint(1, 5)  # seqNum jumps; prevSeqNum chains
-        elif self.rule is BTSE:
-            first = last = self.cur + 1
+        if self.rule.contiguous_ids:
+            first = last = self.cur + 1  # BTSE: seqNum == prevSeqNum + 1
+        elif self.rule.first is FirstAfterSnapshot.PREV_IS_SNAPSHOT:
+            first = last = self.cur + rng.randint(1, 5)  # mbp: seqNum jumps; prevSeqNum chains
         else:
             first, last = self.cur + 1, self.cur + rng.randint(1, 4)  # U..u covering several ids
         self.cur = last

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 
-from aggbook.book.sync import MEXC, BookSync, Delta, Reason, Snapshot
+from aggbook.book.sync import BookSync, Delta, Reason, Snapshot
 from aggbook.feeds.config import VenueConfig
 from aggbook.feeds.metrics import FeedMetrics, NullMetrics
+from aggbook.feeds.mexc import MEXC
 from aggbook.service.config import ServiceConfig, WebSocketSettings
 
 

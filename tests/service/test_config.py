@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aggbook.feeds.config import DEFAULT_URLS
+from aggbook.feeds.registry import venue_spec
 from aggbook.service.cli import main
 from aggbook.service.config import ConfigError, load_config, parse_config
 
@@ -25,7 +25,7 @@ def test_minimal_config_uses_production_urls_and_venue_spelling() -> None:
     cfg = parse_config(minimal(), env={})
     (v,) = cfg.venues
     assert (v.name, v.kind) == ("binance", "binance")
-    assert (v.rest_url, v.ws_url) == DEFAULT_URLS["binance"]
+    assert (v.rest_url, v.ws_url) == ("https://api.binance.com", "wss://stream.binance.com:9443")
     assert v.symbols == {"BTC-USDT": "BTCUSDT"}
     assert v.fee_bps == Decimal(10)
     assert (cfg.host, cfg.port, cfg.stale_after) == ("127.0.0.1", 8080, 10.0)
@@ -46,7 +46,7 @@ def test_example_config_is_valid_and_points_at_production() -> None:
     cfg = load_config(EXAMPLE, env={})
     assert cfg.symbols == ["BTC-USDT", "ETH-USDT", "SOL-USDT"]
     for v in cfg.venues:
-        assert (v.rest_url, v.ws_url) == DEFAULT_URLS[v.kind], v.name
+        assert (v.rest_url, v.ws_url) == (venue_spec(v.kind).rest_url, venue_spec(v.kind).ws_url), v.name
     assert [v.name for v in cfg.enabled_venues] == ["binance", "mexc", "btse", "nhex", "bitv"]
 
 

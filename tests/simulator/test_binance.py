@@ -1,9 +1,9 @@
-"""Conformance of the simulated Binance Spot and USDⓈ-M Futures venues with the Binance spec.
+"""Conformance of the simulated Binance Spot and USDⓈ-M Futures venues with Binance's API documentation.
 
-Everything here talks to the venue over real sockets with a bare aiohttp client, and a
-few-line reference book follows the documented local-book procedure (spot §5.1,
-futures §5.2 of the spec) to show that snapshot + diffs reproduce ``venue.truth()``,
-also after every injected fault.
+Everything here talks to the venue over real sockets with a bare aiohttp client, and a few-line
+reference book follows Binance's "How to manage a local order book correctly" (the spot WebSocket
+Streams page and the USDⓈ-M Futures "Diff. Book Depth Streams" page) to show that snapshot + diffs
+reproduce ``venue.truth()``, also after every injected fault.
 """
 
 from __future__ import annotations

@@ -315,7 +315,7 @@ async def test_random_faults_over_http_and_from_the_exchange_seed(session: aioht
 
     async def statuses(seed: int) -> list[int]:
         sim = SimulatedExchange(["binance"], SPECS, seed=seed, fault_rate=0.5, fault_kinds=["snapshot_429"],
-                                autostart_pump=False, weight_limit=10**6)
+                                autostart_pump=False, venue_options={"binance": {"weight_limit": 10**6}})
         async with sim:
             return [(await spot_depth(session, sim["binance"]))[0] for _ in range(24)]
 

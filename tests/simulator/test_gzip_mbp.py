@@ -1,6 +1,6 @@
-"""Conformance of the simulated Huobi-style venues (NHEX and BitV) with specs/nhex.md and specs/bitv.md.
+"""Conformance of the simulated Huobi-style venues (NHEX and BitV) with their API documentation.
 
-The client here is written from the spec with plain aiohttp (gunzip every frame, decode numbers as
+The client here is written from that documentation with plain aiohttp (gunzip every frame, decode numbers as
 Decimal); it does not use project feed code.  The market pump and the 100 ms timer are off in most
 tests: the test steps the market and runs timer ticks itself, and uses a ``req`` reply as a barrier
 (frames on one connection arrive in the order the venue produced them).
@@ -156,7 +156,8 @@ class Client:
 
 
 class RefBook:
-    """The spec §7 book for one topic: snapshot, then chained absolute levels, trimmed to N."""
+    """The documented "Market By Price (incremental update)" book for one topic: snapshot, then chained
+    absolute levels, trimmed to N."""
 
     def __init__(self, levels: int) -> None:
         self.levels = levels

@@ -1,9 +1,9 @@
 """Conformance of the simulated MEXC Spot v3 venue, spoken to with a raw aiohttp client.
 
-The client here is written from the MEXC spec alone (text JSON control frames,
-binary protobuf data frames decoded with ``proto.mexc_push_pb2``, REST snapshot)
-and keeps a tiny reference book built with the spec's §6 algorithm, so a passing
-test shows that snapshot + diffs reproduce ``venue.truth()`` exactly.
+The client here is written from MEXC's Spot v3 documentation alone (text JSON control frames, binary
+protobuf data frames decoded with ``proto.mexc_push_pb2``, REST snapshot) and keeps a tiny reference
+book built with MEXC's "How to Properly Maintain a Local Copy of the Order Book" algorithm, so a
+passing test shows that snapshot + diffs reproduce ``venue.truth()`` exactly.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ async def snapshot(session: aiohttp.ClientSession, venue: MexcVenue, symbol: str
 
 
 class RefBook:
-    """The spec's §6 local-book algorithm, as small as it can be."""
+    """MEXC's "How to Properly Maintain a Local Copy of the Order Book", as small as it can be."""
 
     def __init__(self) -> None:
         self.bids: dict[Decimal, Decimal] = {}
