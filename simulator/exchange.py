@@ -65,11 +65,13 @@ class SimulatedExchange:
         self.venues: dict[str, VenueServer] = {
             name: classes[name](
                 symbols,
-                seed=seed,
-                rate=rate,
-                faults=FaultInjector(seed=seed + i, rate=fault_rate, allowed=kinds),
-                **common,
-                **per_venue.get(name, {}),
+                classes[name].Options.build(name, {
+                    "seed": seed,
+                    "rate": rate,
+                    "faults": FaultInjector(seed=seed + i, rate=fault_rate, allowed=kinds),
+                    **common,
+                    **per_venue.get(name, {}),
+                }),
             )
             for i, name in enumerate(names)
         }

@@ -668,7 +668,9 @@ class GzipMbpVenue(VenueServer):
     def _find_topic(self, conn: SimConnection, name: object) -> MbpTopic | str:
         """The topic object (``/feed``), the topic name (``/ws`` refresh) or an error message."""
         regex = _MBP_RE if conn.path == FEED_PATH else _REFRESH_RE
-        match = regex.match(name) if isinstance(name, str) else None
+        if not isinstance(name, str):
+            return INVALID_TOPIC
+        match = regex.match(name)
         if match is None:
             return INVALID_TOPIC
         symbol, levels = match[1], int(match[2])
@@ -681,7 +683,7 @@ class GzipMbpVenue(VenueServer):
             return INVALID_TOPIC
         if self.symbol_state[symbol] != "online":
             return NOT_OPEN
-        return self.topics[name] if conn.path == FEED_PATH else name  # type: ignore[index]
+        return self.topics[name] if conn.path == FEED_PATH else name
 
     def _on_sub(self, conn: SimConnection, msg: dict) -> None:
         found = self._find_topic(conn, msg["sub"])

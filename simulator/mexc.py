@@ -370,22 +370,22 @@ class MexcVenue(VenueServer):
                 if not await self._send_diff(conn, channel, start, end, levels, step.now_ms, data):
                     return False
             return True
-        data: bytes | None = None
+        frame: bytes | None = None
         if channel.kind == LIMIT_DEPTH:
-            data = self._limit_frame(channel, step.now_ms)
+            frame = self._limit_frame(channel, step.now_ms)
         elif channel.kind in (AGGRE_BOOK_TICKER, BOOK_TICKER_BATCH):
             sent = conn.state["tickers_sent"]
             if step.top is not None and (step.top_changed or channel.name not in sent):
                 sent.add(channel.name)
-                data = self._ticker_frame(channel, step.top, step.now_ms)
+                frame = self._ticker_frame(channel, step.top, step.now_ms)
         elif channel.kind == AGGRE_DEALS:
             if step.trades:
-                data = self._deals_frame(channel, step.trades, step.now_ms)
+                frame = self._deals_frame(channel, step.trades, step.now_ms)
         elif channel.kind == KLINE:
-            data = self._kline_frame(channel, step.now_ms)
-        if data is None:
+            frame = self._kline_frame(channel, step.now_ms)
+        if frame is None:
             return True
-        return await self._send_data(conn, symbol, data)
+        return await self._send_data(conn, symbol, frame)
 
     async def _send_data(self, conn: SimConnection, symbol: str, data: bytes) -> bool:
         """One non-sequenced data frame, with the connection faults and MALFORMED."""
