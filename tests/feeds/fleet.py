@@ -86,7 +86,11 @@ class Fleet:
                 for f in self.feeds for sym, s in f.current_syncs().items()]
 
     def all_live(self) -> bool:
-        return all(s.live for f in self.feeds for s in f.current_syncs().values())
+        """Every configured (venue, symbol) has a book and it is live (no book yet is not live)."""
+        return all(
+            len(f.current_syncs()) == len(self.books) and all(s.live for s in f.current_syncs().values())
+            for f in self.feeds
+        )
 
     def all_equal_to_truth(self) -> bool:
         return all(equal_to_truth(v, s, sym) for v, s, sym in self.pairs())

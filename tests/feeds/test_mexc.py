@@ -58,7 +58,16 @@ class Recorder(RecordingMetrics):
         self.transitions: list[tuple[str, Transition]] = []
 
     def attach(self, feed: MexcFeed) -> None:
-        feed.on_sync(lambda canonical, sync: sync.attach(_TransitionLog(self, canonical), None))
+        current: dict[str, BookSync] = {}
+
+        def on_sync(canonical: str, sync: BookSync) -> None:
+            old = current.get(canonical)
+            if old is not None:
+                old.detach()  # retired, as the service's aggregator does: its later transitions are not ours
+            current[canonical] = sync
+            sync.attach(_TransitionLog(self, canonical), None)
+
+        feed.on_sync(on_sync)
 
     def reasons(self, canonical: str, new: SyncState | None = None) -> Counter:
         return Counter(t.reason for c, t in self.transitions
