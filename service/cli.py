@@ -17,7 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from aggbook.service.config import ConfigError, ServiceConfig, load_config
+from aggbook.service.config import ConfigError, ServiceConfig, load_config, resolve_host
 from aggbook.service.logs import setup_logging
 
 log = logging.getLogger("aggbook.cli")
@@ -104,6 +104,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
         for vc in config.enabled_venues:  # the feed classes check their own options on construction
             default_feed_factory(vc)
+        unresolved = resolve_host(config.host)
+        if unresolved:
+            raise ConfigError("service.host", unresolved)
     except (ConfigError, ValueError, ImportError) as exc:
         print(f"aggbook: invalid config: {exc}", file=sys.stderr)
         return EXIT_CONFIG

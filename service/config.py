@@ -12,9 +12,11 @@ a host; everything else lives in the file so that one file describes what runs.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -154,6 +156,23 @@ def _str(value: Any, key: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(key, f"must be a non-empty string, got {value!r}")
     return value
+
+
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def _host(value: Any, key: str) -> str:
+    """An IP address literal or a DNS name: ``256.1.1.1`` is neither (an all-numeric name is no name)."""
+    text = _str(value, key)
+    try:
+        ipaddress.ip_address(text)
+        return text
+    except ValueError:
+        pass
+    labels = text.rstrip(".").split(".")
+    if len(text) > 253 or not all(_HOST_LABEL.match(label) for label in labels) or labels[-1].isdigit():
+        raise ConfigError(key, f"must be an IP address or a host name, got {text!r}")
+    return text
 
 
 def _url(value: Any, key: str, schemes: tuple[str, ...]) -> str:
@@ -310,10 +329,10 @@ def parse_config(
         if not any(symbol in v.symbols for v in enabled):
             raise ConfigError("service.symbols", f"{symbol} is not traded by any enabled venue")
 
-    host = _str(svc.get("host", "127.0.0.1"), "service.host")
+    host = _host(svc.get("host", "127.0.0.1"), "service.host")
     port = _int(svc.get("port", 8080), "service.port", 0, 65535)
     if env.get(HOST_ENV):
-        host = env[HOST_ENV]
+        host = _host(env[HOST_ENV], HOST_ENV)
     if env.get(PORT_ENV):
         try:
             port = int(env[PORT_ENV])
@@ -348,6 +367,26 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Servi
             data = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(str(path), "file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(str(path), "is a directory, not a config file") from None
+    except PermissionError:
+        raise ConfigError(str(path), "permission denied: the file cannot be read") from None
+    except OSError as exc:  # a FIFO that never opens, an I/O error: still a config problem, not a crash
+        raise ConfigError(str(path), f"cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "not valid TOML: the file is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), f"not valid TOML: {exc}") from None
     return parse_config(data, env, source=str(path))
+
+
+def resolve_host(host: str) -> str | None:
+    """Why ``host`` cannot be listened on, or ``None``: a literal address, or a name that resolves.
+
+    Only ``check-config`` asks (a lookup may block on DNS); ``serve`` reports a bind failure itself.
+    """
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        return f"{host!r} does not resolve: {exc}"
+    return None

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -49,6 +51,49 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class ClientErrorFilter(logging.Filter):
+    """aiohttp's "Error handling request" for a malformed client request: a WARNING, rarely.
+
+    aiohttp logs every request it cannot parse at ERROR with a traceback (about 750 bytes), so a
+    client sending garbage could write the disk full.  A client's mistake is not the service's
+    error: it becomes one WARNING line without a traceback per client address per ``interval``,
+    carrying how many were held back since the last one.  Server-side failures (``Unhandled
+    exception``, anything not an HTTP parse error) pass through untouched.
+    """
+
+    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 max_clients: int = 10_000) -> None:
+        super().__init__()
+        self.interval = interval
+        self.clock = clock
+        self.max_clients = max_clients
+        self._last: dict[str, tuple[float, int]] = {}  # client -> (logged at, held back since)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        if not str(record.msg).startswith("Error handling request"):
+            return True
+        client = str(record.args[0]) if isinstance(record.args, tuple) and record.args else "?"
+        now = self.clock()
+        logged_at, held = self._last.get(client, (None, 0))
+        if logged_at is not None and now - logged_at < self.interval:
+            self._last[client] = (logged_at, held + 1)
+            return False
+        if len(self._last) >= self.max_clients:  # bounded memory under many addresses
+            self._last.clear()
+        self._last[client] = (now, 0)
+        record.msg = "malformed request from %s: %s"
+        detail = " ".join(str(getattr(exc, "message", exc)).split())  # aiohttp's text spans lines
+        record.args = (client, f"{exc.__class__.__name__}: {detail}")
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = None
+        record.exc_text = None
+        record.held_back = held
+        return True
+
+
 def setup_logging(level: str = "info", json: bool = False) -> None:
     """Replace the root handlers with one stderr handler in the chosen format."""
     handler = logging.StreamHandler(sys.stderr)
@@ -57,3 +102,6 @@ def setup_logging(level: str = "info", json: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server = logging.getLogger("aiohttp.server")
+    server.filters[:] = [f for f in server.filters if not isinstance(f, ClientErrorFilter)]
+    server.addFilter(ClientErrorFilter())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import socket
 import tomllib
 from decimal import Decimal
 from pathlib import Path
@@ -136,6 +137,57 @@ def test_load_config_file_errors(tmp_path: Path) -> None:
     bad.write_text("[service\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path)
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe[service]\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(binary)
+
+
+@pytest.mark.parametrize("command", ["serve", "check-config"])
+def test_a_directory_as_config_is_a_message_and_exit_2(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["serve", "--config", str(tmp_path)] if command == "serve" else ["check-config", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("aggbook: invalid config:") and "is a directory" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::1", "::", "localhost", "aggbook-0.svc.local"])
+def test_listen_host_accepts_addresses_and_names(host: str) -> None:
+    data = minimal()
+    data["service"]["host"] = host
+    assert parse_config(data, env={}).host == host
+
+
+@pytest.mark.parametrize("host", ["256.1.1.1", "1.2.3", "-bad.example", "a..b", "host name", "10.0.0.1:80"])
+def test_listen_host_that_is_neither_address_nor_name_is_rejected(host: str) -> None:
+    data = minimal()
+    data["service"]["host"] = host
+    with pytest.raises(ConfigError, match="^service.host: must be an IP address or a host name"):
+        parse_config(data, env={})
+    with pytest.raises(ConfigError, match="^AGGBOOK_HOST: must be an IP address or a host name"):
+        parse_config(minimal(), env={"AGGBOOK_HOST": host})
+
+
+def test_check_config_resolves_the_listen_host(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(EXAMPLE.read_text().replace('host = "0.0.0.0"', 'host = "aggbook.invalid"', 1))
+    assert 'host = "aggbook.invalid"' in config.read_text()
+    asked: list[str] = []
+
+    def no_such_name(host: str, *args: object, **kwargs: object) -> list[object]:
+        asked.append(host)  # answered here: the test sends no DNS query
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_name)
+    assert main(["check-config", str(config)]) == 2
+    assert "service.host: 'aggbook.invalid' does not resolve" in capsys.readouterr().err
+    assert asked == ["aggbook.invalid"]
 
 
 def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
