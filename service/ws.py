@@ -476,7 +476,9 @@ class Hub:
                 "websocket client disconnected",
                 extra={
                     "peer": client.peer,
-                    "code": ws.close_code,
+                    # the code we sent when we closed (4008, 1001), else the peer's; aiohttp's own
+                    # close_code is the code the peer echoed back, which would hide a 4008
+                    "code": client.close_code if client.close_code is not None else ws.close_code,
                     "sent": client.sent,
                     "dropped": client.dropped,
                 },

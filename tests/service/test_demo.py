@@ -7,6 +7,7 @@ well under a second), so a test that breaks venues cannot disturb another.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -321,7 +322,10 @@ def small_receive_buffer(addr_info) -> socket.socket:
     [{"rate": 60.0, "ws": {"queue_size": 40, "queue_bytes": 400_000, "max_behind": 400}}],
     indirect=True,
 )
-async def test_slow_client_is_bounded_and_closed_while_fast_client_keeps_up(demo: Demo) -> None:
+async def test_slow_client_is_bounded_and_closed_while_fast_client_keeps_up(
+    demo: Demo, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aggbook.ws")
     hub = demo.svc.hub
     async with (
         aiohttp.ClientSession() as fast_http,
@@ -361,6 +365,10 @@ async def test_slow_client_is_bounded_and_closed_while_fast_client_keeps_up(demo
         await asyncio.wait_for(slow.task, 20)
         assert slow.close_code == 4008
         slow.assert_gap_free()
+        # the log names the code that was sent, not the peer's echo of it
+        await wait_for(lambda: any(r.getMessage() == "websocket client disconnected"
+                                   and getattr(r, "code", None) == 4008 for r in caplog.records),
+                       what="disconnect logged with code 4008")
         text = await demo.metrics()
         assert value(text, "aggbook_ws_dropped_messages_total") >= slow_client.dropped
         assert value(text, "aggbook_ws_clients") == 1
