@@ -60,7 +60,7 @@ def _strict(route: Route) -> Handler:
 
 
 def create_app(svc: Service, routes: Iterable[Route] = ROUTES) -> web.Application:
-    app = web.Application(middlewares=[svc.metrics.http.middleware, errors])
+    app = web.Application(middlewares=[svc.metrics.http.middleware, svc.connections.middleware, errors])
     app[SERVICE_KEY] = svc
     app[ROUTES_KEY] = table = tuple(routes)
     for route in table:

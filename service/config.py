@@ -55,6 +55,16 @@ class WebSocketSettings:
     max_message_size: int = 65_536  # largest client frame accepted
 
 
+@dataclass(frozen=True)
+class HttpSettings:
+    """Limits on the HTTP listener (the ``[http]`` table); see ``service/connections.py`` for why."""
+
+    idle_timeout: float = 15.0  # seconds to send a complete request head after connect or a response
+    max_connections: int = 2048  # connections served normally, all clients together
+    max_connections_per_client: int = 256  # per client address
+    reserved_descriptors: int = 256  # kept free for venue sockets, files and the health probes
+
+
 @dataclass
 class ServiceConfig:
     """Everything ``aggbook serve`` needs."""
@@ -69,6 +79,7 @@ class ServiceConfig:
     log_level: str = "info"
     log_json: bool = False
     websocket: WebSocketSettings = field(default_factory=WebSocketSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
     source: str = "<built-in>"
 
     @property
@@ -86,6 +97,7 @@ class ServiceConfig:
             f"symbols: {', '.join(self.symbols)}",
             f"stale_after: {self.stale_after}s  depth: default {self.default_depth}, max {self.max_depth}",
             "websocket: " + ", ".join(f"{k}={v}" for k, v in vars(self.websocket).items()),
+            "http: " + ", ".join(f"{k}={v}" for k, v in vars(self.http).items()),
             "venues:",
         ]
         for v in self.venues:
@@ -224,6 +236,24 @@ def _websocket(table: Mapping[str, Any]) -> WebSocketSettings:
     )
 
 
+def _http(table: Mapping[str, Any]) -> HttpSettings:
+    p = "http."
+    _check_keys(table, set(HttpSettings.__dataclass_fields__), "http")
+    d = HttpSettings()
+    max_connections = _int(table.get("max_connections", d.max_connections), p + "max_connections", 1)
+    return HttpSettings(
+        idle_timeout=_float(table.get("idle_timeout", d.idle_timeout), p + "idle_timeout", 0, strict=True),
+        max_connections=max_connections,
+        max_connections_per_client=_int(
+            table.get("max_connections_per_client", min(d.max_connections_per_client, max_connections)),
+            p + "max_connections_per_client", 1, max_connections,
+        ),
+        reserved_descriptors=_int(
+            table.get("reserved_descriptors", d.reserved_descriptors), p + "reserved_descriptors", 0
+        ),
+    )
+
+
 def _fee(value: Any, key: str) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ConfigError(key, f"must be a number of basis points, got {value!r}")
@@ -305,7 +335,7 @@ def parse_config(
 ) -> ServiceConfig:
     """Validate a decoded TOML document; raises :class:`ConfigError` naming the first bad key."""
     env = os.environ if env is None else env
-    _check_keys(data, {"service", "websocket", "venues"}, "")
+    _check_keys(data, {"service", "websocket", "http", "venues"}, "")
     svc = _table(data, "service")
     _check_keys(svc, _SERVICE_KEYS, "service")
     raw_symbols = svc.get("symbols")
@@ -355,6 +385,7 @@ def parse_config(
         log_level=level,
         log_json=_bool(svc.get("log_json", False), "service.log_json"),
         websocket=_websocket(_table(data, "websocket")),
+        http=_http(_table(data, "http")),
         source=source,
     )
 

@@ -18,6 +18,7 @@ from aiohttp import web
 from aggbook.service.aggregator import Aggregator, FeedFactory, default_feed_factory
 from aggbook.service.app import create_app
 from aggbook.service.config import ServiceConfig
+from aggbook.service.connections import ConnectionGuard, descriptor_limit
 from aggbook.service.metrics import ServiceMetrics
 from aggbook.service.ws import Hub
 
@@ -36,6 +37,10 @@ class Service:
             default_depth=config.default_depth,
             max_depth=config.max_depth,
         )
+        self.connections = ConnectionGuard(
+            config.http, descriptor_limit(), on_refused=self.metrics.http.connection_refused
+        )
+        self.metrics.http.bind_connections(lambda: self.connections.total)
         self.app = create_app(self)
         self.app.on_shutdown.append(self._on_shutdown)
         self.runner: web.AppRunner | None = None
@@ -52,8 +57,13 @@ class Service:
         self._lag_task = asyncio.create_task(self.metrics.loop.run(), name="loop-lag")
         self.hub.start()
         await self.aggregator.start()
-        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+        self.runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=5.0,
+            keepalive_timeout=self.config.http.idle_timeout,  # also the deadline for a first request head
+        )
         await self.runner.setup()
+        assert self.runner.server is not None
+        self.connections.install(self.runner.server)
         self.site = web.TCPSite(self.runner, self.config.host, self.config.port)
         try:
             await self.site.start()
