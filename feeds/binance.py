@@ -1,4 +1,7 @@
-"""Binance Spot and USDⓈ-M Futures diff-depth feeds (spec: shared/specs/binance.md).
+"""Binance Spot and USDⓈ-M Futures diff-depth feeds.
+
+The procedure is Binance's "How to manage a local order book correctly" (Spot and USDⓈ-M
+Futures API docs).
 
 Both markets speak the same protocol with different constants, so there is one
 implementation, :class:`_BinanceFeed`, and the differences are data
@@ -6,20 +9,20 @@ implementation, :class:`_BinanceFeed`, and the differences are data
 ``pu``), snapshot limits and their request weights, the default weight budget,
 stream speeds and the incoming-message limit.
 
-What the feed does, per the spec:
+What the feed does, per Binance's Spot and USDⓈ-M Futures API docs:
 
 * combined streams ``/stream?streams=<sym>@depth@100ms/...`` (futures under
   ``ws_url`` which already ends in ``/public``); streams that do not fit the URL
   (``url_max_streams``) are added with batched ``SUBSCRIBE`` frames, paced per
   connection under the venue's incoming-message limit (5/s spot, 10/s futures)
-  because pings, pongs and control frames all count (§6);
+  because pings, pongs and control frames all count (the docs' WebSocket limits);
 * REST snapshot ``/api/v3/depth`` or ``/fapi/v1/depth`` at ``config.depth``
-  (default 1000) with the request weight of that limit (§2), paced by the base's
-  venue-wide pacer; ``X-MBX-USED-WEIGHT-1M`` is read on every response and the
+  (default 1000) with the request weight of that limit (the "Order Book" endpoint's weight
+  table), paced by the base's venue-wide pacer; ``X-MBX-USED-WEIGHT-1M`` is read on every response and the
   pacer is held back when the used weight nears the budget; 429/418 with
   ``Retry-After`` become :class:`RateLimited`; ``-1121`` becomes :class:`InvalidSymbol`;
 * ``exchangeInfo`` at start-up: unknown symbols are rejected, tick and step sizes
-  and the ``REQUEST_WEIGHT`` budget learned (§8, §9);
+  and the ``REQUEST_WEIGHT`` budget learned ("Exchange Information" and the docs' "LIMITS" section);
 * ``serverShutdown`` (raw, or ``!serverShutdown`` on combined streams) triggers the
   base's make-before-break rollover, as does ``max_connection_age`` (23.5 h, before
   the venue's 24 h cut);
@@ -331,7 +334,7 @@ class _BinanceFeed(VenueFeed):
         return SnapshotError(f"{symbol}: HTTP {status} {code}: {text}")
 
     def _note_weight(self, headers: Any) -> None:
-        """Hold the snapshot pacer back when the IP's used weight nears the budget (spec §9)."""
+        """Hold the snapshot pacer back when the IP's used weight nears the budget (the docs' "LIMITS")."""
         raw = headers.get(WEIGHT_HEADER) if headers is not None else None
         if not raw:
             return

@@ -1,4 +1,6 @@
-"""BTSE spot order books from the OSS WebSocket (``/ws/oss/spot``), per specs/btse.md.
+"""BTSE spot order books from the OSS WebSocket (``/ws/oss/spot``).
+
+The authority is the BTSE Spot API v3.3 docs (OSS WebSocket, ``update:`` topic).
 
 Protocol in brief: ``{"op":"subscribe","args":["update:BTC-USD_0", ...]}``; each topic first
 gets a ``type:"snapshot"`` frame, then ``type:"delta"`` frames chained by ``prevSeqNum``.  The

@@ -1,4 +1,4 @@
-"""The Huobi-style market-by-price feed that NHEX and BitV share (specs/nhex.md, specs/bitv.md).
+"""The Huobi-style market-by-price feed that NHEX and BitV share (their Huobi-style API docs).
 
 One ``/feed`` WebSocket carries, per symbol, ``sub`` to ``market.<sym>.mbp.<levels>`` and the ``req``
 for that topic's snapshot; the venue modules (``feeds.nhex``, ``feeds.bitv``) only say which level

@@ -1,6 +1,7 @@
 """MEXC Spot v3 feed: protobuf aggregated-depth diffs over WebSocket plus the REST depth snapshot.
 
-Wire protocol (``shared/specs/mexc.md``):
+Wire protocol (MEXC Spot v3 docs: "Websocket Market Streams" and "How to Properly Maintain a Local
+Copy of the Order Book"):
 
 * one WebSocket at ``ws_url`` (``wss://wbs-api.mexc.com/ws``); the client sends JSON
   **text** commands (``SUBSCRIPTION``, ``PING``) and gets JSON text replies; market data
@@ -49,7 +50,7 @@ log = logging.getLogger("aggbook.feeds.mexc")
 DEPTH_CHANNEL = "spot@public.aggre.depth.v3.api.pb"
 DEPTH_MEMBER = "publicAggreDepths"  # oneof member 313 of PushDataV3ApiWrapper
 INTERVALS = ("100ms", "10ms")
-DEFAULT_DEPTH = 5000  # the spec's snapshot limit; MEXC's maximum
+DEFAULT_DEPTH = 5000  # the docs' largest snapshot limit (GET /api/v3/depth)
 MAX_DEPTH = 5000
 VENUE_SUBSCRIPTION_LIMIT = 30  # MEXC silently ignores the 31st subscription on a connection
 INVALID_SYMBOL_CODE = -1121
