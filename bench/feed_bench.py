@@ -242,12 +242,12 @@ def build_feed(rec: Recording) -> tuple[VenueFeed, Connection, BookSync]:
     sync = conn.syncs[CANONICAL]
     # the per-connection routing state that subscribe()/connect() set up before any frame is read
     if rec.venue == "mexc":
-        state = feed._state(conn)  # noqa: SLF001
+        state = conn.venue_state
         state.by_venue[rec.symbol] = CANONICAL
         state.by_channel[feed.channel_for(rec.symbol)] = CANONICAL
     elif rec.venue == "nhex":
-        conn.data.update(pending={}, topics={feed.topic_for(CANONICAL): CANONICAL},
-                         subbed={CANONICAL: time.monotonic()})
+        conn.venue_state.topics[feed.topic_for(CANONICAL)] = CANONICAL
+        conn.venue_state.subbed[CANONICAL] = time.monotonic()
     elif rec.venue == "btse":
         from aggbook.feeds.btse import _ResyncPacer
 

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import aiohttp
 import orjson
@@ -43,6 +43,9 @@ from aggbook.feeds.pacing import Backoff, RequestPacer
 log = logging.getLogger("aggbook.feeds")
 
 _conn_ids = itertools.count(1)
+
+# a venue's per-connection protocol state (pending requests, routing tables, its own pacers)
+S = TypeVar("S")
 
 
 class FeedError(Exception):
@@ -90,11 +93,17 @@ def parse_retry_after(value: str | None, default: float = 1.0) -> float:
 
 
 @dataclass
-class Connection:
-    """One WebSocket and the books synchronised over it."""
+class Connection(Generic[S]):
+    """One WebSocket and the books synchronised over it.
+
+    ``venue_state`` is the venue module's own typed state for this socket (a slotted dataclass made
+    by :meth:`VenueFeed.new_connection_state`): it lives and dies with the socket, so a reconnect
+    never inherits a stale request table or pacer.
+    """
 
     symbols: list[str]
     syncs: dict[str, BookSync]
+    venue_state: S
     publish_when_live: bool = False
     id: int = field(default_factory=lambda: next(_conn_ids))
     ws: aiohttp.ClientWebSocketResponse | None = None
@@ -104,7 +113,6 @@ class Connection:
     last_rx: float = field(default_factory=time.monotonic)
     rollover: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: set[asyncio.Task] = field(default_factory=set)
-    data: dict[str, Any] = field(default_factory=dict)  # venue scratch space
     snapshot_attempts: dict[str, int] = field(default_factory=dict)
     frame_bytes: int = 0
     frame_counted: bool = False
@@ -122,8 +130,8 @@ class Connection:
         return task
 
 
-class VenueFeed:
-    """Base class of every venue feed."""
+class VenueFeed(Generic[S]):
+    """Base class of every venue feed; ``S`` is the venue's per-connection state type."""
 
     # Defaults a venue module overrides; ``config.options`` overrides both (same names).
     max_symbols_per_connection: int = 50
@@ -200,6 +208,10 @@ class VenueFeed:
 
     # ------------------------------------------------------------------ venue hooks
     def rule_for(self, canonical: str) -> SequenceRule:
+        raise NotImplementedError
+
+    def new_connection_state(self) -> S:
+        """Fresh per-connection protocol state for a new socket."""
         raise NotImplementedError
 
     def ws_url_for(self, conn: Connection) -> str:
@@ -413,7 +425,8 @@ class VenueFeed:
 
     def _new_connection(self, symbols: list[str], publish_when_live: bool) -> Connection:
         syncs = {s: self._new_sync(s) for s in symbols}
-        conn = Connection(list(symbols), syncs, publish_when_live=publish_when_live)
+        conn = Connection(list(symbols), syncs, self.new_connection_state(),
+                          publish_when_live=publish_when_live)
         self.connections[conn.id] = conn
         if not publish_when_live:
             for canonical, sync in syncs.items():

@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 
@@ -108,7 +108,19 @@ FUTURES = BinanceMarket(
 )
 
 
-class _BinanceFeed(VenueFeed):
+@dataclass(slots=True)
+class BinanceConnState:
+    """What one Binance socket tracks: its control-frame pacer and the SUBSCRIBEs awaiting a reply.
+
+    Per connection because Binance counts incoming frames per connection, and a reply's ``id`` only
+    means something on the socket the request went out on.
+    """
+
+    pacer: RequestPacer
+    pending: dict[int, list[str]] = field(default_factory=dict)  # request id -> streams asked for
+
+
+class _BinanceFeed(VenueFeed[BinanceConnState]):
     """Spot and futures diff-depth feed; subclasses pick the :class:`BinanceMarket`."""
 
     market: ClassVar[BinanceMarket]
@@ -174,32 +186,27 @@ class _BinanceFeed(VenueFeed):
         suffix = f"@{self.stream_speed}" if self.stream_speed else ""
         return f"{self.config.symbols[canonical].lower()}@depth{suffix}"
 
-    def streams(self, conn: Connection) -> list[str]:
+    def streams(self, conn: Connection[BinanceConnState]) -> list[str]:
         return [self.stream_name(c) for c in conn.symbols]
 
-    def ws_url_for(self, conn: Connection) -> str:
+    def ws_url_for(self, conn: Connection[BinanceConnState]) -> str:
         in_url = "/".join(self.streams(conn)[: int(self.url_max_streams)])
         if self.combined:
             return f"{self.config.ws_url}/stream?streams={in_url}"
         return f"{self.config.ws_url}/ws/{in_url}"
 
     # ------------------------------------------------------------------ control frames
-    def _control_pacer(self, conn: Connection) -> RequestPacer:
-        """Per connection: Binance counts every incoming frame against one per-connection limit."""
-        pacer = conn.data.get("pacer")
-        if pacer is None:
-            pacer = conn.data["pacer"] = RequestPacer(self.control_rate, self.control_burst)
-        return pacer
+    def new_connection_state(self) -> BinanceConnState:
+        return BinanceConnState(RequestPacer(self.control_rate, self.control_burst))
 
-    async def subscribe(self, conn: Connection) -> None:
+    async def subscribe(self, conn: Connection[BinanceConnState]) -> None:
         rest = self.streams(conn)[int(self.url_max_streams):]
-        conn.data["pending"] = {}
         if rest:
             # in a task of its own so the socket is read (and pings answered) while frames are paced
             conn.spawn(self._subscribe_rest(conn, rest), name=f"{self.venue}-subscribe-{conn.id}")
 
-    async def _subscribe_rest(self, conn: Connection, streams: list[str]) -> None:
-        pacer = self._control_pacer(conn)
+    async def _subscribe_rest(self, conn: Connection[BinanceConnState], streams: list[str]) -> None:
+        pacer = conn.venue_state.pacer
         batch = int(self.subscribe_batch)
         try:
             for i in range(0, len(streams), batch):
@@ -209,7 +216,7 @@ class _BinanceFeed(VenueFeed):
                 if ws is None or ws.closed:
                     return
                 req_id = next(self._ids)
-                conn.data["pending"][req_id] = params
+                conn.venue_state.pending[req_id] = params
                 request = {"method": "SUBSCRIBE", "params": params, "id": req_id}
                 await ws.send_str(orjson.dumps(request).decode())
         except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
@@ -217,14 +224,14 @@ class _BinanceFeed(VenueFeed):
             if conn.ws is not None:
                 await conn.ws.close()
 
-    def connection_tasks(self, conn: Connection) -> list:
+    def connection_tasks(self, conn: Connection[BinanceConnState]) -> list:
         if self.client_ping_interval and self.client_ping_interval > 0:
             return [self._keepalive(conn)]
         return []
 
-    async def _keepalive(self, conn: Connection) -> None:
+    async def _keepalive(self, conn: Connection[BinanceConnState]) -> None:
         """Client pings, paced with the control frames; each pong proves the connection alive."""
-        pacer = self._control_pacer(conn)
+        pacer = conn.venue_state.pacer
         while True:
             await asyncio.sleep(self.client_ping_interval)
             await pacer.acquire()
@@ -240,9 +247,9 @@ class _BinanceFeed(VenueFeed):
         flat ``{"code":..,"msg":..,"id":..}`` the docs' error table shows."""
         return "result" in obj or "error" in obj or ("code" in obj and "msg" in obj and "e" not in obj)
 
-    def _on_reply(self, conn: Connection, obj: dict) -> None:
+    def _on_reply(self, conn: Connection[BinanceConnState], obj: dict) -> None:
         req_id = obj.get("id")
-        pending: dict[int, list[str]] = conn.data.get("pending", {})
+        pending = conn.venue_state.pending
         params = pending.pop(req_id, None) if isinstance(req_id, int) else None
         error = obj.get("error")
         if error is None and "result" not in obj:
@@ -258,7 +265,7 @@ class _BinanceFeed(VenueFeed):
             raise FeedError(f"venue rejected control request {req_id}: {error}")
 
     # ------------------------------------------------------------------ frames
-    async def handle(self, conn: Connection, msg: aiohttp.WSMessage) -> None:
+    async def handle(self, conn: Connection[BinanceConnState], msg: aiohttp.WSMessage) -> None:
         if msg.type is aiohttp.WSMsgType.BINARY:
             raise FrameError("unexpected binary frame")
         if msg.type is not aiohttp.WSMsgType.TEXT:
@@ -309,7 +316,7 @@ class _BinanceFeed(VenueFeed):
     def _rest(self, path: str) -> str:
         return f"{self.config.rest_url}{self.market.rest_prefix}/{path}"
 
-    async def fetch_snapshot(self, conn: Connection, canonical: str) -> Snapshot | None:
+    async def fetch_snapshot(self, conn: Connection[BinanceConnState], canonical: str) -> Snapshot | None:
         symbol = self.config.symbols[canonical]
         status, headers, body = await self.get_json(self._rest("depth"),
                                                     {"symbol": symbol.upper(), "limit": str(self.depth)})

@@ -33,6 +33,7 @@ import logging
 import time
 import weakref
 from collections import deque
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -70,7 +71,21 @@ def symbol_of_topic(topic: str) -> str | None:
     return head if sep and tail.isdigit() else rest
 
 
-class BtseFeed(VenueFeed):
+@dataclass(slots=True)
+class BtseConnState:
+    """What one BTSE socket tracks between frames.
+
+    Subscribe acks come back in request order on the socket that sent them, and an in-stream
+    snapshot can only arrive on the socket that resubscribed, so all of it is per connection.
+    """
+
+    pending_subscribes: deque[list[str]] = field(default_factory=deque)  # topics per unacked subscribe
+    snapshot_deadline: dict[str, float] = field(default_factory=dict)  # canonical -> when to ask again
+    snapshot_misses: dict[str, int] = field(default_factory=dict)  # canonical -> snapshots missed in a row
+    pong: asyncio.Event | None = None  # set by the ``pong`` answering the last ``ping``
+
+
+class BtseFeed(VenueFeed[BtseConnState]):
     """BTSE spot: OSS ``update:<SYMBOL>_0`` books with in-stream snapshots."""
 
     snapshot_rate = 5.0  # resubscribes per second across the venue (no documented WS limit: stay modest)
@@ -102,13 +117,16 @@ class BtseFeed(VenueFeed):
     def rule_for(self, canonical: str) -> SequenceRule:
         return BTSE
 
-    def ws_url_for(self, conn: Connection) -> str:
+    def new_connection_state(self) -> BtseConnState:
+        return BtseConnState()
+
+    def ws_url_for(self, conn: Connection[BtseConnState]) -> str:
         return self.config.ws_url  # already the OSS endpoint, e.g. wss://ws.btse.com/ws/oss/spot
 
-    def connection_tasks(self, conn: Connection) -> list:
+    def connection_tasks(self, conn: Connection[BtseConnState]) -> list:
         return [self._heartbeat(conn), self._snapshot_guard(conn)]
 
-    async def subscribe(self, conn: Connection) -> None:
+    async def subscribe(self, conn: Connection[BtseConnState]) -> None:
         """One subscribe frame for every symbol not already known to be unsupported."""
         topics = []
         for canonical, sync in conn.syncs.items():
@@ -122,7 +140,7 @@ class BtseFeed(VenueFeed):
         if topics:
             await self._send(conn, {"op": "subscribe", "args": topics})
 
-    async def fetch_snapshot(self, conn: Connection, canonical: str) -> Snapshot | None:
+    async def fetch_snapshot(self, conn: Connection[BtseConnState], canonical: str) -> Snapshot | None:
         """Unsubscribe and subscribe again: the venue answers with a fresh snapshot in-stream."""
         topic = topic_for(self.config.symbols[canonical])
         self._expect_snapshot(conn, canonical)
@@ -166,12 +184,12 @@ class BtseFeed(VenueFeed):
                 steps[canonical] = step
 
     # ------------------------------------------------------------------ frames
-    async def handle(self, conn: Connection, msg: aiohttp.WSMessage) -> None:
+    async def handle(self, conn: Connection[BtseConnState], msg: aiohttp.WSMessage) -> None:
         if msg.type is not aiohttp.WSMsgType.TEXT:
             raise FrameError(f"unexpected {msg.type.name} frame")
         text: str = msg.data
         if text == "pong":
-            pong = conn.data.get("pong")
+            pong = conn.venue_state.pong
             if pong is not None:
                 pong.set()
             return
@@ -191,7 +209,7 @@ class BtseFeed(VenueFeed):
         elif obj.get("event") == "subscribe":
             self._on_ack(conn, obj)
 
-    def _on_book(self, conn: Connection, data: object, topic: str) -> None:
+    def _on_book(self, conn: Connection[BtseConnState], data: object, topic: str) -> None:
         if not isinstance(data, dict):
             raise FrameError(f"{topic}: no data object")
         venue_symbol = data.get("symbol") or symbol_of_topic(topic)
@@ -226,14 +244,14 @@ class BtseFeed(VenueFeed):
         else:
             self.deliver(conn, canonical, delta)
 
-    def _on_ack(self, conn: Connection, obj: dict) -> None:
+    def _on_ack(self, conn: Connection[BtseConnState], obj: dict) -> None:
         """Rejected topics are left out of ``channel``; the error frame that follows says why.
 
         Acks come in request order, so each is matched with the oldest unanswered subscribe.  A topic
         left out is only logged here: the error frame decides (1000 -> invalid), and without one the
         snapshot guard asks again.
         """
-        pending: deque[list[str]] = conn.data.setdefault("pending_subscribes", deque())
+        pending = conn.venue_state.pending_subscribes
         channel = obj.get("channel")
         if not pending or not isinstance(channel, list):
             return
@@ -241,7 +259,7 @@ class BtseFeed(VenueFeed):
         if left_out:
             log.warning("%s: subscribe not acknowledged for %s", self.venue, ", ".join(left_out))
 
-    def _on_errors(self, conn: Connection, obj: dict) -> None:
+    def _on_errors(self, conn: Connection[BtseConnState], obj: dict) -> None:
         errors = obj.get("errors")
         if not isinstance(errors, list):
             raise FrameError(f"unexpected error frame: {str(obj)[:200]}")
@@ -271,44 +289,36 @@ class BtseFeed(VenueFeed):
             raise FeedError("venue error 1008: too many failed attempts, session closing")
 
     # ------------------------------------------------------------------ per-symbol actions
-    def _invalidate(self, conn: Connection, canonical: str, detail: str) -> None:
+    def _invalidate(self, conn: Connection[BtseConnState], canonical: str, detail: str) -> None:
         """InvalidSymbol semantics: the book stops for good; later reconnects do not ask again."""
         sync = conn.syncs[canonical]
-        self._deadlines(conn).pop(canonical, None)
+        conn.venue_state.snapshot_deadline.pop(canonical, None)
         self.invalid[canonical] = detail
         self.metrics.snapshot(self.venue, canonical, False)
         sync.invalidate(detail)
         log.error("%s: symbol %s rejected by the venue: %s", self.venue, canonical, detail)
 
-    def _resync(self, conn: Connection, canonical: str, reason: Reason, detail: str) -> None:
+    def _resync(self, conn: Connection[BtseConnState], canonical: str, reason: Reason, detail: str) -> None:
         sync = conn.syncs[canonical]
         if sync.state is SyncState.INVALID:
             return
         sync.fail(reason, detail)
-        self._deadlines(conn).pop(canonical, None)
+        conn.venue_state.snapshot_deadline.pop(canonical, None)
         if sync.wants_snapshot():
             self.request_snapshot(conn, canonical)
 
     # ------------------------------------------------------------------ snapshot guard
-    @staticmethod
-    def _deadlines(conn: Connection) -> dict[str, float]:
-        return conn.data.setdefault("snapshot_deadline", {})
+    def _expect_snapshot(self, conn: Connection[BtseConnState], canonical: str) -> None:
+        conn.venue_state.snapshot_deadline[canonical] = time.monotonic() + self.snapshot_wait
 
-    @staticmethod
-    def _misses(conn: Connection) -> dict[str, int]:
-        return conn.data.setdefault("snapshot_misses", {})
+    def _snapshot_arrived(self, conn: Connection[BtseConnState], canonical: str) -> None:
+        conn.venue_state.snapshot_deadline.pop(canonical, None)
+        conn.venue_state.snapshot_misses.pop(canonical, None)
 
-    def _expect_snapshot(self, conn: Connection, canonical: str) -> None:
-        self._deadlines(conn)[canonical] = time.monotonic() + self.snapshot_wait
-
-    def _snapshot_arrived(self, conn: Connection, canonical: str) -> None:
-        self._deadlines(conn).pop(canonical, None)
-        self._misses(conn).pop(canonical, None)
-
-    async def _snapshot_guard(self, conn: Connection) -> None:
+    async def _snapshot_guard(self, conn: Connection[BtseConnState]) -> None:
         """Re-request snapshots that never came; too many misses in a row -> reconnect."""
         period = max(0.01, min(1.0, self.snapshot_wait / 5))
-        deadlines, misses = self._deadlines(conn), self._misses(conn)
+        deadlines, misses = conn.venue_state.snapshot_deadline, conn.venue_state.snapshot_misses
         while conn.open:
             await asyncio.sleep(period)
             now = time.monotonic()
@@ -333,13 +343,13 @@ class BtseFeed(VenueFeed):
                 self.request_snapshot(conn, canonical)
 
     # ------------------------------------------------------------------ heartbeat
-    async def _heartbeat(self, conn: Connection) -> None:
+    async def _heartbeat(self, conn: Connection[BtseConnState]) -> None:
         """Text ``ping`` every ``ping_interval``; no ``pong`` within ``pong_timeout`` -> reconnect."""
         while conn.open:
             await asyncio.sleep(self.ping_interval)
             if not conn.open:
                 return
-            pong = conn.data["pong"] = asyncio.Event()
+            pong = conn.venue_state.pong = asyncio.Event()
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await conn.ws.send_str("ping")  # type: ignore[union-attr]
             try:
@@ -349,19 +359,18 @@ class BtseFeed(VenueFeed):
                 await self._drop(conn, f"no pong within {self.pong_timeout}s")
                 return
 
-    async def _drop(self, conn: Connection, why: str) -> None:
+    async def _drop(self, conn: Connection[BtseConnState], why: str) -> None:
         """The socket is unusable: close it so the supervisor reconnects with backoff."""
         log.warning("%s: dropping connection %s: %s", self.venue, conn.id, why)
-        conn.data["dropped"] = why
         if conn.ws is not None and not conn.ws.closed:
             with contextlib.suppress(Exception):
                 await conn.ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=why.encode()[:120])
 
-    async def _send(self, conn: Connection, obj: dict) -> None:
+    async def _send(self, conn: Connection[BtseConnState], obj: dict) -> None:
         if conn.ws is None or conn.ws.closed:
             raise SnapshotError("socket closed")
         if obj["op"] == "subscribe":
-            conn.data.setdefault("pending_subscribes", deque()).append(list(obj["args"]))
+            conn.venue_state.pending_subscribes.append(list(obj["args"]))
         await conn.ws.send_str(orjson.dumps(obj).decode())
 
 
@@ -373,7 +382,7 @@ class _ResyncPacer:
     ``resync_stable_after`` seconds restores the step reached before, so the delay keeps growing.
     """
 
-    def __init__(self, feed: BtseFeed, conn: Connection, canonical: str) -> None:
+    def __init__(self, feed: BtseFeed, conn: Connection[BtseConnState], canonical: str) -> None:
         self.feed = feed
         self.conn = conn
         self.canonical = canonical

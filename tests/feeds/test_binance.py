@@ -404,8 +404,8 @@ async def test_subscribe_frames_respect_five_per_second(paced: bool) -> None:
             return
         await h.wait_all_live()
         (conn,) = h.feed.connections.values()
-        assert conn.data["pacer"].waited > 0
-        assert conn.data["pending"] == {}  # every SUBSCRIBE answered with result null
+        assert conn.venue_state.pacer.waited > 0
+        assert conn.venue_state.pending == {}  # every SUBSCRIBE answered with result null
         (sim_conn,) = h.venue.connections.values()
         assert len(sim_conn.subscriptions) == 8
         assert h.feed.reconnects == 0
@@ -476,12 +476,12 @@ async def test_error_reply_to_subscribe_is_seen_in_either_shape(market: Market, 
     """Both shapes of an error reply to our SUBSCRIBE fail the connection; result null does not."""
     feed = market.feed_cls(VenueConfig(name=market.kind, kind=market.kind, symbols={SYM: "BTCUSDT"}))
     assert isinstance(feed, (BinanceSpotFeed, BinanceFuturesFeed))
-    conn = Connection(symbols=[SYM], syncs={})
-    conn.data["pending"] = {5: ["btcusdt@depth@100ms"], 6: ["ethusdt@depth@100ms"]}
+    conn = Connection(symbols=[SYM], syncs={}, venue_state=feed.new_connection_state())
+    conn.venue_state.pending = {5: ["btcusdt@depth@100ms"], 6: ["ethusdt@depth@100ms"]}
     ok = aiohttp.WSMessage(aiohttp.WSMsgType.TEXT, '{"result":null,"id":6}', None)
     await feed.handle(conn, ok)
-    assert conn.data["pending"] == {5: ["btcusdt@depth@100ms"]} and feed.control_errors == 0
+    assert conn.venue_state.pending == {5: ["btcusdt@depth@100ms"]} and feed.control_errors == 0
     bad = aiohttp.WSMessage(aiohttp.WSMsgType.TEXT, orjson.dumps(reply).decode(), None)
     with pytest.raises(FeedError, match="too many parameters"):
         await feed.handle(conn, bad)
-    assert conn.data["pending"] == {} and feed.control_errors == 1
+    assert conn.venue_state.pending == {} and feed.control_errors == 1
