@@ -200,9 +200,9 @@ class GzipMbpFeed(VenueFeed[MbpConnState]):
     def rule_for(self, canonical: str) -> SequenceRule:
         return MBP_TICK if self.levels_for(canonical) in self.tick_levels else MBP_100MS
 
-    def _new_sync(self, canonical: str) -> BookSync:
+    def new_sync(self, canonical: str) -> BookSync:
         """The base sync with its book capped to the topic's window (trimmed after every message)."""
-        sync = super()._new_sync(canonical)
+        sync = super().new_sync(canonical)
         sync.book.max_depth = self.levels_for(canonical)
         return sync
 

@@ -137,7 +137,7 @@ async def converge(
 
 
 def feed_alive(feed: MexcFeed) -> bool:
-    return all(not task.done() for task in feed._supervisors)  # noqa: SLF001
+    return feed.running
 
 
 def sim_channels(venue: MexcVenue) -> list[set[str]]:
@@ -276,7 +276,7 @@ async def test_unknown_symbol_is_invalid_without_retry_loop() -> None:
 async def test_decoding_routes_by_oneof_member_and_tolerates_drift() -> None:
     """Only member 313 reaches the book; unknown members and fields are skipped; truncation is an error."""
     feed = MexcFeed(VenueConfig("mexc", "mexc", {TARGET: "BTCUSDT"}))
-    conn = Connection([TARGET], {TARGET: feed._new_sync(TARGET)}, feed.new_connection_state())  # noqa: SLF001
+    conn = Connection([TARGET], {TARGET: feed.new_sync(TARGET)}, feed.new_connection_state())
     conn.venue_state.by_venue["BTCUSDT"] = TARGET
     sync = conn.syncs[TARGET]
 
