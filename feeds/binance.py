@@ -39,9 +39,10 @@ import itertools
 import logging
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import aiohttp
+import msgspec
 import orjson
 
 from aggbook.book.sync import BINANCE_FUTURES, BINANCE_SPOT, Delta, SequenceRule, Snapshot
@@ -63,6 +64,43 @@ WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 INVALID_SYMBOL_CODE = -1121
 
 _INTERVAL_SECONDS = {"SECOND": 1.0, "MINUTE": 60.0, "HOUR": 3600.0, "DAY": 86400.0}
+
+
+# ---------------------------------------------------------------------- frame schemas
+Level = tuple[str, str]  # [price, quantity] as the venue's decimal text
+
+
+class DepthUpdate(msgspec.Struct, kw_only=True):
+    """A ``<symbol>@depth`` event: Spot chains by ``U``/``u``, USDⓈ-M adds ``pu``; other keys are ignored."""
+
+    e: Literal["depthUpdate"]
+    s: str
+    U: int
+    u: int
+    pu: int | None = None
+    b: list[Level]
+    a: list[Level]
+    E: int | None = None
+
+
+class CombinedDepth(msgspec.Struct):
+    """A depth event on a combined stream (``/stream?streams=``): ``{"stream": ..., "data": event}``."""
+
+    stream: str
+    data: DepthUpdate
+
+
+class DepthSnapshot(msgspec.Struct):
+    """The REST ``depth`` body."""
+
+    lastUpdateId: int
+    bids: list[Level]
+    asks: list[Level]
+    E: int | None = None
+
+
+_COMBINED_DEPTH = msgspec.json.Decoder(CombinedDepth)
+_RAW_DEPTH = msgspec.json.Decoder(DepthUpdate)
 
 
 @dataclass(frozen=True)
@@ -266,12 +304,35 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
 
     # ------------------------------------------------------------------ frames
     async def handle(self, conn: Connection[BinanceConnState], msg: aiohttp.WSMessage) -> None:
+        """Depth events decode straight into :class:`DepthUpdate`; anything else takes the slow path."""
         if msg.type is aiohttp.WSMsgType.BINARY:
             raise FrameError("unexpected binary frame")
         if msg.type is not aiohttp.WSMsgType.TEXT:
             return
         try:
-            obj = orjson.loads(msg.data)
+            event = _COMBINED_DEPTH.decode(msg.data).data if self.combined else _RAW_DEPTH.decode(msg.data)
+        except msgspec.DecodeError:
+            self._on_other(conn, msg.data)  # control replies, shutdown notices, malformed frames
+            return
+        self._on_depth(conn, event)
+
+    def _on_depth(self, conn: Connection[BinanceConnState], event: DepthUpdate) -> None:
+        canonical = self._by_symbol.get(event.s)
+        if canonical is None:
+            log.debug("%s: depth event for unconfigured symbol %r", self.venue, event.s)
+            return
+        prev = None
+        if self.market.prev_field is not None:
+            prev = event.pu
+            if prev is None:
+                raise FrameError(f"bad depthUpdate: {self.market.prev_field} missing")
+        self.deliver(conn, canonical, Delta(event.U, event.u, prev, event.b, event.a,
+                                            event.E / 1000 if event.E is not None else None))
+
+    def _on_other(self, conn: Connection[BinanceConnState], text: str) -> None:
+        """A frame that is not a well-formed depth event: a control frame, or a broken depth event."""
+        try:
+            obj = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
             raise FrameError(f"invalid JSON: {exc}") from exc
         if not isinstance(obj, dict):
@@ -281,36 +342,18 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
         if not isinstance(event, dict):
             raise FrameError(f"stream {stream!r} carries no event object")
         kind = event.get("e")
-        if kind == "depthUpdate":
-            canonical = self._by_symbol.get(event.get("s"))  # type: ignore[arg-type]
-            if canonical is None:
-                log.debug("%s: depth event for unconfigured symbol %r", self.venue, event.get("s"))
-                return
-            self.deliver(conn, canonical, self._delta(event))
+        if kind == "depthUpdate":  # a raw event on a combined socket (or the reverse), or a broken one
+            try:
+                depth = msgspec.convert(event, DepthUpdate)
+            except msgspec.ValidationError as exc:
+                raise FrameError(f"bad depthUpdate: {exc}") from exc
+            self._on_depth(conn, depth)
         elif kind == "serverShutdown" or stream == "!serverShutdown":
             self.request_rollover(conn)
         elif self._is_reply(obj):
             self._on_reply(conn, obj)
         else:
-            log.debug("%s: ignored frame %.200s", self.venue, msg.data)
-
-    def _delta(self, event: dict) -> Delta:
-        try:
-            prev_field = self.market.prev_field
-            prev = event[prev_field] if prev_field is not None else None
-            first, last = event["U"], event["u"]
-            bids, asks = event["b"], event["a"]
-            if not (isinstance(first, int) and isinstance(last, int)) or (
-                prev is not None and not isinstance(prev, int)
-            ):
-                raise TypeError("update ids must be integers")
-            if not (isinstance(bids, list) and isinstance(asks, list)):
-                raise TypeError("b and a must be lists")
-            event_time = event.get("E")
-        except (KeyError, TypeError) as exc:
-            raise FrameError(f"bad depthUpdate: {exc}") from exc
-        return Delta(first, last, prev, bids, asks,
-                     event_time / 1000 if isinstance(event_time, int) else None)
+            log.debug("%s: ignored frame %.200s", self.venue, text)
 
     # ------------------------------------------------------------------ REST
     def _rest(self, path: str) -> str:
@@ -324,14 +367,11 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
         if status != 200:
             raise self._rest_error(status, body, symbol)
         try:
-            last = body["lastUpdateId"]
-            bids, asks = body["bids"], body["asks"]
-            if not isinstance(last, int) or not isinstance(bids, list) or not isinstance(asks, list):
-                raise TypeError("unexpected field types")
-        except (KeyError, TypeError) as exc:
+            depth = msgspec.convert(body, DepthSnapshot)
+        except msgspec.ValidationError as exc:
             raise SnapshotError(f"{symbol}: bad depth snapshot: {exc}") from exc
-        event_time = body.get("E")
-        return Snapshot(last, bids, asks, event_time / 1000 if isinstance(event_time, int) else None)
+        return Snapshot(depth.lastUpdateId, depth.bids, depth.asks,
+                        depth.E / 1000 if depth.E is not None else None)
 
     def _rest_error(self, status: int, body: Any, symbol: str) -> Exception:
         code = body.get("code") if isinstance(body, dict) else None
