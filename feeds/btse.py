@@ -35,9 +35,10 @@ import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
+import msgspec
 import orjson
 
 from aggbook.book.sync import BTSE, BookSync, Delta, Reason, SequenceRule, Snapshot, SyncState, Transition
@@ -56,6 +57,31 @@ ERR_ATTEMPTS = 1008  # too many failed attempts: the venue closes the session
 # Reasons after which a quick relapse keeps the symbol's resubscribe backoff step.
 _STREAM_REASONS = frozenset({Reason.GAP, Reason.CROSSED_BOOK, Reason.VENUE_ERROR, Reason.DECODE_ERROR,
                              Reason.STALE_SNAPSHOT})
+
+
+Level = tuple[str, str]  # [price, size] as the venue's decimal text
+
+
+class BookData(msgspec.Struct, kw_only=True):
+    """The ``data`` of an ``update:`` frame; ``prevSeqNum`` is required of deltas (checked on use)."""
+
+    type: Literal["snapshot", "delta"]
+    seqNum: int
+    prevSeqNum: int | None = None
+    bids: list[Level]
+    asks: list[Level]
+    symbol: str | None = None
+    timestamp: int | float | None = None  # epoch ms (the doc types it Double)
+
+
+class BookFrame(msgspec.Struct):
+    """A frame of an OSS book topic: ``{"topic": "update:BTC-USD_0", "data": {...}}``."""
+
+    topic: str
+    data: BookData
+
+
+_BOOK_FRAME = msgspec.json.Decoder(BookFrame)
 
 
 def topic_for(venue_symbol: str) -> str:
@@ -194,6 +220,39 @@ class BtseFeed(VenueFeed[BtseConnState]):
                 pong.set()
             return
         try:
+            frame = _BOOK_FRAME.decode(text)
+        except msgspec.DecodeError as exc:
+            self._on_other(conn, text, exc)  # control frames, other topics, broken book frames
+            return
+        if frame.topic.startswith(TOPIC_PREFIX):
+            self._on_book(conn, frame.topic, frame.data)
+
+    def _on_book(self, conn: Connection[BtseConnState], topic: str, data: BookData) -> None:
+        canonical = self._canonical_on(conn, data.symbol or symbol_of_topic(topic))
+        if canonical is None:
+            return  # a symbol this connection does not carry
+        event_time = data.timestamp / 1000 if data.timestamp is not None else None
+        if data.type == "snapshot":
+            self._snapshot_arrived(conn, canonical)
+            self.deliver_snapshot(conn, canonical, Snapshot(data.seqNum, data.bids, data.asks, event_time))
+        elif data.prevSeqNum is None:
+            self._bad_book_frame(conn, canonical, topic, "a delta needs prevSeqNum")
+        else:
+            self.deliver(conn, canonical, Delta(data.seqNum, data.seqNum, data.prevSeqNum, data.bids,
+                                                data.asks, event_time))
+
+    def _canonical_on(self, conn: Connection[BtseConnState], venue_symbol: object) -> str | None:
+        canonical = self._canonical.get(venue_symbol) if isinstance(venue_symbol, str) else None
+        return canonical if canonical in conn.syncs else None
+
+    def _bad_book_frame(self, conn: Connection[BtseConnState], canonical: str, topic: str, why: str) -> None:
+        """Only that symbol's frame broke (its topic still says whose): resync that book alone."""
+        self.metrics.decode_error(self.venue)
+        self._resync(conn, canonical, Reason.DECODE_ERROR, f"bad {topic} frame: {why}")
+
+    def _on_other(self, conn: Connection[BtseConnState], text: str, schema_error: Exception) -> None:
+        """A frame that is not a well-formed book frame: acks, errors, other topics, or a broken book."""
+        try:
             obj = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
             raise FrameError(f"not JSON: {text[:120]!r}") from exc
@@ -202,47 +261,17 @@ class BtseFeed(VenueFeed[BtseConnState]):
         topic = obj.get("topic")
         if isinstance(topic, str):
             if topic.startswith(TOPIC_PREFIX):
-                self._on_book(conn, obj.get("data"), topic)
+                data = obj.get("data")
+                if not isinstance(data, dict):
+                    raise FrameError(f"{topic}: no data object")
+                canonical = self._canonical_on(conn, data.get("symbol") or symbol_of_topic(topic))
+                if canonical is not None:
+                    self._bad_book_frame(conn, canonical, topic, str(schema_error))
             return  # other topics (snapshotL1, ...) are not subscribed here
         if "errors" in obj:
             self._on_errors(conn, obj)
         elif obj.get("event") == "subscribe":
             self._on_ack(conn, obj)
-
-    def _on_book(self, conn: Connection[BtseConnState], data: object, topic: str) -> None:
-        if not isinstance(data, dict):
-            raise FrameError(f"{topic}: no data object")
-        venue_symbol = data.get("symbol") or symbol_of_topic(topic)
-        canonical = self._canonical.get(venue_symbol) if isinstance(venue_symbol, str) else None
-        if canonical is None or canonical not in conn.syncs:
-            return  # a symbol this connection does not carry
-        try:
-            seq = data["seqNum"]
-            bids = data["bids"]
-            asks = data["asks"]
-            kind = data["type"]
-            if not isinstance(seq, int) or not isinstance(bids, list) or not isinstance(asks, list):
-                raise TypeError("seqNum must be an integer, bids and asks lists")
-            stamp = data.get("timestamp")
-            event_time = stamp / 1000 if isinstance(stamp, (int, float)) else None
-            if kind == "snapshot":
-                snap = Snapshot(seq, bids, asks, event_time)
-            elif kind == "delta":
-                prev = data["prevSeqNum"]
-                if not isinstance(prev, int):
-                    raise TypeError("prevSeqNum must be an integer")
-                delta = Delta(seq, seq, prev, bids, asks, event_time)
-            else:
-                raise ValueError(f"unknown type {kind!r}")
-        except (KeyError, TypeError, ValueError) as exc:
-            self.metrics.decode_error(self.venue)
-            self._resync(conn, canonical, Reason.DECODE_ERROR, f"bad {topic} frame: {exc}")
-            return
-        if kind == "snapshot":
-            self._snapshot_arrived(conn, canonical)
-            self.deliver_snapshot(conn, canonical, snap)
-        else:
-            self.deliver(conn, canonical, delta)
 
     def _on_ack(self, conn: Connection[BtseConnState], obj: dict) -> None:
         """Rejected topics are left out of ``channel``; the error frame that follows says why.
