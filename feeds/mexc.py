@@ -35,6 +35,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import aiohttp
+import msgspec
 import orjson
 from google.protobuf.message import DecodeError
 
@@ -56,6 +57,28 @@ VENUE_SUBSCRIPTION_LIMIT = 30  # MEXC silently ignores the 31st subscription on 
 INVALID_SYMBOL_CODE = -1121
 PONG = "PONG"
 _BRACKETS = re.compile(r"\[([^\]]*)\]")  # "Not Subscribed successfully! [<channels>].  Reason: ..."
+
+
+# ---------------------------------------------------------------------- frame schemas
+# Binary pushes have theirs in proto/mexc_push.proto (PushDataV3ApiWrapper); the JSON ones are here.
+class ControlReply(msgspec.Struct):
+    """A reply to a client command: ``{"id": 0, "code": 0, "msg": "PONG" | "<channels>" | "<rejection>"}``."""
+
+    msg: str
+    id: int | None = None
+    code: int | None = None
+
+
+class DepthSnapshot(msgspec.Struct):
+    """The ``GET /api/v3/depth`` body; ``lastUpdateId`` may be a JSON number or a string of digits."""
+
+    lastUpdateId: int | str
+    bids: list[tuple[str, str]]
+    asks: list[tuple[str, str]]
+    timestamp: int | None = None
+
+
+_CONTROL_REPLY = msgspec.json.Decoder(ControlReply)
 
 
 @dataclass(slots=True)
@@ -213,13 +236,9 @@ class MexcFeed(VenueFeed[MexcConnState]):
     # ------------------------------------------------------------------ control frames
     def _on_control(self, conn: Connection[MexcConnState], text: str) -> None:
         try:
-            reply = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            log.warning("%s: non-JSON text frame ignored: %r", self.venue, text[:200])
-            return
-        msg = reply.get("msg") if isinstance(reply, dict) else None
-        if not isinstance(msg, str):
-            log.warning("%s: unexpected control frame ignored: %r", self.venue, text[:200])
+            msg = _CONTROL_REPLY.decode(text).msg
+        except msgspec.DecodeError as exc:  # not JSON, or no ``msg`` text: nothing this feed asked for
+            log.warning("%s: unexpected control frame ignored (%s): %r", self.venue, exc, text[:200])
             return
         state = conn.venue_state
         if msg == PONG:
@@ -353,19 +372,11 @@ class MexcFeed(VenueFeed[MexcConnState]):
 
 
 def parse_depth(body: object) -> Snapshot:
-    """``GET /api/v3/depth`` -> Snapshot; ``lastUpdateId`` may be a JSON number or a string."""
-    if not isinstance(body, dict):
-        raise SnapshotError(f"depth: not an object: {str(body)[:200]}")
-    raw_id = body.get("lastUpdateId")
-    if isinstance(raw_id, bool) or not isinstance(raw_id, (int, str)):
-        raise SnapshotError(f"depth: bad lastUpdateId {raw_id!r}")
+    """``GET /api/v3/depth`` -> Snapshot, checked against :class:`DepthSnapshot`."""
     try:
-        last = int(raw_id)
-    except ValueError as exc:
-        raise SnapshotError(f"depth: bad lastUpdateId {raw_id!r}") from exc
-    bids, asks = body.get("bids"), body.get("asks")
-    if not isinstance(bids, list) or not isinstance(asks, list):
-        raise SnapshotError("depth: bids/asks missing")
-    stamp = body.get("timestamp")
-    event_time = stamp / 1000 if isinstance(stamp, int) and not isinstance(stamp, bool) else None
-    return Snapshot(last, bids, asks, event_time)
+        depth = msgspec.convert(body, DepthSnapshot)
+        last = int(depth.lastUpdateId)
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise SnapshotError(f"depth: {exc}: {str(body)[:200]}") from exc
+    return Snapshot(last, depth.bids, depth.asks,
+                    depth.timestamp / 1000 if depth.timestamp is not None else None)
