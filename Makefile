@@ -16,8 +16,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 run: $(STAMP)
 	$(BIN)/aggbook demo
 
-test: $(STAMP)
-	$(BIN)/ruff check .
+test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -12,7 +12,7 @@ Replay (timed), per venue, on the same frames:
 * ``aggbook``: the real feed object from ``feeds.registry.create_feed`` (never started: its URLs
   are dummies), a ``feeds.base.Connection`` with its ``BookSync``, the snapshot loaded through the
   feed's own parser, then ``await feed.handle(conn, msg)`` for every recorded ``WSMessage``, with
-  ``frame_bytes``/``frame_counted`` set as ``VenueFeed._read`` sets them.  After the run the sync
+  ``frame_bytes``/``frame_counted`` set as the supervisor's read loop sets them.  After the run the sync
   must be live with ``counters.applied`` equal to the number of frames and no resync, so the
   benchmark cannot silently measure a resync loop.
 * ``plain``: the script a desk would write: stdlib decoding (``json.loads``; ``gzip.decompress``
@@ -235,19 +235,19 @@ RECORDERS = {"binance": record_binance, "mexc": record_mexc, "btse": record_btse
 
 # ---------------------------------------------------------------------- aggbook: the real feed
 def build_feed(rec: Recording) -> tuple[VenueFeed, Connection, BookSync]:
-    """The venue's feed with a connection as ``_new_connection`` and ``subscribe`` leave it."""
+    """The venue's feed with a connection as ``new_connection`` and ``subscribe`` leave it."""
     feed = create_feed(VenueConfig(name=rec.venue, kind=rec.venue, symbols={CANONICAL: rec.symbol},
                                    rest_url=DUMMY_REST, ws_url=DUMMY_WS))
-    conn = feed._new_connection([CANONICAL], publish_when_live=False)  # noqa: SLF001
+    conn = feed.new_connection([CANONICAL], publish_when_live=False)
     sync = conn.syncs[CANONICAL]
     # the per-connection routing state that subscribe()/connect() set up before any frame is read
     if rec.venue == "mexc":
-        state = feed._state(conn)  # noqa: SLF001
+        state = conn.venue_state
         state.by_venue[rec.symbol] = CANONICAL
         state.by_channel[feed.channel_for(rec.symbol)] = CANONICAL
     elif rec.venue == "nhex":
-        conn.data.update(pending={}, topics={feed.topic_for(CANONICAL): CANONICAL},
-                         subbed={CANONICAL: time.monotonic()})
+        conn.venue_state.topics[feed.topic_for(CANONICAL)] = CANONICAL
+        conn.venue_state.subbed[CANONICAL] = time.monotonic()
     elif rec.venue == "btse":
         from aggbook.feeds.btse import _ResyncPacer
 

@@ -1,4 +1,7 @@
-"""Binance Spot and USDⓈ-M Futures diff-depth feeds (spec: shared/specs/binance.md).
+"""Binance Spot and USDⓈ-M Futures diff-depth feeds.
+
+The procedure is Binance's "How to manage a local order book correctly" (Spot and USDⓈ-M
+Futures API docs).
 
 Both markets speak the same protocol with different constants, so there is one
 implementation, :class:`_BinanceFeed`, and the differences are data
@@ -6,20 +9,20 @@ implementation, :class:`_BinanceFeed`, and the differences are data
 ``pu``), snapshot limits and their request weights, the default weight budget,
 stream speeds and the incoming-message limit.
 
-What the feed does, per the spec:
+What the feed does, per Binance's Spot and USDⓈ-M Futures API docs:
 
 * combined streams ``/stream?streams=<sym>@depth@100ms/...`` (futures under
   ``ws_url`` which already ends in ``/public``); streams that do not fit the URL
   (``url_max_streams``) are added with batched ``SUBSCRIBE`` frames, paced per
   connection under the venue's incoming-message limit (5/s spot, 10/s futures)
-  because pings, pongs and control frames all count (§6);
+  because pings, pongs and control frames all count (the docs' WebSocket limits);
 * REST snapshot ``/api/v3/depth`` or ``/fapi/v1/depth`` at ``config.depth``
-  (default 1000) with the request weight of that limit (§2), paced by the base's
-  venue-wide pacer; ``X-MBX-USED-WEIGHT-1M`` is read on every response and the
+  (default 1000) with the request weight of that limit (the "Order Book" endpoint's weight
+  table), paced by the base's venue-wide pacer; ``X-MBX-USED-WEIGHT-1M`` is read on every response and the
   pacer is held back when the used weight nears the budget; 429/418 with
   ``Retry-After`` become :class:`RateLimited`; ``-1121`` becomes :class:`InvalidSymbol`;
 * ``exchangeInfo`` at start-up: unknown symbols are rejected, tick and step sizes
-  and the ``REQUEST_WEIGHT`` budget learned (§8, §9);
+  and the ``REQUEST_WEIGHT`` budget learned ("Exchange Information" and the docs' "LIMITS" section);
 * ``serverShutdown`` (raw, or ``!serverShutdown`` on combined streams) triggers the
   base's make-before-break rollover, as does ``max_connection_age`` (23.5 h, before
   the venue's 24 h cut);
@@ -34,11 +37,12 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import aiohttp
+import msgspec
 import orjson
 
 from aggbook.book.sync import Chain, Delta, FirstAfterSnapshot, SequenceRule, Snapshot
@@ -68,6 +72,43 @@ BINANCE_SPOT = SequenceRule("binance-spot", Chain.NEXT_ID, FirstAfterSnapshot.CO
 # (the USD-M "manage a local order book" procedure has no "ignore" case once events are applied)
 BINANCE_FUTURES = SequenceRule("binance-futures", Chain.PREV_ID, FirstAfterSnapshot.COVERS_SNAPSHOT,
                                drop_through_snapshot=False, duplicate_is_gap=True)
+
+
+# ---------------------------------------------------------------------- frame schemas
+Level = tuple[str, str]  # [price, quantity] as the venue's decimal text
+
+
+class DepthUpdate(msgspec.Struct, kw_only=True):
+    """A ``<symbol>@depth`` event: Spot chains by ``U``/``u``, USDⓈ-M adds ``pu``; other keys are ignored."""
+
+    e: Literal["depthUpdate"]
+    s: str
+    U: int
+    u: int
+    pu: int | None = None
+    b: list[Level]
+    a: list[Level]
+    E: int | None = None
+
+
+class CombinedDepth(msgspec.Struct):
+    """A depth event on a combined stream (``/stream?streams=``): ``{"stream": ..., "data": event}``."""
+
+    stream: str
+    data: DepthUpdate
+
+
+class DepthSnapshot(msgspec.Struct):
+    """The REST ``depth`` body."""
+
+    lastUpdateId: int
+    bids: list[Level]
+    asks: list[Level]
+    E: int | None = None
+
+
+_COMBINED_DEPTH = msgspec.json.Decoder(CombinedDepth)
+_RAW_DEPTH = msgspec.json.Decoder(DepthUpdate)
 
 
 @dataclass(frozen=True)
@@ -113,7 +154,19 @@ FUTURES = BinanceMarket(
 )
 
 
-class _BinanceFeed(VenueFeed):
+@dataclass(slots=True)
+class BinanceConnState:
+    """What one Binance socket tracks: its control-frame pacer and the SUBSCRIBEs awaiting a reply.
+
+    Per connection because Binance counts incoming frames per connection, and a reply's ``id`` only
+    means something on the socket the request went out on.
+    """
+
+    pacer: RequestPacer
+    pending: dict[int, list[str]] = field(default_factory=dict)  # request id -> streams asked for
+
+
+class _BinanceFeed(VenueFeed[BinanceConnState]):
     """Spot and futures diff-depth feed; subclasses pick the :class:`BinanceMarket`."""
 
     market: ClassVar[BinanceMarket]
@@ -179,32 +232,27 @@ class _BinanceFeed(VenueFeed):
         suffix = f"@{self.stream_speed}" if self.stream_speed else ""
         return f"{self.config.symbols[canonical].lower()}@depth{suffix}"
 
-    def streams(self, conn: Connection) -> list[str]:
+    def streams(self, conn: Connection[BinanceConnState]) -> list[str]:
         return [self.stream_name(c) for c in conn.symbols]
 
-    def ws_url_for(self, conn: Connection) -> str:
+    def ws_url_for(self, conn: Connection[BinanceConnState]) -> str:
         in_url = "/".join(self.streams(conn)[: int(self.url_max_streams)])
         if self.combined:
             return f"{self.config.ws_url}/stream?streams={in_url}"
         return f"{self.config.ws_url}/ws/{in_url}"
 
     # ------------------------------------------------------------------ control frames
-    def _control_pacer(self, conn: Connection) -> RequestPacer:
-        """Per connection: Binance counts every incoming frame against one per-connection limit."""
-        pacer = conn.data.get("pacer")
-        if pacer is None:
-            pacer = conn.data["pacer"] = RequestPacer(self.control_rate, self.control_burst)
-        return pacer
+    def new_connection_state(self) -> BinanceConnState:
+        return BinanceConnState(RequestPacer(self.control_rate, self.control_burst))
 
-    async def subscribe(self, conn: Connection) -> None:
+    async def subscribe(self, conn: Connection[BinanceConnState]) -> None:
         rest = self.streams(conn)[int(self.url_max_streams):]
-        conn.data["pending"] = {}
         if rest:
             # in a task of its own so the socket is read (and pings answered) while frames are paced
             conn.spawn(self._subscribe_rest(conn, rest), name=f"{self.venue}-subscribe-{conn.id}")
 
-    async def _subscribe_rest(self, conn: Connection, streams: list[str]) -> None:
-        pacer = self._control_pacer(conn)
+    async def _subscribe_rest(self, conn: Connection[BinanceConnState], streams: list[str]) -> None:
+        pacer = conn.venue_state.pacer
         batch = int(self.subscribe_batch)
         try:
             for i in range(0, len(streams), batch):
@@ -214,7 +262,7 @@ class _BinanceFeed(VenueFeed):
                 if ws is None or ws.closed:
                     return
                 req_id = next(self._ids)
-                conn.data["pending"][req_id] = params
+                conn.venue_state.pending[req_id] = params
                 request = {"method": "SUBSCRIBE", "params": params, "id": req_id}
                 await ws.send_str(orjson.dumps(request).decode())
         except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
@@ -222,14 +270,14 @@ class _BinanceFeed(VenueFeed):
             if conn.ws is not None:
                 await conn.ws.close()
 
-    def connection_tasks(self, conn: Connection) -> list:
+    def connection_tasks(self, conn: Connection[BinanceConnState]) -> list:
         if self.client_ping_interval and self.client_ping_interval > 0:
             return [self._keepalive(conn)]
         return []
 
-    async def _keepalive(self, conn: Connection) -> None:
+    async def _keepalive(self, conn: Connection[BinanceConnState]) -> None:
         """Client pings, paced with the control frames; each pong proves the connection alive."""
-        pacer = self._control_pacer(conn)
+        pacer = conn.venue_state.pacer
         while True:
             await asyncio.sleep(self.client_ping_interval)
             await pacer.acquire()
@@ -245,9 +293,9 @@ class _BinanceFeed(VenueFeed):
         flat ``{"code":..,"msg":..,"id":..}`` the docs' error table shows."""
         return "result" in obj or "error" in obj or ("code" in obj and "msg" in obj and "e" not in obj)
 
-    def _on_reply(self, conn: Connection, obj: dict) -> None:
+    def _on_reply(self, conn: Connection[BinanceConnState], obj: dict) -> None:
         req_id = obj.get("id")
-        pending: dict[int, list[str]] = conn.data.get("pending", {})
+        pending = conn.venue_state.pending
         params = pending.pop(req_id, None) if isinstance(req_id, int) else None
         error = obj.get("error")
         if error is None and "result" not in obj:
@@ -263,13 +311,36 @@ class _BinanceFeed(VenueFeed):
             raise FeedError(f"venue rejected control request {req_id}: {error}")
 
     # ------------------------------------------------------------------ frames
-    async def handle(self, conn: Connection, msg: aiohttp.WSMessage) -> None:
+    async def handle(self, conn: Connection[BinanceConnState], msg: aiohttp.WSMessage) -> None:
+        """Depth events decode straight into :class:`DepthUpdate`; anything else takes the slow path."""
         if msg.type is aiohttp.WSMsgType.BINARY:
             raise FrameError("unexpected binary frame")
         if msg.type is not aiohttp.WSMsgType.TEXT:
             return
         try:
-            obj = orjson.loads(msg.data)
+            event = _COMBINED_DEPTH.decode(msg.data).data if self.combined else _RAW_DEPTH.decode(msg.data)
+        except msgspec.DecodeError:
+            self._on_other(conn, msg.data)  # control replies, shutdown notices, malformed frames
+            return
+        self._on_depth(conn, event)
+
+    def _on_depth(self, conn: Connection[BinanceConnState], event: DepthUpdate) -> None:
+        canonical = self._by_symbol.get(event.s)
+        if canonical is None:
+            log.debug("%s: depth event for unconfigured symbol %r", self.venue, event.s)
+            return
+        prev = None
+        if self.market.prev_field is not None:
+            prev = event.pu
+            if prev is None:
+                raise FrameError(f"bad depthUpdate: {self.market.prev_field} missing")
+        self.deliver(conn, canonical, Delta(event.U, event.u, prev, event.b, event.a,
+                                            event.E / 1000 if event.E is not None else None))
+
+    def _on_other(self, conn: Connection[BinanceConnState], text: str) -> None:
+        """A frame that is not a well-formed depth event: a control frame, or a broken depth event."""
+        try:
+            obj = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
             raise FrameError(f"invalid JSON: {exc}") from exc
         if not isinstance(obj, dict):
@@ -279,42 +350,24 @@ class _BinanceFeed(VenueFeed):
         if not isinstance(event, dict):
             raise FrameError(f"stream {stream!r} carries no event object")
         kind = event.get("e")
-        if kind == "depthUpdate":
-            canonical = self._by_symbol.get(event.get("s"))  # type: ignore[arg-type]
-            if canonical is None:
-                log.debug("%s: depth event for unconfigured symbol %r", self.venue, event.get("s"))
-                return
-            self.deliver(conn, canonical, self._delta(event))
+        if kind == "depthUpdate":  # a raw event on a combined socket (or the reverse), or a broken one
+            try:
+                depth = msgspec.convert(event, DepthUpdate)
+            except msgspec.ValidationError as exc:
+                raise FrameError(f"bad depthUpdate: {exc}") from exc
+            self._on_depth(conn, depth)
         elif kind == "serverShutdown" or stream == "!serverShutdown":
             self.request_rollover(conn)
         elif self._is_reply(obj):
             self._on_reply(conn, obj)
         else:
-            log.debug("%s: ignored frame %.200s", self.venue, msg.data)
-
-    def _delta(self, event: dict) -> Delta:
-        try:
-            prev_field = self.market.prev_field
-            prev = event[prev_field] if prev_field is not None else None
-            first, last = event["U"], event["u"]
-            bids, asks = event["b"], event["a"]
-            if not (isinstance(first, int) and isinstance(last, int)) or (
-                prev is not None and not isinstance(prev, int)
-            ):
-                raise TypeError("update ids must be integers")
-            if not (isinstance(bids, list) and isinstance(asks, list)):
-                raise TypeError("b and a must be lists")
-            event_time = event.get("E")
-        except (KeyError, TypeError) as exc:
-            raise FrameError(f"bad depthUpdate: {exc}") from exc
-        return Delta(first, last, prev, bids, asks,
-                     event_time / 1000 if isinstance(event_time, int) else None)
+            log.debug("%s: ignored frame %.200s", self.venue, text)
 
     # ------------------------------------------------------------------ REST
     def _rest(self, path: str) -> str:
         return f"{self.config.rest_url}{self.market.rest_prefix}/{path}"
 
-    async def fetch_snapshot(self, conn: Connection, canonical: str) -> Snapshot | None:
+    async def fetch_snapshot(self, conn: Connection[BinanceConnState], canonical: str) -> Snapshot | None:
         symbol = self.config.symbols[canonical]
         status, headers, body = await self.get_json(self._rest("depth"),
                                                     {"symbol": symbol.upper(), "limit": str(self.depth)})
@@ -322,14 +375,11 @@ class _BinanceFeed(VenueFeed):
         if status != 200:
             raise self._rest_error(status, body, symbol)
         try:
-            last = body["lastUpdateId"]
-            bids, asks = body["bids"], body["asks"]
-            if not isinstance(last, int) or not isinstance(bids, list) or not isinstance(asks, list):
-                raise TypeError("unexpected field types")
-        except (KeyError, TypeError) as exc:
+            depth = msgspec.convert(body, DepthSnapshot)
+        except msgspec.ValidationError as exc:
             raise SnapshotError(f"{symbol}: bad depth snapshot: {exc}") from exc
-        event_time = body.get("E")
-        return Snapshot(last, bids, asks, event_time / 1000 if isinstance(event_time, int) else None)
+        return Snapshot(depth.lastUpdateId, depth.bids, depth.asks,
+                        depth.E / 1000 if depth.E is not None else None)
 
     def _rest_error(self, status: int, body: Any, symbol: str) -> Exception:
         code = body.get("code") if isinstance(body, dict) else None
@@ -339,7 +389,7 @@ class _BinanceFeed(VenueFeed):
         return SnapshotError(f"{symbol}: HTTP {status} {code}: {text}")
 
     def _note_weight(self, headers: Any) -> None:
-        """Hold the snapshot pacer back when the IP's used weight nears the budget (spec §9)."""
+        """Hold the snapshot pacer back when the IP's used weight nears the budget (the docs' "LIMITS")."""
         raw = headers.get(WEIGHT_HEADER) if headers is not None else None
         if not raw:
             return

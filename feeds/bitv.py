@@ -1,6 +1,7 @@
 """BitV market-by-price feed: the shared Huobi-style handler with BitV's 5/20 symbol whitelist.
 
-What differs from NHEX (specs/bitv.md §6, §13): levels 5, 20 and 150 only, and 5/20 are offered for
+What differs from NHEX (BitV's API doc, market-by-price topic ``market.$symbol.mbp.$levels``):
+levels 5, 20 and 150 only, and 5/20 are offered for
 nine symbols only.  A symbol outside the list is subscribed at ``fallback_levels`` (150) from the
 start instead of collecting an ``invalid topic`` first; the list can be replaced with the
 ``fast_symbols`` option (comma-separated) if the venue's real listing turns out to differ, and an

@@ -1,4 +1,6 @@
-"""BTSE spot order books from the OSS WebSocket (``/ws/oss/spot``), per specs/btse.md.
+"""BTSE spot order books from the OSS WebSocket (``/ws/oss/spot``).
+
+The authority is the BTSE Spot API v3.3 docs (OSS WebSocket, ``update:`` topic).
 
 Protocol in brief: ``{"op":"subscribe","args":["update:BTC-USD_0", ...]}``; each topic first
 gets a ``type:"snapshot"`` frame, then ``type:"delta"`` frames chained by ``prevSeqNum``.  The
@@ -31,10 +33,12 @@ import logging
 import time
 import weakref
 from collections import deque
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
+import msgspec
 import orjson
 
 from aggbook.book.sync import (
@@ -69,6 +73,31 @@ _STREAM_REASONS = frozenset({Reason.GAP, Reason.CROSSED_BOOK, Reason.VENUE_ERROR
                              Reason.STALE_SNAPSHOT})
 
 
+Level = tuple[str, str]  # [price, size] as the venue's decimal text
+
+
+class BookData(msgspec.Struct, kw_only=True):
+    """The ``data`` of an ``update:`` frame; ``prevSeqNum`` is required of deltas (checked on use)."""
+
+    type: Literal["snapshot", "delta"]
+    seqNum: int
+    prevSeqNum: int | None = None
+    bids: list[Level]
+    asks: list[Level]
+    symbol: str | None = None
+    timestamp: int | float | None = None  # epoch ms (the doc types it Double)
+
+
+class BookFrame(msgspec.Struct):
+    """A frame of an OSS book topic: ``{"topic": "update:BTC-USD_0", "data": {...}}``."""
+
+    topic: str
+    data: BookData
+
+
+_BOOK_FRAME = msgspec.json.Decoder(BookFrame)
+
+
 def topic_for(venue_symbol: str) -> str:
     return f"{TOPIC_PREFIX}{venue_symbol}_{GROUPING}"
 
@@ -82,7 +111,21 @@ def symbol_of_topic(topic: str) -> str | None:
     return head if sep and tail.isdigit() else rest
 
 
-class BtseFeed(VenueFeed):
+@dataclass(slots=True)
+class BtseConnState:
+    """What one BTSE socket tracks between frames.
+
+    Subscribe acks come back in request order on the socket that sent them, and an in-stream
+    snapshot can only arrive on the socket that resubscribed, so all of it is per connection.
+    """
+
+    pending_subscribes: deque[list[str]] = field(default_factory=deque)  # topics per unacked subscribe
+    snapshot_deadline: dict[str, float] = field(default_factory=dict)  # canonical -> when to ask again
+    snapshot_misses: dict[str, int] = field(default_factory=dict)  # canonical -> snapshots missed in a row
+    pong: asyncio.Event | None = None  # set by the ``pong`` answering the last ``ping``
+
+
+class BtseFeed(VenueFeed[BtseConnState]):
     """BTSE spot: OSS ``update:<SYMBOL>_0`` books with in-stream snapshots."""
 
     snapshot_rate = 5.0  # resubscribes per second across the venue (no documented WS limit: stay modest)
@@ -114,13 +157,16 @@ class BtseFeed(VenueFeed):
     def rule_for(self, canonical: str) -> SequenceRule:
         return BTSE
 
-    def ws_url_for(self, conn: Connection) -> str:
+    def new_connection_state(self) -> BtseConnState:
+        return BtseConnState()
+
+    def ws_url_for(self, conn: Connection[BtseConnState]) -> str:
         return self.config.ws_url  # already the OSS endpoint, e.g. wss://ws.btse.com/ws/oss/spot
 
-    def connection_tasks(self, conn: Connection) -> list:
+    def connection_tasks(self, conn: Connection[BtseConnState]) -> list:
         return [self._heartbeat(conn), self._snapshot_guard(conn)]
 
-    async def subscribe(self, conn: Connection) -> None:
+    async def subscribe(self, conn: Connection[BtseConnState]) -> None:
         """One subscribe frame for every symbol not already known to be unsupported."""
         topics = []
         for canonical, sync in conn.syncs.items():
@@ -134,7 +180,7 @@ class BtseFeed(VenueFeed):
         if topics:
             await self._send(conn, {"op": "subscribe", "args": topics})
 
-    async def fetch_snapshot(self, conn: Connection, canonical: str) -> Snapshot | None:
+    async def fetch_snapshot(self, conn: Connection[BtseConnState], canonical: str) -> Snapshot | None:
         """Unsubscribe and subscribe again: the venue answers with a fresh snapshot in-stream."""
         topic = topic_for(self.config.symbols[canonical])
         self._expect_snapshot(conn, canonical)
@@ -178,15 +224,48 @@ class BtseFeed(VenueFeed):
                 steps[canonical] = step
 
     # ------------------------------------------------------------------ frames
-    async def handle(self, conn: Connection, msg: aiohttp.WSMessage) -> None:
+    async def handle(self, conn: Connection[BtseConnState], msg: aiohttp.WSMessage) -> None:
         if msg.type is not aiohttp.WSMsgType.TEXT:
             raise FrameError(f"unexpected {msg.type.name} frame")
         text: str = msg.data
         if text == "pong":
-            pong = conn.data.get("pong")
+            pong = conn.venue_state.pong
             if pong is not None:
                 pong.set()
             return
+        try:
+            frame = _BOOK_FRAME.decode(text)
+        except msgspec.DecodeError as exc:
+            self._on_other(conn, text, exc)  # control frames, other topics, broken book frames
+            return
+        if frame.topic.startswith(TOPIC_PREFIX):
+            self._on_book(conn, frame.topic, frame.data)
+
+    def _on_book(self, conn: Connection[BtseConnState], topic: str, data: BookData) -> None:
+        canonical = self._canonical_on(conn, data.symbol or symbol_of_topic(topic))
+        if canonical is None:
+            return  # a symbol this connection does not carry
+        event_time = data.timestamp / 1000 if data.timestamp is not None else None
+        if data.type == "snapshot":
+            self._snapshot_arrived(conn, canonical)
+            self.deliver_snapshot(conn, canonical, Snapshot(data.seqNum, data.bids, data.asks, event_time))
+        elif data.prevSeqNum is None:
+            self._bad_book_frame(conn, canonical, topic, "a delta needs prevSeqNum")
+        else:
+            self.deliver(conn, canonical, Delta(data.seqNum, data.seqNum, data.prevSeqNum, data.bids,
+                                                data.asks, event_time))
+
+    def _canonical_on(self, conn: Connection[BtseConnState], venue_symbol: object) -> str | None:
+        canonical = self._canonical.get(venue_symbol) if isinstance(venue_symbol, str) else None
+        return canonical if canonical in conn.syncs else None
+
+    def _bad_book_frame(self, conn: Connection[BtseConnState], canonical: str, topic: str, why: str) -> None:
+        """Only that symbol's frame broke (its topic still says whose): resync that book alone."""
+        self.metrics.decode_error(self.venue)
+        self._resync(conn, canonical, Reason.DECODE_ERROR, f"bad {topic} frame: {why}")
+
+    def _on_other(self, conn: Connection[BtseConnState], text: str, schema_error: Exception) -> None:
+        """A frame that is not a well-formed book frame: acks, errors, other topics, or a broken book."""
         try:
             obj = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
@@ -196,56 +275,26 @@ class BtseFeed(VenueFeed):
         topic = obj.get("topic")
         if isinstance(topic, str):
             if topic.startswith(TOPIC_PREFIX):
-                self._on_book(conn, obj.get("data"), topic)
+                data = obj.get("data")
+                if not isinstance(data, dict):
+                    raise FrameError(f"{topic}: no data object")
+                canonical = self._canonical_on(conn, data.get("symbol") or symbol_of_topic(topic))
+                if canonical is not None:
+                    self._bad_book_frame(conn, canonical, topic, str(schema_error))
             return  # other topics (snapshotL1, ...) are not subscribed here
         if "errors" in obj:
             self._on_errors(conn, obj)
         elif obj.get("event") == "subscribe":
             self._on_ack(conn, obj)
 
-    def _on_book(self, conn: Connection, data: object, topic: str) -> None:
-        if not isinstance(data, dict):
-            raise FrameError(f"{topic}: no data object")
-        venue_symbol = data.get("symbol") or symbol_of_topic(topic)
-        canonical = self._canonical.get(venue_symbol) if isinstance(venue_symbol, str) else None
-        if canonical is None or canonical not in conn.syncs:
-            return  # a symbol this connection does not carry
-        try:
-            seq = data["seqNum"]
-            bids = data["bids"]
-            asks = data["asks"]
-            kind = data["type"]
-            if not isinstance(seq, int) or not isinstance(bids, list) or not isinstance(asks, list):
-                raise TypeError("seqNum must be an integer, bids and asks lists")
-            stamp = data.get("timestamp")
-            event_time = stamp / 1000 if isinstance(stamp, (int, float)) else None
-            if kind == "snapshot":
-                snap = Snapshot(seq, bids, asks, event_time)
-            elif kind == "delta":
-                prev = data["prevSeqNum"]
-                if not isinstance(prev, int):
-                    raise TypeError("prevSeqNum must be an integer")
-                delta = Delta(seq, seq, prev, bids, asks, event_time)
-            else:
-                raise ValueError(f"unknown type {kind!r}")
-        except (KeyError, TypeError, ValueError) as exc:
-            self.metrics.decode_error(self.venue)
-            self._resync(conn, canonical, Reason.DECODE_ERROR, f"bad {topic} frame: {exc}")
-            return
-        if kind == "snapshot":
-            self._snapshot_arrived(conn, canonical)
-            self.deliver_snapshot(conn, canonical, snap)
-        else:
-            self.deliver(conn, canonical, delta)
-
-    def _on_ack(self, conn: Connection, obj: dict) -> None:
+    def _on_ack(self, conn: Connection[BtseConnState], obj: dict) -> None:
         """Rejected topics are left out of ``channel``; the error frame that follows says why.
 
         Acks come in request order, so each is matched with the oldest unanswered subscribe.  A topic
         left out is only logged here: the error frame decides (1000 -> invalid), and without one the
         snapshot guard asks again.
         """
-        pending: deque[list[str]] = conn.data.setdefault("pending_subscribes", deque())
+        pending = conn.venue_state.pending_subscribes
         channel = obj.get("channel")
         if not pending or not isinstance(channel, list):
             return
@@ -253,7 +302,7 @@ class BtseFeed(VenueFeed):
         if left_out:
             log.warning("%s: subscribe not acknowledged for %s", self.venue, ", ".join(left_out))
 
-    def _on_errors(self, conn: Connection, obj: dict) -> None:
+    def _on_errors(self, conn: Connection[BtseConnState], obj: dict) -> None:
         errors = obj.get("errors")
         if not isinstance(errors, list):
             raise FrameError(f"unexpected error frame: {str(obj)[:200]}")
@@ -262,7 +311,8 @@ class BtseFeed(VenueFeed):
             if not isinstance(entry, dict):
                 continue
             arg = entry.get("arg")
-            err = entry.get("error") if isinstance(entry.get("error"), dict) else {}
+            raw = entry.get("error")
+            err = raw if isinstance(raw, dict) else {}
             code, message = err.get("code"), err.get("message", "")
             venue_symbol = symbol_of_topic(arg) if isinstance(arg, str) else None
             canonical = self._canonical.get(venue_symbol or "")
@@ -283,44 +333,36 @@ class BtseFeed(VenueFeed):
             raise FeedError("venue error 1008: too many failed attempts, session closing")
 
     # ------------------------------------------------------------------ per-symbol actions
-    def _invalidate(self, conn: Connection, canonical: str, detail: str) -> None:
+    def _invalidate(self, conn: Connection[BtseConnState], canonical: str, detail: str) -> None:
         """InvalidSymbol semantics: the book stops for good; later reconnects do not ask again."""
         sync = conn.syncs[canonical]
-        self._deadlines(conn).pop(canonical, None)
+        conn.venue_state.snapshot_deadline.pop(canonical, None)
         self.invalid[canonical] = detail
         self.metrics.snapshot(self.venue, canonical, False)
         sync.invalidate(detail)
         log.error("%s: symbol %s rejected by the venue: %s", self.venue, canonical, detail)
 
-    def _resync(self, conn: Connection, canonical: str, reason: Reason, detail: str) -> None:
+    def _resync(self, conn: Connection[BtseConnState], canonical: str, reason: Reason, detail: str) -> None:
         sync = conn.syncs[canonical]
         if sync.state is SyncState.INVALID:
             return
         sync.fail(reason, detail)
-        self._deadlines(conn).pop(canonical, None)
+        conn.venue_state.snapshot_deadline.pop(canonical, None)
         if sync.wants_snapshot():
             self.request_snapshot(conn, canonical)
 
     # ------------------------------------------------------------------ snapshot guard
-    @staticmethod
-    def _deadlines(conn: Connection) -> dict[str, float]:
-        return conn.data.setdefault("snapshot_deadline", {})
+    def _expect_snapshot(self, conn: Connection[BtseConnState], canonical: str) -> None:
+        conn.venue_state.snapshot_deadline[canonical] = time.monotonic() + self.snapshot_wait
 
-    @staticmethod
-    def _misses(conn: Connection) -> dict[str, int]:
-        return conn.data.setdefault("snapshot_misses", {})
+    def _snapshot_arrived(self, conn: Connection[BtseConnState], canonical: str) -> None:
+        conn.venue_state.snapshot_deadline.pop(canonical, None)
+        conn.venue_state.snapshot_misses.pop(canonical, None)
 
-    def _expect_snapshot(self, conn: Connection, canonical: str) -> None:
-        self._deadlines(conn)[canonical] = time.monotonic() + self.snapshot_wait
-
-    def _snapshot_arrived(self, conn: Connection, canonical: str) -> None:
-        self._deadlines(conn).pop(canonical, None)
-        self._misses(conn).pop(canonical, None)
-
-    async def _snapshot_guard(self, conn: Connection) -> None:
+    async def _snapshot_guard(self, conn: Connection[BtseConnState]) -> None:
         """Re-request snapshots that never came; too many misses in a row -> reconnect."""
         period = max(0.01, min(1.0, self.snapshot_wait / 5))
-        deadlines, misses = self._deadlines(conn), self._misses(conn)
+        deadlines, misses = conn.venue_state.snapshot_deadline, conn.venue_state.snapshot_misses
         while conn.open:
             await asyncio.sleep(period)
             now = time.monotonic()
@@ -345,13 +387,13 @@ class BtseFeed(VenueFeed):
                 self.request_snapshot(conn, canonical)
 
     # ------------------------------------------------------------------ heartbeat
-    async def _heartbeat(self, conn: Connection) -> None:
+    async def _heartbeat(self, conn: Connection[BtseConnState]) -> None:
         """Text ``ping`` every ``ping_interval``; no ``pong`` within ``pong_timeout`` -> reconnect."""
         while conn.open:
             await asyncio.sleep(self.ping_interval)
             if not conn.open:
                 return
-            pong = conn.data["pong"] = asyncio.Event()
+            pong = conn.venue_state.pong = asyncio.Event()
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await conn.ws.send_str("ping")  # type: ignore[union-attr]
             try:
@@ -361,19 +403,18 @@ class BtseFeed(VenueFeed):
                 await self._drop(conn, f"no pong within {self.pong_timeout}s")
                 return
 
-    async def _drop(self, conn: Connection, why: str) -> None:
+    async def _drop(self, conn: Connection[BtseConnState], why: str) -> None:
         """The socket is unusable: close it so the supervisor reconnects with backoff."""
         log.warning("%s: dropping connection %s: %s", self.venue, conn.id, why)
-        conn.data["dropped"] = why
         if conn.ws is not None and not conn.ws.closed:
             with contextlib.suppress(Exception):
                 await conn.ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=why.encode()[:120])
 
-    async def _send(self, conn: Connection, obj: dict) -> None:
+    async def _send(self, conn: Connection[BtseConnState], obj: dict) -> None:
         if conn.ws is None or conn.ws.closed:
             raise SnapshotError("socket closed")
         if obj["op"] == "subscribe":
-            conn.data.setdefault("pending_subscribes", deque()).append(list(obj["args"]))
+            conn.venue_state.pending_subscribes.append(list(obj["args"]))
         await conn.ws.send_str(orjson.dumps(obj).decode())
 
 
@@ -400,7 +441,7 @@ class _ResyncPacer:
     ``resync_stable_after`` seconds restores the step reached before, so the delay keeps growing.
     """
 
-    def __init__(self, feed: BtseFeed, conn: Connection, canonical: str) -> None:
+    def __init__(self, feed: BtseFeed, conn: Connection[BtseConnState], canonical: str) -> None:
         self.feed = feed
         self.conn = conn
         self.canonical = canonical

@@ -1,4 +1,4 @@
-"""The Huobi-style market-by-price feed that NHEX and BitV share (specs/nhex.md, specs/bitv.md).
+"""The Huobi-style market-by-price feed that NHEX and BitV share (their Huobi-style API docs).
 
 One ``/feed`` WebSocket carries, per symbol, ``sub`` to ``market.<sym>.mbp.<levels>`` and the ``req``
 for that topic's snapshot; the venue modules (``feeds.nhex``, ``feeds.bitv``) only say which level
@@ -34,7 +34,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Coroutine
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -91,7 +91,7 @@ def decode_frame(data: bytes) -> dict:
 def _text(value: object) -> str:
     """A decoded JSON number as exact text: ``parse_float`` already gave text; ints are made text."""
     if value.__class__ is str:
-        return value  # type: ignore[return-value]
+        return value
     if value.__class__ is int:
         return str(value)
     raise FrameError(f"level value is not a number: {value!r}")
@@ -110,7 +110,33 @@ def exact_levels(raw: object) -> list[RawPair] | None:
 
 
 # ---------------------------------------------------------------------- the feed
-class GzipMbpFeed(VenueFeed):
+@dataclass(slots=True)
+class PendingReply:
+    """A ``sub`` or ``req`` sent on a socket, awaiting the reply with its ``id``."""
+
+    kind: str  # "sub" or "req"
+    canonical: str
+    future: asyncio.Future[dict] | None = None  # a req's caller waits on it; a sub's ack is handled inline
+
+
+@dataclass(slots=True)
+class MbpConnState:
+    """What one NHEX/BitV socket tracks.
+
+    Reply ids and the 100 ms spacing between ``req`` frames are per socket in the venue's rules,
+    and a topic is only routed on the socket that subscribed it.
+    """
+
+    pacer: RequestPacer  # spaces ``req`` frames ``req_min_interval`` apart
+    pending: dict[str, PendingReply] = field(default_factory=dict)  # id -> what it answers
+    topics: dict[str, str] = field(default_factory=dict)  # topic -> canonical
+    subbed: dict[str, float] = field(default_factory=dict)  # canonical -> monotonic time of the ok ack
+    ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    # canonical -> (stale snapshots, applied, streak) at the last req reply (see _tolerate_straddles)
+    snapshot_marks: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+
+
+class GzipMbpFeed(VenueFeed[MbpConnState]):
     """Everything NHEX and BitV share; subclasses set the levels and symbols their venue allows."""
 
     # venue facts (class attributes; subclasses override)
@@ -179,9 +205,9 @@ class GzipMbpFeed(VenueFeed):
     def rule_for(self, canonical: str) -> SequenceRule:
         return MBP_TICK if self.levels_for(canonical) in self.tick_levels else MBP_100MS
 
-    def _new_sync(self, canonical: str) -> BookSync:
+    def new_sync(self, canonical: str) -> BookSync:
         """The base sync with its book capped to the topic's window (trimmed after every message)."""
-        sync = super()._new_sync(canonical)
+        sync = super().new_sync(canonical)
         sync.book.max_depth = self.levels_for(canonical)
         return sync
 
@@ -192,42 +218,35 @@ class GzipMbpFeed(VenueFeed):
         return out
 
     # ------------------------------------------------------------------ connection
-    async def connect(self, conn: Connection) -> aiohttp.ClientWebSocketResponse:
-        ws = await super().connect(conn)
-        conn.data.update(
-            pacer=RequestPacer(rate=1000.0, burst=1.0, min_interval=self.req_min_interval),
-            pending={},  # id -> (kind, canonical, future or None)
-            topics={},  # topic -> canonical
-            subbed={},  # canonical -> monotonic time of the ok ack
-            ids=itertools.count(1),
-        )
-        return ws
+    def new_connection_state(self) -> MbpConnState:
+        return MbpConnState(RequestPacer(rate=1000.0, burst=1.0, min_interval=self.req_min_interval))
 
-    def connection_tasks(self, conn: Connection) -> list[Coroutine[Any, Any, Any]]:
+    def connection_tasks(self, conn: Connection[MbpConnState]) -> list[Coroutine[Any, Any, Any]]:
         return [self._quiet_books(conn)]
 
-    async def subscribe(self, conn: Connection) -> None:
+    async def subscribe(self, conn: Connection[MbpConnState]) -> None:
         for canonical in conn.symbols:
             await self._sub(conn, canonical)
 
-    async def _send(self, conn: Connection, obj: dict) -> None:
+    async def _send(self, conn: Connection[MbpConnState], obj: dict) -> None:
         assert conn.ws is not None
         await conn.ws.send_str(orjson.dumps(obj).decode())
 
-    async def _sub(self, conn: Connection, canonical: str) -> None:
+    async def _sub(self, conn: Connection[MbpConnState], canonical: str) -> None:
         topic = self.topic_for(canonical)
-        conn.data["topics"][topic] = canonical
-        rid = f"sub-{next(conn.data['ids'])}"
-        conn.data["pending"][rid] = ("sub", canonical, None)
+        state = conn.venue_state
+        state.topics[topic] = canonical
+        rid = f"sub-{next(state.ids)}"
+        state.pending[rid] = PendingReply("sub", canonical)
         await self._send(conn, {"sub": topic, "id": rid})
 
-    async def _quiet_books(self, conn: Connection) -> None:
+    async def _quiet_books(self, conn: Connection[MbpConnState]) -> None:
         """Request snapshots for subscribed books that have buffered nothing for a while (quiet 5/20)."""
         period = max(0.02, self.quiet_snapshot_delay / 4)
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()
-            for canonical, subbed_at in list(conn.data["subbed"].items()):
+            for canonical, subbed_at in list(conn.venue_state.subbed.items()):
                 sync = conn.syncs.get(canonical)
                 if sync is None or now - max(subbed_at, sync.since) < self.quiet_snapshot_delay:
                     continue
@@ -235,7 +254,7 @@ class GzipMbpFeed(VenueFeed):
                     self.request_snapshot(conn, canonical)
 
     # ------------------------------------------------------------------ frames
-    async def handle(self, conn: Connection, msg: aiohttp.WSMessage) -> None:
+    async def handle(self, conn: Connection[MbpConnState], msg: aiohttp.WSMessage) -> None:
         if msg.type is not aiohttp.WSMsgType.BINARY:
             raise FrameError(f"unexpected {msg.type.name} frame (every server frame is gzip)")
         obj = decode_frame(msg.data)
@@ -252,8 +271,8 @@ class GzipMbpFeed(VenueFeed):
             self.venue_errors[str(obj.get("err-msg"))] += 1
             log.warning("%s: error without id on connection %s: %s", self.venue, conn.id, obj)
 
-    def _on_push(self, conn: Connection, obj: dict, tick: object) -> None:
-        canonical = conn.data["topics"].get(obj.get("ch"))
+    def _on_push(self, conn: Connection[MbpConnState], obj: dict, tick: object) -> None:
+        canonical = conn.venue_state.topics.get(obj.get("ch"))  # type: ignore[arg-type]
         if canonical is None:
             return  # a topic we no longer follow (fallback, unsub)
         if not isinstance(tick, dict):
@@ -267,22 +286,21 @@ class GzipMbpFeed(VenueFeed):
                       event_time=ts / 1000 if ts.__class__ is int else None)
         self.deliver(conn, canonical, delta)
 
-    async def _on_reply(self, conn: Connection, obj: dict) -> None:
+    async def _on_reply(self, conn: Connection[MbpConnState], obj: dict) -> None:
         rid = obj["id"]
-        entry = conn.data["pending"].pop(rid, None) if isinstance(rid, str | int) else None
+        entry = conn.venue_state.pending.pop(rid, None) if isinstance(rid, str) else None
         if entry is None:
             return  # reply to a req we gave up on
-        kind, canonical, future = entry
-        if kind == "req":
-            if not future.done():
-                future.set_result(obj)
+        if entry.kind == "req":
+            if entry.future is not None and not entry.future.done():
+                entry.future.set_result(obj)
             return
         if obj.get("status") == "ok":
-            conn.data["subbed"][canonical] = time.monotonic()
+            conn.venue_state.subbed[entry.canonical] = time.monotonic()
             return
-        await self._sub_failed(conn, canonical, obj)
+        await self._sub_failed(conn, entry.canonical, obj)
 
-    async def _sub_failed(self, conn: Connection, canonical: str, reply: dict) -> None:
+    async def _sub_failed(self, conn: Connection[MbpConnState], canonical: str, reply: dict) -> None:
         err = str(reply.get("err-msg", ""))
         self.venue_errors[err] += 1
         sync = conn.syncs[canonical]
@@ -292,7 +310,7 @@ class GzipMbpFeed(VenueFeed):
         if err == INVALID_TOPIC and levels in self.tick_levels and self.fallback_levels \
                 and self.fallback_levels != levels and sync.state is not SyncState.LIVE:
             # 5/20 not offered for this symbol: the same book at the fallback depth, on this connection
-            conn.data["topics"].pop(self.topic_for(canonical), None)
+            conn.venue_state.topics.pop(self.topic_for(canonical), None)
             self._levels[canonical] = self.fallback_levels
             sync.rule = self.rule_for(canonical)
             sync.book.max_depth = self.fallback_levels
@@ -304,21 +322,21 @@ class GzipMbpFeed(VenueFeed):
             sync.fail(Reason.VENUE_ERROR, err)
             conn.spawn(self._resubscribe_later(conn, canonical))
 
-    async def _resubscribe_later(self, conn: Connection, canonical: str) -> None:
+    async def _resubscribe_later(self, conn: Connection[MbpConnState], canonical: str) -> None:
         await asyncio.sleep(self.not_open_retry)
         if conn.open:
             await self._sub(conn, canonical)
 
     # ------------------------------------------------------------------ snapshot by req
-    async def fetch_snapshot(self, conn: Connection, canonical: str) -> Snapshot | None:
-        state = conn.data
-        pacer: RequestPacer = state["pacer"]
+    async def fetch_snapshot(self, conn: Connection[MbpConnState], canonical: str) -> Snapshot | None:
+        state = conn.venue_state
+        pacer = state.pacer
         await pacer.acquire()
         if not conn.open:
             raise SnapshotError("connection closed")
-        rid = f"req-{next(state['ids'])}"
+        rid = f"req-{next(state.ids)}"
         future: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
-        state["pending"][rid] = ("req", canonical, future)
+        state.pending[rid] = PendingReply("req", canonical, future)
         try:
             await self._send(conn, {"req": self.topic_for(canonical), "id": rid})
             reply = await asyncio.wait_for(future, self.req_timeout)
@@ -327,7 +345,7 @@ class GzipMbpFeed(VenueFeed):
         except ConnectionError as exc:
             raise SnapshotError(f"req not sent: {exc}") from exc
         finally:
-            state["pending"].pop(rid, None)
+            state.pending.pop(rid, None)
         if reply.get("status") != "ok":
             err = str(reply.get("err-msg", ""))
             self.venue_errors[err] += 1
@@ -341,7 +359,7 @@ class GzipMbpFeed(VenueFeed):
         self._tolerate_straddles(conn, canonical)
         return self._snapshot(reply)
 
-    def _tolerate_straddles(self, conn: Connection, canonical: str) -> None:
+    def _tolerate_straddles(self, conn: Connection[MbpConnState], canonical: str) -> None:
         """After ``straddle_accept_after`` snapshots in a row failed their first push, accept straddles.
 
         A 150-level snapshot whose ``S`` falls between two pushes (``prevSeqNum < S < seqNum``) is
@@ -352,7 +370,7 @@ class GzipMbpFeed(VenueFeed):
         sync = conn.syncs.get(canonical)
         if sync is None or sync.rule.straddle_ok:
             return
-        marks: dict[str, tuple[int, int, int]] = conn.data.setdefault("snapshot_marks", {})
+        marks = conn.venue_state.snapshot_marks
         stale, applied = sync.counters.stale_snapshots, sync.counters.applied
         last = marks.get(canonical)
         streak = last[2] + 1 if last is not None and stale > last[0] and applied == last[1] else 0

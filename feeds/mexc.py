@@ -1,6 +1,7 @@
 """MEXC Spot v3 feed: protobuf aggregated-depth diffs over WebSocket plus the REST depth snapshot.
 
-Wire protocol (``shared/specs/mexc.md``):
+Wire protocol (MEXC Spot v3 docs: "Websocket Market Streams" and "How to Properly Maintain a Local
+Copy of the Order Book"):
 
 * one WebSocket at ``ws_url`` (``wss://wbs-api.mexc.com/ws``); the client sends JSON
   **text** commands (``SUBSCRIPTION``, ``PING``) and gets JSON text replies; market data
@@ -34,6 +35,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import aiohttp
+import msgspec
 import orjson
 from google.protobuf.message import DecodeError
 
@@ -50,7 +52,7 @@ log = logging.getLogger("aggbook.feeds.mexc")
 DEPTH_CHANNEL = "spot@public.aggre.depth.v3.api.pb"
 DEPTH_MEMBER = "publicAggreDepths"  # oneof member 313 of PushDataV3ApiWrapper
 INTERVALS = ("100ms", "10ms")
-DEFAULT_DEPTH = 5000  # the spec's snapshot limit; MEXC's maximum
+DEFAULT_DEPTH = 5000  # the docs' largest snapshot limit (GET /api/v3/depth)
 MAX_DEPTH = 5000
 VENUE_SUBSCRIPTION_LIMIT = 30  # MEXC silently ignores the 31st subscription on a connection
 INVALID_SYMBOL_CODE = -1121
@@ -60,7 +62,29 @@ _BRACKETS = re.compile(r"\[([^\]]*)\]")  # "Not Subscribed successfully! [<chann
 MEXC = SequenceRule("mexc", Chain.NEXT_ID, FirstAfterSnapshot.COVERS_NEXT, drop_through_snapshot=True)
 
 
-@dataclass
+# ---------------------------------------------------------------------- frame schemas
+# Binary pushes have theirs in proto/mexc_push.proto (PushDataV3ApiWrapper); the JSON ones are here.
+class ControlReply(msgspec.Struct):
+    """A reply to a client command: ``{"id": 0, "code": 0, "msg": "PONG" | "<channels>" | "<rejection>"}``."""
+
+    msg: str
+    id: int | None = None
+    code: int | None = None
+
+
+class DepthSnapshot(msgspec.Struct):
+    """The ``GET /api/v3/depth`` body; ``lastUpdateId`` may be a JSON number or a string of digits."""
+
+    lastUpdateId: int | str
+    bids: list[tuple[str, str]]
+    asks: list[tuple[str, str]]
+    timestamp: int | None = None
+
+
+_CONTROL_REPLY = msgspec.json.Decoder(ControlReply)
+
+
+@dataclass(slots=True)
 class _Batch:
     """One SUBSCRIPTION frame and what the venue has said about its channels so far."""
 
@@ -70,19 +94,22 @@ class _Batch:
     replied: bool = False  # some reply (ack or rejection) named a channel of this batch
 
 
-@dataclass
-class _ConnState:
-    """Per-connection protocol state kept in ``Connection.data``."""
+@dataclass(slots=True)
+class MexcConnState:
+    """What one MEXC socket tracks: routing, unresolved SUBSCRIPTIONs, its frame pacer, PONGs.
 
+    The 30-subscription limit, the acks and the client-frame rate are all per connection.
+    """
+
+    pacer: RequestPacer  # client frames (SUBSCRIPTION, PING) at ``control_rate``
     by_venue: dict[str, str] = field(default_factory=dict)  # venue symbol -> canonical
     by_channel: dict[str, str] = field(default_factory=dict)  # channel -> canonical
     batches: list[_Batch] = field(default_factory=list)  # unresolved subscriptions
-    pacer: RequestPacer | None = None
     pong: asyncio.Event = field(default_factory=asyncio.Event)
     pongs: int = 0
 
 
-class MexcFeed(VenueFeed):
+class MexcFeed(VenueFeed[MexcConnState]):
     """MEXC Spot v3 order books (kind ``mexc``)."""
 
     max_symbols_per_connection = 25  # the venue allows 30; keep headroom
@@ -116,13 +143,15 @@ class MexcFeed(VenueFeed):
     def channel_for(self, venue_symbol: str) -> str:
         return f"{DEPTH_CHANNEL}@{self.depth_interval}@{venue_symbol}"
 
-    def connection_tasks(self, conn: Connection) -> list[Coroutine[Any, Any, Any]]:
-        self._state(conn)  # started before subscribe(): the state must exist for both
+    def new_connection_state(self) -> MexcConnState:
+        return MexcConnState(RequestPacer(self.control_rate, 1.0))
+
+    def connection_tasks(self, conn: Connection[MexcConnState]) -> list[Coroutine[Any, Any, Any]]:
         return [self._heartbeat(conn)]
 
-    async def subscribe(self, conn: Connection) -> None:
+    async def subscribe(self, conn: Connection[MexcConnState]) -> None:
         """Queue the SUBSCRIPTION frames; replies are checked as they arrive, while the socket is read."""
-        state = self._state(conn)
+        state = conn.venue_state
         for canonical in conn.symbols:
             if canonical in self.invalid:  # rejected earlier: do not ask again on every reconnect
                 sync = conn.syncs[canonical]
@@ -136,14 +165,14 @@ class MexcFeed(VenueFeed):
             await self._park(conn)
         conn.spawn(self._subscribe_paced(conn, list(state.by_channel)), name=f"{self.venue}-subscribe")
 
-    async def handle(self, conn: Connection, msg: aiohttp.WSMessage) -> None:
+    async def handle(self, conn: Connection[MexcConnState], msg: aiohttp.WSMessage) -> None:
         """Binary = protobuf data, text = JSON control: by opcode, as the two decoders must never mix."""
         if msg.type is aiohttp.WSMsgType.BINARY:
             self._on_push(conn, msg.data)
         elif msg.type is aiohttp.WSMsgType.TEXT:
             self._on_control(conn, msg.data)
 
-    async def fetch_snapshot(self, conn: Connection, canonical: str) -> Snapshot:
+    async def fetch_snapshot(self, conn: Connection[MexcConnState], canonical: str) -> Snapshot:
         """``GET /api/v3/depth``; 429/418 raise RateLimited (in ``get_json``), -1121 InvalidSymbol."""
         venue_symbol = self.config.symbols[canonical]
         status, _, body = await self.get_json(f"{self.config.rest_url}/api/v3/depth",
@@ -178,7 +207,7 @@ class MexcFeed(VenueFeed):
         return bad
 
     # ------------------------------------------------------------------ data frames
-    def _on_push(self, conn: Connection, data: bytes) -> None:
+    def _on_push(self, conn: Connection[MexcConnState], data: bytes) -> None:
         try:
             wrapper = pb.PushDataV3ApiWrapper.FromString(data)
         except DecodeError as exc:
@@ -186,7 +215,7 @@ class MexcFeed(VenueFeed):
         if wrapper.WhichOneof("body") != DEPTH_MEMBER:
             return  # other channels, oneof members this schema does not declare, or none
         venue_symbol = wrapper.symbol if wrapper.HasField("symbol") else wrapper.channel.rpartition("@")[2]
-        canonical = self._state(conn).by_venue.get(venue_symbol)
+        canonical = conn.venue_state.by_venue.get(venue_symbol)
         if canonical is None:
             log.debug("%s: push for unsubscribed symbol %r ignored", self.venue, venue_symbol)
             return
@@ -208,17 +237,13 @@ class MexcFeed(VenueFeed):
         ))
 
     # ------------------------------------------------------------------ control frames
-    def _on_control(self, conn: Connection, text: str) -> None:
+    def _on_control(self, conn: Connection[MexcConnState], text: str) -> None:
         try:
-            reply = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            log.warning("%s: non-JSON text frame ignored: %r", self.venue, text[:200])
+            msg = _CONTROL_REPLY.decode(text).msg
+        except msgspec.DecodeError as exc:  # not JSON, or no ``msg`` text: nothing this feed asked for
+            log.warning("%s: unexpected control frame ignored (%s): %r", self.venue, exc, text[:200])
             return
-        msg = reply.get("msg") if isinstance(reply, dict) else None
-        if not isinstance(msg, str):
-            log.warning("%s: unexpected control frame ignored: %r", self.venue, text[:200])
-            return
-        state = self._state(conn)
+        state = conn.venue_state
         if msg == PONG:
             state.pongs += 1
             state.pong.set()
@@ -250,16 +275,16 @@ class MexcFeed(VenueFeed):
         if not hit:
             log.warning("%s: unrecognised control reply on connection %s: %r", self.venue, conn.id, msg)
 
-    def _drop_unacknowledged(self, conn: Connection, batch: _Batch) -> None:
+    def _drop_unacknowledged(self, conn: Connection[MexcConnState], batch: _Batch) -> None:
         """The venue answered the batch without these channels: over its limit, never served."""
-        state = self._state(conn)
+        state = conn.venue_state
         for channel in sorted(batch.pending):
             self._invalidate(conn, state.by_channel[channel],
                              "subscription not acknowledged (over the venue's per-connection limit?)")
         batch.pending.clear()
         state.batches = [b for b in state.batches if b.pending]
 
-    def _invalidate(self, conn: Connection, canonical: str, why: str) -> None:
+    def _invalidate(self, conn: Connection[MexcConnState], canonical: str, why: str) -> None:
         log.error("%s: %s: %s", self.venue, canonical, why)
         self.invalid[canonical] = why
         sync = conn.syncs.get(canonical)
@@ -269,9 +294,9 @@ class MexcFeed(VenueFeed):
             self._abort(conn, "no valid symbol left")  # the next attempt parks instead of subscribing
 
     # ------------------------------------------------------------------ connection tasks
-    async def _subscribe_paced(self, conn: Connection, channels: list[str]) -> None:
+    async def _subscribe_paced(self, conn: Connection[MexcConnState], channels: list[str]) -> None:
         """Send SUBSCRIPTION frames at the control rate, then watch for their replies."""
-        state = self._state(conn)
+        state = conn.venue_state
         size = max(1, int(self.channels_per_subscribe))
         for i in range(0, len(channels), size):
             names = channels[i:i + size]
@@ -290,9 +315,9 @@ class MexcFeed(VenueFeed):
                     self._abort(conn, f"no reply to SUBSCRIPTION {batch.channels} within {self.ack_timeout}s")
                     return
 
-    async def _heartbeat(self, conn: Connection) -> None:
+    async def _heartbeat(self, conn: Connection[MexcConnState]) -> None:
         """PING so the venue keeps the connection; a missing PONG means the connection is dead."""
-        state = self._state(conn)
+        state = conn.venue_state
         while True:
             await asyncio.sleep(self.ping_interval)
             state.pong.clear()
@@ -305,9 +330,8 @@ class MexcFeed(VenueFeed):
                 self._abort(conn, f"no PONG within {self.pong_timeout}s")
                 return
 
-    async def _send(self, conn: Connection, command: dict) -> bool:
-        state = self._state(conn)
-        assert state.pacer is not None
+    async def _send(self, conn: Connection[MexcConnState], command: dict) -> bool:
+        state = conn.venue_state
         await state.pacer.acquire()
         ws = conn.ws
         if ws is None or ws.closed:
@@ -319,13 +343,13 @@ class MexcFeed(VenueFeed):
             return False
         return True
 
-    def _abort(self, conn: Connection, why: str) -> None:
+    def _abort(self, conn: Connection[MexcConnState], why: str) -> None:
         """End the connection from one of its own tasks; the supervisor reconnects."""
         log.warning("%s: connection %s: %s; reconnecting", self.venue, conn.id, why)
         if conn.task is not None and not conn.task.done():
             conn.task.cancel()
 
-    async def _park(self, conn: Connection) -> None:
+    async def _park(self, conn: Connection[MexcConnState]) -> None:
         """Every symbol of this connection is invalid: hold no socket, and do not reconnect in a loop."""
         log.error("%s: connection %s has no valid symbol left; idle until restart", self.venue, conn.id)
         for task in list(conn.tasks):
@@ -337,12 +361,6 @@ class MexcFeed(VenueFeed):
         await asyncio.Future()  # until the feed stops (which cancels this task)
 
     # ------------------------------------------------------------------ helpers
-    def _state(self, conn: Connection) -> _ConnState:
-        state = conn.data.get("mexc")
-        if state is None:
-            state = conn.data["mexc"] = _ConnState(pacer=RequestPacer(self.control_rate, 1.0))
-        return state
-
     def _learn_steps(self, canonical: str, info: dict) -> None:
         """Price and size steps from exchangeInfo (``quotePrecision`` decimals, ``baseSizePrecision``)."""
         try:
@@ -357,22 +375,14 @@ class MexcFeed(VenueFeed):
 
 
 def parse_depth(body: object) -> Snapshot:
-    """``GET /api/v3/depth`` -> Snapshot; ``lastUpdateId`` may be a JSON number or a string."""
-    if not isinstance(body, dict):
-        raise SnapshotError(f"depth: not an object: {str(body)[:200]}")
-    raw_id = body.get("lastUpdateId")
-    if isinstance(raw_id, bool) or not isinstance(raw_id, (int, str)):
-        raise SnapshotError(f"depth: bad lastUpdateId {raw_id!r}")
+    """``GET /api/v3/depth`` -> Snapshot, checked against :class:`DepthSnapshot`."""
     try:
-        last = int(raw_id)
-    except ValueError as exc:
-        raise SnapshotError(f"depth: bad lastUpdateId {raw_id!r}") from exc
-    bids, asks = body.get("bids"), body.get("asks")
-    if not isinstance(bids, list) or not isinstance(asks, list):
-        raise SnapshotError("depth: bids/asks missing")
-    stamp = body.get("timestamp")
-    event_time = stamp / 1000 if isinstance(stamp, int) and not isinstance(stamp, bool) else None
-    return Snapshot(last, bids, asks, event_time)
+        depth = msgspec.convert(body, DepthSnapshot)
+        last = int(depth.lastUpdateId)
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise SnapshotError(f"depth: {exc}: {str(body)[:200]}") from exc
+    return Snapshot(last, depth.bids, depth.asks,
+                    depth.timestamp / 1000 if depth.timestamp is not None else None)
 
 
 VENUES = (

@@ -1,6 +1,7 @@
 """NHEX (新火香港) market-by-price feed: the shared Huobi-style handler with NHEX's level counts.
 
-What differs from BitV (specs/nhex.md §13): mbp.5 and mbp.20 exist for every symbol, and the doc's
+What differs from BitV (NHEX's API doc, market-by-price topic ``market.$symbol.mbp.$levels``):
+mbp.5 and mbp.20 exist for every symbol, and the doc's
 parameter table also lists mbp.400, which the prose never describes; it is offered only when the
 ``enable_mbp400`` option is set (it then behaves like 150: a 100 ms snapshot diff).
 """

@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from aggbook.book.sync import BookSync, Reason, SyncState, Transition
-from aggbook.feeds.base import Connection, FeedError, VenueFeed
+from aggbook.feeds.base import Connection, FeedError, FrameError, VenueFeed
 from aggbook.feeds.binance import BinanceFuturesFeed, BinanceSpotFeed
 from aggbook.feeds.config import VenueConfig
 from aggbook.simulator.binance import BinanceFuturesVenue, BinanceSpotVenue
@@ -404,8 +404,8 @@ async def test_subscribe_frames_respect_five_per_second(paced: bool) -> None:
             return
         await h.wait_all_live()
         (conn,) = h.feed.connections.values()
-        assert conn.data["pacer"].waited > 0
-        assert conn.data["pending"] == {}  # every SUBSCRIBE answered with result null
+        assert conn.venue_state.pacer.waited > 0
+        assert conn.venue_state.pending == {}  # every SUBSCRIBE answered with result null
         (sim_conn,) = h.venue.connections.values()
         assert len(sim_conn.subscriptions) == 8
         assert h.feed.reconnects == 0
@@ -476,12 +476,41 @@ async def test_error_reply_to_subscribe_is_seen_in_either_shape(market: Market, 
     """Both shapes of an error reply to our SUBSCRIBE fail the connection; result null does not."""
     feed = market.feed_cls(VenueConfig(name=market.kind, kind=market.kind, symbols={SYM: "BTCUSDT"}))
     assert isinstance(feed, (BinanceSpotFeed, BinanceFuturesFeed))
-    conn = Connection(symbols=[SYM], syncs={})
-    conn.data["pending"] = {5: ["btcusdt@depth@100ms"], 6: ["ethusdt@depth@100ms"]}
+    conn = Connection(symbols=[SYM], syncs={}, venue_state=feed.new_connection_state())
+    conn.venue_state.pending = {5: ["btcusdt@depth@100ms"], 6: ["ethusdt@depth@100ms"]}
     ok = aiohttp.WSMessage(aiohttp.WSMsgType.TEXT, '{"result":null,"id":6}', None)
     await feed.handle(conn, ok)
-    assert conn.data["pending"] == {5: ["btcusdt@depth@100ms"]} and feed.control_errors == 0
+    assert conn.venue_state.pending == {5: ["btcusdt@depth@100ms"]} and feed.control_errors == 0
     bad = aiohttp.WSMessage(aiohttp.WSMsgType.TEXT, orjson.dumps(reply).decode(), None)
     with pytest.raises(FeedError, match="too many parameters"):
         await feed.handle(conn, bad)
-    assert conn.data["pending"] == {} and feed.control_errors == 1
+    assert conn.venue_state.pending == {} and feed.control_errors == 1
+
+
+@pytest.mark.parametrize("market", MARKETS)
+async def test_depth_frames_outside_the_schema_are_frame_errors(market: Market) -> None:
+    """A depth event that breaks its schema (or is not JSON) is a FrameError; a valid one is buffered,
+    a raw event on the combined socket too, and a well-formed shutdown notice asks for a rollover."""
+    feed = market.feed_cls(VenueConfig(name=market.kind, kind=market.kind, symbols={SYM: "BTCUSDT"}))
+    conn = feed.new_connection([SYM], publish_when_live=False)
+    sync = conn.syncs[SYM]
+    good = {"e": "depthUpdate", "E": 1, "s": "BTCUSDT", "U": 10, "u": 11, "pu": 9,
+            "b": [["100.0", "1"]], "a": [["101.0", "2"]]}
+
+    def text(obj: object) -> aiohttp.WSMessage:
+        data = obj if isinstance(obj, str) else orjson.dumps(obj).decode()
+        return aiohttp.WSMessage(aiohttp.WSMsgType.TEXT, data, None)
+
+    await feed.handle(conn, text({"stream": "btcusdt@depth@100ms", "data": good}))
+    await feed.handle(conn, text({**good, "U": 12, "u": 13, "pu": 11}))  # unwrapped
+    assert sync.buffered == 2
+    broken = [{**good, "U": "12"}, {**good, "b": [["100.0"]]}, {**good, "a": None},
+              {k: v for k, v in good.items() if k != "u"}]
+    for event in broken:
+        with pytest.raises(FrameError, match="bad depthUpdate"):
+            await feed.handle(conn, text({"stream": "btcusdt@depth@100ms", "data": event}))
+    with pytest.raises(FrameError, match="invalid JSON"):
+        await feed.handle(conn, text('{"stream":"btcusdt@depth@100ms","data":{"e":"depthUp'))
+    assert sync.buffered == 2
+    await feed.handle(conn, text({"stream": "!serverShutdown", "data": {"e": "serverShutdown", "E": 1}}))
+    assert conn.rollover.is_set()

@@ -13,10 +13,12 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import aiohttp
 import orjson
 import pytest
 
 from aggbook.book.sync import Reason, SyncState
+from aggbook.feeds.base import FrameError
 from aggbook.feeds.btse import BtseFeed, symbol_of_topic, topic_for
 from aggbook.feeds.config import VenueConfig
 from aggbook.feeds.registry import feed_class
@@ -329,3 +331,30 @@ async def test_repeated_breakage_backs_off_resubscribes() -> None:
         gaps = [f"{(b - a) * 1000:.0f}" for a, b in zip(times, times[1:], strict=False)]
         print(f"\nBTSE resubscribe spacing under repeated gaps (ms): {', '.join(gaps)}")
         assert h.subscribes(BTC) == rounds + 1
+
+
+async def test_book_frames_outside_the_schema_resync_only_their_symbol() -> None:
+    """A book frame breaking its schema counts a decode error and resyncs that symbol alone; a frame
+    that is not JSON at all is a FrameError (every book on the socket resyncs)."""
+    metrics = RecordingMetrics()
+    feed = BtseFeed(VenueConfig("btse", "btse", {"BTC-USD": "BTC-USD", "ETH-USD": "ETH-USD"}),
+                    metrics=metrics)
+    conn = feed.new_connection(["BTC-USD", "ETH-USD"], publish_when_live=False)
+
+    def frame(symbol: str, kind: str, seq: int, **extra: object) -> aiohttp.WSMessage:
+        data = {"bids": [["100.5", "1"]], "asks": [["101.5", "2"]], "seqNum": seq, "prevSeqNum": seq - 1,
+                "type": kind, "timestamp": 1565135165600, "symbol": symbol, **extra}
+        text = orjson.dumps({"topic": f"update:{symbol}_0", "data": data}).decode()
+        return aiohttp.WSMessage(aiohttp.WSMsgType.TEXT, text, None)
+
+    for symbol in ("BTC-USD", "ETH-USD"):
+        conn.syncs[symbol].snapshot_requested()
+        await feed.handle(conn, frame(symbol, "snapshot", 5))
+        await feed.handle(conn, frame(symbol, "delta", 6))
+        assert conn.syncs[symbol].live and conn.syncs[symbol].counters.applied == 1
+    for broken in ({"seqNum": "7"}, {"bids": [["100.5"]]}, {"type": "partial"}, {"prevSeqNum": None}):
+        await feed.handle(conn, frame("BTC-USD", "delta", 7, **broken))
+        assert not conn.syncs["BTC-USD"].live and conn.syncs["BTC-USD"].reason is Reason.DECODE_ERROR
+    assert metrics.decode_errors == 4 and conn.syncs["ETH-USD"].live
+    with pytest.raises(FrameError):
+        await feed.handle(conn, aiohttp.WSMessage(aiohttp.WSMsgType.TEXT, '{"topic":"update:BTC-U', None))

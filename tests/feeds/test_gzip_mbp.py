@@ -102,7 +102,7 @@ class Harness:
 
     def alive(self) -> bool:
         """No supervisor crashed."""
-        return all(not t.done() for t in self.feed._supervisors)
+        return self.feed.running
 
 
 @contextlib.asynccontextmanager

@@ -146,7 +146,7 @@ async def converge(
 
 
 def feed_alive(feed: MexcFeed) -> bool:
-    return all(not task.done() for task in feed._supervisors)  # noqa: SLF001
+    return feed.running
 
 
 def sim_channels(venue: MexcVenue) -> list[set[str]]:
@@ -285,9 +285,8 @@ async def test_unknown_symbol_is_invalid_without_retry_loop() -> None:
 async def test_decoding_routes_by_oneof_member_and_tolerates_drift() -> None:
     """Only member 313 reaches the book; unknown members and fields are skipped; truncation is an error."""
     feed = MexcFeed(VenueConfig("mexc", "mexc", {TARGET: "BTCUSDT"}))
-    conn = Connection([TARGET], {TARGET: feed._new_sync(TARGET)})  # noqa: SLF001
-    feed.connection_tasks(conn)[0].close()  # sets up the connection state; the heartbeat is not run
-    feed._state(conn).by_venue["BTCUSDT"] = TARGET  # noqa: SLF001
+    conn = Connection([TARGET], {TARGET: feed.new_sync(TARGET)}, feed.new_connection_state())
+    conn.venue_state.by_venue["BTCUSDT"] = TARGET
     sync = conn.syncs[TARGET]
 
     def binary(data: bytes) -> aiohttp.WSMessage:
@@ -316,7 +315,7 @@ async def test_decoding_routes_by_oneof_member_and_tolerates_drift() -> None:
         await feed.handle(conn, binary(truncate_frame(diff)))
     await feed.handle(conn, aiohttp.WSMessage(aiohttp.WSMsgType.TEXT, "not json", None))
     await feed.handle(conn, aiohttp.WSMessage(aiohttp.WSMsgType.TEXT, '{"id":0,"code":0,"msg":"PONG"}', None))
-    assert feed._state(conn).pongs == 1  # noqa: SLF001
+    assert conn.venue_state.pongs == 1
 
 
 # ---------------------------------------------------------------------- control protocol
@@ -375,7 +374,7 @@ async def test_pings_keep_a_quiet_connection_open() -> None:
         await converge(venue, feed, [s.canonical for s in SYMBOLS])
         conn = next(iter(feed.connections.values()))
         (sim_conn,) = venue.connections.values()
-        await wait_for(lambda: conn.data["mexc"].pongs >= 15, 5, "15 PONGs (3 idle timeouts)")
+        await wait_for(lambda: conn.venue_state.pongs >= 15, 5, "15 PONGs (3 idle timeouts)")
         assert feed.reconnects == 0 and not sim_conn.closed and feed.pong_timeouts == 0
 
 

@@ -78,7 +78,7 @@ async def test_random_fault_storm_on_five_venues_ends_equal_to_the_truth(seed: i
             assert transitions.reasons[Reason.DECODE_ERROR] >= 1 and metrics.decode_errors >= 1
             assert transitions.reasons[Reason.CROSSED_BOOK] >= 1
             assert transitions.reasons[Reason.DISCONNECT] >= 1 and metrics.reconnects >= 1
-            assert all(not task.done() for f in fleet.feeds for task in f._supervisors)  # noqa: SLF001
+            assert all(f.running for f in fleet.feeds)
             for spec in SPECS:
                 sym = spec.canonical
                 quote = fleet.books[sym].quote()

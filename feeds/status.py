@@ -1,0 +1,38 @@
+"""A feed's state as JSON for the service's status endpoint.
+
+Kept apart from the lifecycle so what operators see can change without touching how the feed
+runs; venue modules add their own keys on top (``status()`` overrides call ``super()``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aggbook.feeds.base import VenueFeed
+
+
+def render_status(feed: VenueFeed) -> dict[str, Any]:
+    pacer = feed.pacer
+    return {
+        "venue": feed.venue,
+        "kind": feed.config.kind,
+        "reconnects": feed.reconnects,
+        "invalid_symbols": dict(feed.invalid),
+        "tick_sizes": {c: str(t) for c, t in feed.tick_sizes.items()},
+        "lot_sizes": {c: str(t) for c, t in feed.lot_sizes.items()},
+        "snapshot_queue_wait_seconds": round(pacer.waited, 3),
+        "rate_limit_penalties": pacer.penalties,
+        "connections": [
+            {
+                "id": c.id,
+                "state": c.state,
+                "since": c.since,
+                "age_seconds": round(time.monotonic() - c.opened_at, 3),
+                "symbols": list(c.symbols),
+                "url": feed.ws_url_for(c),
+            }
+            for c in feed.connections.values()
+        ],
+    }
