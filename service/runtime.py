@@ -19,6 +19,7 @@ from aggbook.service.aggregator import Aggregator, FeedFactory, default_feed_fac
 from aggbook.service.app import create_app
 from aggbook.service.config import ServiceConfig
 from aggbook.service.metrics import ServiceMetrics
+from aggbook.service.renders import RenderCache
 from aggbook.service.ws import Hub
 
 log = logging.getLogger("aggbook.service")
@@ -29,12 +30,14 @@ class Service:
         self.config = config
         self.metrics = ServiceMetrics()
         self.aggregator = Aggregator(config, feed_factory=feed_factory, metrics=self.metrics)
+        self.renders = RenderCache(self.aggregator)  # before the hub: it must hear a change first
         self.hub = Hub(
             self.aggregator,
             config.websocket,
             self.metrics,
             default_depth=config.default_depth,
             max_depth=config.max_depth,
+            renders=self.renders,
         )
         self.app = create_app(self)
         self.app.on_shutdown.append(self._on_shutdown)
