@@ -15,9 +15,9 @@ Why it is built this way:
   distinct payload once, serialises it once and hands the same bytes to every
   subscriber.  Payloads come from the service's render cache (``service/renders.py``),
   so a new subscriber's snapshot and an HTTP request for the same thing reuse them
-  until the symbol changes again.  Every update carries the full state of the subscription (the quote,
-  or the top ``depth`` ladder), so a client never applies diffs and never has to
-  repair a missed one.
+  until the symbol changes again.  Every update carries the full state of the
+  subscription (the quote, or the top ``depth`` ladder), so a client never applies
+  diffs and never has to repair a missed one.
 * Each client has a bounded queue drained by its own writer task, so a slow
   client never blocks the feeds or anyone else.  When the queue is full, the
   subscription being updated is conflated: its queued updates are dropped and one
