@@ -13,9 +13,11 @@ Why it is built this way:
 * Changes are coalesced at the source: venue updates only mark a symbol dirty and
   one flush per event-loop iteration (or per ``publish_interval``) computes each
   distinct payload once, serialises it once and hands the same bytes to every
-  subscriber.  Every update carries the full state of the subscription (the quote,
-  or the top ``depth`` ladder), so a client never applies diffs and never has to
-  repair a missed one.
+  subscriber.  Payloads come from the service's render cache (``service/renders.py``),
+  so a new subscriber's snapshot and an HTTP request for the same thing reuse them
+  until the symbol changes again.  Every update carries the full state of the
+  subscription (the quote, or the top ``depth`` ladder), so a client never applies
+  diffs and never has to repair a missed one.
 * Each client has a bounded queue drained by its own writer task, so a slow
   client never blocks the feeds or anyone else.  When the queue is full, the
   subscription being updated is conflated: its queued updates are dropped and one
@@ -42,12 +44,11 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
-from aggbook.book.consolidated import ConsolidatedQuote
 from aggbook.book.sync import Transition
 from aggbook.service.aggregator import Aggregator, SymbolChange
 from aggbook.service.config import WebSocketSettings
 from aggbook.service.metrics import ServiceMetrics
-from aggbook.service.views import ladder_json, quote_json
+from aggbook.service.renders import RenderCache
 
 log = logging.getLogger("aggbook.ws")
 
@@ -389,8 +390,13 @@ class Hub:
         *,
         default_depth: int = 10,
         max_depth: int = 1000,
+        renders: RenderCache | None = None,
     ) -> None:
+        """``renders`` must already be subscribed to ``aggregator`` (made before this hub), so it has
+        forgotten a symbol's old payloads when the hub renders for the change; without one the hub
+        makes its own, subscribed first."""
         self.aggregator = aggregator
+        self.renders = renders if renders is not None else RenderCache(aggregator)
         self.settings = settings
         self.metrics = metrics
         self.default_depth = default_depth
@@ -399,7 +405,7 @@ class Hub:
         self.by_symbol: dict[str, set[Subscription]] = {s: set() for s in aggregator.consolidated}
         # changes held back by ``publish_interval`` (with the default 0 every change goes out at once:
         # the aggregator already delivers at most one change per symbol per event-loop iteration)
-        self._held_quotes: dict[str, ConsolidatedQuote | None] = {}
+        self._held_tops: set[str] = set()
         self._held_books: set[str] = set()
         self._handle: asyncio.TimerHandle | None = None
         self._last_publish = 0.0
@@ -594,12 +600,11 @@ class Hub:
         self.by_symbol.get(sub.symbol, set()).discard(sub)
 
     # ------------------------------------------------------------------ rendering
-    def render(self, sub: Subscription, quote: ConsolidatedQuote | None = None) -> bytes:
-        book = self.aggregator.consolidated[sub.symbol]
+    def render(self, sub: Subscription) -> bytes:
+        """The subscription's payload now, from the render cache (rendered there at most once per change)."""
         if sub.channel == "quotes":
-            q = quote if quote is not None and not sub.fees else book.quote(fees=sub.fees)
-            return orjson.dumps(quote_json(q, fees=sub.fees, ages=False))
-        return orjson.dumps(ladder_json(book.ladder(sub.depth, sub.venues), sub.depth))
+            return self.renders.quote_stream(sub.symbol, sub.fees)
+        return self.renders.ladder(sub.symbol, sub.depth, sub.venues)
 
     # ------------------------------------------------------------------ the aggregator's one signal
     def on_symbol_changed(self, change: SymbolChange) -> None:
@@ -613,10 +618,10 @@ class Hub:
                 self._send_status(venue, symbol, transition, subs)
         interval = self.settings.publish_interval
         if interval <= 0:
-            self._publish(symbol, change.top, change.quote, subs)
+            self._publish(symbol, change.top, subs)
             return
         if change.top:
-            self._held_quotes[symbol] = change.quote
+            self._held_tops.add(symbol)
         self._held_books.add(symbol)  # every change may move the ladder
         if self._handle is None:
             loop = asyncio.get_running_loop()
@@ -642,17 +647,15 @@ class Hub:
     def _publish_held(self) -> None:
         self._handle = None
         self._last_publish = asyncio.get_running_loop().time()
-        quotes, self._held_quotes = self._held_quotes, {}
+        tops, self._held_tops = self._held_tops, set()
         books, self._held_books = self._held_books, set()
         for symbol in books:
             subs = self.by_symbol.get(symbol)
             if subs:
-                self._publish(symbol, symbol in quotes, quotes.get(symbol), subs)
+                self._publish(symbol, symbol in tops, subs)
 
-    def _publish(
-        self, symbol: str, top: bool, quote: ConsolidatedQuote | None, subs: set[Subscription]
-    ) -> None:
-        """Render each distinct payload once and hand the same bytes to every subscriber of it."""
+    def _publish(self, symbol: str, top: bool, subs: set[Subscription]) -> None:
+        """Look each distinct payload up once and hand the same bytes to every subscriber of it."""
         self.flushes += 1
         rendered: dict[tuple, bytes] = {}
         for sub in list(subs):
@@ -661,7 +664,7 @@ class Hub:
             key = sub.render_key
             payload = rendered.get(key)
             if payload is None:
-                payload = rendered[key] = self.render(sub, quote)
+                payload = rendered[key] = self.render(sub)
             sub.client.send_sub(sub, payload)
 
     # ------------------------------------------------------------------ observability
