@@ -20,8 +20,10 @@ from aggbook.book.sync import BookSync, Reason, SyncState, Transition
 if TYPE_CHECKING:
     from aggbook.book.consolidated import ConsolidatedBook
 
-# Transitions with these reasons are not resyncs: a book being loaded, rejected, or shut down.
-NOT_A_RESYNC = {Reason.START, Reason.SNAPSHOT, Reason.INVALID_SYMBOL, Reason.STOPPED}
+# Transitions with these reasons are not resyncs: a book being loaded, rejected (invalid symbol,
+# delisted), tried again after its listing re-check (revived), or shut down.
+NOT_A_RESYNC = {Reason.START, Reason.SNAPSHOT, Reason.INVALID_SYMBOL, Reason.DELISTED, Reason.REVIVED,
+                Reason.STOPPED}
 RESYNC_REASONS = [r.value for r in Reason if r not in NOT_A_RESYNC]
 STATES = [s.value for s in SyncState]
 
