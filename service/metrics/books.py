@@ -57,6 +57,11 @@ class _ScrapeCollector:
                 "1 for the book's current sync state, 0 otherwise",
                 labels=[*vs, "state"],
             ),
+            "delisted": GaugeMetricFamily(
+                "aggbook_book_delisted",
+                "1 when the venue's symbol list does not have the symbol (its book is invalid, re-checked)",
+                labels=vs,
+            ),
             "age": GaugeMetricFamily(
                 "aggbook_book_last_update_age_seconds",
                 "Seconds since the book was last known current",
@@ -94,6 +99,8 @@ class _ScrapeCollector:
             sync = book.syncs.get(venue) if book is not None else None
             state = sync.state.value if sync is not None else SyncState.WAITING.value
             f["live"].add_metric([venue, symbol], 1.0 if state == SyncState.LIVE.value else 0.0)
+            delisted = sync is not None and sync.state is SyncState.INVALID and sync.reason is Reason.DELISTED
+            f["delisted"].add_metric([venue, symbol], 1.0 if delisted else 0.0)
             for s in STATES:
                 f["state"].add_metric([venue, symbol, s], 1.0 if s == state else 0.0)
             if sync is not None and sync.updated_at is not None:
