@@ -45,7 +45,7 @@ class SyncState(StrEnum):
     WAITING = "waiting"  # no snapshot yet: deltas are buffered (or dropped for in-stream snapshots)
     LIVE = "live"  # book equals the venue's at ``last_id``
     RESYNCING = "resyncing"  # was live or tried to be; out of sync, waiting for a new snapshot
-    INVALID = "invalid"  # the venue rejected the symbol; no retry loop
+    INVALID = "invalid"  # the venue rejected the symbol; its feed re-checks the listing with backoff
 
 
 class Reason(StrEnum):
@@ -59,7 +59,9 @@ class Reason(StrEnum):
     DISCONNECT = "disconnect"
     VENUE_ERROR = "venue_error"
     ROLLOVER = "rollover"
-    INVALID_SYMBOL = "invalid_symbol"
+    INVALID_SYMBOL = "invalid_symbol"  # the venue answered that it does not know the symbol
+    DELISTED = "delisted"  # and its symbol list agrees: not listed (re-checked, so a relisting is seen)
+    REVIVED = "revived"  # a re-check found the symbol listed (or could not tell): a book is tried again
     STOPPED = "stopped"
 
 
@@ -286,13 +288,28 @@ class BookSync:
         self.snapshot_pending = False
         self._resync(reason, detail)
 
-    def invalidate(self, detail: str) -> None:
-        """The venue says the symbol does not exist: stop, without a retry loop."""
+    def invalidate(self, detail: str, reason: Reason = Reason.INVALID_SYMBOL) -> None:
+        """The venue says the symbol does not exist (``reason`` says how sure): stop asking for it.
+
+        Whether and when to ask again is the feed's decision (a listing re-check), not the book's.
+        """
         self._buffer.clear()
         self.snapshot_pending = False
         self.book.clear()
         self.last_id = None
-        self._set_state(SyncState.INVALID, Reason.INVALID_SYMBOL, detail)
+        self._first_pending = False
+        self._set_state(SyncState.INVALID, reason, detail)
+
+    def revive(self, detail: str) -> None:
+        """Leave INVALID for WAITING, as a new book: the feed found the symbol listed again.
+
+        Only an invalid book is revived; one in any other state is already being synchronised.
+        """
+        if self.state is not SyncState.INVALID:
+            return
+        self._buffer.clear()
+        self.snapshot_pending = False
+        self._set_state(SyncState.WAITING, Reason.REVIVED, detail)
 
     # ------------------------------------------------------------------ internals
     def _aligned_first(self, d: Delta, L: int) -> bool:

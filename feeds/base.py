@@ -16,6 +16,9 @@ wires together:
 * :class:`~aggbook.feeds.publisher.BookPublisher`: the current BookSync per symbol, handed to
   ``on_sync`` callbacks (the service wires it into the consolidated book and metrics);
 * :class:`~aggbook.feeds.http.HttpClient`: the session and ``get_json``;
+* :class:`~aggbook.feeds.listing.ListingWatch`: a symbol the venue refuses is re-checked against
+  the venue's symbol list with backoff (``symbol_listed``) and resumed (``resume_symbol``) when
+  listed, instead of being disabled until restart;
 * :func:`~aggbook.feeds.status.render_status` and :mod:`~aggbook.feeds.options`.
 """
 
@@ -36,6 +39,7 @@ from aggbook.feeds.config import VenueConfig
 from aggbook.feeds.connection import Connection, S
 from aggbook.feeds.errors import FeedError, FrameError, InvalidSymbol, RateLimited, SnapshotError
 from aggbook.feeds.http import HttpClient, parse_retry_after
+from aggbook.feeds.listing import ListingWatch
 from aggbook.feeds.metrics import FeedMetrics, NullMetrics
 from aggbook.feeds.options import apply_options, option_names, option_problem
 from aggbook.feeds.pacing import RequestPacer
@@ -67,6 +71,8 @@ class VenueFeed(Generic[S]):
     backoff_base: float = 0.25
     backoff_cap: float = 30.0
     max_buffer: int = 10_000
+    listing_check_base: float = 5.0  # first re-check of a refused symbol's listing, doubling...
+    listing_check_cap: float = 300.0  # ...up to this; a delisted symbol is re-checked this often
 
     def __init__(self, config: VenueConfig, *, metrics: FeedMetrics | None = None) -> None:
         self.config = config
@@ -79,7 +85,8 @@ class VenueFeed(Generic[S]):
         self.publisher = BookPublisher(self.venue, self.metrics, self.connections)
         self.reconnects = 0
         self.stopping = False
-        self.invalid: dict[str, str] = {}  # canonical -> why the venue rejected it
+        self.invalid: dict[str, str] = {}  # canonical -> why the venue refused it, until a re-check
+        self.listing = ListingWatch(self)
         # learned from the venue's symbol endpoint at start-up (validate_symbols)
         self.tick_sizes: dict[str, Decimal] = {}  # canonical -> price step
         self.lot_sizes: dict[str, Decimal] = {}  # canonical -> size step
@@ -135,6 +142,23 @@ class VenueFeed(Generic[S]):
         """Check the mapping against the venue's symbol endpoint; returns canonical -> error for bad ones."""
         return {}
 
+    async def symbol_listed(self, canonical: str) -> bool | None:
+        """Does the venue's symbol list have ``canonical`` (and offer it)?  None: cannot tell.
+
+        Asked by the listing re-check after the venue refused the symbol; a venue without a symbol
+        list keeps this default, so its refused books are simply tried again with backoff.
+        """
+        return None
+
+    def resume_symbol(self, conn: Connection[S], canonical: str) -> None:
+        """A refused symbol was found listed and its book on ``conn`` revived: ask for it again.
+
+        The default requests a snapshot (REST, or the venue's ``fetch_snapshot`` resubscribe); venues
+        whose refusal also cancelled the subscription override this to subscribe again.
+        """
+        if conn.open:
+            self.request_snapshot(conn, canonical)
+
     # ------------------------------------------------------------------ public API
     @property
     def pacer(self) -> RequestPacer:
@@ -158,16 +182,17 @@ class VenueFeed(Generic[S]):
     async def start(self) -> None:
         self.stopping = False
         self.http.open(self.snapshot_timeout)
+        self.listing.restart()
+        rejected: dict[str, str] = {}
         try:
-            self.invalid = await self.validate_symbols()
+            rejected = await self.validate_symbols()
         except Exception as exc:  # the symbol endpoint being down must not stop the feed
             log.warning("%s: symbol validation skipped: %s", self.venue, exc)
-        for canonical, why in self.invalid.items():
-            sync = self.new_sync(canonical)
-            sync.invalidate(why)
-            self.publisher.publish(canonical, sync)
-            log.error("%s: symbol %s rejected by the venue: %s", self.venue, canonical, why)
-        symbols = [s for s in self.config.symbols if s not in self.invalid]
+        for canonical, why in rejected.items():
+            # not listed now; its books start delisted and the listing is re-checked, so a symbol
+            # listed later (or a list that was wrong at start) comes back without a restart
+            self.listing.refused(canonical, why, listed=False)
+        symbols = list(self.config.symbols)
         size = max(1, int(self.max_symbols_per_connection))
         for i in range(0, len(symbols), size):
             supervisor = ConnectionSupervisor(self, symbols[i:i + size])
@@ -175,6 +200,7 @@ class VenueFeed(Generic[S]):
 
     async def stop(self) -> None:
         self.stopping = True
+        self.listing.stop()
         for task in self._supervisors:
             task.cancel()
         for task in self._supervisors:
@@ -247,10 +273,13 @@ class VenueFeed(Generic[S]):
 
         def owner(sync: BookSync, transition: Transition) -> None:
             watcher(sync, transition)
+            self.listing.book_transition(canonical, transition)
             self.book_transition(sync, transition)
 
-        return BookSync(self.rule_for(canonical), venue=self.venue, symbol=canonical,
+        sync = BookSync(self.rule_for(canonical), venue=self.venue, symbol=canonical,
                         max_buffer=self.max_buffer, owner=owner)
+        self.listing.new_book(canonical, sync)
+        return sync
 
     def new_connection(self, symbols: list[str], publish_when_live: bool) -> Connection[S]:
         """A connection with fresh books; they are published now unless it replaces a live one."""

@@ -21,8 +21,9 @@ What the feed does, per Binance's Spot and USDⓈ-M Futures API docs:
   table), paced by the base's venue-wide pacer; ``X-MBX-USED-WEIGHT-1M`` is read on every response and the
   pacer is held back when the used weight nears the budget; 429/418 with
   ``Retry-After`` become :class:`RateLimited`; ``-1121`` becomes :class:`InvalidSymbol`;
-* ``exchangeInfo`` at start-up: unknown symbols are rejected, tick and step sizes
+* ``exchangeInfo`` at start-up: unknown symbols are reported, tick and step sizes
   and the ``REQUEST_WEIGHT`` budget learned ("Exchange Information" and the docs' "LIMITS" section);
+  a refused symbol's listing is re-checked with ``exchangeInfo?symbol=`` (``-1121``: not listed);
 * ``serverShutdown`` (raw, or ``!serverShutdown`` on combined streams) triggers the
   base's make-before-break rollover, as does ``max_connection_age`` (23.5 h, before
   the venue's 24 h cut);
@@ -447,6 +448,17 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
                     log.warning("%s: %s has a bad %s filter: %s", self.venue, canonical,
                                 flt.get("filterType"), exc)
         return errors
+
+    async def symbol_listed(self, canonical: str) -> bool | None:
+        """``exchangeInfo?symbol=``: listed when the venue returns it, not listed on ``-1121``."""
+        symbol = self.config.symbols[canonical].upper()
+        status, headers, body = await self.get_json(self._rest("exchangeInfo"), {"symbol": symbol})
+        self._note_weight(headers)
+        if status == 200 and isinstance(body, dict):
+            return any(isinstance(s, dict) and s.get("symbol") == symbol for s in body.get("symbols") or [])
+        if isinstance(body, dict) and body.get("code") == INVALID_SYMBOL_CODE:
+            return False
+        return None
 
     def _learn_rate_limits(self, limits: list) -> None:
         """REQUEST_WEIGHT budget as weight per minute (the window of the header we read); tightest wins."""

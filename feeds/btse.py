@@ -16,8 +16,9 @@ What this module adds to the shared lifecycle (:mod:`feeds.base`):
 * Frames are routed on the ``update:`` prefix and ``data.symbol``: the topic of a delta may lack
   the ``_0`` grouping suffix.
 * Error frames are routed by ``errors[].arg`` (the topic): 1000 (pair not supported) marks the
-  symbol invalid for good, 1007 (buffer full, messages lost) resyncs that symbol, 1008 (too many
-  failed attempts, session closing) reconnects.
+  symbol invalid until the shared listing re-check (:mod:`~aggbook.feeds.listing`) finds it in
+  ``/api/v3.3/market_summary`` again and resubscribes it, 1007 (buffer full, messages lost)
+  resyncs that symbol, 1008 (too many failed attempts, session closing) reconnects.
 * A plain-text ``ping`` every ``ping_interval`` seconds keeps the session (the venue drops sockets
   idle for 60 s); a ``pong`` not back within ``pong_timeout`` means the socket is stale.
 * Resyncs are paced: the base queues them through the venue's request pacer with a per-symbol
@@ -171,9 +172,8 @@ class BtseFeed(VenueFeed[BtseConnState]):
         topics = []
         for canonical, sync in conn.syncs.items():
             self.resync_pacers[sync] = _ResyncPacer(self, conn, canonical)
-            if canonical in self.invalid:  # rejected earlier: no retry loop across reconnects
-                sync.invalidate(self.invalid[canonical])
-                continue
+            if sync.state is SyncState.INVALID:
+                continue  # refused: not subscribed again until its listing re-check says so
             sync.snapshot_requested()  # the subscribe itself brings the snapshot
             self._expect_snapshot(conn, canonical)
             topics.append(topic_for(self.config.symbols[canonical]))
@@ -188,22 +188,40 @@ class BtseFeed(VenueFeed[BtseConnState]):
         await self._send(conn, {"op": "subscribe", "args": [topic]})
         return None
 
-    async def validate_symbols(self) -> dict[str, str]:
-        """Symbols missing from (or inactive in) ``/api/v3.3/market_summary``; their price and size steps."""
+    async def _market_summary(self) -> dict[str, dict]:
+        """``/api/v3.3/market_summary``: venue symbol -> its entry."""
         status, _, body = await self.get_json(self.config.rest_url + "/api/v3.3/market_summary")
         if status != 200 or not isinstance(body, list):
             raise SnapshotError(f"market_summary: HTTP {status}")
-        listed = {item.get("symbol"): item for item in body if isinstance(item, dict)}
+        return {item["symbol"]: item for item in body
+                if isinstance(item, dict) and isinstance(item.get("symbol"), str)}
+
+    @staticmethod
+    def _unlisted(venue_symbol: str, item: dict | None) -> str | None:
+        """Why the summary entry does not offer the pair for spot (None when it does)."""
+        if item is None:
+            return f"{venue_symbol} is not listed by market_summary"
+        if item.get("active") is False or item.get("isMarketOpenToSpot") is False:
+            return f"{venue_symbol} is not active for spot trading"
+        return None
+
+    async def validate_symbols(self) -> dict[str, str]:
+        """Symbols missing from (or inactive in) ``/api/v3.3/market_summary``; their price and size steps."""
+        listed = await self._market_summary()
         bad: dict[str, str] = {}
         for canonical, venue_symbol in self.config.symbols.items():
             item = listed.get(venue_symbol)
-            if item is None:
-                bad[canonical] = f"{venue_symbol} is not listed by market_summary"
-            elif item.get("active") is False or item.get("isMarketOpenToSpot") is False:
-                bad[canonical] = f"{venue_symbol} is not active for spot trading"
-            else:
+            why = self._unlisted(venue_symbol, item)
+            if why is not None:
+                bad[canonical] = why
+            elif item is not None:
                 self._learn_steps(canonical, item)
         return bad
+
+    async def symbol_listed(self, canonical: str) -> bool | None:
+        """The market summary lists the pair as active for spot (the whole list: one request)."""
+        venue_symbol = self.config.symbols[canonical]
+        return self._unlisted(venue_symbol, (await self._market_summary()).get(venue_symbol)) is None
 
     def _learn_steps(self, canonical: str, item: dict) -> None:
         """Price and size steps from ``minPriceIncrement`` / ``minSizeIncrement``.
@@ -334,13 +352,10 @@ class BtseFeed(VenueFeed[BtseConnState]):
 
     # ------------------------------------------------------------------ per-symbol actions
     def _invalidate(self, conn: Connection[BtseConnState], canonical: str, detail: str) -> None:
-        """InvalidSymbol semantics: the book stops for good; later reconnects do not ask again."""
-        sync = conn.syncs[canonical]
+        """InvalidSymbol semantics: the book stops until the listing re-check resubscribes it."""
         conn.venue_state.snapshot_deadline.pop(canonical, None)
-        self.invalid[canonical] = detail
         self.metrics.snapshot(self.venue, canonical, False)
-        sync.invalidate(detail)
-        log.error("%s: symbol %s rejected by the venue: %s", self.venue, canonical, detail)
+        self.listing.refused(canonical, detail)
 
     def _resync(self, conn: Connection[BtseConnState], canonical: str, reason: Reason, detail: str) -> None:
         sync = conn.syncs[canonical]

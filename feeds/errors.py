@@ -3,7 +3,8 @@
 Venue modules raise them from their hooks and the shared lifecycle reacts to the kind, not the
 message: a :class:`FeedError` ends the connection, a :class:`FrameError` resyncs the connection's
 books, a :class:`RateLimited` closes the snapshot gate for everyone, a :class:`SnapshotError` is
-retried with backoff and an :class:`InvalidSymbol` stops that book for good.
+retried with backoff and an :class:`InvalidSymbol` stops that book until the venue's symbol list
+says it is listed (:mod:`~aggbook.feeds.listing`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class SnapshotError(Exception):
 
 
 class InvalidSymbol(Exception):
-    """The venue says the symbol does not exist: stop that book, do not retry in a loop."""
+    """The venue says the symbol does not exist: stop that book and re-check the listing with backoff."""
 
 
 # snapshot failures that are the venue's or the network's doing, logged without a traceback

@@ -18,9 +18,10 @@ counts and symbols they allow.  What this module does and why:
   trimmed to the topic's window after every message whatever the venue sends for levels leaving it.
 * A quiet 5/20 book pushes nothing, so its snapshot is requested ``quiet_snapshot_delay`` after the
   ``subbed`` ack (or after it stopped being live) even with nothing buffered.
-* ``invalid symbol`` on a ``req`` reloads ``/v1/common/symbols``: a symbol still listed is retried a
-  few times, an unlisted one is disabled.  ``invalid topic`` on a 5/20 ``sub`` falls back to
-  ``fallback_levels`` on the same connection.
+* ``invalid symbol`` on a ``sub`` or ``req`` marks the book invalid; the shared listing re-check
+  (:mod:`~aggbook.feeds.listing`) reloads ``/v1/common/symbols`` with backoff and, once the symbol
+  is listed, subscribes it again (or ``req``s its snapshot when the topic is still subscribed).
+  ``invalid topic`` on a 5/20 ``sub`` falls back to ``fallback_levels`` on the same connection.
 """
 
 from __future__ import annotations
@@ -155,7 +156,6 @@ class GzipMbpFeed(VenueFeed[MbpConnState]):
     rate_limit_pause: float = 0.5  # after "429 too many request"
     quiet_snapshot_delay: float = 1.0  # req a book with nothing buffered this long after subbed
     straddle_accept_after: int = 3  # 150/400: misaligned snapshots in a row before a straddle is taken
-    invalid_symbol_retries: int = 2  # "invalid symbol" for a still-listed symbol: retries before disabling
     not_open_retry: float = 60.0  # "symbol trade not open now": resubscribe after this many seconds
     snapshot_rate: float = 50.0  # reqs are spaced per connection; this only caps a venue-wide storm
     snapshot_burst: float = 50.0
@@ -186,7 +186,6 @@ class GzipMbpFeed(VenueFeed[MbpConnState]):
             self._levels[canonical] = levels
         self.venue_errors: Counter[str] = Counter()  # err-msg -> count (sub and req replies)
         self.pongs = 0
-        self._invalid_strikes: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ venue facts
     def allowed_levels(self) -> tuple[int, ...]:
@@ -226,7 +225,20 @@ class GzipMbpFeed(VenueFeed[MbpConnState]):
 
     async def subscribe(self, conn: Connection[MbpConnState]) -> None:
         for canonical in conn.symbols:
-            await self._sub(conn, canonical)
+            if conn.syncs[canonical].state is not SyncState.INVALID:  # refused: wait for the re-check
+                await self._sub(conn, canonical)
+
+    def resume_symbol(self, conn: Connection[MbpConnState], canonical: str) -> None:
+        """Listed again: ``req`` the snapshot if the topic is still subscribed, else ``sub`` it again."""
+        if not conn.open:
+            return
+        if canonical in conn.venue_state.subbed:
+            self.request_snapshot(conn, canonical)
+        else:
+            conn.spawn(self._sub(conn, canonical), name=f"{self.venue}-resub-{canonical}")
+
+    async def symbol_listed(self, canonical: str) -> bool | None:
+        return self.venue_symbol(canonical) in await self._symbol_listing()
 
     async def _send(self, conn: Connection[MbpConnState], obj: dict) -> None:
         assert conn.ws is not None
@@ -316,8 +328,8 @@ class GzipMbpFeed(VenueFeed[MbpConnState]):
             sync.book.max_depth = self.fallback_levels
             await self._sub(conn, canonical)
         elif err in (INVALID_SYMBOL, INVALID_TOPIC):
-            self.invalid[canonical] = err
-            sync.invalidate(f"sub {self.topic_for(canonical)}: {err}")
+            conn.venue_state.subbed.pop(canonical, None)
+            self.listing.refused(canonical, f"sub {self.topic_for(canonical)}: {err}")
         else:  # e.g. "symbol trade not open now": try again later
             sync.fail(Reason.VENUE_ERROR, err)
             conn.spawn(self._resubscribe_later(conn, canonical))
@@ -353,9 +365,8 @@ class GzipMbpFeed(VenueFeed[MbpConnState]):
                 pacer.penalize(self.rate_limit_pause)
                 raise RateLimited(self.rate_limit_pause, f"req {rid}: {err}")
             if err == INVALID_SYMBOL:
-                await self._check_still_listed(canonical, err)
+                raise InvalidSymbol(f"req {rid}: {err}")
             raise SnapshotError(f"req {rid}: {reply.get('err-code')} {err}")
-        self._invalid_strikes.pop(canonical, None)
         self._tolerate_straddles(conn, canonical)
         return self._snapshot(reply)
 
@@ -379,19 +390,6 @@ class GzipMbpFeed(VenueFeed[MbpConnState]):
             log.warning("%s %s: %d snapshots in a row did not align with the stream; accepting a "
                         "straddling snapshot from now on", self.venue, canonical, streak)
             sync.rule = replace(sync.rule, straddle_ok=True)
-
-    async def _check_still_listed(self, canonical: str, err: str) -> None:
-        """``invalid symbol``: reload the symbol list; disable the symbol unless the venue still lists it."""
-        self._invalid_strikes[canonical] += 1
-        if self._invalid_strikes[canonical] > self.invalid_symbol_retries:
-            raise InvalidSymbol(f"{err} (repeated)")
-        try:
-            listing = await self._symbol_listing()
-        except (SnapshotError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise SnapshotError(f"{err}; symbol list unavailable: {exc}") from exc
-        if self.venue_symbol(canonical) not in listing:
-            raise InvalidSymbol(f"{err}; {self.venue_symbol(canonical)} is not in /v1/common/symbols")
-        log.warning("%s %s: venue said %r but still lists the symbol; retrying", self.venue, canonical, err)
 
     @staticmethod
     def _snapshot(reply: dict) -> Snapshot:

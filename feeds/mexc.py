@@ -14,7 +14,9 @@ Copy of the Order Book"):
   joined by ``,``; a rejection is *also* ``code: 0`` with a different ``msg``, so acks
   are checked by comparing channel sets, never by ``code``.  A rejected channel, or one
   the venue silently left out of its ack (over its 30-subscription limit), marks that
-  symbol invalid; it is not retried in a loop.
+  symbol invalid; it is not retried in a loop: the shared listing re-check
+  (:mod:`~aggbook.feeds.listing`) asks ``exchangeInfo?symbol=`` with backoff and, once the symbol
+  is listed, subscribes the channel again (or asks for a snapshot when it is still subscribed).
 * the venue drops a connection that is quiet for a minute, so the client PINGs every
   ``ping_interval`` seconds and reconnects when no PONG arrives within ``pong_timeout``.
 * at most 30 subscriptions per connection: 25 symbols per connection by default, the
@@ -104,6 +106,7 @@ class MexcConnState:
     pacer: RequestPacer  # client frames (SUBSCRIPTION, PING) at ``control_rate``
     by_venue: dict[str, str] = field(default_factory=dict)  # venue symbol -> canonical
     by_channel: dict[str, str] = field(default_factory=dict)  # channel -> canonical
+    subscribed: set[str] = field(default_factory=set)  # channels the venue acknowledged
     batches: list[_Batch] = field(default_factory=list)  # unresolved subscriptions
     pong: asyncio.Event = field(default_factory=asyncio.Event)
     pongs: int = 0
@@ -153,17 +156,50 @@ class MexcFeed(VenueFeed[MexcConnState]):
         """Queue the SUBSCRIPTION frames; replies are checked as they arrive, while the socket is read."""
         state = conn.venue_state
         for canonical in conn.symbols:
-            if canonical in self.invalid:  # rejected earlier: do not ask again on every reconnect
-                sync = conn.syncs[canonical]
-                if sync.state is not SyncState.INVALID:
-                    sync.invalidate(self.invalid[canonical])
-                continue
-            venue_symbol = self.config.symbols[canonical]
-            state.by_venue[venue_symbol] = canonical
-            state.by_channel[self.channel_for(venue_symbol)] = canonical
+            if conn.syncs[canonical].state is SyncState.INVALID:
+                continue  # refused: not asked for again until its listing re-check says so
+            self._route(conn, canonical)
         if not state.by_channel:
             await self._park(conn)
         conn.spawn(self._subscribe_paced(conn, list(state.by_channel)), name=f"{self.venue}-subscribe")
+
+    def _route(self, conn: Connection[MexcConnState], canonical: str) -> str:
+        """Route the symbol's pushes on this connection; returns its channel."""
+        state = conn.venue_state
+        venue_symbol = self.config.symbols[canonical]
+        channel = self.channel_for(venue_symbol)
+        state.by_venue[venue_symbol] = canonical
+        state.by_channel[channel] = canonical
+        return channel
+
+    def resume_symbol(self, conn: Connection[MexcConnState], canonical: str) -> None:
+        """Listed again: a snapshot if the channel is still subscribed, else subscribe it again.
+
+        A connection parked with no valid symbol is ended instead, so it reconnects and subscribes.
+        """
+        if conn.state == "idle":
+            self._abort(conn, f"{canonical} is listed again")
+            return
+        if not conn.open:
+            return
+        channel = self._route(conn, canonical)
+        if channel in conn.venue_state.subscribed:
+            self.request_snapshot(conn, canonical)
+        else:
+            conn.spawn(self._subscribe_paced(conn, [channel]), name=f"{self.venue}-resubscribe")
+
+    async def symbol_listed(self, canonical: str) -> bool | None:
+        """``exchangeInfo?symbol=``: listed unless ``-1121`` or status 3 (offline)."""
+        venue_symbol = self.config.symbols[canonical]
+        status, _, body = await self.get_json(f"{self.config.rest_url}/api/v3/exchangeInfo",
+                                              {"symbol": venue_symbol})
+        if status == 200 and isinstance(body, dict) and isinstance(body.get("symbols"), list):
+            info = next((s for s in body["symbols"]
+                         if isinstance(s, dict) and s.get("symbol") == venue_symbol), None)
+            return info is not None and str(info.get("status", "1")) != "3"
+        if isinstance(body, dict) and body.get("code") == INVALID_SYMBOL_CODE:
+            return False
+        return None
 
     async def handle(self, conn: Connection[MexcConnState], msg: aiohttp.WSMessage) -> None:
         """Binary = protobuf data, text = JSON control: by opcode, as the two decoders must never mix."""
@@ -259,6 +295,7 @@ class MexcFeed(VenueFeed[MexcConnState]):
         if batch is not None:  # success: msg is (a subset of) the requested channel set
             batch.replied = True
             batch.pending -= channels
+            state.subscribed |= channels
             self._drop_unacknowledged(conn, batch)
             return
         match = _BRACKETS.search(msg)
@@ -285,11 +322,8 @@ class MexcFeed(VenueFeed[MexcConnState]):
         state.batches = [b for b in state.batches if b.pending]
 
     def _invalidate(self, conn: Connection[MexcConnState], canonical: str, why: str) -> None:
-        log.error("%s: %s: %s", self.venue, canonical, why)
-        self.invalid[canonical] = why
-        sync = conn.syncs.get(canonical)
-        if sync is not None and sync.state is not SyncState.INVALID:
-            sync.invalidate(why)
+        """The venue refused the channel: invalid until the shared listing re-check resumes it."""
+        self.listing.refused(canonical, why)
         if conn.open and all(s.state is SyncState.INVALID for s in conn.syncs.values()):
             self._abort(conn, "no valid symbol left")  # the next attempt parks instead of subscribing
 
@@ -350,8 +384,12 @@ class MexcFeed(VenueFeed[MexcConnState]):
             conn.task.cancel()
 
     async def _park(self, conn: Connection[MexcConnState]) -> None:
-        """Every symbol of this connection is invalid: hold no socket, and do not reconnect in a loop."""
-        log.error("%s: connection %s has no valid symbol left; idle until restart", self.venue, conn.id)
+        """Every symbol of this connection is invalid: hold no socket, and do not reconnect in a loop.
+
+        The listing re-check ends the parked connection (``resume_symbol``) once a symbol is listed.
+        """
+        log.error("%s: connection %s has no valid symbol left; idle until one is listed again", self.venue,
+                  conn.id)
         for task in list(conn.tasks):
             task.cancel()
         conn.state = "idle"

@@ -69,8 +69,7 @@ class SnapshotScheduler:
                 continue  # the pacer now holds every request until the venue's deadline
             except InvalidSymbol as exc:
                 feed.metrics.snapshot(venue, canonical, False)
-                feed.invalid[canonical] = str(exc)
-                sync.invalidate(str(exc))
+                feed.listing.refused(canonical, str(exc))  # invalid until its listing is re-checked
                 return
             except Exception as exc:  # noqa: BLE001 - whatever the venue answered, retry: never stay pending
                 feed.metrics.snapshot(venue, canonical, False)

@@ -20,6 +20,9 @@ def render_status(feed: VenueFeed) -> dict[str, Any]:
         "kind": feed.config.kind,
         "reconnects": feed.reconnects,
         "invalid_symbols": dict(feed.invalid),
+        # refused symbols: reason (invalid_symbol / delisted), re-checks so far, next one (epoch s)
+        "listing_checks": feed.listing.status(),
+        "listing_check_outcomes": dict(feed.listing.counts),
         "tick_sizes": {c: str(t) for c, t in feed.tick_sizes.items()},
         "lot_sizes": {c: str(t) for c, t in feed.lot_sizes.items()},
         "snapshot_queue_wait_seconds": round(pacer.waited, 3),

@@ -306,7 +306,7 @@ class _BinanceVenue(VenueServer):
             return None, self._error(
                 400, -1100,
                 "Illegal characters found in parameter 'symbol'; legal range is '^[A-Z0-9-_.]{1,20}$'.")
-        if raw not in self.markets:
+        if not self.listed(raw):
             return None, self._error(400, -1121, "Invalid symbol.")
         return raw, None
 
@@ -399,9 +399,9 @@ class _BinanceVenue(VenueServer):
             if len(set(parsed)) != len(parsed):
                 return self._error(400, -1151, "Symbol is present multiple times in the list.")
             wanted = parsed
-        if wanted is not None and any(s not in self.markets for s in wanted):
+        if wanted is not None and not all(self.listed(s) for s in wanted):
             return self._error(400, -1121, "Invalid symbol.")
-        names = wanted if wanted is not None else list(self.markets)
+        names = wanted if wanted is not None else [s for s in self.markets if self.listed(s)]
         return self._json(self._exchange_info_body(names))
 
     def _exchange_info_body(self, names: list[str]) -> dict:

@@ -468,7 +468,7 @@ class BtseVenue(VenueServer):
             symbol = rest
         else:
             return ERR_TOPIC
-        if symbol not in self.markets:
+        if not self.listed(symbol):
             return ERR_PAIR
         return prefix, symbol
 
@@ -553,7 +553,7 @@ class BtseVenue(VenueServer):
         symbol = request.query.get("symbol")
         if not symbol:
             return self._rest_error(400, "BAD_REQUEST: symbol is required")
-        if symbol not in self.markets or self.faults.take(Fault.UNKNOWN_SYMBOL, symbol) is not None:
+        if not self.listed(symbol) or self.faults.take(Fault.UNKNOWN_SYMBOL, symbol) is not None:
             return self._rest_error(400, f"BAD_REQUEST: Invalid market {symbol}")
         params = self.faults.take(Fault.SNAPSHOT_429, symbol)
         if params is not None:
@@ -621,9 +621,9 @@ class BtseVenue(VenueServer):
     async def _rest_market_summary(self, request: web.Request) -> web.Response:
         """Field names of the v3.3 doc; numbers are JSON numbers written from exact decimals."""
         wanted = request.query.get("symbol")
-        if wanted and wanted not in self.markets:
+        if wanted and not self.listed(wanted):
             return self._rest_error(400, f"BAD_REQUEST: Invalid market {wanted}")
-        items = [self._summary(s) for s in self.markets if not wanted or s == wanted]
+        items = [self._summary(s) for s in self.markets if self.listed(s) and (not wanted or s == wanted)]
         return web.Response(text="[" + ",".join(items) + "]", content_type="application/json")
 
     def _summary(self, symbol: str) -> str:

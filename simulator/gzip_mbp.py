@@ -675,7 +675,7 @@ class GzipMbpVenue(VenueServer):
             return INVALID_TOPIC
         symbol, levels = match[1], int(match[2])
         known_levels = self.levels_offered if conn.path == FEED_PATH else REFRESH_LEVELS
-        if symbol not in self.markets:
+        if not self.listed(symbol):
             return INVALID_SYMBOL if levels in known_levels else INVALID_TOPIC
         if conn.path == FEED_PATH and name not in self.topics:
             return INVALID_TOPIC
@@ -773,7 +773,7 @@ class GzipMbpVenue(VenueServer):
 
     async def _rest_depth(self, request: web.Request) -> web.Response:
         symbol, step = request.query.get("symbol", ""), request.query.get("type", "")
-        if symbol not in self.markets:
+        if not self.listed(symbol):
             return self._rest_error(request, INVALID_SYMBOL)
         if step not in self.depth_steps:
             return self._rest_error(request, "invalid type")
@@ -800,6 +800,8 @@ class GzipMbpVenue(VenueServer):
     async def _rest_symbols(self, request: web.Request) -> web.Response:
         data = []
         for vs, spec in self.specs.items():
+            if not self.listed(vs):
+                continue
             amount = self.amount_precision[vs]
             min_amt = Decimal(1).scaleb(-amount)
             data.append({

@@ -604,7 +604,7 @@ class MexcVenue(VenueServer):
         channels: dict[str, Channel] = conn.state["channels"]
         for name in params:
             channel = parse_channel(name, self.markets)
-            if channel is None:
+            if channel is None or not self.listed(channel.symbol):
                 blocked.append(name)
                 continue
             if name in channels:
@@ -710,7 +710,7 @@ class MexcVenue(VenueServer):
         if not symbol:
             return self._error(400, -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, "
                                            "or malformed.")
-        if symbol not in self.markets:  # exact spelling: lowercase is as unknown as a made-up name
+        if not self.listed(symbol):  # exact spelling: lowercase is as unknown as a made-up name
             return self._error(400, -1121, "Invalid symbol.")
         try:
             limit = int(request.query.get("limit", DEFAULT_SNAPSHOT_LIMIT))
@@ -782,8 +782,8 @@ class MexcVenue(VenueServer):
         elif "symbols" in request.query:
             wanted = [s for s in request.query["symbols"].split(",") if s]
         else:
-            wanted = list(self.markets)
-        if any(s not in self.markets for s in wanted):
+            wanted = [s for s in self.markets if self.listed(s)]
+        if not all(self.listed(s) for s in wanted):
             return self._error(400, -1121, "Invalid symbol.")
         body = {
             "timezone": "CST",

@@ -14,6 +14,9 @@ sequence id and ``?conn=<id>`` the book at the last sequence id actually written
 WebSocket connection (:meth:`VenueServer.truth_sent`), which is what a client whose stream
 stopped there must hold.  ``/_sim/faults`` arms and lists faults, ``/_sim/pause`` and
 ``/_sim/resume`` stop and restart market events, ``/_sim/connections`` lists connection ids.
+``/_sim/delist`` and ``/_sim/relist`` take a symbol off the venue's symbol list and put it back: while
+it is delisted the venue answers for it as for a symbol it never had (symbol list, snapshots,
+subscriptions), as a real venue does after a delisting, so a client's re-checks can be tested.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import logging
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping, Reversible
+from collections.abc import Callable, Iterable, Mapping, Reversible
 from dataclasses import dataclass, fields
 from decimal import Decimal
 from typing import ClassVar, Self
@@ -174,6 +177,7 @@ class VenueServer:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task] = []
         self.steps_published = 0
+        self.delisted: set[str] = set()  # venue symbols taken off the symbol list (/_sim/delist)
         # recent truth books per symbol, newest last: a STALE_SNAPSHOT fault serves one of these
         self.history_len = max(1, options.history_len)
         self.history: dict[str, deque[TruthBook]] = {s: deque(maxlen=self.history_len) for s in self.markets}
@@ -406,6 +410,17 @@ class VenueServer:
                 return vs
         raise KeyError(symbol)
 
+    def listed(self, symbol: str) -> bool:
+        """The venue has ``symbol`` (venue spelling) on its list: it is one of its markets, not delisted."""
+        return symbol in self.markets and symbol not in self.delisted
+
+    def delist(self, symbol: str) -> None:
+        """Take ``symbol`` off the venue's list; its market keeps running for when it comes back."""
+        self.delisted.add(self.resolve_symbol(symbol))
+
+    def relist(self, symbol: str) -> None:
+        self.delisted.discard(self.resolve_symbol(symbol))
+
     def inject(self, fault: Fault | str, symbol: str | None = None, conn_id: int | None = None,
                count: int = 1, **params: object) -> None:
         if symbol is not None:
@@ -455,6 +470,8 @@ class VenueServer:
         app.router.add_post("/_sim/pause", self._h_pause)
         app.router.add_post("/_sim/resume", self._h_resume)
         app.router.add_get("/_sim/connections", self._h_connections)
+        app.router.add_post("/_sim/delist", self._h_delist)
+        app.router.add_post("/_sim/relist", self._h_relist)
 
     async def _h_index(self, request: web.Request) -> web.Response:
         """What the control API offers, so a person with curl can find their way."""
@@ -473,6 +490,7 @@ class VenueServer:
                 "POST /_sim/faults/random": '{"rate", "faults"?, "seed"?}',
                 "POST /_sim/pause, /_sim/resume": "stop or restart market events",
                 "GET /_sim/connections": "open WebSocket connections, their subscriptions and last seq sent",
+                "POST /_sim/delist, /_sim/relist": '{"symbol"}: off the symbol list, back on it',
             },
         })
 
@@ -569,6 +587,20 @@ class VenueServer:
     async def _h_resume(self, request: web.Request) -> web.Response:
         self.resume()
         return web.json_response({"paused": False})
+
+    async def _h_delist(self, request: web.Request) -> web.Response:
+        return await self._listing_change(request, self.delist)
+
+    async def _h_relist(self, request: web.Request) -> web.Response:
+        return await self._listing_change(request, self.relist)
+
+    async def _listing_change(self, request: web.Request, change: Callable[[str], None]) -> web.Response:
+        try:
+            body = await request.json()
+            change(str(body["symbol"]))
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            return web.json_response({"error": f"bad listing request: {exc!r}"}, status=400)
+        return web.json_response({"delisted": sorted(self.delisted)})
 
     async def _h_connections(self, request: web.Request) -> web.Response:
         return web.json_response([

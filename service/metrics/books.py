@@ -20,8 +20,10 @@ from aggbook.book.sync import BookSync, Reason, SyncState, Transition
 if TYPE_CHECKING:
     from aggbook.book.consolidated import ConsolidatedBook
 
-# Transitions with these reasons are not resyncs: a book being loaded, rejected, or shut down.
-NOT_A_RESYNC = {Reason.START, Reason.SNAPSHOT, Reason.INVALID_SYMBOL, Reason.STOPPED}
+# Transitions with these reasons are not resyncs: a book being loaded, rejected (invalid symbol,
+# delisted), tried again after its listing re-check (revived), or shut down.
+NOT_A_RESYNC = {Reason.START, Reason.SNAPSHOT, Reason.INVALID_SYMBOL, Reason.DELISTED, Reason.REVIVED,
+                Reason.STOPPED}
 RESYNC_REASONS = [r.value for r in Reason if r not in NOT_A_RESYNC]
 STATES = [s.value for s in SyncState]
 
@@ -54,6 +56,11 @@ class _ScrapeCollector:
                 "aggbook_book_state",
                 "1 for the book's current sync state, 0 otherwise",
                 labels=[*vs, "state"],
+            ),
+            "delisted": GaugeMetricFamily(
+                "aggbook_book_delisted",
+                "1 when the venue's symbol list does not have the symbol (its book is invalid, re-checked)",
+                labels=vs,
             ),
             "age": GaugeMetricFamily(
                 "aggbook_book_last_update_age_seconds",
@@ -92,6 +99,8 @@ class _ScrapeCollector:
             sync = book.syncs.get(venue) if book is not None else None
             state = sync.state.value if sync is not None else SyncState.WAITING.value
             f["live"].add_metric([venue, symbol], 1.0 if state == SyncState.LIVE.value else 0.0)
+            delisted = sync is not None and sync.state is SyncState.INVALID and sync.reason is Reason.DELISTED
+            f["delisted"].add_metric([venue, symbol], 1.0 if delisted else 0.0)
             for s in STATES:
                 f["state"].add_metric([venue, symbol, s], 1.0 if s == state else 0.0)
             if sync is not None and sync.updated_at is not None:

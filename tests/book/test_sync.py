@@ -285,6 +285,39 @@ def test_invalid_symbol_stops_without_retry():
     assert sync.state is SyncState.INVALID
 
 
+def test_revive_leaves_invalid_for_waiting_and_syncs_again():
+    """The feed's listing re-check revives an invalid (or delisted) book; it then loads as a new one."""
+    seen = []
+
+    class L:
+        def on_transition(self, s, t):
+            seen.append((t.old, t.new, t.reason))
+
+    sync = BookSync(MEXC)
+    sync.attach(L(), None)
+    sync.on_snapshot(Snapshot(10, [("100", "1")], [("101", "1")]))
+    sync.invalidate("-1121 invalid symbol")
+    sync.invalidate("not in the symbol list", Reason.DELISTED)
+    assert sync.state is SyncState.INVALID and sync.reason is Reason.DELISTED
+    assert sync.book.bids() == [] and sync.last_id is None
+    sync.revive("re-check 1: listed again")
+    assert sync.state is SyncState.WAITING and sync.reason is Reason.REVIVED
+    assert not sync.wants_snapshot() and sync.wants_snapshot(allow_empty_buffer=True)
+    sync.on_delta(Delta(21, 21, None, [("100", "2")], None))
+    sync.on_snapshot(Snapshot(20, [("100", "1")], [("101", "1")]))
+    assert sync.live and sync.last_id == 21 and sync.book.bids() == [("100", "2")]
+    sync.revive("a second revive of a live book changes nothing")
+    assert sync.live
+    assert seen == [
+        (SyncState.WAITING, SyncState.LIVE, Reason.SNAPSHOT),
+        (SyncState.LIVE, SyncState.INVALID, Reason.INVALID_SYMBOL),
+        (SyncState.INVALID, SyncState.INVALID, Reason.DELISTED),
+        (SyncState.INVALID, SyncState.WAITING, Reason.REVIVED),
+        (SyncState.WAITING, SyncState.LIVE, Reason.SNAPSHOT),
+    ]
+    assert not sync.counters.resyncs  # none of it is a resync
+
+
 def test_transitions_carry_reasons():
     seen = []
 

@@ -225,14 +225,17 @@ async def test_futures_feed_echoes_ping_payloads() -> None:
 
 @pytest.mark.parametrize("market", MARKETS)
 async def test_unlisted_symbol_rejected_at_start(market: Market) -> None:
-    """exchangeInfo validation: a symbol the venue does not list is invalid and never fetched."""
-    async with running(market, extra_symbols={"FOO-USDT": "FOOUSDT"}) as h:
+    """exchangeInfo validation: a symbol the venue does not list is delisted and never fetched; its
+    listing is re-checked (exchangeInfo?symbol=, -1121) without a snapshot request."""
+    options = {"listing_check_base": 0.05, "listing_check_cap": 0.1}
+    async with running(market, extra_symbols={"FOO-USDT": "FOOUSDT"}, options=options) as h:
         await h.wait_all_live()
         foo = h.sync("FOO-USDT")
-        assert foo.state is SyncState.INVALID and foo.reason is Reason.INVALID_SYMBOL
+        assert foo.state is SyncState.INVALID and foo.reason is Reason.DELISTED
         assert "FOO-USDT" in h.feed.invalid
+        await wait_for(lambda: h.feed.listing.counts["delisted"] >= 2, 5, "re-checked twice")
+        assert h.sync("FOO-USDT").reason is Reason.DELISTED and h.feed.listing.counts["listed"] == 0
         assert h.fetch_count("FOO-USDT") == 0
-        assert all(conn.symbols == [SYM, OTHER] for conn in h.feed.connections.values())
         await h.settle()
 
 
@@ -264,7 +267,9 @@ CASES = [
     Case(Fault.SNAPSHOT_429, {"retry_after": 1}, with_gap=True, reasons=(Reason.GAP,), fetches=2),
     Case(Fault.SNAPSHOT_418, {"retry_after": 1}, with_gap=True, reasons=(Reason.GAP,), fetches=2),
     Case(Fault.SLOW_SNAPSHOT, {"delay": 0.5}, with_gap=True, reasons=(Reason.GAP,), fetches=1),
-    Case(Fault.UNKNOWN_SYMBOL, with_gap=True, reasons=(Reason.GAP,), fetches=1),
+    # refused once, the listing re-check finds it listed, and the revived book fetches again
+    Case(Fault.UNKNOWN_SYMBOL, with_gap=True, reasons=(Reason.GAP,), fetches=2,
+         options={"listing_check_base": 0.05}),
 ]
 
 
@@ -292,7 +297,10 @@ async def test_fault_recovers_to_truth(market: Market, case: Case) -> None:
 
         fault = case.fault
         if fault is Fault.UNKNOWN_SYMBOL:
-            await wait_for(lambda: h.sync(SYM).state is SyncState.INVALID, 5, "symbol invalidated")
+            await wait_for(lambda: any(t.reason is Reason.INVALID_SYMBOL for _, t in h.recorder.transitions),
+                           5, "symbol invalidated")
+            # all_live leaves out symbols awaiting a re-check: wait for this one to be back itself
+            await wait_for(lambda: SYM not in h.feed.invalid and h.sync(SYM).live, 10, "symbol back live")
         elif fault is Fault.DUPLICATE and not case.reasons:
             await wait_for(lambda: h.recorder.dropped(SYM) > dropped_before, 5, "duplicate dropped")
         elif fault is Fault.SERVER_CLOSE:
@@ -343,14 +351,10 @@ async def test_fault_recovers_to_truth(market: Market, case: Case) -> None:
             assert h.feed.pacer.penalties == penalties_before + 1  # Retry-After closed the gate
             assert h.metrics.snapshots[(SYM, False)] == 1
         if fault is Fault.UNKNOWN_SYMBOL:
-            sync = h.sync(SYM)
-            assert sync.state is SyncState.INVALID and sync.reason is Reason.INVALID_SYMBOL
-            assert SYM in h.feed.invalid
-            # no retry loop: more deltas for the symbol do not bring more requests
-            seen = h.sync(OTHER).last_id
-            await h.venue.step_all(20)
-            await wait_for(lambda: h.sync(OTHER).last_id != seen and h.matches(), 5, "more deltas seen")
-            assert h.fetch_count(SYM) - fetches_before == 1
+            # back without a restart: one refusal, one re-check that found it listed, one revival
+            reasons = [t.reason for s, t in h.recorder.transitions if s == SYM]
+            assert reasons.count(Reason.INVALID_SYMBOL) == 1 and reasons.count(Reason.REVIVED) == 1
+            assert SYM not in h.feed.invalid and h.feed.listing.counts["listed"] == 1
 
 
 # ---------------------------------------------------------------------------- rate limits

@@ -240,17 +240,20 @@ async def test_connection_fault_reconnects_and_recovers(fault: Fault) -> None:
 
 # ---------------------------------------------------------------------- venue errors
 async def test_unsupported_pair_is_invalid_without_a_retry_loop() -> None:
-    """Error 1000 on subscribe marks the pair invalid; neither resyncs nor reconnects ask again.
-    A configured symbol absent from market_summary is rejected before any subscribe."""
+    """Error 1000 on subscribe marks the pair invalid; until its listing re-check, neither resyncs nor
+    reconnects ask again.  A configured symbol absent from market_summary is delisted before any
+    subscribe.  (The re-check bringing a pair back: tests/feeds/test_listing.py.)"""
 
     def arm(h: Harness) -> None:
         h.venue.inject(Fault.UNKNOWN_SYMBOL, ETH)
 
-    async with running(extra={"FOO-USDT": "FOO-USDT"}, before_start=arm) as h:
+    async with running(extra={"FOO-USDT": "FOO-USDT"}, before_start=arm,
+                       options={"listing_check_base": 60.0}) as h:
         await wait_for(lambda: h.state(ETH) is SyncState.INVALID, 5.0, "ETH invalid")
         await h.converge(BTC)
         assert "1000" in h.feed.invalid[ETH]
-        assert h.sync("FOO-USDT").state is SyncState.INVALID
+        assert h.sync("FOO-USDT").state is SyncState.INVALID and h.sync("FOO-USDT").reason is Reason.DELISTED
+        assert h.sync(ETH).reason is Reason.INVALID_SYMBOL
         assert "market_summary" in h.feed.invalid["FOO-USDT"]
         # a resync of BTC and a reconnect do not bring ETH back into play
         h.venue.inject(Fault.GAP, BTC)
@@ -268,6 +271,9 @@ async def test_unsupported_pair_is_invalid_without_a_retry_loop() -> None:
         assert h.subscribes("FOO-USDT") == 0
         assert h.subscribes(BTC) == 3
         assert h.feed.status()["invalid_symbols"].keys() == {ETH, "FOO-USDT"}
+        checks = h.feed.status()["listing_checks"]
+        assert {c: v["reason"] for c, v in checks.items()} == {ETH: "invalid_symbol", "FOO-USDT": "delisted"}
+        assert all(v["next_check_at"] > time.time() and v["checks"] == 0 for v in checks.values())
 
 
 async def test_error_1008_session_close_reconnects() -> None:

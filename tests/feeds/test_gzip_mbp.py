@@ -282,7 +282,7 @@ SNAPSHOT_FAULTS = [
     pytest.param(Fault.STALE_SNAPSHOT, {}, {}, id="stale"),
     pytest.param(Fault.SLOW_SNAPSHOT, {"delay": 0.6}, {"req_timeout": 0.3}, id="slow-beyond-timeout"),
     pytest.param(Fault.SLOW_SNAPSHOT, {"delay": 0.05, "timeout": True}, {}, id="request-timeout-reply"),
-    pytest.param(Fault.UNKNOWN_SYMBOL, {}, {}, id="unknown-symbol-once"),
+    pytest.param(Fault.UNKNOWN_SYMBOL, {}, {"listing_check_base": 0.05}, id="unknown-symbol-once"),
     pytest.param(Fault.SNAPSHOT_429, {}, {}, id="429"),
 ]
 
@@ -303,8 +303,9 @@ async def test_snapshot_fault_recovers(pair, fault: Fault, params: dict, options
             if params.get("timeout"):
                 assert h.feed.venue_errors["request timeout"] == 1
         elif fault is Fault.UNKNOWN_SYMBOL:
-            assert h.feed.venue_errors[INVALID_SYMBOL] == 1  # still listed: retried, not disabled
+            assert h.feed.venue_errors[INVALID_SYMBOL] == 1  # still listed: resumed, not disabled
             assert h.metrics.snapshots[(FINE, False)] >= 1
+            assert dict(h.feed.listing.counts) == {"listed": 1}
         elif fault is Fault.SNAPSHOT_429:
             assert h.feed.venue_errors[TOO_MANY] == 1 and h.feed.pacer.penalties >= 1
         assert sync.counters.snapshots >= 1
@@ -361,24 +362,30 @@ async def test_unlisted_symbol_rejected_at_start(pair) -> None:
     async with running(pair, symbols=(FINE,), extra_symbols={"FOO-USDT": "foousdt"}) as h:
         await h.wait_live([FINE])
         assert "FOO-USDT" in h.feed.invalid
-        assert h.feed.current_syncs()["FOO-USDT"].state is SyncState.INVALID
+        foo = h.feed.current_syncs()["FOO-USDT"]
+        assert foo.state is SyncState.INVALID and foo.reason is Reason.DELISTED
+        assert h.feed.venue_errors[INVALID_SYMBOL] == 0  # never subscribed
         assert h.feed.tick_sizes[FINE] == Decimal("0.01")
         # 10^-amount-precision, whatever precision the venue lists for the symbol
         assert h.feed.lot_sizes[FINE] == Decimal(1).scaleb(-h.venue.amount_precision["btcusdt"])
 
 
-async def test_refused_symbol_disabled_without_retry_loop(pair, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_refused_symbol_rechecked_without_retry_loop(pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused ``sub`` for a symbol /v1/common/symbols does not list: delisted, re-checked on the
+    list, never subscribed again while unlisted."""
     async def no_validation(self: GzipMbpFeed) -> dict[str, str]:
         return {}
 
     monkeypatch.setattr(GzipMbpFeed, "validate_symbols", no_validation)
-    async with running(pair, symbols=(FINE,), extra_symbols={"FOO-USDT": "foousdt"}) as h:
+    options = {"listing_check_base": 0.05, "listing_check_cap": 0.1}
+    async with running(pair, symbols=(FINE,), extra_symbols={"FOO-USDT": "foousdt"}, options=options) as h:
         await h.wait_live([FINE])
-        await wait_for(lambda: h.feed.current_syncs()["FOO-USDT"].state is SyncState.INVALID, 5, "invalid")
+        await wait_for(lambda: h.feed.current_syncs()["FOO-USDT"].reason is Reason.DELISTED, 5, "delisted")
+        await wait_for(lambda: h.feed.listing.counts["delisted"] >= 3, 5, "re-checked")
         applied = h.sync(FINE).counters.applied
         await wait_for(lambda: h.sync(FINE).counters.applied >= applied + 20, 5, "more deltas")
         assert h.feed.venue_errors[INVALID_SYMBOL] == 1 and "FOO-USDT" in h.feed.invalid
-        assert h.feed.reconnects == 0
+        assert h.feed.listing.counts["listed"] == 0 and h.feed.reconnects == 0
         await h.settle([FINE])
 
 

@@ -99,8 +99,10 @@ async def running(
     options: dict | None = None,
     faults: list[tuple[Fault, dict]] = (),
     paused: bool = True,
+    delisted: Iterable[str] = (),
 ) -> AsyncIterator[tuple[MexcVenue, MexcFeed, Recorder]]:
-    """A venue and a started feed; ``faults`` are armed on TARGET before the feed starts."""
+    """A venue and a started feed; ``faults`` are armed on TARGET and ``delisted`` symbols taken off
+    the venue's list before the feed starts."""
     symbols = list(symbols)
     venue = MexcVenue(symbols, seed=7, rate=50.0, **(venue_kwargs or {}))
     await venue.start()
@@ -108,6 +110,8 @@ async def running(
         venue.pause()
     for fault, params in faults:
         venue.inject(fault, TARGET, **params)
+    for symbol in delisted:
+        venue.delist(symbol)
     mapping = {s.canonical: venue_symbol(s) for s in symbols} | (extra or {})
     config = VenueConfig("mexc", "mexc", mapping, **venue.urls(), options={**FAST, **(options or {})})
     feed = feed_class("mexc")(config, metrics=(recorder := Recorder()))
@@ -262,14 +266,18 @@ async def test_snapshot_fault_recovers(fault: Fault, params: dict) -> None:
         assert feed_alive(feed)
 
 
-async def test_unknown_symbol_is_invalid_without_retry_loop() -> None:
-    """-1121 from the depth endpoint stops that book for good; others are unaffected."""
-    async with running(faults=[(Fault.UNKNOWN_SYMBOL, {})]) as (venue, feed, rec):
+async def test_unknown_symbol_waits_for_its_listing_recheck() -> None:
+    """-1121 from the depth endpoint stops that book until its re-check; others are unaffected.
+
+    While the re-check is pending, more diffs and a reconnect do not re-request or resubscribe it.
+    """
+    options = {"listing_check_base": 60.0}  # the re-check stays pending for the whole test
+    async with running(faults=[(Fault.UNKNOWN_SYMBOL, {})], options=options) as (venue, feed, rec):
         await converge(venue, feed, OTHERS)
         await wait_for(lambda: feed.current_syncs()[TARGET].state is SyncState.INVALID, 5, "TARGET invalid")
         assert rec.reasons(TARGET, SyncState.INVALID)[Reason.INVALID_SYMBOL] == 1
         assert TARGET in feed.invalid and rec.failures(TARGET) == 1
-        # no retry: more diffs and a reconnect do not bring TARGET back or re-request it
+        assert feed.status()["listing_checks"][TARGET]["reason"] == "invalid_symbol"
         venue.inject(Fault.SERVER_CLOSE, OTHERS[0])
         await venue.step_all(3)
         await wait_for(lambda: feed.reconnects >= 1, 5, "reconnect")
@@ -278,7 +286,33 @@ async def test_unknown_symbol_is_invalid_without_retry_loop() -> None:
         assert feed.current_syncs()[TARGET].state is SyncState.INVALID
         assert all(f"spot@public.aggre.depth.v3.api.pb@100ms@{venue_symbol(SYMBOLS[0])}" not in chans
                    for chans in sim_channels(venue))
-        assert feed_alive(feed)
+        assert feed.listing.counts == Counter() and feed_alive(feed)
+
+
+async def test_unknown_symbol_comes_back_after_its_recheck() -> None:
+    """-1121 once: exchangeInfo still lists the symbol, so the book asks again and goes live."""
+    async with running(faults=[(Fault.UNKNOWN_SYMBOL, {})], options={"listing_check_base": 0.05}) as (
+            venue, feed, rec):
+        await converge(venue, feed, [s.canonical for s in SYMBOLS])  # steps the paused market
+        assert venue.faults.fired[Fault.UNKNOWN_SYMBOL.value] == 1
+        assert rec.reasons(TARGET, SyncState.INVALID)[Reason.INVALID_SYMBOL] == 1
+        assert rec.reasons(TARGET, SyncState.WAITING)[Reason.REVIVED] == 1
+        assert rec.failures(TARGET) == 1 and feed.listing.counts == Counter(listed=1)
+        assert TARGET not in feed.invalid and feed.reconnects == 0 and feed_alive(feed)
+
+
+async def test_parked_connection_resumes_when_its_symbol_is_relisted() -> None:
+    """The only symbol's channel rejected (delisted): the connection parks; once the venue lists the
+    symbol again, the re-check ends the park and the new connection subscribes it."""
+    options = {"validate_at_start": False, "listing_check_base": 0.05, "listing_check_cap": 0.2}
+    async with running(SYMBOLS[:1], options=options, delisted=[TARGET]) as (venue, feed, rec):
+        await wait_for(lambda: any(c.state == "idle" for c in feed.connections.values()), 5, "parked")
+        await wait_for(lambda: feed.current_syncs()[TARGET].reason is Reason.DELISTED, 5, "delisted")
+        reconnects = feed.reconnects
+        venue.relist(TARGET)
+        await converge(venue, feed, [TARGET])
+        assert feed.reconnects == reconnects + 1  # the parked connection was replaced once
+        assert feed.listing.counts["listed"] == 1 and TARGET not in feed.invalid and feed_alive(feed)
 
 
 # ---------------------------------------------------------------------- decoding (no sockets)
@@ -320,15 +354,21 @@ async def test_decoding_routes_by_oneof_member_and_tolerates_drift() -> None:
 
 # ---------------------------------------------------------------------- control protocol
 async def test_rejected_subscription_marks_symbol_invalid() -> None:
-    """A channel the venue blocks (code 0, different msg) invalidates only that symbol."""
+    """A channel the venue blocks (code 0, different msg) invalidates only that symbol; exchangeInfo
+    does not list either spelling, so the re-check reports them delisted, without resubscribing."""
     extra = {"FOO-USDT": "FOOUSDT", "BTC-LOWER": "btcusdt"}
-    async with running(extra=extra, options={"validate_at_start": False}) as (venue, feed, rec):
+    options = {"validate_at_start": False, "listing_check_base": 0.05, "listing_check_cap": 0.1}
+    async with running(extra=extra, options=options) as (venue, feed, rec):
         await converge(venue, feed, [s.canonical for s in SYMBOLS])
         await wait_for(lambda: all(feed.current_syncs()[c].state is SyncState.INVALID for c in extra),
                        5, "rejected symbols invalid")
         for canonical in extra:
-            assert "rejected" in feed.invalid[canonical]
             assert rec.reasons(canonical, SyncState.INVALID)[Reason.INVALID_SYMBOL] == 1
+        await wait_for(lambda: feed.listing.counts["delisted"] >= 4, 5, "two re-checks each")
+        for canonical in extra:
+            assert feed.current_syncs()[canonical].reason is Reason.DELISTED
+            assert rec.reasons(canonical, SyncState.INVALID)[Reason.INVALID_SYMBOL] == 1  # not asked again
+        assert feed.listing.counts["listed"] == 0
         assert feed.reconnects == 0 and feed_alive(feed)
 
 

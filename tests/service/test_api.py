@@ -21,6 +21,7 @@ METRICS = [
     "aggbook_book_resyncs_total",
     "aggbook_book_live",
     "aggbook_book_state",
+    "aggbook_book_delisted",
     "aggbook_book_last_update_age_seconds",
     "aggbook_feed_lag_seconds",
     "aggbook_snapshot_requests_total",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -22,6 +22,7 @@ from aggbook.service.config import WebSocketSettings
 from aggbook.service.demo import DEMO_VENUES, demo_config, demo_exchange
 from aggbook.service.runtime import Service
 from aggbook.simulator.exchange import SimulatedExchange
+from aggbook.simulator.faults import Fault
 from tests.conftest import wait_for
 from tests.service.test_api import METRICS, has_series, value
 from tests.service.test_openapi import check_documented
@@ -59,7 +60,10 @@ async def demo(request) -> AsyncIterator[Demo]:
     sim = demo_exchange(rate=params.get("rate", 40.0))
     await sim.start()
     config = demo_config(
-        sim, port=0, websocket=WebSocketSettings(**params.get("ws", {})), options=FAST_RECONNECT
+        sim,
+        port=0,
+        websocket=WebSocketSettings(**params.get("ws", {})),
+        options={**FAST_RECONNECT, **params.get("options", {})},
     )
     svc = Service(config)
     await svc.start()
@@ -479,3 +483,46 @@ async def test_readyz_flips_during_an_outage_and_back(demo: Demo) -> None:
         )
     status = await demo.get("/v1/status")
     assert status["venues"][0]["symbols"]["BTC-USDT"]["resyncs"]["disconnect"] >= 1
+
+
+# ---------------------------------------------------------------------- a delisted symbol
+FAST_LISTING = {"listing_check_base": 0.05, "listing_check_cap": 0.2}
+
+
+@pytest.mark.parametrize("demo", [{"options": FAST_LISTING}], indirect=True)
+async def test_delisted_symbol_shows_in_status_and_metrics_until_relisted(demo: Demo) -> None:
+    """A symbol BTSE takes off its list: `invalid: delisted` in /v1/status and the gauge, then back."""
+    btse = demo.sim.venues["btse"]
+
+    async def btse_status() -> dict:
+        body = await demo.get("/v1/status")
+        return next(v for v in body["venues"] if v["venue"] == "btse")
+
+    async def until(cond: Callable[[dict], bool]) -> dict:
+        while not cond(venue := await btse_status()):
+            await asyncio.sleep(0.01)
+        return venue
+
+    btse.delist("BTC-USDT")
+    btse.inject(Fault.GAP, "BTC-USDT")  # the resubscribe of the resync is refused (error 1000)
+    venue = await asyncio.wait_for(until(lambda v: v["symbols"]["BTC-USDT"]["reason"] == "delisted"), 10)
+    book = venue["symbols"]["BTC-USDT"]
+    assert book["state"] == "invalid" and not book["included"]
+    assert book["excluded_reason"] == "invalid: delisted"
+    assert venue["listing_checks"]["BTC-USDT"]["reason"] == "delisted"
+    assert venue["listing_checks"]["BTC-USDT"]["next_check_at"] > 0
+    assert "BTC-USDT" in venue["invalid_symbols"]
+    text = await demo.metrics()
+    assert value(text, "aggbook_book_delisted", venue="btse", symbol="BTC-USDT") == 1
+    assert value(text, "aggbook_book_delisted", venue="btse", symbol="ETH-USDT") == 0
+    assert value(text, "aggbook_book_state", venue="btse", symbol="BTC-USDT", state="invalid") == 1
+    # neither the refusal nor the verdict is a resync
+    assert value(text, "aggbook_book_resyncs_total", venue="btse", symbol="BTC-USDT", reason="gap") == 1
+    for reason in ("delisted", "invalid_symbol", "revived"):
+        assert f'reason="{reason}"' not in text
+
+    btse.relist("BTC-USDT")
+    venue = await asyncio.wait_for(until(lambda v: v["symbols"]["BTC-USDT"]["state"] == "live"), 10)
+    assert "BTC-USDT" not in venue["invalid_symbols"] and venue["listing_check_outcomes"]["listed"] == 1
+    text = await demo.metrics()
+    assert value(text, "aggbook_book_delisted", venue="btse", symbol="BTC-USDT") == 0

@@ -277,6 +277,19 @@ async def test_control_faults_pause_and_connections(
         assert status == 200 and [c["id"] for c in conns] == list(venue.connections)  # type: ignore[union-attr]
 
 
+async def test_control_delist_and_relist(venue: VenueServer, session: aiohttp.ClientSession) -> None:
+    base = venue.base_url
+    vs = venue.venue_symbol(SPECS[0])
+    status, body = await call(session, "POST", f"{base}/_sim/delist", json={"symbol": SPECS[0].canonical})
+    assert (status, body) == (200, {"delisted": [vs]})
+    assert not venue.listed(vs) and venue.listed(venue.venue_symbol(SPECS[1]))
+    for bad in ({"symbol": "NOPE-USDT"}, {}, ["BTC-USDT"]):
+        assert (await call(session, "POST", f"{base}/_sim/delist", json=bad))[0] == 400, bad
+    status, body = await call(session, "POST", f"{base}/_sim/relist", json={"symbol": vs})
+    assert (status, body) == (200, {"delisted": []})
+    assert venue.listed(vs)
+
+
 # ---------------------------------------------------------------------- control API, faults firing
 async def spot_depth(session: aiohttp.ClientSession, venue: VenueServer) -> tuple[int, str | None]:
     async with session.get(f"{venue.base_url}/api/v3/depth?symbol=BTCUSDT&limit=5") as resp:
@@ -296,6 +309,26 @@ async def test_fault_armed_over_http_fires_on_the_wire(session: aiohttp.ClientSe
             assert resp.status == 400 and (await resp.json())["code"] == -1121
         status, listing = await call(session, "GET", f"{base}/_sim/faults")
         assert listing["fired"] == {"snapshot_429": 1, "unknown_symbol": 1}  # type: ignore[index]
+
+
+async def test_delisted_symbol_is_unknown_on_the_wire_until_relisted(session: aiohttp.ClientSession) -> None:
+    """While delisted, the symbol list leaves it out and its snapshot is refused as unknown."""
+    async with BinanceSpotVenue(SPECS, autostart_pump=False) as venue:
+        base = venue.base_url
+
+        async def listed() -> list[str]:
+            status, body = await call(session, "GET", f"{base}/api/v3/exchangeInfo")
+            assert status == 200
+            return [s["symbol"] for s in body["symbols"]]  # type: ignore[index]
+
+        assert await listed() == ["BTCUSDT", "ETHUSDT"]
+        await call(session, "POST", f"{base}/_sim/delist", json={"symbol": "BTCUSDT"})
+        assert await listed() == ["ETHUSDT"]
+        async with session.get(f"{base}/api/v3/depth?symbol=BTCUSDT") as resp:
+            assert resp.status == 400 and (await resp.json())["code"] == -1121
+        await call(session, "POST", f"{base}/_sim/relist", json={"symbol": "BTCUSDT"})
+        assert await listed() == ["BTCUSDT", "ETHUSDT"]
+        assert (await spot_depth(session, venue))[0] == 200
 
 
 async def test_random_faults_over_http_and_from_the_exchange_seed(session: aiohttp.ClientSession) -> None:
