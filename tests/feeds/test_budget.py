@@ -6,6 +6,7 @@ import pytest
 
 from aggbook.feeds.binance import BinanceFuturesFeed, BinanceSpotFeed
 from aggbook.feeds.config import VenueConfig
+from aggbook.feeds.nhex import NhexFeed
 from aggbook.feeds.pacing import WeightBudget, cold_start_bound_s
 
 
@@ -70,3 +71,11 @@ def test_exchange_info_budget_replaces_the_default_and_options_override_both() -
                                 "limit": 1200}])
     assert pinned.weight_budget == 3000  # the operator's budget is kept
     assert pinned.snapshot_pacing() == (pinned.budget.pacing(50)[0], 100.0)
+
+
+def test_mbp_cold_start_is_bound_by_the_req_spacing_per_connection() -> None:
+    """NHEX/BitV reqs leave one connection 110 ms apart: 30 books on one socket take 29 spacings."""
+    feed = NhexFeed(VenueConfig(name="n", kind="nhex", symbols={"BTC-USDT": "btcusdt"}))
+    assert feed.max_symbols_per_connection == 30
+    assert feed.cold_start_bound_s(200) == pytest.approx(29 * 0.11)  # the venue-wide pacer: 3.0 s
+    assert feed.cold_start_bound_s(1) == 0.0

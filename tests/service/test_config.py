@@ -101,6 +101,7 @@ def test_environment_overrides_listen_address() -> None:
         (lambda d: d["venues"]["binance"].update(options={"combined": 1}), "venues.binance.options.combined"),
         (lambda d: d["venues"]["binance"].update(typo=1), "venues.binance.typo"),
         (lambda d: d["venues"]["binance"].update(depth=5001), "venues.binance.depth"),
+        (lambda d: d["venues"].update(mexc={"depth": 6000}), "venues.mexc.depth"),
         # USD-M futures serves only its fixed limits: 200 is a number spot would take
         (lambda d: d["venues"].update({"binance-futures": {"depth": 200}}), "venues.binance-futures.depth"),
         (lambda d: d["venues"]["binance"].update(enabled=False), "venues"),
