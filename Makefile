@@ -31,6 +31,7 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/book_bench.py
 	$(BIN)/python bench/feed_bench.py
+	$(BIN)/python bench/metrics_bench.py
 	$(BIN)/python bench/cold_start_bench.py
 
 clean:
