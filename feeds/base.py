@@ -42,7 +42,7 @@ from aggbook.feeds.http import HttpClient, parse_retry_after
 from aggbook.feeds.listing import ListingWatch
 from aggbook.feeds.metrics import FeedMetrics, NullMetrics
 from aggbook.feeds.options import apply_options, option_names, option_problem
-from aggbook.feeds.pacing import RequestPacer
+from aggbook.feeds.pacing import RequestPacer, drain_s
 from aggbook.feeds.publisher import BookPublisher
 from aggbook.feeds.snapshots import SnapshotScheduler
 from aggbook.feeds.status import render_status
@@ -131,6 +131,29 @@ class VenueFeed(Generic[S]):
     def snapshot_weight(self, canonical: str) -> float:
         return 1.0
 
+    def snapshot_pacing(self) -> tuple[float, float]:
+        """``(rate, burst)`` of the venue-wide snapshot pacer, in snapshot weight.
+
+        The options ``snapshot_rate``/``snapshot_burst`` by default; a venue that publishes a
+        request budget derives them from it (Binance's ``exchangeInfo``).
+        """
+        return float(self.snapshot_rate), float(self.snapshot_burst)
+
+    def cold_start_bound_s(self, symbols: int | None = None) -> float:
+        """Earliest second at which the snapshot pacer lets the last of ``symbols`` cold-start requests out.
+
+        ``symbols`` defaults to the configured ones; ``aggbook check-config`` prints this per venue.
+        """
+        count = len(self.config.symbols) if symbols is None else symbols
+        rate, burst = self.snapshot_pacing()
+        weights = [self.snapshot_weight(c) for c in self.config.symbols] or [self.snapshot_weight("")]
+        return drain_s(rate, burst, max(weights), count)
+
+    @classmethod
+    def depth_problem(cls, depth: int) -> str | None:
+        """Why the venue cannot serve snapshots of ``depth`` (None when it can); the config parser asks."""
+        return None
+
     def connection_tasks(self, conn: Connection[S]) -> list[Coroutine[Any, Any, Any]]:
         """Per-connection coroutines (client pings, req queues) started once the socket is open."""
         return []
@@ -188,6 +211,7 @@ class VenueFeed(Generic[S]):
             rejected = await self.validate_symbols()
         except Exception as exc:  # the symbol endpoint being down must not stop the feed
             log.warning("%s: symbol validation skipped: %s", self.venue, exc)
+        self.snapshots.repace()  # the venue may have published its request budget
         for canonical, why in rejected.items():
             # not listed now; its books start delisted and the listing is re-checked, so a symbol
             # listed later (or a list that was wrong at start) comes back without a restart

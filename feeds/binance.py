@@ -18,12 +18,17 @@ What the feed does, per Binance's Spot and USDⓈ-M Futures API docs:
   because pings, pongs and control frames all count (the docs' WebSocket limits);
 * REST snapshot ``/api/v3/depth`` or ``/fapi/v1/depth`` at ``config.depth``
   (default 1000) with the request weight of that limit (the "Order Book" endpoint's weight
-  table), paced by the base's venue-wide pacer; ``X-MBX-USED-WEIGHT-1M`` is read on every response and the
-  pacer is held back when the used weight nears the budget; 429/418 with
-  ``Retry-After`` become :class:`RateLimited`; ``-1121`` becomes :class:`InvalidSymbol`;
+  table), paced by the base's venue-wide pacer at the venue's ``REQUEST_WEIGHT`` budget
+  (:class:`~aggbook.feeds.pacing.WeightBudget`: ``weight_headroom`` of it, less ``weight_reserve``
+  for the feed's own ``exchangeInfo`` calls, never more in one window); ``X-MBX-USED-WEIGHT-1M``
+  is read on every response and the pacer is held back when the IP's used weight (other clients
+  included) nears the budget; 429/418 with ``Retry-After`` become :class:`RateLimited`;
+  ``-1121`` becomes :class:`InvalidSymbol`;
 * ``exchangeInfo`` at start-up: unknown symbols are reported, tick and step sizes
-  and the ``REQUEST_WEIGHT`` budget learned ("Exchange Information" and the docs' "LIMITS" section);
-  a refused symbol's listing is re-checked with ``exchangeInfo?symbol=`` (``-1121``: not listed);
+  and the ``REQUEST_WEIGHT`` budget (limit and interval) learned ("Exchange Information" and the
+  docs' "LIMITS" section); without an answer the documented defaults (6000/min spot, 2400/min
+  futures) stand; a refused symbol's listing is re-checked with ``exchangeInfo?symbol=``
+  (``-1121``: not listed);
 * ``serverShutdown`` (raw, or ``!serverShutdown`` on combined streams) triggers the
   base's make-before-break rollover, as does ``max_connection_age`` (23.5 h, before
   the venue's 24 h cut);
@@ -57,7 +62,7 @@ from aggbook.feeds.base import (
 )
 from aggbook.feeds.config import VenueConfig
 from aggbook.feeds.metrics import FeedMetrics
-from aggbook.feeds.pacing import RequestPacer
+from aggbook.feeds.pacing import RequestPacer, WeightBudget
 from aggbook.feeds.spec import VenueSpec
 
 log = logging.getLogger("aggbook.feeds.binance")
@@ -124,6 +129,7 @@ class BinanceMarket:
     allowed_depths: tuple[int, ...] | None  # futures accepts only fixed limits; spot any 1..max
     depth_weights: tuple[tuple[int, int], ...]  # (limit up to, request weight), ascending
     weight_budget: int  # REQUEST_WEIGHT per minute unless exchangeInfo says otherwise
+    exchange_info_weight: int  # what one exchangeInfo request costs
     speeds: tuple[str, ...]  # allowed depth-stream speed suffixes ("" = the stream's default)
     exchange_info_filter: bool  # exchangeInfo accepts ?symbols=[...]
 
@@ -136,7 +142,8 @@ SPOT = BinanceMarket(
     max_depth=5000,
     allowed_depths=None,
     depth_weights=((100, 5), (500, 25), (1000, 50), (5000, 250)),
-    weight_budget=6000,
+    weight_budget=6000,  # "REQUEST_WEIGHT is 6000 per minute" (since 2023-08-25)
+    exchange_info_weight=20,
     speeds=("", "100ms"),  # the documented <sym>@depth and <sym>@depth@100ms
     exchange_info_filter=True,
 )
@@ -149,7 +156,8 @@ FUTURES = BinanceMarket(
     max_depth=1000,
     allowed_depths=(5, 10, 20, 50, 100, 500, 1000),
     depth_weights=((50, 2), (100, 5), (500, 10), (1000, 20)),
-    weight_budget=2400,
+    weight_budget=2400,  # not in our copy of the docs (the public USD-M "LIMITS" page); exchangeInfo says
+    exchange_info_weight=1,
     speeds=("", "100ms", "500ms"),  # "@depth (supports @500ms / @100ms)"
     exchange_info_filter=False,
 )
@@ -186,21 +194,21 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
     control_rate: float = 3.0
     control_burst: float = 2.0
     client_ping_interval: float = 0.0  # 0 = rely on the venue's pings
-    snapshot_rate: float = 50.0  # request weight per second spent on snapshots
-    snapshot_burst: float = 250.0
-    weight_budget: int | None = None  # None = from exchangeInfo, else the market's default
-    weight_window: float = 60.0
-    weight_headroom: float = 0.8  # slow down once this share of the budget is used
+    # snapshot pacing comes from the REQUEST_WEIGHT budget (:meth:`snapshot_pacing`); an explicit
+    # snapshot_rate/snapshot_burst in config.options overrides it
+    weight_budget: int | None = None  # REQUEST_WEIGHT per weight_window; None = exchangeInfo, else default
+    weight_window: float | None = None  # seconds; None = exchangeInfo's interval, else 60
+    weight_headroom: float = 0.8  # snapshots spend at most this share a window; the header watch holds here
+    weight_reserve: float | None = None  # weight a window left to other requests; None = 2 exchangeInfo calls
+    snapshot_burst_share: float = 0.1  # share of the usable weight the pacer may send at once
 
     def __init__(self, config: VenueConfig, *, metrics: FeedMetrics | None = None) -> None:
-        super().__init__(config, metrics=metrics)
         market = self.market
+        # before the base class builds the snapshot pacer, whose pacing depends on the snapshot weight
         self.depth = int(config.depth) if config.depth is not None else market.default_depth
-        if not 1 <= self.depth <= market.max_depth or (
-            market.allowed_depths is not None and self.depth not in market.allowed_depths
-        ):
-            allowed = market.allowed_depths or f"1..{market.max_depth}"
-            raise ValueError(f"venues.{config.name}.depth: {self.depth} not allowed ({allowed})")
+        if (problem := self.depth_problem(self.depth)) is not None:
+            raise ValueError(f"venues.{config.name}.depth: {problem}")
+        super().__init__(config, metrics=metrics)
         if self.stream_speed not in market.speeds:
             raise ValueError(f"venues.{config.name}.options.stream_speed: {self.stream_speed!r} "
                              f"not one of {market.speeds}")
@@ -212,22 +220,61 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
         self._weight_budget_configured = self.weight_budget is not None
         if self.weight_budget is None:
             self.weight_budget = market.weight_budget
+        if self.weight_window is None:
+            self.weight_window = 60.0
+        if (int(self.weight_budget) <= 0 or float(self.weight_window) <= 0
+                or not 0 < self.weight_headroom <= 1):
+            raise ValueError(f"venues.{config.name}.options: weight_budget and weight_window must be > 0 "
+                             "and weight_headroom in (0, 1]")
         self._by_symbol = {vs.upper(): canonical for canonical, vs in config.symbols.items()}
         self._ids = itertools.count(1)
         self.symbol_status: dict[str, str] = {}  # canonical -> TRADING / HALT / BREAK ...
         self.weight_used: int | None = None  # last X-MBX-USED-WEIGHT-1M seen
         self.weight_slowdowns = 0
         self.control_errors = 0
+        self.snapshots.repace()
 
     # ------------------------------------------------------------------ protocol facts
     def rule_for(self, canonical: str) -> SequenceRule:
         return self.market.rule
+
+    @classmethod
+    def depth_problem(cls, depth: int) -> str | None:
+        """Spot takes any limit 1..5000, futures only its fixed set (the "Order Book" endpoints)."""
+        market = cls.market
+        if not 1 <= depth <= market.max_depth or (
+            market.allowed_depths is not None and depth not in market.allowed_depths
+        ):
+            allowed = (", ".join(map(str, market.allowed_depths)) if market.allowed_depths
+                       else f"1..{market.max_depth}")
+            return f"{depth} is not a snapshot limit {cls.market_title()} accepts ({allowed})"
+        return None
+
+    @classmethod
+    def market_title(cls) -> str:
+        return "Binance spot" if cls.market is SPOT else "Binance USD-M futures"
 
     def snapshot_weight(self, canonical: str) -> float:
         for upto, weight in self.market.depth_weights:
             if self.depth <= upto:
                 return float(weight)
         return float(self.market.depth_weights[-1][1])
+
+    @property
+    def budget(self) -> WeightBudget:
+        """The REQUEST_WEIGHT budget as learned (or configured, or documented) and the share snapshots use."""
+        reserve = self.weight_reserve
+        if reserve is None:
+            reserve = 2 * self.market.exchange_info_weight  # start-up: filtered query, maybe the full list
+        return WeightBudget(float(self.weight_budget or self.market.weight_budget),
+                            float(self.weight_window or 60.0),
+                            headroom=float(self.weight_headroom), reserve=float(reserve),
+                            burst_share=float(self.snapshot_burst_share))
+
+    def snapshot_pacing(self) -> tuple[float, float]:
+        rate, burst = self.budget.pacing(self.snapshot_weight(""))
+        options = self.config.options
+        return (float(options.get("snapshot_rate", rate)), float(options.get("snapshot_burst", burst)))
 
     def stream_name(self, canonical: str) -> str:
         suffix = f"@{self.stream_speed}" if self.stream_speed else ""
@@ -403,7 +450,7 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
         threshold = budget * float(self.weight_headroom)
         if used < threshold:
             return
-        per_second = budget / float(self.weight_window)
+        per_second = budget / float(self.weight_window or 60.0)
         delay = (used - threshold) / per_second + self.snapshot_weight("") / per_second
         self.weight_slowdowns += 1
         log.warning("%s: request weight %d of %d used; holding snapshots for %.2fs", self.venue, used,
@@ -461,21 +508,27 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
         return None
 
     def _learn_rate_limits(self, limits: list) -> None:
-        """REQUEST_WEIGHT budget as weight per minute (the window of the header we read); tightest wins."""
+        """The REQUEST_WEIGHT limit and its window; of several, the lowest weight per second wins.
+
+        A budget set in ``options`` (``weight_budget``) is the operator's word and is kept.
+        """
         if self._weight_budget_configured:
             return
-        per_minute: list[float] = []
+        found: list[tuple[float, int, float]] = []  # (weight per second, limit, window seconds)
         for item in limits:
             if not isinstance(item, dict) or item.get("rateLimitType") != "REQUEST_WEIGHT":
                 continue
             seconds = _INTERVAL_SECONDS.get(str(item.get("interval")))
-            limit = item.get("limit")
-            if seconds is None or not isinstance(limit, int) or limit <= 0:
+            limit, num = item.get("limit"), item.get("intervalNum") or 1
+            if (seconds is None or not isinstance(limit, int) or limit <= 0
+                    or not isinstance(num, int) or num <= 0):
                 continue
-            window = seconds * int(item.get("intervalNum") or 1)
-            per_minute.append(limit * min(1.0, 60.0 / window))
-        if per_minute:
-            self.weight_budget = int(min(per_minute))
+            window = seconds * num
+            found.append((limit / window, limit, window))
+        if found:
+            _, self.weight_budget, self.weight_window = min(found)
+            log.info("%s: REQUEST_WEIGHT budget %d per %gs from exchangeInfo", self.venue, self.weight_budget,
+                     self.weight_window)
 
 
 class BinanceSpotFeed(_BinanceFeed):
@@ -490,8 +543,6 @@ class BinanceFuturesFeed(_BinanceFeed):
     market = FUTURES
     control_rate = 8.0  # 10 incoming frames/s allowed: at most 9 control frames a second, plus a pong
     client_ping_interval = 10.0  # the venue pings only every 3 minutes
-    snapshot_rate = 16.0  # 2400 weight/min budget
-    snapshot_burst = 100.0
 
 
 VENUES = (

@@ -157,7 +157,9 @@ class GzipMbpFeed(VenueFeed[MbpConnState]):
     quiet_snapshot_delay: float = 1.0  # req a book with nothing buffered this long after subbed
     straddle_accept_after: int = 3  # 150/400: misaligned snapshots in a row before a straddle is taken
     not_open_retry: float = 60.0  # "symbol trade not open now": resubscribe after this many seconds
-    snapshot_rate: float = 50.0  # reqs are spaced per connection; this only caps a venue-wide storm
+    # the documents state no venue-wide req budget (only the 100 ms spacing per connection, and 10 REST
+    # requests/s per IP, which reqs on the socket are not): this only caps a venue-wide storm
+    snapshot_rate: float = 50.0
     snapshot_burst: float = 50.0
 
     def __init__(self, config: VenueConfig, *, metrics: FeedMetrics | None = None) -> None:
@@ -188,6 +190,14 @@ class GzipMbpFeed(VenueFeed[MbpConnState]):
         self.pongs = 0
 
     # ------------------------------------------------------------------ venue facts
+    def cold_start_bound_s(self, symbols: int | None = None) -> float:
+        """Reqs leave each connection ``req_min_interval`` apart (the venue's 100 ms rule), connections in
+        parallel, all through the venue-wide pacer: the later of the two moments."""
+        count = len(self.config.symbols) if symbols is None else symbols
+        per_connection = min(count, max(1, int(self.max_symbols_per_connection)))
+        spaced = max(0, per_connection - 1) * float(self.req_min_interval)
+        return max(super().cold_start_bound_s(count), spaced)
+
     def allowed_levels(self) -> tuple[int, ...]:
         """mbp level counts this venue offers (NHEX adds 400 behind an option)."""
         return self.base_levels

@@ -118,7 +118,9 @@ class MexcFeed(VenueFeed[MexcConnState]):
     max_symbols_per_connection = 25  # the venue allows 30; keep headroom
     silence_timeout = 30.0  # PINGs are answered well within this on a healthy connection
     max_connection_age = 24 * 3600.0 - 600.0  # MEXC closes at 24 h: roll over 10 min before
-    snapshot_rate = 10.0  # MEXC allows 500 requests / 10 s per endpoint and IP
+    # MEXC's public "Limits" section: 500 requests per 10 s per endpoint and IP (our copy of the docs
+    # states no REST limit); 20 + 10/s * 10 s = 120 a window, under a quarter of it
+    snapshot_rate = 10.0
     snapshot_burst = 20.0
     depth_interval = "100ms"  # or "10ms"; never both for one book
     ping_interval = 17.0  # spec: PING every 15-20 s (the venue drops a connection idle for 60 s)
@@ -138,6 +140,11 @@ class MexcFeed(VenueFeed[MexcConnState]):
                         self.max_symbols_per_connection, VENUE_SUBSCRIPTION_LIMIT)
         self.snapshot_limit = max(1, min(MAX_DEPTH, int(config.depth or DEFAULT_DEPTH)))
         self.pong_timeouts = 0
+
+    @classmethod
+    def depth_problem(cls, depth: int) -> str | None:
+        """``GET /api/v3/depth`` takes ``limit`` up to 5000 (the docs' largest)."""
+        return None if 1 <= depth <= MAX_DEPTH else f"{depth} is not a MEXC snapshot limit (1..{MAX_DEPTH})"
 
     # ------------------------------------------------------------------ venue hooks
     def rule_for(self, canonical: str) -> SequenceRule:

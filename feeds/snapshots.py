@@ -30,7 +30,11 @@ class SnapshotScheduler:
 
     def __init__(self, feed: VenueFeed) -> None:
         self.feed = feed
-        self.pacer = RequestPacer(feed.snapshot_rate, feed.snapshot_burst)
+        self.pacer = RequestPacer(*feed.snapshot_pacing())
+
+    def repace(self) -> None:
+        """Take the feed's pacing again: a venue may publish its budget only once the feed has started."""
+        self.pacer.configure(*self.feed.snapshot_pacing())
 
     def request(self, conn: Connection, canonical: str) -> None:
         """Ask for a snapshot of ``canonical`` on ``conn`` unless one is already on its way."""

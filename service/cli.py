@@ -102,8 +102,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         config = load_config(args.file)
         from aggbook.service.aggregator import default_feed_factory
 
-        for vc in config.enabled_venues:  # the feed classes check their own options on construction
-            default_feed_factory(vc)
+        feeds = [default_feed_factory(vc) for vc in config.enabled_venues]  # they check their own options
         unresolved = resolve_host(config.host)
         if unresolved:
             raise ConfigError("service.host", unresolved)
@@ -111,8 +110,29 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"aggbook: invalid config: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     _print(config.describe())
+    _print(cold_start_lines(feeds))
     _print("config OK")
     return EXIT_OK
+
+
+def cold_start_lines(feeds: list[Any]) -> str:
+    """What a cold start costs per venue: the snapshot pacing and the earliest moment every book can be live.
+
+    The pacing shown is the one the feed starts with (a venue that publishes its budget, such as
+    Binance's ``exchangeInfo``, may adjust it at start-up); the bound ignores round trips, so it is
+    the floor a start can reach, and a user sees what adding symbols or depth will cost.
+    """
+    lines = ["cold start (snapshot pacing; the earliest all books can be live):"]
+    for feed in feeds:
+        rate, burst = feed.snapshot_pacing()
+        weight = max((feed.snapshot_weight(c) for c in feed.config.symbols), default=feed.snapshot_weight(""))
+        count = len(feed.config.symbols)
+        lines.append(
+            f"  {feed.venue}: {count} symbols x weight {weight:g}, {rate:g} weight/s, burst {burst:g}: "
+            f"cold_start_bound_s={feed.cold_start_bound_s():.1f} "
+            f"(200 symbols: {feed.cold_start_bound_s(200):.1f})"
+        )
+    return "\n".join(lines)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -329,6 +329,8 @@ def _venue(name: str, table: Any, service_symbols: list[str]) -> VenueConfig:
     )
     ws_url = _url(table["ws_url"], f"{p}.ws_url", ("ws://", "wss://")) if "ws_url" in table else ""
     depth = _int(table["depth"], f"{p}.depth", 1, 10_000) if "depth" in table else None
+    if depth is not None and (problem := spec.feed.depth_problem(depth)) is not None:
+        raise ConfigError(f"{p}.depth", problem)
     return VenueConfig(
         name=name,
         kind=kind,

@@ -68,6 +68,9 @@ class WeightLimiter:
     requests never straddle a reset by accident.  A request that would exceed the budget
     gets 429 with the seconds left in the window; any request sent while that 429 is in
     force gets 418 and a ban of ``ban_seconds``, as Binance bans IPs that keep going.
+
+    It also keeps the counts a client's pacing is judged by: requests and weight charged, the most
+    weight used in any one window (``peak``) and the requests refused with 429/418.
     """
 
     def __init__(self, limit: int, window: float, ban_seconds: float) -> None:
@@ -78,6 +81,10 @@ class WeightLimiter:
         self._window_start: float | None = None
         self._limited_until = 0.0
         self._banned_until = 0.0
+        self.requests = 0  # requests charged (allowed)
+        self.charged = 0  # weight charged over all windows
+        self.peak = 0  # the most weight used in one window
+        self.refused = 0  # requests answered 429 or 418
 
     def _roll(self, now: float) -> None:
         if self._window_start is None or now >= self._window_start + self.window:
@@ -88,17 +95,30 @@ class WeightLimiter:
         """Charge one request.  Returns (HTTP status, Retry-After seconds); 200 means allowed."""
         now = time.monotonic()
         if now < self._banned_until:
+            self.refused += 1
             return 418, self._banned_until - now
         self._roll(now)
         if now < self._limited_until:
+            self.refused += 1
             self._banned_until = now + self.ban_seconds
             return 418, self.ban_seconds
         if self.used + weight > self.limit:
             assert self._window_start is not None
+            self.refused += 1
             self._limited_until = self._window_start + self.window
             return 429, self._limited_until - now
         self.used += weight
+        self.requests += 1
+        self.charged += weight
+        self.peak = max(self.peak, self.used)
         return 200, 0.0
+
+    def interval(self) -> tuple[str, int]:
+        """The window as exchangeInfo spells it: ``("MINUTE", 1)``, or whole seconds for a shortened one."""
+        for name, seconds in (("DAY", 86400), ("HOUR", 3600), ("MINUTE", 60)):
+            if self.window % seconds == 0:
+                return name, int(self.window // seconds)
+        return "SECOND", max(1, round(self.window))
 
     def current(self) -> int:
         self._roll(time.monotonic())
@@ -198,8 +218,8 @@ class BinanceOptions(VenueOptions):
     max_streams: int = 1024
     max_connection_age: float = 24 * 3600.0
     shutdown_grace: float = 1.0  # seconds between ``serverShutdown`` and the close
-    weight_limit: int | None = None
-    weight_window: float = 60.0
+    weight_limit: int | None = None  # REQUEST_WEIGHT per window (exchangeInfo publishes it)
+    weight_window: float = 60.0  # seconds; published as MINUTE, or SECOND with intervalNum when shortened
     ban_seconds: float = 120.0
     id_extra_max: int = 3  # invisible update ids per event, at most
 
@@ -406,6 +426,12 @@ class _BinanceVenue(VenueServer):
 
     def _exchange_info_body(self, names: list[str]) -> dict:
         raise NotImplementedError
+
+    def _weight_limit_entry(self) -> dict:
+        """The ``REQUEST_WEIGHT`` entry of ``rateLimits``: the budget this venue enforces."""
+        interval, num = self.limiter.interval()
+        return {"rateLimitType": "REQUEST_WEIGHT", "interval": interval, "intervalNum": num,
+                "limit": self.limiter.limit}
 
     async def _h_ping(self, request: web.Request) -> web.Response:
         refused = self._charge(1)
@@ -767,8 +793,7 @@ class BinanceSpotVenue(_BinanceVenue):
         return {
             "timezone": "UTC", "serverTime": _now_ms(),
             "rateLimits": [
-                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
-                 "limit": self.limiter.limit},
+                self._weight_limit_entry(),
                 {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
                 {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000},
                 {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 300000},
@@ -830,8 +855,7 @@ class BinanceFuturesVenue(_BinanceVenue):
         return {
             "timezone": "UTC", "serverTime": _now_ms(), "futuresType": "U_MARGINED",
             "rateLimits": [
-                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
-                 "limit": self.limiter.limit},
+                self._weight_limit_entry(),
                 {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
                 {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 300},
             ],

@@ -359,18 +359,71 @@ async def test_fault_recovers_to_truth(market: Market, case: Case) -> None:
 
 # ---------------------------------------------------------------------------- rate limits
 async def test_weight_header_slows_snapshots_before_the_budget() -> None:
-    """X-MBX-USED-WEIGHT-1M near the exchangeInfo budget holds the snapshot pacer back; no 429 seen."""
-    async with running(SPOT, depth=100, venue_kw={"weight_limit": 100},
-                       options={"weight_headroom": 0.25, "weight_window": 2.0}) as h:
+    """X-MBX-USED-WEIGHT-1M near the exchangeInfo budget holds the snapshot pacer back; no 429 seen.
+
+    exchangeInfo alone (20) reaches a quarter of the 100 a 2 s window allows, so the header watch,
+    not the pacer, is what holds the second snapshot back.
+    """
+    async with running(SPOT, depth=100, venue_kw={"weight_limit": 100, "weight_window": 2.0},
+                       options={"weight_headroom": 0.25, "weight_reserve": 0}) as h:
         await h.wait_all_live()
         feed = h.feed
         assert isinstance(feed, BinanceSpotFeed)
-        assert feed.weight_budget == 100  # learned from exchangeInfo rateLimits
+        assert (feed.weight_budget, feed.weight_window) == (100, 2.0)  # learned from exchangeInfo rateLimits
         assert feed.snapshot_weight(SYM) == 5
         assert h.venue.limiter.used == 20 + 2 * 5  # type: ignore[attr-defined]
         assert feed.weight_used in (25, 30)
         assert feed.weight_slowdowns >= 1 and feed.pacer.penalties >= 1
         assert h.metrics.snapshot_count(False) == 0
+        await h.settle()
+
+
+@pytest.mark.parametrize("paced", [True, False], ids=["budget", "fixed-rate"])
+async def test_cold_start_of_many_books_stays_within_the_published_budget(paced: bool) -> None:
+    """80 books at weight 5 on a venue publishing 300 weight per 2 s: all go live, the venue never refuses.
+
+    Counted on the venue's side: one exchangeInfo and one snapshot request per book, and no window
+    ever charged more than the budget.  The fixed-rate control (the former 50 weight/s with a burst
+    of 250, blind to the published budget) runs into 429s at once.
+    """
+    specs = [extra_symbol(i) for i in range(80)]
+    options = {} if paced else {"snapshot_rate": 50.0, "snapshot_burst": 250.0}
+    venue_kw = {"weight_limit": 300, "weight_window": 2.0, "ban_seconds": 1.0}
+    async with running(SPOT, specs=specs, rate=5.0, depth=100, options=options, venue_kw=venue_kw) as h:
+        feed, limiter = h.feed, h.venue.limiter  # type: ignore[attr-defined]
+        assert isinstance(feed, BinanceSpotFeed)
+        if not paced:
+            await wait_for(lambda: limiter.refused > 0, 10, "the venue refusing requests")
+            return
+        await h.wait_all_live(timeout=30)
+        assert (feed.weight_budget, feed.weight_window) == (300, 2.0)  # from exchangeInfo
+        rate, burst = feed.budget.pacing(5)
+        assert (feed.pacer.rate, feed.pacer.burst) == (rate, burst) and burst + rate * 2.0 == 200
+        assert limiter.refused == 0 and h.metrics.snapshot_count(False) == 0
+        assert limiter.requests == 1 + len(specs)  # exchangeInfo, then one snapshot per book
+        assert limiter.charged == 20 + 5 * len(specs)
+        assert limiter.peak <= limiter.limit
+        assert len(h.fetches) == len(specs)
+        # the cold start needed more than one window: the budget, not the burst, paced it
+        assert limiter.charged > 2 * burst
+
+
+async def test_without_exchange_info_the_documented_budget_paces() -> None:
+    """The symbol endpoint down: the feed starts anyway, paced at spot's documented 6000 per minute."""
+
+    def no_exchange_info(h: Harness) -> None:
+        async def down() -> dict[str, str]:
+            raise aiohttp.ClientConnectionError("exchangeInfo unreachable")
+
+        h.feed.validate_symbols = down  # type: ignore[method-assign]
+
+    async with running(SPOT, depth=100, venue_kw={"weight_limit": 300, "weight_window": 2.0},
+                       before_start=no_exchange_info) as h:
+        await h.wait_all_live()
+        feed = h.feed
+        assert isinstance(feed, BinanceSpotFeed)
+        assert (feed.weight_budget, feed.weight_window) == (6000, 60.0)
+        assert (feed.pacer.rate, feed.pacer.burst) == feed.budget.pacing(5)
         await h.settle()
 
 

@@ -100,6 +100,10 @@ def test_environment_overrides_listen_address() -> None:
          "venues.binance.options.stream_speed"),
         (lambda d: d["venues"]["binance"].update(options={"combined": 1}), "venues.binance.options.combined"),
         (lambda d: d["venues"]["binance"].update(typo=1), "venues.binance.typo"),
+        (lambda d: d["venues"]["binance"].update(depth=5001), "venues.binance.depth"),
+        (lambda d: d["venues"].update(mexc={"depth": 6000}), "venues.mexc.depth"),
+        # USD-M futures serves only its fixed limits: 200 is a number spot would take
+        (lambda d: d["venues"].update({"binance-futures": {"depth": 200}}), "venues.binance-futures.depth"),
         (lambda d: d["venues"]["binance"].update(enabled=False), "venues"),
         (lambda d: d.update(venues={}), "venues"),
         (lambda d: d.update(websocket={"queue_size": 0}), "websocket.queue_size"),
@@ -194,6 +198,9 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["check-config", str(EXAMPLE)]) == 0
     out = capsys.readouterr().out
     assert "config OK" in out and "wss://stream.binance.com:9443" in out
+    # what a cold start costs, per venue: Binance spot at depth 1000 spends weight 50 a snapshot
+    (line,) = [x for x in out.splitlines() if x.strip().startswith("binance:")]
+    assert "x weight 50," in line and "cold_start_bound_s=" in line and "(200 symbols: 133.4)" in line
     bad = tmp_path / "bad.toml"
     data = tomllib.loads(EXAMPLE.read_text())
     bad.write_text(
