@@ -31,6 +31,7 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/book_bench.py
 	$(BIN)/python bench/feed_bench.py
+	$(BIN)/python bench/metrics_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

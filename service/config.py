@@ -53,6 +53,11 @@ class WebSocketSettings:
     heartbeat: float = 15.0  # seconds between server heartbeats (and WebSocket pings)
     publish_interval: float = 0.0  # minimum seconds between two updates of one subscription
     max_message_size: int = 65_536  # largest client frame accepted
+    # Cost fairness across clients: see service/ws.py (heavy book subscriptions) for why.
+    max_distinct_subscriptions: int = 5000  # distinct (channel, symbol, depth, venues, fees), all clients
+    heavy_depth: int = 50  # book subscriptions deeper than this are "heavy"
+    heavy_interval: float = 0.25  # a heavy subscription is updated at most this often
+    render_budget: float = 0.005  # seconds of heavy rendering per event-loop iteration, at most
 
 
 @dataclass(frozen=True)
@@ -233,6 +238,13 @@ def _websocket(table: Mapping[str, Any]) -> WebSocketSettings:
         heartbeat=_float(table.get("heartbeat", d.heartbeat), p + "heartbeat", 0, strict=True),
         publish_interval=_float(table.get("publish_interval", d.publish_interval), p + "publish_interval", 0),
         max_message_size=_int(table.get("max_message_size", d.max_message_size), p + "max_message_size", 256),
+        max_distinct_subscriptions=_int(
+            table.get("max_distinct_subscriptions", d.max_distinct_subscriptions),
+            p + "max_distinct_subscriptions", 1,
+        ),
+        heavy_depth=_int(table.get("heavy_depth", d.heavy_depth), p + "heavy_depth", 1),
+        heavy_interval=_float(table.get("heavy_interval", d.heavy_interval), p + "heavy_interval", 0),
+        render_budget=_float(table.get("render_budget", d.render_budget), p + "render_budget", 0),
     )
 
 

@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from aggbook.book.sweep import QTY, QTY_FRAC_DIGITS, QTY_INT_DIGITS, SIDES, sweep, sweep_json
 from aggbook.service.openapi import openapi_document
-from aggbook.service.views import ladder_json, quote_json, status_json, venue_book_json
+from aggbook.service.views import status_json, venue_book_json
 
 if TYPE_CHECKING:
     from aggbook.service.routes import Route
@@ -44,6 +44,11 @@ class ApiError(Exception):
 
 def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def json_bytes_response(body: bytes) -> web.Response:
+    """A body already rendered to JSON (a render-cache payload): sent as it is."""
+    return web.Response(body=body, content_type="application/json")
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
@@ -132,25 +137,20 @@ async def symbols(request: web.Request) -> web.Response:
     return json_response({"symbols": [{"symbol": s, "venues": v} for s, v in svc.aggregator.symbols()]})
 
 
+# Quotes and merged books are rendered once per change of their symbol by the service's render cache
+# (``service/renders.py``) and served from it: ages and staleness are brought up to date per request.
 async def quotes(request: web.Request) -> web.Response:
     svc = _svc(request)
     fees = _flag(request, "fees")
     now = svc.aggregator.clock()
-    return json_response(
-        {
-            "quotes": [
-                quote_json(b.quote(fees=fees, now=now), fees=fees)
-                for b in svc.aggregator.consolidated.values()
-            ]
-        }
-    )
+    return json_bytes_response(svc.renders.quotes_http(svc.aggregator.consolidated, fees, now))
 
 
 async def quote(request: web.Request) -> web.Response:
     svc = _svc(request)
     symbol = _symbol(request, svc)
     fees = _flag(request, "fees")
-    return json_response(quote_json(svc.aggregator.consolidated[symbol].quote(fees=fees), fees=fees))
+    return json_bytes_response(svc.renders.quote_http(symbol, fees))
 
 
 async def book(request: web.Request) -> web.Response:
@@ -158,7 +158,7 @@ async def book(request: web.Request) -> web.Response:
     symbol = _symbol(request, svc)
     depth = _depth(request, svc)
     venues = _venues(request, svc, symbol)
-    return json_response(ladder_json(svc.aggregator.consolidated[symbol].ladder(depth, venues), depth))
+    return json_bytes_response(svc.renders.ladder(symbol, depth, venues))
 
 
 async def venue_book(request: web.Request) -> web.Response:

@@ -20,6 +20,7 @@ from aggbook.service.app import create_app
 from aggbook.service.config import ServiceConfig
 from aggbook.service.connections import ConnectionGuard, descriptor_limit
 from aggbook.service.metrics import ServiceMetrics
+from aggbook.service.renders import RenderCache
 from aggbook.service.ws import Hub
 
 log = logging.getLogger("aggbook.service")
@@ -30,12 +31,14 @@ class Service:
         self.config = config
         self.metrics = ServiceMetrics()
         self.aggregator = Aggregator(config, feed_factory=feed_factory, metrics=self.metrics)
+        self.renders = RenderCache(self.aggregator)  # before the hub: it must hear a change first
         self.hub = Hub(
             self.aggregator,
             config.websocket,
             self.metrics,
             default_depth=config.default_depth,
             max_depth=config.max_depth,
+            renders=self.renders,
         )
         self.connections = ConnectionGuard(
             config.http, descriptor_limit(), on_refused=self.metrics.http.connection_refused

@@ -34,6 +34,11 @@ def _level(level: tuple[str, str] | None) -> dict | None:
     return None if level is None else {"price": level[0], "size": level[1]}
 
 
+def age_seconds(age: float | None) -> float | None:
+    """A venue's age as the JSON shows it (to the microsecond); the render cache fills quotes with it."""
+    return None if age is None else round(age, 6)
+
+
 def quote_json(q: ConsolidatedQuote, *, fees: bool, ages: bool = True) -> dict:
     """A consolidated quote.  ``ages=False`` (WebSocket) leaves out what changes with the clock alone,
     so an update is only sent when the market or a venue's state changed."""
@@ -49,7 +54,7 @@ def quote_json(q: ConsolidatedQuote, *, fees: bool, ages: bool = True) -> dict:
             "fee_bps": v.fee_bps,
         }
         if ages:
-            item["age_seconds"] = None if v.age is None else round(v.age, 6)
+            item["age_seconds"] = age_seconds(v.age)
             item["last_id"] = v.last_id
         venues.append(item)
     return {

@@ -13,9 +13,11 @@ Why it is built this way:
 * Changes are coalesced at the source: venue updates only mark a symbol dirty and
   one flush per event-loop iteration (or per ``publish_interval``) computes each
   distinct payload once, serialises it once and hands the same bytes to every
-  subscriber.  Every update carries the full state of the subscription (the quote,
-  or the top ``depth`` ladder), so a client never applies diffs and never has to
-  repair a missed one.
+  subscriber.  Payloads come from the service's render cache (``service/renders.py``),
+  so a new subscriber's snapshot and an HTTP request for the same thing reuse them
+  until the symbol changes again.  Every update carries the full state of the
+  subscription (the quote, or the top ``depth`` ladder), so a client never applies
+  diffs and never has to repair a missed one.
 * Each client has a bounded queue drained by its own writer task, so a slow
   client never blocks the feeds or anyone else.  When the queue is full, the
   subscription being updated is conflated: its queued updates are dropped and one
@@ -28,6 +30,14 @@ Why it is built this way:
   nothing for ``stall_timeout`` seconds is closed with code **4008** (slow
   consumer).  Memory per client is therefore bounded by the queue limits plus the
   socket's write buffer.
+* Render cost is shared fairly.  Distinct subscriptions are capped across all clients
+  (``max_distinct_subscriptions``: identical ones share one render, so only distinct
+  ones cost), and book subscriptions deeper than ``heavy_depth`` are *heavy*: updated
+  at most every ``heavy_interval`` (changes in between are conflated into one update
+  carrying the latest state) and rendered at most ``render_budget`` seconds per
+  event-loop iteration, the rest waiting for the next one.  Quotes and shallow books
+  always go out in the iteration of the change, so ten clients with a hundred deep
+  books each cannot delay anyone's quotes by more than one render budget.
 """
 
 from __future__ import annotations
@@ -42,12 +52,11 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
-from aggbook.book.consolidated import ConsolidatedQuote
 from aggbook.book.sync import Transition
 from aggbook.service.aggregator import Aggregator, SymbolChange
 from aggbook.service.config import WebSocketSettings
 from aggbook.service.metrics import ServiceMetrics
-from aggbook.service.views import ladder_json, quote_json
+from aggbook.service.renders import RenderCache
 
 log = logging.getLogger("aggbook.ws")
 
@@ -113,6 +122,12 @@ class Subscription:
         else:
             out["fees"] = self.fees
         return out
+
+
+def _render_key(spec: dict) -> tuple:
+    """The :attr:`Subscription.render_key` of a parsed subscribe request."""
+    return (spec["channel"], spec["symbol"], spec.get("depth", 0), spec.get("venues"),
+            spec.get("fees", False))
 
 
 class ProtocolError(Exception):
@@ -396,8 +411,13 @@ class Hub:
         *,
         default_depth: int = 10,
         max_depth: int = 1000,
+        renders: RenderCache | None = None,
     ) -> None:
+        """``renders`` must already be subscribed to ``aggregator`` (made before this hub), so it has
+        forgotten a symbol's old payloads when the hub renders for the change; without one the hub
+        makes its own, subscribed first."""
         self.aggregator = aggregator
+        self.renders = renders if renders is not None else RenderCache(aggregator)
         self.settings = settings
         self.metrics = metrics
         self.default_depth = default_depth
@@ -406,10 +426,17 @@ class Hub:
         self.by_symbol: dict[str, set[Subscription]] = {s: set() for s in aggregator.consolidated}
         # changes held back by ``publish_interval`` (with the default 0 every change goes out at once:
         # the aggregator already delivers at most one change per symbol per event-loop iteration)
-        self._held_quotes: dict[str, ConsolidatedQuote | None] = {}
+        self._held_tops: set[str] = set()
         self._held_books: set[str] = set()
         self._handle: asyncio.TimerHandle | None = None
         self._last_publish = 0.0
+        # every subscription by what it renders: the service-wide count of distinct subscriptions,
+        # and who gets a heavy payload once it is rendered
+        self._by_key: dict[tuple, set[Subscription]] = {}
+        # heavy (deep book) render keys waiting for their turn, oldest first, and when each may next go
+        self._heavy_pending: dict[tuple, None] = {}
+        self._heavy_next: dict[tuple, float] = {}
+        self._heavy_handle: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task] = []
         self.flushes = 0
         aggregator.subscribe(self)  # the one signal the hub hears: "this symbol changed"
@@ -431,6 +458,9 @@ class Hub:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        if self._heavy_handle is not None:
+            self._heavy_handle.cancel()
+            self._heavy_handle = None
 
     async def _heartbeats(self) -> None:
         while True:
@@ -545,10 +575,20 @@ class Hub:
         wanted = self._parse(msg)
         new = [(k, spec) for k, spec in dict(wanted).items() if k not in client.subs]
         if len(client.subs) + len(new) > self.settings.max_subscriptions:
+            self.metrics.ws.subscription_refused("per_connection")
             raise ProtocolError(
                 "too_many_subscriptions",
                 f"at most {self.settings.max_subscriptions} subscriptions per connection "
                 f"(have {len(client.subs)}, asked for {len(new)} more)",
+            )
+        distinct = {_render_key(spec) for _, spec in new} - self._by_key.keys()
+        if len(self._by_key) + len(distinct) > self.settings.max_distinct_subscriptions:
+            self.metrics.ws.subscription_refused("service")
+            raise ProtocolError(
+                "too_many_subscriptions",
+                f"the service serves at most {self.settings.max_distinct_subscriptions} distinct "
+                f"subscriptions across all clients; subscribe to one that is already served "
+                f"(same channel, symbol, depth, venues, fees) or try again later",
             )
         created = []
         for key, spec in new:
@@ -563,6 +603,7 @@ class Hub:
             )
             client.subs[key] = sub
             self.by_symbol[sub.symbol].add(sub)
+            self._by_key.setdefault(sub.render_key, set()).add(sub)
             created.append(sub)
         ack: dict[str, Any] = {
             "type": "ack",
@@ -599,14 +640,24 @@ class Hub:
 
     def _unindex(self, sub: Subscription) -> None:
         self.by_symbol.get(sub.symbol, set()).discard(sub)
+        key = sub.render_key
+        same = self._by_key.get(key)
+        if same is not None:
+            same.discard(sub)
+            if not same:
+                del self._by_key[key]
+                self._heavy_pending.pop(key, None)
+                self._heavy_next.pop(key, None)
+
+    def is_heavy(self, sub: Subscription) -> bool:
+        return sub.channel == "book" and sub.depth > self.settings.heavy_depth
 
     # ------------------------------------------------------------------ rendering
-    def render(self, sub: Subscription, quote: ConsolidatedQuote | None = None) -> bytes:
-        book = self.aggregator.consolidated[sub.symbol]
+    def render(self, sub: Subscription) -> bytes:
+        """The subscription's payload now, from the render cache (rendered there at most once per change)."""
         if sub.channel == "quotes":
-            q = quote if quote is not None and not sub.fees else book.quote(fees=sub.fees)
-            return orjson.dumps(quote_json(q, fees=sub.fees, ages=False))
-        return orjson.dumps(ladder_json(book.ladder(sub.depth, sub.venues), sub.depth))
+            return self.renders.quote_stream(sub.symbol, sub.fees)
+        return self.renders.ladder(sub.symbol, sub.depth, sub.venues)
 
     # ------------------------------------------------------------------ the aggregator's one signal
     def on_symbol_changed(self, change: SymbolChange) -> None:
@@ -620,10 +671,10 @@ class Hub:
                 self._send_status(venue, symbol, transition, subs)
         interval = self.settings.publish_interval
         if interval <= 0:
-            self._publish(symbol, change.top, change.quote, subs)
+            self._publish(symbol, change.top, subs)
             return
         if change.top:
-            self._held_quotes[symbol] = change.quote
+            self._held_tops.add(symbol)
         self._held_books.add(symbol)  # every change may move the ladder
         if self._handle is None:
             loop = asyncio.get_running_loop()
@@ -649,27 +700,80 @@ class Hub:
     def _publish_held(self) -> None:
         self._handle = None
         self._last_publish = asyncio.get_running_loop().time()
-        quotes, self._held_quotes = self._held_quotes, {}
+        tops, self._held_tops = self._held_tops, set()
         books, self._held_books = self._held_books, set()
         for symbol in books:
             subs = self.by_symbol.get(symbol)
             if subs:
-                self._publish(symbol, symbol in quotes, quotes.get(symbol), subs)
+                self._publish(symbol, symbol in tops, subs)
 
-    def _publish(
-        self, symbol: str, top: bool, quote: ConsolidatedQuote | None, subs: set[Subscription]
-    ) -> None:
-        """Render each distinct payload once and hand the same bytes to every subscriber of it."""
+    def _publish(self, symbol: str, top: bool, subs: set[Subscription]) -> None:
+        """Look each distinct payload up once and hand the same bytes to every subscriber of it.
+
+        Quotes and shallow books go out now.  Heavy (deep) books wait their turn in
+        :meth:`_publish_heavy`, so no client's deep subscriptions can delay anyone's quotes.
+        """
         self.flushes += 1
         rendered: dict[tuple, bytes] = {}
         for sub in list(subs):
             if sub.channel == "quotes" and not top:
                 continue  # depth below every venue's top moved: only ladders change
             key = sub.render_key
+            if self.is_heavy(sub):
+                if key not in rendered:
+                    rendered[key] = b""  # held once per key, whatever the number of its subscribers
+                    self._hold_heavy(key)
+                continue
             payload = rendered.get(key)
             if payload is None:
-                payload = rendered[key] = self.render(sub, quote)
+                payload = rendered[key] = self.render(sub)
             sub.client.send_sub(sub, payload)
+
+    # ------------------------------------------------------------------ heavy subscriptions
+    def _hold_heavy(self, key: tuple) -> None:
+        if key in self._heavy_pending:
+            self.metrics.ws.heavy_render("conflated")  # merged into the update already waiting
+            return
+        self._heavy_pending[key] = None
+        self._schedule_heavy()
+
+    def _schedule_heavy(self) -> None:
+        if self._heavy_handle is not None or not self._heavy_pending:
+            return
+        loop = asyncio.get_running_loop()
+        due = min(self._heavy_next.get(key, 0.0) for key in self._heavy_pending)
+        self._heavy_handle = loop.call_later(max(0.0, due - loop.time()), self._publish_heavy)
+
+    def _publish_heavy(self) -> None:
+        """Heavy keys that are due, oldest first, until ``render_budget`` is spent in this iteration.
+
+        What is left waits for the next iteration, after whatever else the loop has to do (the
+        aggregator's quotes first), so the cost of deep books is spread instead of blocking.
+        """
+        self._heavy_handle = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        started = time.perf_counter()
+        budget = self.settings.render_budget
+        interval = self.settings.heavy_interval
+        rendered = 0
+        for key in list(self._heavy_pending):
+            if self._heavy_next.get(key, 0.0) > now:
+                continue
+            if rendered and time.perf_counter() - started >= budget:
+                waiting = sum(1 for k in self._heavy_pending if self._heavy_next.get(k, 0.0) <= now)
+                self.metrics.ws.heavy_render("deferred", waiting)
+                break
+            del self._heavy_pending[key]
+            self._heavy_next[key] = now + interval
+            subs = self._by_key.get(key)
+            if not subs:
+                continue
+            payload = self.render(next(iter(subs)))
+            rendered += 1
+            for sub in list(subs):
+                sub.client.send_sub(sub, payload)
+        self._schedule_heavy()
 
     # ------------------------------------------------------------------ observability
     def stats(self) -> dict:

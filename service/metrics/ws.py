@@ -16,6 +16,21 @@ class WsMetrics:
             "aggbook_ws_dropped_messages_total", "WebSocket messages dropped by conflation", registry=r
         )
         self.sent = Counter("aggbook_ws_messages_sent_total", "WebSocket messages sent", registry=r)
+        self.refused = Counter(
+            "aggbook_ws_subscriptions_refused_total",
+            "Subscriptions refused: per_connection or service (distinct subscriptions of all clients)",
+            ["limit"], registry=r,
+        )
+        self.heavy = Counter(
+            "aggbook_ws_heavy_renders_total",
+            "Heavy (deep) book subscriptions: changes conflated into a later update, and renders "
+            "deferred to a later event-loop iteration by the render budget",
+            ["outcome"], registry=r,
+        )
+        for limit in ("per_connection", "service"):
+            self.refused.labels(limit)
+        for outcome in ("conflated", "deferred"):
+            self.heavy.labels(outcome)
 
     def bind(self, clients: Callable[[], int], queued: Callable[[], int]) -> None:
         """Client and queue counts are read from the hub when scraped, so they are never stale."""
@@ -27,3 +42,9 @@ class WsMetrics:
 
     def messages_dropped(self, n: int = 1) -> None:
         self.dropped.inc(n)
+
+    def subscription_refused(self, limit: str) -> None:
+        self.refused.labels(limit).inc()
+
+    def heavy_render(self, outcome: str, n: int = 1) -> None:
+        self.heavy.labels(outcome).inc(n)

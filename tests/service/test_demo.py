@@ -319,7 +319,8 @@ def small_receive_buffer(addr_info) -> socket.socket:
 
 @pytest.mark.parametrize(
     "demo",
-    [{"rate": 60.0, "ws": {"queue_size": 40, "queue_bytes": 400_000, "max_behind": 400}}],
+    [{"rate": 60.0,
+      "ws": {"queue_size": 40, "queue_bytes": 400_000, "max_behind": 400, "heavy_depth": 1000}}],
     indirect=True,
 )
 async def test_slow_client_is_bounded_and_closed_while_fast_client_keeps_up(
@@ -376,6 +377,8 @@ async def test_slow_client_is_bounded_and_closed_while_fast_client_keeps_up(
         await fast.task
 
 
+# deep books not held back as heavy: this client must fill its socket
+@pytest.mark.parametrize("demo", [{"ws": {"heavy_depth": 1000}}], indirect=True)
 async def test_shutdown_closes_a_client_that_never_reads(demo: Demo) -> None:
     """A peer whose socket is full must not hold up shutdown: it is closed with 1001 all the same."""
     hub = demo.svc.hub
