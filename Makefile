@@ -32,6 +32,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/book_bench.py
 	$(BIN)/python bench/feed_bench.py
 	$(BIN)/python bench/metrics_bench.py
+	$(BIN)/python bench/peer_bench.py
+	$(BIN)/python bench/service_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -367,6 +367,7 @@ def main(argv: list[str] | None = None) -> dict[str, Result]:
         parser.error("--contenders must include aggbook and name only " + ",".join(CONTENDERS)
                      + "; --frames and --runs must be >= 1")
 
+    load_before = os.getloadavg()[0]
     rec = record(args.frames, args.levels, args.seed)
     levels = level_updates(rec)
     results: dict[str, Result] = {}
@@ -387,7 +388,8 @@ def main(argv: list[str] | None = None) -> dict[str, Result]:
     print(f"Binance spot {CANONICAL}: {args.frames} combined-stream frames, {levels} level updates "
           f"({levels / args.frames:.1f} per frame), median of {args.runs} subprocess runs each; "
           f"every run ended at update id {truth['last_update_id']}, "
-          f"best {truth['best_bid']} / {truth['best_ask']}")
+          f"best {truth['best_bid']} / {truth['best_ask']}; "
+          f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     for r in results.values():
         if r.seconds:
             print(f"  {r.contender:<10} {r.msgs_per_s:>12,.0f} msgs/s  runs "
