@@ -28,7 +28,8 @@ Replay (timed), each contender in its own fresh subprocess per run, on the same 
 
 Nothing leaves the process during a replay: the HTTP reads are answered from the recording.  Every
 run must end at the truth's last update id and best bid and ask, or the benchmark fails.  The
-median of ``--runs`` runs counts.  The last line is machine-readable:
+median of ``--runs`` runs counts; the runs go round-robin over the contenders.  The last line is
+machine-readable:
 ``peer_msgs_per_s aggbook=<n> cryptofeed=<n> ccxt=<n> ratio_vs_cryptofeed=<r> ratio_vs_ccxt=<r>``
 (``cryptofeed=nan`` and ``ratio_vs_cryptofeed=nan`` when cryptofeed is not installed).
 """
@@ -331,8 +332,10 @@ def check(contender: str, out: dict[str, Any], truth: dict[str, Any], frames: in
                            + "; ".join(problems))
 
 
-def run_contender(contender: str, path: str, rec: dict[str, Any], runs: int) -> Result:
-    result = Result(contender, len(rec["frames"]), [], 0)
+def run_contender(contender: str, path: str, rec: dict[str, Any], runs: int,
+                  result: Result | None = None) -> Result:
+    """``runs`` replays of one contender, each in a fresh subprocess and checked, added to ``result``."""
+    result = result if result is not None else Result(contender, len(rec["frames"]), [], 0)
     for _ in range(runs):
         cmd = [sys.executable, os.path.abspath(__file__), "--replay", contender, "--recording", path]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=REPLAY_TIMEOUT)
@@ -375,14 +378,20 @@ def main(argv: list[str] | None = None) -> dict[str, Result]:
         path = os.path.join(tmp, "recording.json")
         with open(path, "wb") as f:
             f.write(orjson.dumps(rec))
+        running = []
         for contender in CONTENDERS:
             if contender not in wanted:
                 continue
-            if not available(contender):
+            results[contender] = Result(contender, len(rec["frames"]), [], 0)
+            if available(contender):
+                running.append(contender)
+            else:
                 print(f"{contender}: not installed, no figure")
-                results[contender] = Result(contender, len(rec["frames"]), [], 0)
-                continue
-            results[contender] = run_contender(contender, path, rec, args.runs)
+        # round-robin: on a shared machine a burst of someone else's load then hits every contender
+        # about equally instead of all the runs of one
+        for _ in range(args.runs):
+            for contender in running:
+                run_contender(contender, path, rec, 1, results[contender])
 
     truth = rec["truth"]
     print(f"Binance spot {CANONICAL}: {args.frames} combined-stream frames, {levels} level updates "
