@@ -77,9 +77,10 @@ BINANCE_DEPTH_WEIGHTS = ((100, 5), (500, 25), (1000, 50), (5000, 250))
 def cold_start_bound(symbols: int, depth: int) -> float:
     """Seconds the Binance snapshots of a cold start need at the budget's sustained rate.
 
-    Computed here from the Binance budget: ``symbols`` snapshots at the weight of ``depth``, paid
-    at 6000 weight per minute with 80 % headroom (4800 weight per minute, 80 per second).  The
-    other venues' snapshot pacing is not part of it.
+    The service exposes no cold-start bound of its own, so it is computed here from the Binance
+    budget alone: ``symbols`` snapshots at the weight of ``depth``, paid at 6000 weight per minute
+    with 80 % headroom (4800 weight per minute, 80 per second).  The other venues' snapshot pacing
+    is not part of it, so a measured cold start may exceed it without anything being wrong.
     """
     weight = next((w for upto, w in BINANCE_DEPTH_WEIGHTS if depth <= upto), BINANCE_DEPTH_WEIGHTS[-1][1])
     return symbols * weight / (BINANCE_WEIGHT_PER_MIN * BINANCE_HEADROOM / 60.0)
