@@ -155,7 +155,14 @@ class ConnectionSupervisor:
 async def close_connection(feed: VenueFeed, conn: Connection) -> None:
     """Forget ``conn`` and end its task (which closes the socket and fails its books)."""
     feed.connections.pop(conn.id, None)
-    if conn.task is not None and not conn.task.done():
-        conn.task.cancel()
+    task = conn.task
+    if task is None:
+        return
+    if not task.done():
+        task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
-            await conn.task
+            await task
+    elif not task.cancelled() and task.exception() is not None:
+        # it ended on its own while being replaced (the venue closed it after a shutdown notice):
+        # nothing left to do but say so, instead of asyncio reporting an exception never retrieved
+        log.debug("%s: connection %s had ended: %s", feed.venue, conn.id, task.exception())

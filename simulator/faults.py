@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -51,20 +51,30 @@ class FaultInjector:
         self.rate = rate
         self.allowed = allowed if allowed is not None else {Fault.GAP, Fault.DUPLICATE, Fault.REORDER}
         self.fired: Counter[str] = Counter()
+        self.random_params: dict[Fault, dict] = {}  # params of faults fired at random (venue defaults)
 
     def configure_random(
-        self, rate: float, allowed: Iterable[Fault | str] | None = None, seed: int | None = None
+        self,
+        rate: float,
+        allowed: Iterable[Fault | str] | None = None,
+        seed: int | None = None,
+        params: Mapping[Fault | str, Mapping[str, object]] | None = None,
     ) -> None:
         """Switch random mode on (``rate > 0``) or off, optionally with new fault kinds and seed.
 
         Reseeding makes a run reproducible from the moment of the call, which is what the demo's
         ``/_sim/faults/random`` and a test that wants "the same random faults again" need.
+        ``params`` gives faults fired at random their parameters (a 418's ``retry_after``, a slow
+        snapshot's ``delay``) instead of the venue's defaults, e.g. to keep a soak's bans short.
         """
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"fault rate must be within [0, 1], got {rate}")
         kinds = {Fault(f) for f in allowed} if allowed is not None else self.allowed  # may raise: first
+        chosen = {Fault(f): dict(p) for f, p in params.items()} if params is not None else None
         self.rate = rate
         self.allowed = kinds
+        if chosen is not None:
+            self.random_params = chosen
         if seed is not None:
             self._rng = random.Random(seed)
 
@@ -105,5 +115,5 @@ class FaultInjector:
             return armed.params
         if self.rate > 0 and fault in self.allowed and self._rng.random() < self.rate:
             self.fired[fault.value] += 1
-            return {}
+            return dict(self.random_params.get(fault, {}))
         return None
