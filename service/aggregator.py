@@ -119,6 +119,11 @@ class Aggregator:
         self._crossed: dict[str, bool] = dict.fromkeys(config.symbols, False)
         self._included: dict[str, tuple[str, ...]] = dict.fromkeys(config.symbols, ())
         self._pending: dict[str, SymbolChange] = {}
+        # per symbol, from its latest applied snapshot or delta at any venue: (the venue's event
+        # time, this process's wall-clock time when the update was applied), epoch seconds.  The
+        # WebSocket messages carry both so a client can tell venue-to-service delay from
+        # service-to-client delay; the event time is None for a venue that sends none.
+        self.event_times: dict[str, tuple[float | None, float]] = {}
         self._flush_handle: asyncio.Handle | None = None
         self._tasks: list[asyncio.Task] = []
         for vc in config.enabled_venues:
@@ -162,6 +167,7 @@ class Aggregator:
         change = self._pending.get(symbol)
         if change is None:
             change = self._pending_change(symbol)
+        self.event_times[symbol] = (sync.last_event_time, time.time())
         if changed and self.consolidated[symbol].on_update(sync, changed):
             change.top = True
 

@@ -146,6 +146,13 @@ def _frame(kind: str, sub: Subscription, payload: bytes, reason: str | None = No
         "seq": sub.seq,
         "ts": round(time.time(), 6),
     }
+    # the latest venue event folded into this state and when the service applied it (docs/api.md)
+    times = sub.client.hub.aggregator.event_times.get(sub.symbol)
+    if times is not None:
+        event_ts, recv_ts = times
+        if event_ts is not None:
+            msg["event_ts"] = round(event_ts, 6)
+        msg["recv_ts"] = round(recv_ts, 6)
     if reason is not None:
         msg["reason"] = reason
     msg["data"] = orjson.Fragment(payload)
