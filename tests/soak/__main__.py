@@ -20,7 +20,8 @@ def main() -> int:
     parser.add_argument("--subscribers", type=int, default=8)
     args = parser.parse_args()
     report = asyncio.run(soak(args.seconds, seed=args.seed, fault_rate=args.fault_rate,
-                              subscribers=args.subscribers, settle_timeout=120.0))
+                              subscribers=args.subscribers, settle_timeout=120.0,
+                              quiet_before_check=40.0))
     for problem in [*report.mismatches, *report.subscriber_problems, *report.http_errors][:50]:
         print("problem:", problem)
     print(f"faults fired by kind: {dict(report.faults_fired)}")

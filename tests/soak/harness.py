@@ -165,8 +165,14 @@ async def _settle(deadline: float, check: callable) -> list[str]:  # type: ignor
 
 
 async def soak(seconds: float, *, seed: int = 1, fault_rate: float = 0.01, rate: float = 40.0,
-               subscribers: int = 4, settle_timeout: float = 60.0) -> SoakReport:
-    """Run the soak for ``seconds`` of faults, then let it settle and check everything."""
+               subscribers: int = 4, settle_timeout: float = 60.0,
+               kinds: list[Fault] | None = None, quiet_before_check: float = 0.0) -> SoakReport:
+    """Run the soak for ``seconds`` of faults, then let it settle and check everything.
+
+    ``kinds`` defaults to every fault.  A SILENT socket is only noticed after the feed's silence
+    timeout (30 s on Binance), so a run that includes it passes ``quiet_before_check`` longer than
+    that: the market keeps moving without faults for that long before it is paused and checked.
+    """
     rng = random.Random(seed)
     sim = demo_exchange(rate=rate, seed=seed)
     await sim.start()
@@ -192,7 +198,8 @@ async def soak(seconds: float, *, seed: int = 1, fault_rate: float = 0.01, rate:
         http_task = asyncio.create_task(_http_load(svc.url, stop, rng, http_errors))
         churn_task = asyncio.create_task(_ws_churn(svc.url, stop, rng, churn_problems))
         for venue in sim.venues.values():
-            venue.faults.configure_random(fault_rate, list(Fault), params=RANDOM_FAULT_PARAMS)
+            venue.faults.configure_random(fault_rate, kinds if kinds is not None else list(Fault),
+                                          params=RANDOM_FAULT_PARAMS)
         started = time.monotonic()
         await asyncio.sleep(seconds)
         for venue in sim.venues.values():
@@ -201,6 +208,7 @@ async def soak(seconds: float, *, seed: int = 1, fault_rate: float = 0.01, rate:
         stop.set()
         http_requests = await http_task
         ws_sessions = await churn_task
+        await asyncio.sleep(quiet_before_check)
 
         # every book live again, then (market paused) equal to what its venue last sent it
         deadline = time.monotonic() + settle_timeout

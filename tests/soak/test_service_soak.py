@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from aggbook.simulator.faults import Fault
 from tests.soak.harness import MEMORY_BOUND_MB, soak
 
 pytestmark = pytest.mark.integration
@@ -13,7 +14,10 @@ pytestmark = pytest.mark.integration
 
 async def test_service_soak_ends_with_every_book_and_client_equal_to_the_truth() -> None:
     seconds = float(os.environ.get("AGGBOOK_SOAK_SECONDS", "20"))
-    report = await soak(seconds, seed=int(os.environ.get("AGGBOOK_SOAK_SEED", "7")))
+    # SILENT waits out a 30 s silence timeout before it is noticed: the long run (make soak) has it,
+    # the per-venue feed tests cover it, and this short one leaves it out
+    kinds = [k for k in Fault if k is not Fault.SILENT]
+    report = await soak(seconds, seed=int(os.environ.get("AGGBOOK_SOAK_SEED", "7")), kinds=kinds)
     print("\n" + report.line())
     assert sum(report.faults_fired.values()) > 0 and report.resyncs > 0  # the run did see faults
     assert report.books_checked == 15  # three symbols on five venues
