@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 from decimal import Decimal
+from typing import Any
 
 from aggbook.book.sync import BookSync, Delta, Reason, Snapshot
 from aggbook.feeds.config import VenueConfig
 from aggbook.feeds.metrics import FeedMetrics, NullMetrics
 from aggbook.feeds.mexc import MEXC
+from aggbook.service.aggregator import Aggregator
 from aggbook.service.config import ServiceConfig, WebSocketSettings
+from aggbook.service.ws import Client, Hub
 
 
 class FakeFeed:
@@ -120,3 +125,28 @@ def load_all(feeds: FakeFeeds) -> None:
     feeds["beta"].load("BTC-USDT", [("100.00", "0.5"), ("99", "4")], [("100.5", "0.25"), ("101.00", "2")])
     feeds["alpha"].load("ETH-USDT", [("10", "1")], [("11", "1")])
     feeds["beta"].load("ETH-USDT", [("10", "2")], [("12", "1")])
+
+
+@contextlib.asynccontextmanager
+async def running_hub(
+    settings: WebSocketSettings, **hub_options: Any
+) -> AsyncIterator[tuple[Hub, FakeFeeds]]:
+    """An aggregator over the fake feeds with every book loaded, and a WebSocket hub on it."""
+    feeds = FakeFeeds()
+    agg = Aggregator(fake_config(), feed_factory=feeds)
+    hub = Hub(agg, settings, agg.metrics, **hub_options)
+    await agg.start()
+    load_all(feeds)
+    try:
+        yield hub, feeds
+    finally:
+        await hub.close_all()
+        await agg.stop()
+
+
+def attach_client(hub: Hub, sock: Any) -> Client:
+    """A hub client writing to ``sock`` (any object with ``send_frame``, ``close`` and ``closed``)."""
+    client = Client(sock, hub, "test")
+    hub.clients.add(client)
+    client.writer = asyncio.create_task(client.run_writer())
+    return client

@@ -12,11 +12,10 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
-from aggbook.service.aggregator import Aggregator
 from aggbook.service.config import WebSocketSettings
 from aggbook.service.ws import Client, Hub
 from tests.conftest import wait_for
-from tests.service.fakes import FakeFeeds, fake_config, load_all
+from tests.service.fakes import FakeFeeds, attach_client, running_hub
 from tests.service.test_api import value
 
 
@@ -38,22 +37,13 @@ class OpenSocket:
 @pytest.fixture
 async def hub_and_feeds(request) -> AsyncIterator[tuple[Hub, FakeFeeds]]:
     settings = WebSocketSettings(**getattr(request, "param", {}))
-    feeds = FakeFeeds()
-    agg = Aggregator(fake_config(), feed_factory=feeds)
-    hub = Hub(agg, settings, agg.metrics, max_depth=1000)
-    await agg.start()
-    load_all(feeds)
-    yield hub, feeds
-    await hub.close_all()
-    await agg.stop()
+    async with running_hub(settings, max_depth=1000) as hub_feeds:
+        yield hub_feeds
 
 
 def attach(hub: Hub) -> tuple[Client, OpenSocket]:
     sock = OpenSocket()
-    client = Client(sock, hub, "test")  # type: ignore[arg-type]
-    hub.clients.add(client)
-    client.writer = asyncio.create_task(client.run_writer())
-    return client, sock
+    return attach_client(hub, sock), sock
 
 
 def subscribe(client: Client, **msg: object) -> None:

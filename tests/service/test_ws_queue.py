@@ -12,11 +12,10 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
-from aggbook.service.aggregator import Aggregator
 from aggbook.service.config import WebSocketSettings
 from aggbook.service.ws import CLOSE_SLOW_CONSUMER, Client, Hub
 from tests.conftest import wait_for
-from tests.service.fakes import FakeFeeds, fake_config, load_all
+from tests.service.fakes import FakeFeeds, attach_client, running_hub
 
 
 class GatedSocket:
@@ -39,22 +38,13 @@ class GatedSocket:
 @pytest.fixture
 async def hub_and_feeds(request) -> AsyncIterator[tuple[Hub, FakeFeeds]]:
     settings = WebSocketSettings(**getattr(request, "param", {"queue_size": 8}))
-    feeds = FakeFeeds()
-    agg = Aggregator(fake_config(), feed_factory=feeds)
-    hub = Hub(agg, settings, agg.metrics)
-    await agg.start()
-    load_all(feeds)
-    yield hub, feeds
-    await hub.close_all()
-    await agg.stop()
+    async with running_hub(settings) as hub_feeds:
+        yield hub_feeds
 
 
 def attach(hub: Hub) -> tuple[Client, GatedSocket]:
     sock = GatedSocket()
-    client = Client(sock, hub, "test")  # type: ignore[arg-type]
-    hub.clients.add(client)
-    client.writer = asyncio.create_task(client.run_writer())
-    return client, sock
+    return attach_client(hub, sock), sock
 
 
 async def churn(feeds: FakeFeeds, n: int, start: int = 0) -> None:
