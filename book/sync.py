@@ -198,10 +198,6 @@ class BookSync:
         self._transitions = None
         self._updates = None
 
-    @property
-    def attached(self) -> bool:
-        return self._transitions is not None or self._updates is not None
-
     # ------------------------------------------------------------------ queries
     @property
     def live(self) -> bool:

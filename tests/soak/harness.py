@@ -16,6 +16,7 @@ import random
 import resource
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -155,7 +156,7 @@ def _book_mismatches(svc: Service, sim: SimulatedExchange) -> tuple[int, list[st
     return checked, bad
 
 
-async def _settle(deadline: float, check: callable) -> list[str]:  # type: ignore[valid-type]
+async def _settle(deadline: float, check: Callable[[], list[str]]) -> list[str]:
     """Poll ``check`` (returning problems) until it returns none or the deadline passes."""
     problems = check()
     while problems and time.monotonic() < deadline:
