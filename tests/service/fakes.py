@@ -8,12 +8,15 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
+import aiohttp
+
 from aggbook.book.sync import BookSync, Delta, Reason, Snapshot
 from aggbook.feeds.config import VenueConfig
 from aggbook.feeds.metrics import FeedMetrics, NullMetrics
 from aggbook.feeds.mexc import MEXC
 from aggbook.service.aggregator import Aggregator
 from aggbook.service.config import ServiceConfig, WebSocketSettings
+from aggbook.service.runtime import Service
 from aggbook.service.ws import Client, Hub
 
 
@@ -150,3 +153,16 @@ def attach_client(hub: Hub, sock: Any) -> Client:
     hub.clients.add(client)
     client.writer = asyncio.create_task(client.run_writer())
     return client
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    config: ServiceConfig | None = None, *, loaded: bool = False
+) -> AsyncIterator[tuple[Service, FakeFeeds, aiohttp.ClientSession]]:
+    """A started service over the fake feeds (every book loaded when ``loaded``) and a client of it."""
+    feeds = FakeFeeds()
+    async with Service(config or fake_config(), feed_factory=feeds) as service:
+        if loaded:
+            load_all(feeds)
+        async with aiohttp.ClientSession(base_url=service.url) as http:
+            yield service, feeds, http

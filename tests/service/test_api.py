@@ -11,7 +11,7 @@ import pytest
 
 from aggbook.book.sync import Reason
 from aggbook.service.runtime import Service
-from tests.service.fakes import FakeFeeds, fake_config, load_all
+from tests.service.fakes import FakeFeeds, load_all, serving
 
 METRICS = [
     "aggbook_feed_messages_total",
@@ -70,12 +70,8 @@ def has_series(text: str, name: str) -> bool:
 
 @pytest.fixture
 async def svc() -> AsyncIterator[tuple[Service, FakeFeeds, aiohttp.ClientSession]]:
-    feeds = FakeFeeds()
-    service = Service(fake_config(), feed_factory=feeds)
-    await service.start()
-    async with aiohttp.ClientSession(base_url=service.url) as http:
-        yield service, feeds, http
-    await service.stop()
+    async with serving() as running:
+        yield running
 
 
 async def get(http: aiohttp.ClientSession, path: str, status: int = 200) -> dict:

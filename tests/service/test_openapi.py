@@ -27,7 +27,7 @@ from aggbook.service.openapi import openapi_document
 from aggbook.service.routes import ROUTES, example_url
 from aggbook.service.runtime import Service
 from aggbook.service.views import status_json
-from tests.service.fakes import FakeFeeds, fake_config, load_all
+from tests.service.fakes import FakeFeeds, fake_config, load_all, serving
 
 
 def documented_schema(doc: dict, template: str, status: int, method: str = "get") -> dict:
@@ -54,12 +54,8 @@ def is_documented(doc: dict, template: str, status: int, body: Any) -> bool:
 
 @pytest.fixture
 async def svc() -> AsyncIterator[tuple[Service, FakeFeeds, aiohttp.ClientSession]]:
-    feeds = FakeFeeds()
-    service = Service(fake_config(), feed_factory=feeds)
-    await service.start()
-    async with aiohttp.ClientSession(base_url=service.url) as http:
-        yield service, feeds, http
-    await service.stop()
+    async with serving() as running:
+        yield running
 
 
 async def fetch(http: aiohttp.ClientSession, path: str) -> tuple[int, Any]:

@@ -19,7 +19,7 @@ from aggbook.service.aggregator import Aggregator, SymbolChange
 from aggbook.service.renders import RenderCache
 from aggbook.service.runtime import Service
 from aggbook.service.views import ladder_json, quote_json
-from tests.service.fakes import FakeFeeds, fake_config, load_all
+from tests.service.fakes import FakeFeeds, fake_config, load_all, serving
 
 SYMBOL = "BTC-USDT"
 VENUE_SETS = (None, ("alpha",), ("beta", "alpha"), ("beta", "beta"))
@@ -169,13 +169,8 @@ async def test_entries_per_symbol_are_capped(books) -> None:
 # ---------------------------------------------------------------------- through the service
 @pytest.fixture
 async def svc() -> AsyncIterator[tuple[Service, FakeFeeds, aiohttp.ClientSession]]:
-    feeds = FakeFeeds()
-    service = Service(fake_config(heartbeat=30.0), feed_factory=feeds)
-    await service.start()
-    load_all(feeds)
-    async with aiohttp.ClientSession(base_url=service.url) as http:
-        yield service, feeds, http
-    await service.stop()
+    async with serving(fake_config(heartbeat=30.0), loaded=True) as running:
+        yield running
 
 
 async def body(http: aiohttp.ClientSession, path: str) -> bytes:
