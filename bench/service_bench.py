@@ -55,6 +55,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -454,20 +455,48 @@ def _http_load(args: argparse.Namespace, base: str, symbols: list[str]) -> dict[
     return result
 
 
-async def measure_window(args: argparse.Namespace, rate: float, with_http: bool) -> Window:
-    budget = args.seconds + args.http_seconds * 2 + args.live_timeout + 3 * START_TIMEOUT
-    svc: Child | None = None
-    tasks: list[asyncio.Task] = []
+@dataclass
+class Stack:
+    """A simulator and an ``aggbook serve`` pointed at it, each in its own process."""
+
+    sim: Child
+    svc: Child
+    base: str  # the service's URL
+    symbols: list[str]
+    books: int  # symbols x venues
+    tmp: str  # scratch folder of the run
+
+
+@contextlib.contextmanager
+def simulator_and_service(args: argparse.Namespace, symbol_count: int, rate: float,
+                          budget: float) -> Iterator[Stack]:
+    """Start both on a generated config; stop both on the way out, and fail the run when the
+    service does not exit 0 on SIGTERM (its clean shutdown is part of what is measured)."""
     with tempfile.TemporaryDirectory(prefix="service_bench") as tmp:
-        sim = Child(_sim_cmd(args, args.symbols, rate, budget), os.path.join(tmp, "simulator.log"))
+        sim = Child(_sim_cmd(args, symbol_count, rate, budget), os.path.join(tmp, "simulator.log"))
+        svc: Child | None = None
         try:
             port = _free_port()
-            symbols = write_config(os.path.join(tmp, "aggbook.toml"), sim.info["venues"], port,
-                                   args.binance_depth)
-            books = len(symbols) * len(sim.info["venues"])
-            svc = Child([*_aggbook_cmd(), "serve", "--config", os.path.join(tmp, "aggbook.toml")],
+            config = os.path.join(tmp, "aggbook.toml")
+            symbols = write_config(config, sim.info["venues"], port, args.binance_depth)
+            svc = Child([*_aggbook_cmd(), "serve", "--config", config],
                         os.path.join(tmp, "service.log"), announce=False)
-            base = f"http://{HOST}:{port}"
+            yield Stack(sim, svc, f"http://{HOST}:{port}", symbols,
+                        len(symbols) * len(sim.info["venues"]), tmp)
+        finally:
+            code = svc.stop() if svc is not None else 0
+            sim.stop()
+        if code != 0:
+            raise RuntimeError(f"aggbook serve exited {code} on SIGTERM:\n{svc.stderr_tail() if svc else ''}")
+
+
+async def measure_window(args: argparse.Namespace, rate: float, with_http: bool) -> Window:
+    budget = args.seconds + args.http_seconds * 2 + args.live_timeout + 3 * START_TIMEOUT
+    tasks: list[asyncio.Task] = []
+    with simulator_and_service(args, args.symbols, rate, budget) as stack:
+        sim, svc, base, symbols, books, tmp = (stack.sim, stack.svc, stack.base, stack.symbols,
+                                               stack.books, stack.tmp)
+        try:
             async with aiohttp.ClientSession() as session:
                 await wait_live(session, base, books, args.live_timeout, svc)
                 subs = [Subscriber(symbols) for _ in range(args.subscribers)]
@@ -535,35 +564,16 @@ async def measure_window(args: argparse.Namespace, rate: float, with_http: bool)
         finally:
             for t in tasks:
                 t.cancel()
-            code = svc.stop() if svc is not None else 0
-            sim.stop()
-        if code != 0:
-            raise RuntimeError(f"aggbook serve exited {code} on SIGTERM:\n{svc.stderr_tail() if svc else ''}")
-        window.checked["clean_exit"] = 1
+    window.checked["clean_exit"] = 1
     return window
 
 
 async def measure_cold_start(args: argparse.Namespace) -> float:
     budget = args.cold_timeout + 2 * START_TIMEOUT
-    svc: Child | None = None
-    with tempfile.TemporaryDirectory(prefix="service_bench") as tmp:
-        sim = Child(_sim_cmd(args, args.cold_symbols, args.cold_rate, budget),
-                    os.path.join(tmp, "simulator.log"))
-        try:
-            port = _free_port()
-            symbols = write_config(os.path.join(tmp, "aggbook.toml"), sim.info["venues"], port,
-                                   args.binance_depth)
-            books = len(symbols) * len(sim.info["venues"])
-            svc = Child([*_aggbook_cmd(), "serve", "--config", os.path.join(tmp, "aggbook.toml")],
-                        os.path.join(tmp, "service.log"), announce=False)
-            async with aiohttp.ClientSession() as session:
-                live_at = await wait_live(session, f"http://{HOST}:{port}", books, args.cold_timeout, svc)
-            seconds = live_at - svc.spawned
-        finally:
-            code = svc.stop() if svc is not None else 0
-            sim.stop()
-        if code != 0:
-            raise RuntimeError(f"aggbook serve exited {code} on SIGTERM:\n{svc.stderr_tail() if svc else ''}")
+    with simulator_and_service(args, args.cold_symbols, args.cold_rate, budget) as stack:
+        async with aiohttp.ClientSession() as session:
+            live_at = await wait_live(session, stack.base, stack.books, args.cold_timeout, stack.svc)
+        seconds = live_at - stack.svc.spawned
     return seconds
 
 
