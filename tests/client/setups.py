@@ -14,7 +14,7 @@ from aiohttp import WSMsgType, web
 
 from aggbook.client import Client
 from aggbook.service.config import WebSocketSettings
-from aggbook.service.demo import demo_config, demo_exchange
+from aggbook.service.demo import DEMO_VENUES, demo_config, demo_exchange
 from aggbook.service.runtime import Service
 from aggbook.simulator.exchange import SimulatedExchange
 
@@ -35,8 +35,14 @@ class Demo:
 
 
 async def wait_ready(client: Client, timeout: float = 15.0) -> None:
+    """Every demo venue is live on every symbol (readiness needs only one per symbol)."""
+
+    async def all_live() -> bool:
+        status = await client.get_status()
+        return status.ready and all(len(v) == len(DEMO_VENUES) for v in status.live_venues.values())
+
     async def poll() -> None:
-        while not (await client.get_status()).ready:
+        while not await all_live():
             await asyncio.sleep(0.02)
 
     await asyncio.wait_for(poll(), timeout)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +134,21 @@ async def test_command_line_prints_quotes(demo: Demo) -> None:
     lines = out.decode().splitlines()
     assert len(lines) == 3 and lines[0].startswith("BTC-USDT seq=1 snapshot(subscribe) bid ")
     assert lines[2].startswith("BTC-USDT seq=3 ")
+
+
+async def test_the_documented_example_runs(demo: Demo, tmp_path: Path) -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "client.md").read_text()
+    (example,) = re.findall(r"```python\n(.*?)```", doc, re.S)
+    assert "http://127.0.0.1:8080" in example
+    script = tmp_path / "example.py"
+    script.write_text(example.replace("http://127.0.0.1:8080", demo.svc.url))
+    async with Client(demo.svc.url) as client:
+        await wait_ready(client)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    assert lines[0] == "ready: True" and lines[1].startswith("best bid ")
+    assert sum(1 for line in lines if line.startswith(("BTC-USDT ", "ETH-USDT "))) == 5
+    assert sum(1 for line in lines if line.startswith("bid ")) == 3
