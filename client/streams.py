@@ -49,6 +49,7 @@ T = TypeVar("T")
 _CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
            aiohttp.WSMsgType.ERROR)
 _QUIET = ("heartbeat", "pong")
+_WS_TIMEOUT = aiohttp.ClientWSTimeout(ws_close=5.0)
 
 
 @dataclass(slots=True)
@@ -143,9 +144,10 @@ class Stream(Generic[T]):
                                       + (f" (last: {self._lost})" if self._lost else ""))
                 await asyncio.sleep(self._backoff())
             try:
-                self._ws = await client.session.ws_connect(
-                    client.ws_url, heartbeat=client.heartbeat, timeout=aiohttp.ClientWSTimeout(ws_close=5.0)
-                )
+                async with asyncio.timeout(client.timeout):  # the handshake: a silent peer must not hang us
+                    self._ws = await client.session.ws_connect(
+                        client.ws_url, heartbeat=client.heartbeat, timeout=_WS_TIMEOUT
+                    )
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 self._failures += 1
                 self._lost = self._lost or f"connect failed: {exc}"
