@@ -1,9 +1,9 @@
 """Typed answers of the aggbook API, parsed from its JSON.
 
 Prices and sizes are :class:`~decimal.Decimal` built from the exact decimal text the service sent
-(never floats), so arithmetic on them is exact and ``str()`` gives the service's text back for the
-consolidated answers, which use canonical text (no exponent, no trailing zeros).  Times and ages are
-floats: they are measurements, not amounts.
+(never floats), so arithmetic on them is exact and ``format(value, "f")`` gives the service's text
+back: canonical text (no exponent, no trailing zeros) for the consolidated answers, the venue's own
+for a :class:`VenueBook`.  Times and ages are floats: they are measurements, not amounts.
 
 Every parser raises :class:`~aggbook.client.errors.ProtocolError` naming the field when the JSON does
 not have the documented shape, so a malformed answer is never half-read.
