@@ -30,7 +30,7 @@ import asyncio
 import itertools
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -71,9 +71,9 @@ class Stream(Generic[T]):
     """An async iterator of typed states (:class:`~aggbook.client.models.Quote` or
     :class:`~aggbook.client.models.Book`), one per ``snapshot`` or ``update`` received.
 
-    Use it with ``async for``; leave it with ``break`` and :meth:`aclose` (or ``async with``), or let
-    the :class:`~aggbook.client.Client` close it on exit.  ``gaps``, ``reconnects`` and
-    ``conflated`` count what happened on the way.
+    Use it with ``async for`` (leaving the loop closes it) or ``await anext(stream)`` in an
+    ``async with stream:`` block; the :class:`~aggbook.client.Client` closes whatever is left open
+    on exit.  ``gaps``, ``reconnects`` and ``conflated`` count what happened on the way.
     """
 
     def __init__(self, client: Client, request: dict[str, Any], parse: Callable[[Any, Delivery], T]) -> None:
@@ -92,10 +92,25 @@ class Stream(Generic[T]):
         self.conflated = 0
 
     # ------------------------------------------------------------------ iteration
-    def __aiter__(self) -> Stream[T]:
-        return self
+    def __aiter__(self) -> AsyncIterator[T]:
+        """``async for``: leaving the loop (``break``, an exception, cancellation) closes the stream,
+        as soon as the loop lets go of its iterator."""
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[T]:
+        try:
+            while True:
+                try:
+                    item = await self.__anext__()
+                except StopAsyncIteration:
+                    return
+                yield item
+        finally:
+            await self.aclose()
 
     async def __anext__(self) -> T:
+        """The next state (``await anext(stream)``).  Cancelling this (a timeout around it) leaves the
+        stream open: the next call reconnects, since the connection's state is no longer known."""
         while True:
             if self._closed:
                 raise StopAsyncIteration

@@ -70,6 +70,8 @@ async def test_quote_and_book_streams_snapshot_then_gap_free_updates(demo: Demo)
                 break
         assert [b.delivery.seq for b in books if b.delivery] == [1, 2, 3, 4, 5]
         assert all(len(b.bids) <= 3 and b.symbol == "SOL-USDT" for b in books)
+        # leaving the loop closed its connection: the service has no WebSocket client left
+        await wait_for(lambda: not demo.svc.hub.clients, what="the stream's connection closed")
 
 
 async def test_stream_keeps_yielding_across_a_service_restart_on_the_same_port(demo: Demo) -> None:
