@@ -187,3 +187,26 @@ def test_importing_the_client_loads_nothing_of_the_service() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+async def test_a_cancelled_anext_keeps_the_stream_and_starts_afresh(fake_server: Start) -> None:
+    async def script(s: FakeSession) -> None:
+        sub = await s.recv()
+        await s.ack(sub, [quote_sub()])
+        bid = str(len(server.sessions))  # which connection this is
+        await s.state("snapshot", "quotes:BTC-USDT", 1, quote_data(bid), reason="subscribe")
+        await s.until_closed()
+
+    server = await fake_server(script)
+    async with Client(server.url, **FAST) as client, client.quotes("BTC-USDT") as stream:
+        first = await anext(stream)
+        pending = asyncio.create_task(anext(stream))  # nothing more comes on this connection
+        await asyncio.sleep(0)
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        second = await asyncio.wait_for(anext(stream), 10)
+    assert first.bid is not None and second.bid is not None
+    assert (str(first.bid.price), str(second.bid.price)) == ("1", "2")
+    assert second.delivery is not None and second.delivery.resync == "reconnect: iteration cancelled"
+    assert stream.reconnects == 1
