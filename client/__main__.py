@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -74,7 +75,11 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aggbook.client", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m aggbook.client",
+        description="Print consolidated quotes or merged books of a running aggbook as they change, "
+        "or one quote or the status. Reconnects by itself; gaps and reconnects are logged on stderr.",
+    )
     parser.add_argument("url", help="the service, e.g. http://127.0.0.1:8080")
     parser.add_argument("command", choices=["quotes", "book", "quote", "status"])
     parser.add_argument("symbols", nargs="*", help="symbols (quotes), one symbol (book, quote)")
@@ -84,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in ("quotes", "book", "quote") and not args.symbols:
         parser.error(f"{args.command} needs a symbol")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s %(why)s",
+                                           defaults={"why": ""}))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     try:
         asyncio.run(run(args))
     except KeyboardInterrupt:
