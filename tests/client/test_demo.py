@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -115,8 +116,14 @@ async def test_a_refused_subscription_raises_the_services_error(demo: Demo) -> N
 
 
 async def test_nothing_listening_is_unavailable() -> None:
-    async with Client("http://127.0.0.1:9", reconnect_base=0.01, reconnect_cap=0.02,
-                      reconnect_attempts=2) as client:
+    with socket.socket() as bound:  # bound and not listening: connections to it are refused
+        bound.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{bound.getsockname()[1]}"
+        await _unavailable(url)
+
+
+async def _unavailable(url: str) -> None:
+    async with Client(url, reconnect_base=0.01, reconnect_cap=0.02, reconnect_attempts=2) as client:
         with pytest.raises(Unavailable):
             await client.get_status()
         with pytest.raises(Unavailable, match="gave up after 3 failed connections"):
