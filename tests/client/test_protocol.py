@@ -210,3 +210,66 @@ async def test_a_cancelled_anext_keeps_the_stream_and_starts_afresh(fake_server:
     assert (str(first.bid.price), str(second.bid.price)) == ("1", "2")
     assert second.delivery is not None and second.delivery.resync == "reconnect: iteration cancelled"
     assert stream.reconnects == 1
+
+
+def book_data(price: str) -> dict:
+    return {"symbol": "BTC-USDT", "depth": 2, "venues": ["alpha"], "excluded": {"beta": "stale"},
+            "bids": [{"price": price, "size": "1.5", "venues": {"alpha": "1.5"}}], "asks": []}
+
+
+async def test_a_gap_in_one_subscription_leaves_the_others_alone(fake_server: Start) -> None:
+    book_sub = {"sub": "book:BTC-USDT:2:alpha", "channel": "book", "symbol": "BTC-USDT", "depth": 2,
+                "venues": ["alpha"]}
+    eth_sub = {"sub": "quotes:ETH-USDT", "channel": "quotes", "symbol": "ETH-USDT", "fees": True}
+
+    async def book_script(s: FakeSession) -> None:
+        sub = await s.recv()
+        assert (sub["channel"], sub["depth"], sub["venues"]) == ("book", 2, ["alpha"])
+        await s.ack(sub, [book_sub])
+        await s.state("snapshot", book_sub["sub"], 1, book_data("100"), reason="subscribe", channel="book")
+        await s.state("update", book_sub["sub"], 3, book_data("101"), channel="book")
+        unsub, again = await s.recv(), await s.recv()
+        assert unsub["subs"] == [book_sub["sub"]]
+        assert again == {"op": "subscribe", "channel": "book", "symbol": "BTC-USDT", "depth": 2,
+                         "venues": ["alpha"], "id": again["id"]}
+        await s.ack(unsub, [book_sub["sub"]])
+        await s.ack(again, [book_sub])
+        await s.state("snapshot", book_sub["sub"], 1, book_data("102"), reason="subscribe", channel="book")
+        await s.until_closed()
+
+    server = await fake_server(book_script)
+    async with Client(server.url, **FAST) as client:
+        books = []
+        async for book in client.book("BTC-USDT", depth=2, venues=["alpha"]):
+            books.append(book)
+            if len(books) == 2:
+                break
+    assert [str(b.bids[0].price) for b in books] == ["100", "102"] and books[0].excluded == {"beta": "stale"}
+    assert books[1].delivery is not None and books[1].delivery.resync == "gap: expected seq 2, got 3 (update)"
+
+    async def quotes_script(s: FakeSession) -> None:
+        sub = await s.recv()
+        await s.ack(sub, [quote_sub(), eth_sub])
+        await s.state("snapshot", "quotes:BTC-USDT", 1, quote_data("100"), reason="subscribe")
+        await s.state("snapshot", "quotes:ETH-USDT", 1, quote_data("10", "ETH-USDT"), reason="subscribe")
+        await s.state("update", "quotes:ETH-USDT", 5, quote_data("11", "ETH-USDT"))  # gap on ETH only
+        await s.state("update", "quotes:BTC-USDT", 2, quote_data("101"))  # BTC goes on
+        unsub, again = await s.recv(), await s.recv()
+        assert unsub["subs"] == ["quotes:ETH-USDT"]
+        assert (again["symbols"], again["fees"]) == (["ETH-USDT"], True)
+        await s.ack(unsub, ["quotes:ETH-USDT"])
+        await s.ack(again, [eth_sub])
+        await s.state("snapshot", "quotes:ETH-USDT", 1, quote_data("12", "ETH-USDT"), reason="subscribe")
+        await s.until_closed()
+
+    server = await fake_server(quotes_script)
+    async with Client(server.url, **FAST) as client:
+        got = []
+        async for q in client.quotes("BTC-USDT", "ETH-USDT", fees=True):
+            got.append(q)
+            if len(got) == 4:
+                break
+    assert [(q.symbol, str(q.bid.price)) for q in got if q.bid] == [
+        ("BTC-USDT", "100"), ("ETH-USDT", "10"), ("BTC-USDT", "101"), ("ETH-USDT", "12")]
+    assert got[2].delivery is not None and got[2].delivery.resync is None
+    assert got[3].delivery is not None and got[3].delivery.resync == "gap: expected seq 2, got 5 (update)"
