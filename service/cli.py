@@ -78,7 +78,7 @@ def _print(text: str) -> None:
 # ---------------------------------------------------------------------- commands
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, shard=args.shard)
     except ConfigError as exc:
         print(f"aggbook: invalid config: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -99,7 +99,7 @@ async def _serve(config: ServiceConfig, stop: asyncio.Event) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.file)
+        config = load_config(args.file, shard=args.shard)
         from aggbook.service.aggregator import default_feed_factory
 
         feeds = [default_feed_factory(vc) for vc in config.enabled_venues]  # they check their own options
@@ -229,11 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the service from a TOML config")
     p.add_argument("--config", required=True, help="TOML config file")
+    p.add_argument("--shard", help='serve shard K of N of the symbols, "K/N" (replaces service.shard)')
     logging_flags(p, default_level=None)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("check-config", help="validate a config and print what would run")
     p.add_argument("file")
+    p.add_argument("--shard", help='check shard K of N, "K/N" (replaces service.shard)')
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("demo", help="run the simulated venues and the service against them")
