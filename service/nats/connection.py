@@ -46,6 +46,7 @@ class NatsLink:
         self.nc: Client | None = None
         self.up = False  # connected and ``on_up`` has completed since the last (re)connection
         self.slow_consumer_errors = 0
+        self.on_slow_consumer: Callable[[], None] = lambda: None  # NATS dropped messages we read too slowly
         self._task: asyncio.Task | None = None
         self._up_task: asyncio.Task | None = None
         self._stopping = False
@@ -96,6 +97,7 @@ class NatsLink:
         if type(exc).__name__ == "SlowConsumerError":
             self.slow_consumer_errors += 1
             self.metrics.slow_consumer.inc()
+            self.on_slow_consumer()
             return
         log.warning("nats error: %r", exc, extra={"nats": self.name})
 

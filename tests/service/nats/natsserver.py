@@ -23,8 +23,9 @@ _LISTENING = re.compile(r"Listening for client connections on [\d.]+:(\d+)")
 
 
 def nats_server_binary() -> str:
-    path = shutil.which("nats-server") or ("/usr/bin/nats-server" if Path("/usr/bin/nats-server").exists()
-                                           else None)
+    path = shutil.which("nats-server") or (
+        "/usr/bin/nats-server" if Path("/usr/bin/nats-server").exists() else None
+    )
     if path is None:
         if os.environ.get(REQUIRE_ENV) == "1":
             pytest.fail(f"nats-server is not installed and {REQUIRE_ENV}=1: install Debian's nats-server")
@@ -52,7 +53,8 @@ class NatsServer:
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(store)],
-                stdout=out, stderr=subprocess.STDOUT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 20
         while True:

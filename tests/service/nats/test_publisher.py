@@ -56,8 +56,10 @@ async def test_quotes_books_statuses_and_heartbeats_are_published(published) -> 
     assert svc.publisher is not None
     await wait_for(lambda: svc.publisher.link.up, what="publisher connected")
     load_all(feeds)
-    await wait_for(lambda: (rec.last("aggbook.quote.BTC-USDT") or {}).get("quote", {}).get("bid") is not None,
-                   what="a quote with a bid")
+    await wait_for(
+        lambda: (rec.last("aggbook.quote.BTC-USDT") or {}).get("quote", {}).get("bid") is not None,
+        what="a quote with a bid",
+    )
     quote = rec.last("aggbook.quote.BTC-USDT")
     assert quote is not None
     # the same JSON the service serves over the WebSocket, in an envelope
@@ -68,16 +70,20 @@ async def test_quotes_books_statuses_and_heartbeats_are_published(published) -> 
     seqs = [m["seq"] for m in rec.by_subject["aggbook.quote.BTC-USDT"]]
     assert seqs == list(range(1, len(seqs) + 1))  # per subject, gap-free from 1
 
-    await wait_for(lambda: (rec.last("aggbook.book.BTC-USDT") or {}).get("book", {}).get("bids") != [],
-                   what="a merged book with bids")
+    await wait_for(
+        lambda: (rec.last("aggbook.book.BTC-USDT") or {}).get("book", {}).get("bids") != [],
+        what="a merged book with bids",
+    )
     book = rec.last("aggbook.book.BTC-USDT")
     assert book is not None
     assert orjson.dumps(book["book"]) == svc.renders.ladder("BTC-USDT", 5)
 
     # a venue's state transition
     feeds["alpha"].gap("ETH-USDT")
-    await wait_for(lambda: (rec.last("aggbook.status.alpha.ETH-USDT") or {}).get("reason") == "gap",
-                   what="the gap's status message")
+    await wait_for(
+        lambda: (rec.last("aggbook.status.alpha.ETH-USDT") or {}).get("reason") == "gap",
+        what="the gap's status message",
+    )
     status = rec.last("aggbook.status.alpha.ETH-USDT")
     assert status is not None
     assert (status["previous"], status["state"], status["reason"]) == ("live", "resyncing", "gap")
@@ -85,8 +91,10 @@ async def test_quotes_books_statuses_and_heartbeats_are_published(published) -> 
     await wait_for(lambda: rec.last("aggbook.heartbeat.0") is not None, what="a heartbeat")
     beat = rec.last("aggbook.heartbeat.0")
     assert beat is not None
-    assert beat["symbols"] == {"BTC-USDT": {"alpha": "BTCUSDT", "beta": "BTCUSDT"},
-                               "ETH-USDT": {"alpha": "ETHUSDT", "beta": "ETHUSDT"}}
+    assert beat["symbols"] == {
+        "BTC-USDT": {"alpha": "BTCUSDT", "beta": "BTCUSDT"},
+        "ETH-USDT": {"alpha": "ETHUSDT", "beta": "ETHUSDT"},
+    }
     assert beat["instance"] == quote["instance"] and beat["book_depth"] == 5
 
     # the key-value bucket holds the last quote and book of each symbol

@@ -51,8 +51,12 @@ def test_nats_table_is_checked() -> None:
     doc["nats"] = {"url": "nats://127.0.0.1:4222", "book_depth": 20}
     config = parse_config(doc, env={})
     assert config.nats == NatsSettings(url="nats://127.0.0.1:4222", book_depth=20)
-    for key, value, match in (("url", "http://x", "nats.url"), ("book_depth", 5000, "nats.book_depth"),
-                              ("bucket", "a.b", "nats.bucket"), ("colour", 1, "nats.colour")):
+    for key, value, match in (
+        ("url", "http://x", "nats.url"),
+        ("book_depth", 5000, "nats.book_depth"),
+        ("bucket", "a.b", "nats.bucket"),
+        ("colour", 1, "nats.colour"),
+    ):
         doc["nats"] = {key: value}
         with pytest.raises(ConfigError, match=match):
             parse_config(doc, env={})
