@@ -268,7 +268,7 @@ class NatsView:
         complete = len(counts) == 1 and all(
             i in self.shards and self.shards[i].fresh for i in range(next(iter(counts)))
         )
-        return complete and not self.pending and all(live.values()), live
+        return complete and self.loaded.is_set() and not self.pending and all(live.values()), live
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -285,7 +285,11 @@ class NatsView:
         await self.link.stop()
 
     async def _on_up(self, nc: Client) -> None:
-        """After every (re)connection: subscribe (once; the client renews it), reload, resnapshot."""
+        """After every (re)connection: subscribe (once; the client renews it), reload, resnapshot.
+
+        After a reconnection every symbol is resnapshotted: messages may have been lost while NATS
+        was away, and the first one after it may be the last of its subject for a while."""
+        first = self._sub is None
         if self._sub is None:
             self._sub = await nc.subscribe(
                 subjects.everything(self.settings.prefix),
@@ -293,16 +297,19 @@ class NatsView:
                 pending_msgs_limit=self.settings.pending_msgs,
                 pending_bytes_limit=self.settings.pending_bytes,
             )
-        await self._reload(nc, None)
+        await self._reload(nc, None, everything=not first)
 
     def _slow_consumer(self) -> None:
         """NATS dropped messages we read too slowly: the last one of a subject may be among them."""
         nc = self.link.nc
         if nc is not None and (self._reloading is None or self._reloading.done()):
-            self._reloading = asyncio.create_task(self._reload(nc, None), name="gateway-reload")
+            self._reloading = asyncio.create_task(
+                self._reload(nc, None, everything=True), name="gateway-reload"
+            )
 
-    async def _reload(self, nc: Client, symbols: set[str] | None) -> None:
-        """Read the key-value snapshot (every symbol, or ``symbols``), then resnapshot their clients."""
+    async def _reload(self, nc: Client, symbols: set[str] | None, *, everything: bool = False) -> None:
+        """Read the key-value snapshot (every symbol, or ``symbols``) and resnapshot the clients of
+        each symbol it moved forward (or of every symbol read, with ``everything``)."""
         self.metrics.resyncs.inc()
         touched: set[str] = set()
         try:
@@ -321,16 +328,15 @@ class NatsView:
                     entry = await kv.get(key)
                 except (NotFoundError, KeyError):
                     continue
-                if entry.value:
-                    self._apply(kind, symbol, orjson.loads(entry.value), from_snapshot=True)
+                if entry.value and self._apply(kind, symbol, orjson.loads(entry.value), from_snapshot=True):
                     touched.add(symbol)
         except BucketNotFoundError:
             log.info("no key-value bucket yet: waiting for a shard", extra={"bucket": self.settings.bucket})
         finally:
             self.loaded.set()
-        for symbol in touched | (
-            set(self.consolidated) if symbols is None else symbols & set(self.consolidated)
-        ):
+        if everything:
+            touched |= set(self.consolidated) if symbols is None else symbols & set(self.consolidated)
+        for symbol in touched & set(self.consolidated):
             self._resnapshot(symbol)
 
     # ------------------------------------------------------------------ messages
@@ -362,7 +368,8 @@ class NatsView:
             self._refresh_staleness(st)
         return st
 
-    def _apply(self, kind: str, symbol: str, env: dict[str, Any], *, from_snapshot: bool) -> None:
+    def _apply(self, kind: str, symbol: str, env: dict[str, Any], *, from_snapshot: bool) -> bool:
+        """Hold ``env`` if it is newer than the state held; tell the hub unless reading a snapshot."""
         if kind == subjects.BOOK and symbol not in self.consolidated:
             st = self.pending.setdefault(symbol, SymbolState(symbol))  # the quote makes it served
         else:
@@ -370,19 +377,20 @@ class NatsView:
         attr = "quote_env" if kind == subjects.QUOTE else "book_env"
         prev = getattr(st, attr)
         if not _newer(prev, env):
-            return
+            return False
         follows = _follows(prev, env)
         setattr(st, attr, env)
         st.cache.clear()
         if "recv_ts" in env:
             self.event_times[symbol] = (env.get("event_ts"), env["recv_ts"])
         if from_snapshot or symbol not in self.consolidated:
-            return  # the caller resnapshots after the whole snapshot is read
+            return True  # the caller resnapshots after the whole snapshot is read
         if prev is not None and not follows:
             self.metrics.gaps.labels(kind).inc()
             self._resnapshot(symbol)
-            return
+            return True
         self._notify(SymbolChange(symbol, top=kind == subjects.QUOTE))
+        return True
 
     def _status(self, venue: str, symbol: str, env: dict[str, Any]) -> None:
         if symbol not in self.consolidated:
@@ -428,6 +436,8 @@ class NatsView:
             log.info("shard back", extra={"shard": f"{index}/{count}", "instance": instance})
             nc = self.link.nc
             if nc is not None and self.link.up:
+                # not ``everything``: a state older than the one held is no news (a new instance is a
+                # gap by itself, and messages of the same one lost meanwhile break its sequence)
                 asyncio.get_running_loop().create_task(self._reload(nc, set(owned)), name="gateway-reload")
 
     # ------------------------------------------------------------------ staleness

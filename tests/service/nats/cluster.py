@@ -7,13 +7,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 
 from aggbook.service.config import ServiceConfig
 from aggbook.service.demo import DEMO_SYMBOLS, DEMO_VENUES, demo_config, demo_exchange
@@ -101,6 +103,17 @@ class Watcher:
                 await self._task
 
 
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float = 20.0, what: str = "condition"
+) -> None:
+    """``wait_for`` for a condition that must ask over the network."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
 def merged_truth(sim: SimulatedExchange, symbol: str, depth: int) -> tuple[list, list]:
     """The merged book the simulator's truth implies: per price, the sum over venues (top ``depth``)."""
     out = []
@@ -161,7 +174,14 @@ class Cluster:
         return gw
 
     async def ready(self, gw: Gateway, timeout: float = 20.0) -> None:
-        await wait_for(lambda: gw.view.readiness()[0], timeout=timeout, what="gateway ready")
+        """Ready, and every venue of every symbol live (a book not live yet when the markets are
+        paused would wait for a market event that never comes)."""
+        await wait_for(
+            lambda: gw.view.readiness()[0]
+            and all(len(gw.view.live_venues(s)) == len(DEMO_VENUES) for s in SYMBOLS),
+            timeout=timeout,
+            what="gateway ready with every venue live",
+        )
 
     async def get(self, gw: Gateway, path: str) -> tuple[int, Any]:
         async with self.http.get(gw.url + path) as resp:

@@ -7,7 +7,7 @@ import pytest
 
 from aggbook.service.nats.settings import shard_of
 from tests.conftest import wait_for
-from tests.service.nats.cluster import DEPTH, SYMBOLS, Watcher, equal_to_truth, running_cluster
+from tests.service.nats.cluster import DEPTH, SYMBOLS, Watcher, equal_to_truth, eventually, running_cluster
 from tests.service.nats.natsserver import NatsServer
 
 pytestmark = pytest.mark.integration
@@ -38,16 +38,24 @@ async def test_each_gateway_serves_every_symbol_of_both_shards_equal_to_the_trut
             assert status == 200 and ready["ready"] is True
             for symbol in SYMBOLS:
                 shard = cluster.shards[owners[symbol]]
-                # the gateway serves the owning shard's own payloads
-                status, book = await cluster.get(gw, f"/v1/books/{symbol}?depth=7")
-                assert status == 200
-                direct = await cluster.get_json(shard.url + f"/v1/books/{symbol}?depth=7")
-                assert book == direct
-                status, quote = await cluster.get(gw, f"/v1/quotes/{symbol}?fees=true")
-                direct = await cluster.get_json(shard.url + f"/v1/quotes/{symbol}?fees=true")
-                assert status == 200 and quote["bid"] == direct["bid"] and quote["ask"] == direct["ask"]
-                assert [v["venue"] for v in quote["venues"]] == [v["venue"] for v in direct["venues"]]
-                assert all("age_seconds" in v and "last_id" in v for v in quote["venues"])
+
+                async def same_book(gw=gw, shard=shard, symbol=symbol) -> bool:
+                    # the gateway serves the owning shard's own payloads (a venue of the shard may
+                    # move, resync or go stale meanwhile: the gateway follows within book_interval)
+                    status, book = await cluster.get(gw, f"/v1/books/{symbol}?depth=7")
+                    direct = await cluster.get_json(shard.url + f"/v1/books/{symbol}?depth=7")
+                    return status == 200 and book == direct
+
+                async def same_quote(gw=gw, shard=shard, symbol=symbol) -> bool:
+                    status, quote = await cluster.get(gw, f"/v1/quotes/{symbol}?fees=true")
+                    direct = await cluster.get_json(shard.url + f"/v1/quotes/{symbol}?fees=true")
+                    assert all("age_seconds" in v and "last_id" in v for v in quote["venues"])
+                    return status == 200 and {k: v for k, v in quote.items() if k != "venues"} == {
+                        k: v for k, v in direct.items() if k != "venues"
+                    }
+
+                await eventually(same_book, what=f"{symbol} book as the shard serves it")
+                await eventually(same_quote, what=f"{symbol} quote as the shard serves it")
             status, quotes = await cluster.get(gw, "/v1/quotes")
             assert status == 200 and sorted(q["symbol"] for q in quotes["quotes"]) == sorted(SYMBOLS)
             status, err = await cluster.get(gw, f"/v1/books/{SYMBOLS[0]}?depth={DEPTH + 1}")
@@ -60,3 +68,128 @@ async def test_each_gateway_serves_every_symbol_of_both_shards_equal_to_the_trut
             assert 'aggbook_gateway_messages_total{kind="quote"}' in metrics
         for w in watchers:
             await w.stop()
+
+
+async def _watchers(cluster) -> list[Watcher]:
+    watchers = [Watcher(cluster.http, gw.url) for gw in cluster.gateways]
+    for w in watchers:
+        await w.start()
+    for w in watchers:
+        await wait_for(lambda w=w: all(w.book(s) and w.quote(s) for s in SYMBOLS), what="every subscription")
+    return watchers
+
+
+async def test_a_nats_restart_reaches_every_subscriber_as_a_conflated_snapshot(
+    nats_server: NatsServer,
+) -> None:
+    async with running_cluster(nats_server) as cluster:
+        watchers = await _watchers(cluster)
+        before = [w.conflated() for w in watchers]
+        await nats_server.restart()
+        for w, b in zip(watchers, before, strict=True):
+            # every subscription of every client hears that states were skipped: never a silent gap
+            await wait_for(
+                lambda w=w, b=b: all(w.conflated().get(sub, 0) > b.get(sub, 0) for sub in w.seq),
+                timeout=20,
+                what="a conflated snapshot on every subscription",
+            )
+        for svc in cluster.shards.values():
+            assert svc.publisher is not None
+            await wait_for(lambda svc=svc: svc.publisher.link.up, timeout=20, what="publisher back")
+        for gw in cluster.gateways:
+            await cluster.ready(gw)
+        cluster.sim.pause()
+        for w in watchers:
+            await wait_for(
+                lambda w=w: equal_to_truth(w, cluster.sim), timeout=20, what="books equal the truth"
+            )
+            assert not w.errors and w.closed is None
+        metrics = await cluster.get_text(cluster.gateways[0].url + "/metrics")
+        assert "aggbook_nats_reconnects_total 1.0" in metrics
+        for w in watchers:
+            await w.stop()
+
+
+async def test_a_stopped_shard_is_excluded_then_recovered_and_the_other_shard_goes_on(
+    nats_server: NatsServer,
+) -> None:
+    async with running_cluster(nats_server) as cluster:
+        watchers = await _watchers(cluster)
+        gone = [s for s in SYMBOLS if shard_of(s, 2) == 1]
+        kept = [s for s in SYMBOLS if shard_of(s, 2) == 0]
+        await cluster.stop_shard(1)
+        for w in watchers:
+            # the symbols of the silent shard are excluded: no venue, no price
+            await wait_for(
+                lambda w=w: all(
+                    w.quote(s)["bid"] is None
+                    and all(v["excluded_reason"] == "shard stale" for v in w.quote(s)["venues"])
+                    and w.book(s)["bids"] == []
+                    for s in gone
+                ),
+                timeout=10,
+                what="the stopped shard's symbols excluded",
+            )
+        gw = cluster.gateways[0]
+        status, ready = await cluster.get(gw, "/readyz")
+        assert status == 503 and sorted(ready["not_ready"]) == sorted(gone)
+        # the other shard's symbols keep moving
+        counts = {id(w): w.messages for w in watchers}
+        for w in watchers:
+            await wait_for(lambda w=w: w.messages > counts[id(w)] + 5, what="updates of the live shard")
+            assert all(w.quote(s)["bid"] is not None for s in kept)
+        await cluster.start_shard(1)  # a new process of shard 1
+        for gw in cluster.gateways:
+            await cluster.ready(gw)
+        cluster.sim.pause()
+        for w in watchers:
+            await wait_for(
+                lambda w=w: equal_to_truth(w, cluster.sim), timeout=20, what="books equal the truth"
+            )
+            assert not w.errors and w.closed is None
+            for s in gone:  # the restarted shard's states reached the clients as conflated snapshots
+                assert w.conflated().get(f"quotes:{s}", 0) >= 1
+        for w in watchers:
+            await w.stop()
+
+
+async def test_a_stopped_gateway_leaves_the_other_gateways_clients_alone(nats_server: NatsServer) -> None:
+    async with running_cluster(nats_server) as cluster:
+        watchers = await _watchers(cluster)
+        first, other = cluster.gateways
+        await first.stop()
+        cluster.gateways.remove(first)
+        await wait_for(lambda: watchers[0].closed is not None, what="the stopped gateway's client closed")
+        seen = watchers[1].messages
+        await wait_for(lambda: watchers[1].messages > seen + 10, what="the other gateway's client served")
+        cluster.sim.pause()
+        await wait_for(
+            lambda: equal_to_truth(watchers[1], cluster.sim), timeout=20, what="books equal the truth"
+        )
+        assert not watchers[1].errors and watchers[1].closed is None
+        assert not any(watchers[1].conflated().values())  # nothing was skipped on the other gateway
+        for w in watchers:
+            await w.stop()
+
+
+async def test_nats_dropping_messages_for_a_slow_gateway_resynchronises_it(nats_server: NatsServer) -> None:
+    from nats.errors import SlowConsumerError
+
+    async with running_cluster(nats_server, gateways=1) as cluster:
+        [watcher] = await _watchers(cluster)
+        gw = cluster.gateways[0]
+        sub = gw.view._sub
+        assert sub is not None
+        # what waits to be read is bounded: NATS drops past it, and the gateway then reloads
+        assert sub._pending_msgs_limit == gw.view.settings.pending_msgs
+        assert sub._pending_bytes_limit == gw.view.settings.pending_bytes
+        await gw.view.link._error(
+            SlowConsumerError(subject="aggbook.quote.BTC-USDT", reply="", sid=1, sub=sub)
+        )
+        await wait_for(
+            lambda: all(watcher.conflated().get(sub_key, 0) >= 1 for sub_key in watcher.seq),
+            what="every subscription resnapshotted",
+        )
+        metrics = await cluster.get_text(gw.url + "/metrics")
+        assert "aggbook_nats_slow_consumer_total 1.0" in metrics
+        await watcher.stop()
