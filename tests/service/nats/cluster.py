@@ -177,8 +177,10 @@ class Cluster:
         """Ready, and every venue of every symbol live (a book not live yet when the markets are
         paused would wait for a market event that never comes)."""
         await wait_for(
-            lambda: gw.view.readiness()[0]
-            and all(len(gw.view.live_venues(s)) == len(DEMO_VENUES) for s in SYMBOLS),
+            lambda: (
+                gw.view.readiness()[0]
+                and all(len(gw.view.live_venues(s)) == len(DEMO_VENUES) for s in SYMBOLS)
+            ),
             timeout=timeout,
             what="gateway ready with every venue live",
         )
