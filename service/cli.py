@@ -169,7 +169,14 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
 
     async def start() -> None:
         await sim.start()
-        svc = Service(demo_config(sim, args.host, args.port))
+        config = demo_config(sim, args.host, args.port)
+        if args.nats:  # publish for gateways, as a shard of one (docs/scale-out.md)
+            import dataclasses
+
+            from aggbook.service.nats.settings import NatsSettings
+
+            config = dataclasses.replace(config, nats=NatsSettings(url=args.nats))
+        svc = Service(config)
         holder["svc"] = svc
         await svc.start()
 
@@ -279,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fault-rate", type=float, default=0.0, help="probability of a random gap/duplicate/reorder"
     )
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--nats", default="", help="also publish to this NATS URL, for `aggbook gateway`")
     logging_flags(p)
     p.set_defaults(func=cmd_demo)
 
