@@ -372,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, default=8.0, help="measured window of scenarios 1 and 2")
     parser.add_argument("--subscribers", type=int, default=8, help="clients in scenarios 1 and 2")
     parser.add_argument("--latency-rate", type=float, default=20.0, help="steps/s per symbol in scenario 3")
-    parser.add_argument("--latency-steps", default="10,25,50,100,200,400,800")
+    parser.add_argument("--latency-steps", default="1,2,5,10,25,50,100,200,400,800")
     parser.add_argument("--latency-seconds", type=float, default=4.0)
     parser.add_argument("--live-timeout", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=3)

@@ -94,6 +94,7 @@ class NatsPublisher:
         self._books_due: dict[str, None] = {}  # symbols whose merged book waits to go out
         self._statuses: dict[tuple[str, str], dict[str, Any]] = {}  # newest transition per (venue, symbol)
         self._seq: dict[str, int] = {}  # per subject
+        self._last_book: dict[str, bytes] = {}  # the ladder last published per symbol
         self._heartbeat_seq = 0
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -150,6 +151,7 @@ class NatsPublisher:
 
     async def _on_up(self, nc: Client) -> None:
         await ensure_bucket(nc, self.settings)
+        self._last_book.clear()  # the bucket may be new and empty: everything goes out again
         for symbol in self.aggregator.consolidated:  # the bucket and late subscribers need all of it
             self._quotes.setdefault(symbol, None)
             self._books_due.setdefault(symbol, None)
@@ -250,9 +252,13 @@ class NatsPublisher:
         self.metrics.published.labels(subjects.QUOTE).inc()
 
     async def _publish_book(self, nc: Client, symbol: str) -> None:
+        ladder = self.renders.ladder(symbol, self.settings.book_depth)
+        if self._last_book.get(symbol) == ladder:
+            return  # changes below the published depth, or a venue's refresh of the same levels
+        self._last_book[symbol] = ladder
         subject = subjects.book(self.prefix, symbol)
         msg = self._envelope(subject, symbol)
-        msg["book"] = orjson.Fragment(self.renders.ladder(symbol, self.settings.book_depth))
+        msg["book"] = orjson.Fragment(ladder)
         payload = orjson.dumps(msg)
         await nc.publish(subject, payload)
         await nc.publish(self._kv(subjects.BOOK, symbol), payload)

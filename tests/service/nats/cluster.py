@@ -216,6 +216,14 @@ async def running_cluster(nats: NatsServer, rate: float = 40.0, gateways: int = 
             await cluster.start_gateway()
         for gw in cluster.gateways:
             await cluster.ready(gw)
+        for svc in cluster.shards.values():  # every book live: the markets may be paused from here on
+            await wait_for(
+                lambda svc=svc: all(
+                    len(v) == len(DEMO_VENUES) for v in svc.aggregator.readiness()[1].values()
+                ),
+                timeout=20,
+                what="every venue live on the shard",
+            )
         yield cluster
     finally:
         for gw in cluster.gateways:

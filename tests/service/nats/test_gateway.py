@@ -193,3 +193,46 @@ async def test_nats_dropping_messages_for_a_slow_gateway_resynchronises_it(nats_
         metrics = await cluster.get_text(gw.url + "/metrics")
         assert "aggbook_nats_slow_consumer_total 1.0" in metrics
         await watcher.stop()
+
+
+async def test_a_gateway_joining_a_still_market_starts_from_the_bucket(nats_server: NatsServer) -> None:
+    async with running_cluster(nats_server, gateways=0) as cluster:
+        for svc in cluster.shards.values():  # every shard's quotes and books are in the bucket
+            assert svc.publisher is not None
+            await wait_for(lambda svc=svc: svc.publisher.link.up, what="publisher connected")
+        await wait_for(
+            lambda: all(
+                svc.publisher is not None
+                and svc.publisher.metrics.published.labels("book")._value.get() >= len(svc.config.symbols)
+                for svc in cluster.shards.values()
+            ),
+            what="every book published",
+        )
+        cluster.sim.pause()  # nothing moves: a late gateway hears no quote or book, only heartbeats
+        await wait_for(
+            lambda: all(
+                svc.publisher is not None
+                and not svc.publisher._quotes
+                and not svc.publisher._books_due
+                and not svc.publisher._books
+                for svc in cluster.shards.values()
+            ),
+            what="nothing left to publish",
+        )
+        gw = await cluster.start_gateway()
+        await cluster.ready(gw)
+        received = gw.nats_metrics.received
+        assert received.labels("quote")._value.get() == 0 and received.labels("book")._value.get() == 0
+        watcher = Watcher(cluster.http, gw.url)
+        await watcher.start()
+        await wait_for(lambda: equal_to_truth(watcher, cluster.sim), timeout=20, what="books equal the truth")
+        assert not watcher.errors
+        # the WebSocket venues filter is the shard's: a gateway refuses it clearly
+        assert watcher.ws is not None
+        await watcher.ws.send_json(
+            {"op": "subscribe", "channel": "book", "symbol": SYMBOLS[0], "venues": ["binance"], "id": 7}
+        )
+        await wait_for(
+            lambda: any("gateway" not in e and "venues" in e for e in watcher.errors), what="refusal"
+        )
+        await watcher.stop()
