@@ -110,9 +110,8 @@ class ServiceConfig:
             "http: " + ", ".join(f"{k}={v}" for k, v in vars(self.http).items()),
         ]
         if self.shard is not None:
-            lines.append(
-                f"shard: {self.shard.label} owns {len(self.symbols)} symbols: {', '.join(self.symbols)}"
-            )
+            owned = ", ".join(self.symbols) or "(none)"
+            lines.append(f"shard: {self.shard.label} owns {len(self.symbols)} symbols: {owned}")
         if self.nats is not None:
             lines.append(self.nats.describe())
         lines.append("venues:")
