@@ -88,8 +88,11 @@ class NatsLink:
         self.up = False
         try:
             await self.on_up(self.nc)
-        except Exception:  # NATS went away again half-way: the next reconnection runs it again
+        except Exception:  # NATS went away again half-way, or answered too slowly: try again
             log.exception("nats link set-up failed", extra={"nats": self.name})
+            if self.nc.is_connected and not self._stopping:  # else the next reconnection runs it
+                await asyncio.sleep(self.reconnect_wait)
+                self._up_task = asyncio.create_task(self._run_up(), name=f"nats-up-{self.name}")
             return
         self.up = self.nc.is_connected
 

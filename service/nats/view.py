@@ -231,6 +231,7 @@ class NatsView:
         self._sub: Subscription | None = None
         self._tasks: list[asyncio.Task] = []
         self._reloading: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()  # reloads after a shard's return, held till done
         self.loaded = asyncio.Event()  # the first key-value snapshot was read (or there was none yet)
         metrics.symbols.labels("fresh").set_function(
             lambda: sum(1 for s in self.consolidated.values() if not s.stale)
@@ -276,7 +277,7 @@ class NatsView:
         await self.link.start()
 
     async def stop(self) -> None:
-        for task in [*self._tasks, self._reloading]:
+        for task in [*self._tasks, self._reloading, *self._background]:
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -425,6 +426,8 @@ class NatsView:
                 index, count, instance, beat.get("started", 0.0), now, beat
             )
         shard.seen, shard.beat, shard.count = now, beat, count
+        for gone in [i for i in self.shards if i >= count]:  # the topology shrank: N is the newest N
+            del self.shards[gone]
         was_fresh, shard.fresh = shard.fresh, True
         for symbol, venues in owned.items():
             st = self.consolidated.get(symbol) or self.pending.setdefault(symbol, SymbolState(symbol))
@@ -438,7 +441,11 @@ class NatsView:
             if nc is not None and self.link.up:
                 # not ``everything``: a state older than the one held is no news (a new instance is a
                 # gap by itself, and messages of the same one lost meanwhile break its sequence)
-                asyncio.get_running_loop().create_task(self._reload(nc, set(owned)), name="gateway-reload")
+                task = asyncio.get_running_loop().create_task(
+                    self._reload(nc, set(owned)), name="gateway-reload"
+                )
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
 
     # ------------------------------------------------------------------ staleness
     def _refresh_staleness(self, st: SymbolState) -> None:

@@ -3,9 +3,13 @@ books equal to the simulator's truth at the published depth, and the faults of t
 
 from __future__ import annotations
 
+import nats
+import orjson
 import pytest
 
+from aggbook.service.nats.gateway import Gateway, GatewayConfig
 from aggbook.service.nats.settings import shard_of
+from aggbook.service.nats.view import ViewSettings
 from tests.conftest import wait_for
 from tests.service.nats.cluster import DEPTH, SYMBOLS, Watcher, equal_to_truth, eventually, running_cluster
 from tests.service.nats.natsserver import NatsServer
@@ -219,10 +223,30 @@ async def test_a_gateway_joining_a_still_market_starts_from_the_bucket(nats_serv
             ),
             what="nothing left to publish",
         )
+        # a gateway listening on another prefix hears nothing live: what it has is the bucket's
+        deaf = Gateway(
+            GatewayConfig(ViewSettings(nats_server.url, prefix="nothing-live"), port=0, max_depth=DEPTH)
+        )
+        await deaf.start()
+        try:
+            await wait_for(lambda: deaf.view.loaded.is_set(), what="the bucket read")
+            kv = await nats.connect(nats_server.url)
+            try:
+                bucket = await kv.jetstream().key_value("aggbook")
+                for symbol in SYMBOLS:
+                    st = deaf.view.consolidated[symbol]
+                    for kind, env in (("quote", st.quote_env), ("book", st.book_env)):
+                        entry = await bucket.get(f"{kind}.{symbol}")
+                        assert entry.value is not None and env == orjson.loads(entry.value)
+                    assert st.quote_env is not None and st.quote_env["quote"]["bid"] is not None
+                    assert st.book_env is not None and st.book_env["book"]["bids"]
+            finally:
+                await kv.close()
+            assert deaf.nats_metrics.received.labels("quote")._value.get() == 0
+        finally:
+            await deaf.stop()
         gw = await cluster.start_gateway()
         await cluster.ready(gw)
-        received = gw.nats_metrics.received
-        assert received.labels("quote")._value.get() == 0 and received.labels("book")._value.get() == 0
         watcher = Watcher(cluster.http, gw.url)
         await watcher.start()
         await wait_for(lambda: equal_to_truth(watcher, cluster.sim), timeout=20, what="books equal the truth")

@@ -68,3 +68,26 @@ def test_check_config_prints_the_shards_symbols(capsys, tmp_path: Path) -> None:
     assert "shard: 1/2 owns 1 symbols: SOL-USDT" in out
     assert "BTC-USDT ->" not in out and "SOL-USDT ->" in out
     assert load_config(EXAMPLE, shard="0/2").symbols == ["BTC-USDT", "ETH-USDT"]
+
+
+def test_a_gateway_follows_the_newest_topology_size() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from aggbook.service.nats.metrics import GatewayMetrics
+    from aggbook.service.nats.view import NatsView, ViewSettings
+
+    view = NatsView(ViewSettings("nats://127.0.0.1:1"), GatewayMetrics(CollectorRegistry()))
+
+    def beat(index: int, count: int, instance: str, symbols: dict) -> None:
+        view._heartbeat(
+            {"index": index, "count": count, "instance": instance, "started": 1.0, "symbols": symbols}
+        )
+
+    for k in range(3):
+        beat(k, 3, f"a{k}", {f"S{k}-USDT": {"binance": f"S{k}USDT"}})
+    assert sorted(view.shards) == [0, 1, 2] and sorted(view.pending) == ["S0-USDT", "S1-USDT", "S2-USDT"]
+    beat(0, 2, "b0", {"S0-USDT": {"binance": "S0USDT"}, "S2-USDT": {"binance": "S2USDT"}})
+    assert sorted(view.shards) == [0, 1]  # shard 2 of 3 is gone for good, not stale forever
+    assert view.pending["S2-USDT"].shard == 0
+    beat(1, 2, "b1", {"S1-USDT": {"binance": "S1USDT"}})
+    assert {sh.count for sh in view.shards.values()} == {2}
