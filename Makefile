@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/cold_start_bench.py
 	$(BIN)/python bench/peer_bench.py
 	$(BIN)/python bench/service_bench.py
+	$(BIN)/python bench/scale_bench.py
 
 # the long service soak: faults of every kind, clients coming and going; figures on the last line
 SOAK_SECONDS ?= 600
