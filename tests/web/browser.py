@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -42,13 +41,13 @@ FAST_RECONNECT = {"backoff_base": 0.05, "backoff_cap": 0.3}
 
 
 def chromium_path() -> str:
-    """The Chromium to drive, or a skip (a failure when ``AGGBOOK_REQUIRE_CHROMIUM`` is set)."""
-    path = os.environ.get("AGGBOOK_CHROMIUM") or shutil.which("chromium")
-    if path is None and Path("/usr/bin/chromium").exists():
-        path = "/usr/bin/chromium"
+    """The Chromium to drive, or a skip (a failure when ``AGGBOOK_REQUIRE_CHROMIUM`` is set).
+
+    ``AGGBOOK_CHROMIUM`` names another binary; by default the ``chromium`` on PATH."""
+    path = os.environ.get("AGGBOOK_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
     missing = None
-    if path is None:
-        missing = "chromium not found (Debian package 'chromium'; .ci/run installs it)"
+    if not os.access(path, os.X_OK):
+        missing = f"no chromium at {path} (Debian package 'chromium'; .ci/run installs it)"
     else:
         try:
             import playwright.async_api  # noqa: F401
@@ -58,7 +57,6 @@ def chromium_path() -> str:
         if os.environ.get("AGGBOOK_REQUIRE_CHROMIUM"):
             pytest.fail(missing + " and AGGBOOK_REQUIRE_CHROMIUM is set")
         pytest.skip(missing)
-    assert path is not None
     return path
 
 
