@@ -394,6 +394,13 @@ function statusOf(venue, symbol) {
   return v && v.symbols ? v.symbols[symbol] || null : null;
 }
 
+// a venue's top of book: the price, and the size under it
+function showLevel(cell, level) {
+  if (!cell.firstElementChild) cell.append(el('span', 'price'), el('span', 'size'));
+  setText(cell.firstElementChild, level ? `${level.price} ` : '\u2013');
+  setText(cell.lastElementChild, level ? `\u00d7 ${level.size}` : '');
+}
+
 function renderVenues() {
   const body = $('venue-rows');
   const q = state.quotes.get(state.selected);
@@ -405,7 +412,7 @@ function renderVenues() {
     if (!row) {
       row = el('tr');
       row.dataset.venue = v.venue;
-      for (const cls of ['venue', 'state', 'reason', 'num age', 'num resyncs', 'included', 'num', 'num', 'num fee']) {
+      for (const cls of ['venue', 'state', 'reason', 'num age', 'num resyncs', 'included', 'num level', 'num level', 'num fee']) {
         row.append(el('td', cls));
       }
       row.children[1].append(el('span', 'state-badge'));
@@ -440,8 +447,8 @@ function renderVenues() {
     setData(row, 'resyncs', status ? total : '');
     setText(cells[5], v.included ? 'included' : `excluded: ${v.excluded_reason}`);
     setData(row, 'included', v.included);
-    setText(cells[6], v.bid ? `${v.bid.price} \u00d7 ${v.bid.size}` : '\u2013');
-    setText(cells[7], v.ask ? `${v.ask.price} \u00d7 ${v.ask.size}` : '\u2013');
+    showLevel(cells[6], v.bid);
+    showLevel(cells[7], v.ask);
     setText(cells[8], `${v.fee_bps} bps`);
   }
   for (const row of [...body.children]) if (!seen.has(row.dataset.venue)) row.remove();

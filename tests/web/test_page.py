@@ -217,7 +217,7 @@ async def sweep_on_page(page: Any, side: str, qty: str, fees: bool) -> dict:
 
 async def test_the_page_shows_what_the_api_answers_for_every_symbol(demo: Demo) -> None:
     async with opened_page(f"{demo.url}/") as (page, problems):
-        assert await page.title() == "BTC-USDT \u00b7 aggbook"
+        await page.wait_for_function("() => document.title === 'BTC-USDT \u00b7 aggbook'")
         await check_page_equals_api(demo, page, "BTC-USDT")
 
         # the sweep calculator asks /v1/sweep and shows its exact answer (the markets are still paused)
