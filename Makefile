@@ -25,7 +25,7 @@ lint: $(STAMP)
 # mypy reads the folders as the aggbook package they install as: through a link named aggbook
 typecheck: $(STAMP)
 	mkdir -p $(VENV)/typecheck && ln -sfn "$(CURDIR)" $(VENV)/typecheck/aggbook
-	MYPYPATH=$(VENV)/typecheck $(BIN)/mypy -p aggbook.book -p aggbook.feeds -p aggbook.proto \
+	MYPYPATH=$(VENV)/typecheck $(BIN)/mypy -p aggbook.book -p aggbook.client -p aggbook.feeds -p aggbook.proto \
 		-p aggbook.service -p aggbook.simulator
 
 bench: $(STAMP)

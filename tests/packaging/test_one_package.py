@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SUBPACKAGES = {"book", "feeds", "proto", "service", "simulator"}
+SUBPACKAGES = {"book", "client", "feeds", "proto", "service", "simulator"}
 
 
 @pytest.fixture(scope="module")
