@@ -37,7 +37,15 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from aggbook.simulator.faults import Fault, FaultInjector
-from aggbook.simulator.market import DEFAULT_SYMBOLS, LevelChange, MarketModel, SymbolSpec, TruthBook
+from aggbook.simulator.market import (
+    DEFAULT_SYMBOLS,
+    NEUTRAL,
+    LevelChange,
+    MarketModel,
+    MarketProfile,
+    SymbolSpec,
+    TruthBook,
+)
 
 log = logging.getLogger("aggbook.simulator")
 
@@ -143,6 +151,8 @@ class VenueServer:
 
     name = "venue"
     Options: ClassVar[type[VenueOptions]] = VenueOptions
+    # how this venue's markets sit around the shared reference price, and its symbol rules
+    market_profile: ClassVar[MarketProfile] = NEUTRAL
 
     def __init__(
         self,
@@ -161,10 +171,12 @@ class VenueServer:
         seed, depth = options.seed, options.depth
         self.specs: dict[str, SymbolSpec] = {}
         self.markets: dict[str, MarketModel] = {}
-        for spec in symbols:
-            vs = self.venue_symbol(spec)
+        for reference in symbols:
+            vs = self.venue_symbol(reference)
+            spec = self.market_profile.symbol_rules(reference)  # the venue's tick and lot
             self.specs[vs] = spec
-            self.markets[vs] = MarketModel(spec, seed=seed, depth=depth)
+            self.markets[vs] = MarketModel(spec, seed=seed, depth=depth, venue=self.name,
+                                           profile=self.market_profile, reference_spec=reference)
         self.rate = options.rate
         self.faults = options.faults or FaultInjector()
         self.connections: dict[int, SimConnection] = {}
