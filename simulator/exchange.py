@@ -8,6 +8,7 @@ a feed's config in place of the real endpoints.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Mapping
 from dataclasses import fields
 
@@ -89,6 +90,12 @@ class SimulatedExchange:
     def resume(self) -> None:
         for venue in self.venues.values():
             venue.resume()
+
+    def quiet(self, symbol: str, seconds: float) -> None:
+        """Keep ``symbol`` (canonical) still for ``seconds`` at every venue that lists it."""
+        for venue in self.venues.values():
+            with contextlib.suppress(KeyError):
+                venue.quiet(symbol, seconds)
 
     def __getitem__(self, name: str) -> VenueServer:
         return self.venues[name]
