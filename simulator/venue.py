@@ -260,6 +260,16 @@ class VenueServer:
         return self.base_url
 
     async def stop(self) -> None:
+        """Stop listening first, then close the connections: a venue going away refuses reconnects.
+
+        Otherwise a client reconnecting at once would find the port still open while the other
+        connections are being closed, and come back live on a venue that is shutting down.
+        """
+        if self._runner is not None:
+            for site in self._runner.sites:
+                server = site._server  # noqa: SLF001 - asyncio.Server: close() only stops listening
+                if server is not None:
+                    server.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
