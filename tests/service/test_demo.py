@@ -159,12 +159,13 @@ async def test_every_endpoint_agrees_with_the_simulators_truth(demo: Demo) -> No
         assert {v["venue"] for v in q["bid"]["venues"]} == {
             v for v, t in truths.items() if t[0][0][0] == best_bid
         }
-        assert Decimal(q["spread"]) == best_ask - best_bid and q["crossed"] is False
+        assert Decimal(q["spread"]) == best_ask - best_bid  # venues differ: crossed or locked now and then
+        assert (q["crossed"], q["locked"]) == (best_bid > best_ask, best_bid == best_ask)
         fq = await demo.get(f"/v1/quotes/{symbol}?fees=true")
         assert fq["fees"] is True and Decimal(fq["bid"]["price"]) < best_bid
         # the sweep: walk every level of every venue independently
         asks = sorted((p, s) for t in truths.values() for p, s in t[1])
-        qty = sum(s for _, s in asks[:7]) + asks[7][1] / 2
+        qty = sum(s for _, s in asks[:7]) + (asks[7][1] / 2).quantize(Decimal(1).scaleb(-18))
         sw = await demo.get(f"/v1/sweep/{symbol}?side=buy&qty={qty}")
         remaining, notional, worst = qty, Decimal(0), None
         for price, size in asks:
@@ -434,8 +435,10 @@ async def test_every_metric_is_exported_after_running(demo: Demo) -> None:
             assert value(text, "aggbook_feed_decode_errors_total", venue=venue) == 0
         for symbol in SYMBOLS:
             assert value(text, "aggbook_consolidated_live_venues", symbol=symbol) == 5
-            assert value(text, "aggbook_consolidated_crossed", symbol=symbol) == 0
-            assert value(text, "aggbook_consolidated_spread", symbol=symbol) > 0
+            # each venue runs its own market: now and then one's bid is at or above another's ask
+            crossed = value(text, "aggbook_consolidated_crossed", symbol=symbol)
+            assert crossed in (0, 1)
+            assert (value(text, "aggbook_consolidated_spread", symbol=symbol) <= 0) == (crossed == 1)
             assert value(text, "aggbook_consolidated_bbo_age_seconds", symbol=symbol) >= 0
         assert value(text, "aggbook_ws_clients") == 1
         assert value(text, "aggbook_ws_messages_sent_total") > 20
