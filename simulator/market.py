@@ -164,6 +164,7 @@ class MarketModel:
         self._phase = self._rng.randrange(self._interval)
         self._drift = 0.0
         self._requote()
+        self._scanned = self._bounds  # the first book is built inside them
         for i in range(self.depth):
             self.bids[self._px(self._bid_cap - i * self._gap)] = self._random_size(i)
             self.asks[self._px(self._ask_floor + i * self._gap)] = self._random_size(i)
@@ -192,7 +193,7 @@ class MarketModel:
 
     def quote_bounds(self) -> tuple[Decimal, Decimal]:
         """The highest bid and lowest ask the venue's current quote allows."""
-        return self._px(self._bid_cap), self._px(self._ask_floor)
+        return self._bounds
 
     def _set(self, out: list[LevelChange], side: str, price: Decimal, size: Decimal) -> None:
         book = self.bids if side == BID else self.asks
@@ -223,15 +224,18 @@ class MarketModel:
         mid, half = fair * self._ratio, self._spread / 2
         self._bid_cap = max(1, math.floor(mid - half))
         self._ask_floor = max(self._bid_cap + 1, math.ceil(mid + half))
+        self._bounds = (self._px(self._bid_cap), self._px(self._ask_floor))
 
     def _recentre(self, out: list[LevelChange]) -> None:
         """Take what the new quote crossed, cancel what is far from it, and quote the top again."""
-        cap, floor = self.quote_bounds()
-        span = self.spec.tick * (2 * self.depth * self._gap + self._spread)
-        for price in sorted(p for p in self.bids if p > cap or p < cap - span):
-            self._set(out, BID, price, Decimal(0))
-        for price in sorted(p for p in self.asks if p < floor or p > floor + span):
-            self._set(out, ASK, price, Decimal(0))
+        cap, floor = self._bounds
+        if self._bounds != self._scanned:  # unmoved bounds: every level is already inside them
+            self._scanned = self._bounds
+            span = self.spec.tick * (2 * self.depth * self._gap + self._spread)
+            for price in sorted(p for p in self.bids if p > cap or p < cap - span):
+                self._set(out, BID, price, Decimal(0))
+            for price in sorted(p for p in self.asks if p < floor or p > floor + span):
+                self._set(out, ASK, price, Decimal(0))
         near = self.spec.tick * self._spread
         best_bid, best_ask = self.best_bid(), self.best_ask()
         if best_bid is None or best_bid < cap - near:
