@@ -402,6 +402,37 @@ async def test_shutdown_closes_a_client_that_never_reads(demo: Demo) -> None:
         await ws.close()
 
 
+# ---------------------------------------------------------------------- the consolidated view
+async def test_consolidated_best_comes_from_several_venues_and_now_and_then_crosses(demo: Demo) -> None:
+    """Through the real feeds and consolidated books: each venue runs its own market, so the best bid
+    and ask are taken by different venues over a run, crossed or locked moments occur, and fees move
+    the best to another venue."""
+    books = demo.svc.aggregator.consolidated
+    bid_venues: set[str] = set()
+    ask_venues: set[str] = set()
+    seen = {"crossed": 0, "locked": 0, "fees": 0, "samples": 0}
+
+    def observed() -> bool:
+        for book in books.values():
+            quote, fee_quote = book.quote(), book.quote(fees=True)
+            if quote.bid is None or quote.ask is None or fee_quote.bid is None:
+                continue
+            seen["samples"] += 1
+            if len(quote.bid.venues) == 1:  # one venue alone at the best, not all tied as copies would be
+                bid_venues.add(quote.bid.venues[0].venue)
+            if len(quote.ask.venues) == 1:
+                ask_venues.add(quote.ask.venues[0].venue)
+            seen["crossed"] += quote.crossed
+            seen["locked"] += quote.locked
+            seen["fees"] += {v.venue for v in fee_quote.bid.venues} != {v.venue for v in quote.bid.venues}
+        return (len(bid_venues) >= 3 and len(ask_venues) >= 3 and seen["crossed"] > 0 and seen["locked"] > 0
+                and seen["fees"] > 0)
+
+    await wait_for(observed, 60, "several venues at the top, a crossed and a locked moment, a fee-moved best")
+    assert seen["crossed"] + seen["locked"] < seen["samples"] // 2, seen  # moments, not the rule
+    assert {*bid_venues, *ask_venues} <= set(DEMO_VENUES)
+
+
 # ---------------------------------------------------------------------- metrics, readiness
 async def test_every_metric_is_exported_after_running(demo: Demo) -> None:
     svc = demo.svc
