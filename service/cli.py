@@ -212,10 +212,15 @@ async def _simulate(args: argparse.Namespace, stop: asyncio.Event) -> int:
         print(f"aggbook: unknown fault kind(s): {', '.join(bad_kinds)}; known: "
               f"{', '.join(f.value for f in Fault)}", file=sys.stderr)
         return EXIT_CONFIG
+    try:
+        ports = simulate_ports(names, known, args.base_port, args.port or [])
+    except ValueError as exc:
+        print(f"aggbook: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     specs = DEFAULT_SYMBOLS[: args.symbols]
     sim = SimulatedExchange(
         names, symbols=specs, rate=args.rate, fault_rate=args.fault_rate, fault_kinds=kinds, seed=args.seed,
-        host=args.host,
+        host=args.host, ports=ports,
     )
 
     def started() -> None:
@@ -229,6 +234,42 @@ async def _simulate(args: argparse.Namespace, stop: asyncio.Event) -> int:
         _print("\n".join(lines))
 
     return await _serve_until(stop, sim.start, sim.stop, started)
+
+
+def simulate_ports(
+    names: list[str], known: list[str], base_port: int | None, pairs: list[str]
+) -> dict[str, int]:
+    """Each started venue's port: ``--port venue=N``, else ``--base-port`` plus the venue's place.
+
+    The place is the venue's index among *all* known venue kinds sorted by name (binance 0,
+    binance-futures 1, bitv 2, btse 3, mexc 4, nhex 5), not among the ones started, so a venue keeps
+    its port whatever ``--venues`` selects and can be restarted at the same URL.  A venue given no
+    port (or 0) takes any free port.  ``ValueError`` names what is wrong.
+    """
+    order = sorted(known)
+    ports: dict[str, int] = {}
+    if base_port is not None:
+        if not 1 <= base_port <= 65535 - (len(order) - 1):
+            raise ValueError(f"--base-port {base_port}: must be 1 to {65535 - (len(order) - 1)} "
+                             f"(room for {len(order)} venues)")
+        ports = {name: base_port + order.index(name) for name in names}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        name = name.strip()
+        if not sep or not value.strip().isdigit():
+            raise ValueError(f"--port {pair!r}: expected venue=PORT, e.g. binance=9100")
+        if name not in names:
+            raise ValueError(f"--port {pair!r}: {name!r} is not a started venue ({', '.join(names)})")
+        port = int(value)
+        if port > 65535:
+            raise ValueError(f"--port {pair!r}: a port is 0 to 65535")
+        ports[name] = port
+    taken: dict[int, str] = {}
+    for name, port in ports.items():
+        if port and port in taken:
+            raise ValueError(f"port {port} given to both {taken[port]} and {name}")
+        taken[port] = name
+    return ports
 
 
 def _sim_toml(sim: Any, specs: Any) -> str:
@@ -292,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="run the simulated venues only and print their URLs")
     p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--base-port", type=int, default=None,
+                   help="venue i listens on BASE_PORT + i, i its place among all venue kinds sorted by "
+                        "name, started or not (binance +0, binance-futures +1, ...); default: any free port")
+    p.add_argument("--port", action="append", metavar="VENUE=PORT",
+                   help="one venue's port (repeatable, overrides --base-port): restart it at the same URL")
     p.add_argument("--venues", default="", help="comma-separated (default: all)")
     p.add_argument("--symbols", type=int, default=5, help="how many of the default symbols")
     p.add_argument("--rate", type=float, default=20.0,

@@ -41,7 +41,7 @@ import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from aggbook.simulator.faults import Fault
-from aggbook.simulator.market import BID, LevelChange, MarketModel, SymbolSpec, TruthBook
+from aggbook.simulator.market import BID, LevelChange, MarketModel, MarketProfile, SymbolSpec, TruthBook
 from aggbook.simulator.venue import SimConnection, VenueOptions, VenueServer, decimal_text
 
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
@@ -744,6 +744,8 @@ class BinanceSpotVenue(_BinanceVenue):
 
     name = "binance"
     endpoint = SPOT
+    # the deepest book and the tightest quote, first to follow the reference price
+    market_profile = MarketProfile(spread=2, size_scale=2.0, size_slope=0.05, drift=0.5, activity=12)
 
     def _snapshot_body(self, market: MarketModel, book: TruthBook, limit: int) -> dict:
         return {"lastUpdateId": book.seq,
@@ -810,6 +812,12 @@ class BinanceFuturesVenue(_BinanceVenue):
 
     name = "binance-futures"
     endpoint = FUTURES
+    # a small premium over spot, on the futures contract's coarser tick and lot
+    market_profile = MarketProfile(
+        spread=2, size_scale=3.0, offset=2, drift=1.0, noise=1,
+        rules={"BTC-USDT": ("0.1", "0.001"), "ETH-USDT": ("0.01", "0.001"), "SOL-USDT": ("0.01", "1"),
+               "DOGE-USDT": ("0.00001", "1"), "XRP-USDT": ("0.0001", "0.1")},
+    )
 
     def _snapshot_body(self, market: MarketModel, book: TruthBook, limit: int) -> dict:
         now = _now_ms()

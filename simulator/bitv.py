@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from aiohttp import web
 
 from aggbook.simulator.gzip_mbp import GzipMbpVenue, now_ms
+from aggbook.simulator.market import MarketProfile
 
 FAST_SYMBOLS = frozenset({
     "btcusdt", "ethusdt", "xrpusdt", "eosusdt", "ltcusdt", "etcusdt", "adausdt", "dashusdt", "bsvusdt",
@@ -36,6 +37,11 @@ class BitvVenue(GzipMbpVenue):
     """BitV: every protocol rule lives in :class:`GzipMbpVenue`; only BitV's settings are here."""
 
     name = "bitv"
+    # the thinnest and slowest venue, on a coarse ETH tick
+    market_profile = MarketProfile(
+        spread=6, level_gap=3, size_scale=0.4, size_slope=0.3, lag=10, drift=1.0, noise=1, quote_interval=4,
+        activity=6, rules={"ETH-USDT": ("0.1", "0.001"), "XRP-USDT": ("0.0001", "1")},
+    )
     fast_symbols_default = FAST_SYMBOLS
     depth_steps: Mapping[str, int] = {"step0": 1, "step1": 10, "step2": 100, "step3": 500, "step4": 1_000}
     step0_default_depth = 20

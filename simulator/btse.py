@@ -51,6 +51,7 @@ from aggbook.simulator.market import (
     BID,
     LevelChange,
     MarketModel,
+    MarketProfile,
     SymbolSpec,
     TruthBook,
 )
@@ -131,6 +132,11 @@ class BtseVenue(VenueServer):
     name = "btse"
     Options = BtseOptions
     options: BtseOptions
+    # wider and slower: depth that grows away from the top, re-quoting every third step
+    market_profile = MarketProfile(
+        spread=4, level_gap=2, size_slope=0.2, lag=6, drift=1.0, noise=1, quote_interval=3, activity=6,
+        rules={"ETH-USDT": ("0.01", "0.001"), "SOL-USDT": ("0.01", "0.01"), "XRP-USDT": ("0.0001", "1")},
+    )
 
     def configure(self) -> None:
         o = self.options

@@ -8,6 +8,7 @@ a feed's config in place of the real endpoints.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Mapping
 from dataclasses import fields
 
@@ -36,6 +37,7 @@ class SimulatedExchange:
         fault_kinds: Iterable[Fault | str] | None = None,
         host: str = "127.0.0.1",
         venue_options: Mapping[str, Mapping[str, object]] | None = None,
+        ports: Mapping[str, int] | None = None,
         **common: object,
     ) -> None:
         """``fault_rate`` > 0 turns on random faults, seeded per venue from ``seed``.
@@ -45,6 +47,8 @@ class SimulatedExchange:
         ``common`` are options every venue has (:class:`VenueOptions`: ``autostart_pump``,
         ``depth``, ``history_len``); ``venue_options`` gives one venue its own options by name
         (``{"mexc": {"idle_timeout": 5.0}}``), each checked by that venue's options class.
+        ``ports`` gives a venue a fixed port (``{"binance": 9100}``), so a stopped venue can be started
+        again at the same URL; a venue not named there, or given 0, takes any free port.
         """
         shared = {f.name for f in fields(VenueOptions)} - {"seed", "rate", "faults"}
         if set(common) - shared:
@@ -60,6 +64,10 @@ class SimulatedExchange:
         strays = sorted(set(per_venue) - set(names))
         if strays:
             raise ValueError(f"venue_options for venues not started: {', '.join(strays)}")
+        self.ports = dict(ports or {})
+        strays = sorted(set(self.ports) - set(names))
+        if strays:
+            raise ValueError(f"ports for venues not started: {', '.join(strays)}")
         symbols = list(symbols)
         self.host = host
         self.venues: dict[str, VenueServer] = {
@@ -77,7 +85,7 @@ class SimulatedExchange:
         }
 
     async def start(self) -> None:
-        await asyncio.gather(*(v.start(self.host) for v in self.venues.values()))
+        await asyncio.gather(*(v.start(self.host, self.ports.get(n, 0)) for n, v in self.venues.items()))
 
     async def stop(self) -> None:
         await asyncio.gather(*(v.stop() for v in self.venues.values()), return_exceptions=True)
@@ -89,6 +97,12 @@ class SimulatedExchange:
     def resume(self) -> None:
         for venue in self.venues.values():
             venue.resume()
+
+    def quiet(self, symbol: str, seconds: float) -> None:
+        """Keep ``symbol`` (canonical) still for ``seconds`` at every venue that lists it."""
+        for venue in self.venues.values():
+            with contextlib.suppress(KeyError):
+                venue.quiet(symbol, seconds)
 
     def __getitem__(self, name: str) -> VenueServer:
         return self.venues[name]

@@ -177,19 +177,19 @@ def gz(text: str) -> bytes:
 # ---------------------------------------------------------------------- market with 18-decimal sizes
 @dataclass
 class FineSizeMarket(MarketModel):
-    """Sizes carry 18 significant decimals (``spec.lot`` is 1e-18), scaled like the coarse lot.
+    """Sizes carry 18 decimals (``spec.lot`` is 1e-18) and most need all of them.
 
-    The truth holds these exact Decimals, and the wire writes them with all 18 decimals, so the
-    18-decimal exactness of a client is actually exercised.
+    A size is a thousand coarse lots per lot drawn, times a random fraction with 18 decimals, so
+    nearly every size has more significant digits than a binary float keeps.  The truth holds these
+    exact Decimals, and the wire writes them with all 18 decimals, so the 18-decimal exactness of a
+    client is actually exercised.
     """
 
     coarse_lot: Decimal = Decimal("0.0001")
 
-    def _random_size(self) -> Decimal:
-        lots = self._rng.choice((1, 2, 5, 10, 25, 100, 250, 1000, 5000, 12345))
-        lots = max(1, int(lots * self._rng.uniform(0.2, 3.0)))
+    def _size(self, lots: int) -> Decimal:
         frac = Decimal(self._rng.randrange(1, 10**18)).scaleb(-18)
-        return (Decimal(lots) * self.coarse_lot * (1 + frac)).quantize(self.spec.lot)
+        return (Decimal(lots * 1000) * self.coarse_lot * (1 + frac)).quantize(self.spec.lot)
 
 
 # ---------------------------------------------------------------------- one mbp topic
@@ -304,7 +304,10 @@ class GzipMbpVenue(VenueServer):
             coarse = self.specs[vs]
             spec = replace(coarse, lot=FINE_LOT)
             self.specs[vs] = spec
-            self.markets[vs] = FineSizeMarket(spec, seed=o.seed, depth=o.depth, coarse_lot=coarse.lot)
+            plain = self.markets[vs]
+            self.markets[vs] = FineSizeMarket(spec, seed=o.seed, depth=o.depth, venue=plain.venue,
+                                              profile=plain.profile, reference_spec=plain.reference_spec,
+                                              coarse_lot=coarse.lot)
         self.fine_size_symbols = frozenset(self.resolve_symbol(n) for n in fine)
 
         self.symbol_state = {vs: "online" for vs in self.markets}

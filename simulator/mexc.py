@@ -61,7 +61,7 @@ from google.protobuf.message import DecodeError
 
 from aggbook.proto import mexc_push_pb2 as pb
 from aggbook.simulator.faults import Fault
-from aggbook.simulator.market import ASK, BID, LevelChange, SymbolSpec, TruthBook
+from aggbook.simulator.market import ASK, BID, LevelChange, MarketProfile, SymbolSpec, TruthBook
 from aggbook.simulator.venue import SimConnection, VenueOptions, VenueServer
 
 log = logging.getLogger("aggbook.simulator.mexc")
@@ -219,6 +219,14 @@ class MexcVenue(VenueServer):
     name = "mexc"
     Options = MexcOptions
     options: MexcOptions
+    # thinner and a little behind, re-quoting every other step; finer lots, coarser DOGE tick
+    market_profile = MarketProfile(
+        spread=3, level_gap=2, size_scale=0.6, size_slope=0.1, lag=2, drift=0.8, quote_interval=2,
+        activity=8,
+        rules={"BTC-USDT": ("0.01", "0.000001"), "ETH-USDT": ("0.01", "0.00001"),
+               "SOL-USDT": ("0.01", "0.001"), "DOGE-USDT": ("0.00001", "0.01"),
+               "XRP-USDT": ("0.0001", "0.01")},
+    )
 
     def configure(self) -> None:
         o = self.options

@@ -12,12 +12,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from aggbook.simulator.gzip_mbp import GzipMbpVenue
+from aggbook.simulator.market import MarketProfile
 
 
 class NhexVenue(GzipMbpVenue):
     """NHEX: every protocol rule lives in :class:`GzipMbpVenue`; only NHEX's settings are here."""
 
     name = "nhex"
+    # Huobi-style precisions: a finer SOL and XRP tick than the other venues
+    market_profile = MarketProfile(
+        spread=3, size_scale=0.8, lag=4, drift=0.8, quote_interval=2, activity=10,
+        rules={"ETH-USDT": ("0.01", "0.0001"), "SOL-USDT": ("0.0001", "0.0001"),
+               "DOGE-USDT": ("0.000001", "0.01"), "XRP-USDT": ("0.00001", "0.01")},
+    )
     optional_levels = (400,)
     depth_steps: Mapping[str, int] = {
         "step0": 1, "step1": 10, "step2": 100, "step3": 1_000, "step4": 10_000, "step5": 100_000,

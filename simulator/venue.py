@@ -17,6 +17,8 @@ stopped there must hold.  ``/_sim/faults`` arms and lists faults, ``/_sim/pause`
 ``/_sim/delist`` and ``/_sim/relist`` take a symbol off the venue's symbol list and put it back: while
 it is delisted the venue answers for it as for a symbol it never had (symbol list, snapshots,
 subscriptions), as a real venue does after a delisting, so a client's re-checks can be tested.
+``/_sim/quiet`` keeps one symbol's market still for N seconds (heartbeats go on), so a client can
+tell a quiet book from a dead connection.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import contextlib
 import itertools
 import logging
 import math
+import random
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Reversible
@@ -37,7 +40,15 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from aggbook.simulator.faults import Fault, FaultInjector
-from aggbook.simulator.market import DEFAULT_SYMBOLS, LevelChange, MarketModel, SymbolSpec, TruthBook
+from aggbook.simulator.market import (
+    DEFAULT_SYMBOLS,
+    NEUTRAL,
+    LevelChange,
+    MarketModel,
+    MarketProfile,
+    SymbolSpec,
+    TruthBook,
+)
 
 log = logging.getLogger("aggbook.simulator")
 
@@ -112,6 +123,9 @@ class VenueOptions:
 
     ``history_len``: past truth books kept per symbol, for ``truth_at``, ``truth_sent`` and
     STALE_SNAPSHOT; a sequence id older than that many steps can no longer be read back.
+    ``quiet_chance``: the chance, at each market step of a symbol, that the symbol then goes quiet
+    for ``quiet_seconds``: no market change, so no book frame, while connections, heartbeats and
+    REST carry on (a quiet market, not a dead one).  Decided by a generator seeded from ``seed``.
     """
 
     seed: int = 1
@@ -120,6 +134,8 @@ class VenueOptions:
     faults: FaultInjector | None = None
     autostart_pump: bool = True
     history_len: int = DEFAULT_HISTORY
+    quiet_chance: float = 0.0
+    quiet_seconds: float = 5.0
 
     @classmethod
     def build(cls, venue: str, values: Mapping[str, object]) -> Self:
@@ -143,6 +159,8 @@ class VenueServer:
 
     name = "venue"
     Options: ClassVar[type[VenueOptions]] = VenueOptions
+    # how this venue's markets sit around the shared reference price, and its symbol rules
+    market_profile: ClassVar[MarketProfile] = NEUTRAL
 
     def __init__(
         self,
@@ -161,10 +179,12 @@ class VenueServer:
         seed, depth = options.seed, options.depth
         self.specs: dict[str, SymbolSpec] = {}
         self.markets: dict[str, MarketModel] = {}
-        for spec in symbols:
-            vs = self.venue_symbol(spec)
+        for reference in symbols:
+            vs = self.venue_symbol(reference)
+            spec = self.market_profile.symbol_rules(reference)  # the venue's tick and lot
             self.specs[vs] = spec
-            self.markets[vs] = MarketModel(spec, seed=seed, depth=depth)
+            self.markets[vs] = MarketModel(spec, seed=seed, depth=depth, venue=self.name,
+                                           profile=self.market_profile, reference_spec=reference)
         self.rate = options.rate
         self.faults = options.faults or FaultInjector()
         self.connections: dict[int, SimConnection] = {}
@@ -183,6 +203,9 @@ class VenueServer:
         self.history: dict[str, deque[TruthBook]] = {s: deque(maxlen=self.history_len) for s in self.markets}
         # connections that closed with sent marks: their last state stays readable by truth_sent
         self._closed: OrderedDict[int, SimConnection] = OrderedDict()
+        # venue symbol -> time.monotonic() at which its quiet period ends (/_sim/quiet, quiet_chance)
+        self.quiet_until: dict[str, float] = {}
+        self._quiet_rng = random.Random(f"{self.name}:quiet:{seed}")
         self.configure()
 
     # ------------------------------------------------------------------ subclass API
@@ -237,6 +260,16 @@ class VenueServer:
         return self.base_url
 
     async def stop(self) -> None:
+        """Stop listening first, then close the connections: a venue going away refuses reconnects.
+
+        Otherwise a client reconnecting at once would find the port still open while the other
+        connections are being closed, and come back live on a venue that is shutting down.
+        """
+        if self._runner is not None:
+            for site in self._runner.sites:
+                server = site._server  # noqa: SLF001 - asyncio.Server: close() only stops listening
+                if server is not None:
+                    server.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -269,10 +302,47 @@ class VenueServer:
     def paused(self) -> bool:
         return not self._paused.is_set()
 
+    def quiet(self, symbol: str, seconds: float) -> None:
+        """Keep ``symbol``'s market still for ``seconds`` from now (0 ends a quiet period at once).
+
+        While quiet the symbol's market does not change, so the venue sends no book frame for it,
+        but its reference clock runs on (the book catches up with the other venues afterwards) and
+        every connection keeps its heartbeats; sequence ids continue where they stopped.
+        """
+        symbol = self.resolve_symbol(symbol)
+        if seconds > 0:
+            self.quiet_until[symbol] = time.monotonic() + seconds
+        else:
+            self.quiet_until.pop(symbol, None)
+
+    def quiet_left(self, now: float | None = None) -> dict[str, float]:
+        """Seconds of quiet left per quiet symbol (venue spelling)."""
+        now = time.monotonic() if now is None else now
+        return {s: until - now for s, until in self.quiet_until.items() if until > now}
+
+    def _is_quiet(self, symbol: str, now: float) -> bool:
+        until = self.quiet_until.get(symbol)
+        if until is None:
+            return False
+        if now < until:
+            return True
+        del self.quiet_until[symbol]
+        return False
+
     async def step_all(self, steps: int = 1) -> None:
-        """Advance every symbol by ``steps`` events and publish them (usable while paused)."""
+        """Advance every symbol by ``steps`` events and publish them (usable while paused).
+
+        A quiet symbol (:meth:`quiet`) lets the steps pass without a change or a frame.
+        """
+        chance = self.options.quiet_chance
         for _ in range(steps):
+            now = time.monotonic()
             for symbol, market in self.markets.items():
+                if self._is_quiet(symbol, now):
+                    market.hold()
+                    continue
+                if chance and self._quiet_rng.random() < chance:
+                    self.quiet(symbol, self.options.quiet_seconds)
                 changes = market.step()
                 await self.publish(symbol, changes)
                 self.steps_published += 1
@@ -472,6 +542,8 @@ class VenueServer:
         app.router.add_get("/_sim/connections", self._h_connections)
         app.router.add_post("/_sim/delist", self._h_delist)
         app.router.add_post("/_sim/relist", self._h_relist)
+        app.router.add_post("/_sim/quiet", self._h_quiet)
+        app.router.add_get("/_sim/quiet", self._h_quiet_list)
 
     async def _h_index(self, request: web.Request) -> web.Response:
         """What the control API offers, so a person with curl can find their way."""
@@ -491,6 +563,9 @@ class VenueServer:
                 "POST /_sim/pause, /_sim/resume": "stop or restart market events",
                 "GET /_sim/connections": "open WebSocket connections, their subscriptions and last seq sent",
                 "POST /_sim/delist, /_sim/relist": '{"symbol"}: off the symbol list, back on it',
+                "POST /_sim/quiet": '{"symbol", "seconds"}: no market change for that long (0 ends it); '
+                                    "heartbeats go on",
+                "GET /_sim/quiet": "quiet symbols and the seconds left",
             },
         })
 
@@ -601,6 +676,24 @@ class VenueServer:
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             return web.json_response({"error": f"bad listing request: {exc!r}"}, status=400)
         return web.json_response({"delisted": sorted(self.delisted)})
+
+    async def _h_quiet(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            seconds = float(body["seconds"])
+            if not math.isfinite(seconds) or seconds < 0:
+                raise ValueError("seconds must be a finite number, 0 or more")
+            symbol = str(body["symbol"])
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            return web.json_response({"error": f"bad quiet request: {exc!r}"}, status=400)
+        try:
+            self.quiet(symbol, seconds)
+        except KeyError:
+            return web.json_response({"error": f"unknown symbol: {symbol}"}, status=404)
+        return web.json_response({"quiet": self.quiet_left()})
+
+    async def _h_quiet_list(self, request: web.Request) -> web.Response:
+        return web.json_response({"quiet": self.quiet_left()})
 
     async def _h_connections(self, request: web.Request) -> web.Response:
         return web.json_response([

@@ -197,8 +197,10 @@ async def test_happy_path_books_equal_truth(market: Market, combined: bool) -> N
         assert conn.path.startswith("/public/" if market is FUTURES else "/")
         assert ("/stream?streams=" if combined else "/ws/") in conn.path
         assert stream in conn.subscriptions
-        assert feed.tick_sizes[SYM] == Decimal("0.01")  # learned from exchangeInfo
-        assert feed.lot_sizes[SYM] == Decimal("0.00001")
+        rules = h.venue.specs[h.venue.resolve_symbol(SYM)]  # the grid the venue's book is on
+        # learned from exchangeInfo
+        assert (feed.tick_sizes[SYM], feed.lot_sizes[SYM]) == (rules.tick, rules.lot)
+        assert feed.tick_sizes[SYM] == Decimal("0.01" if market is not FUTURES else "0.1")
         assert feed.symbol_status == {SYM: "TRADING", OTHER: "TRADING"}
         assert feed.reconnects == 0  # the venue's pings were answered (pong deadline 1 s)
         assert h.fetch_count(SYM) == 1 and h.fetch_count(OTHER) == 1

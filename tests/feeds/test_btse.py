@@ -162,7 +162,8 @@ async def test_happy_path_equals_truth_and_pings_keep_the_session() -> None:
         assert h.feed.reconnects == 0 and set(h.venue.connections) == first_conns
         assert all(h.subscribes(s) == 1 for s in (BTC, ETH, SOL))
         for s in (BTC, ETH, SOL):  # steps learned from market_summary at start-up
-            assert (h.feed.tick_sizes[s], h.feed.lot_sizes[s]) == (SPECS[s].tick, SPECS[s].lot)
+            rules = h.venue.specs[h.venue.resolve_symbol(s)]  # the venue's own grid, which its book is on
+            assert (h.feed.tick_sizes[s], h.feed.lot_sizes[s]) == (rules.tick, rules.lot)
         # gap -> live again, measured on a running market
         h.venue.resume()
         gap_at = time.monotonic()

@@ -179,7 +179,7 @@ async def test_happy_path_equals_truth(drift: bool) -> None:
         assert not any(rec.reasons(c) - Counter({Reason.SNAPSHOT: 1}) for c in names)  # no resync
         assert rec.decode_errors == 0 and feed.reconnects == 0
         assert feed.tick_sizes["BTC-USDT"] == Decimal("0.01")
-        assert feed.lot_sizes["BTC-USDT"] == Decimal("0.00001")
+        assert feed.lot_sizes["BTC-USDT"] == Decimal("0.000001") == venue.specs["BTCUSDT"].lot  # MEXC's lot
         assert sim_channels(venue) == [{f"spot@public.aggre.depth.v3.api.pb@100ms@{venue_symbol(s)}"
                                         for s in SYMBOLS}]
 

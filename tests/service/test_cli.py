@@ -15,8 +15,12 @@ import aiohttp
 import orjson
 import pytest
 
+from aggbook.feeds.config import VenueConfig
+from aggbook.feeds.registry import create_feed
+from aggbook.service.cli import simulate_ports
 from aggbook.simulator.exchange import SimulatedExchange
 from aggbook.simulator.market import DEFAULT_SYMBOLS
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,3 +198,86 @@ async def test_simulate_rejects_unknown_fault_kinds(spawn) -> None:
     proc = await spawn("simulate", "--fault-rate", "0.1", "--fault-kinds", "gap,meteor")
     assert await asyncio.wait_for(proc.proc.wait(), 15) == 2
     assert "unknown fault kind(s): meteor" in await proc.stderr()
+
+
+def test_simulate_ports_follow_the_documented_order() -> None:
+    known = ["nhex", "binance", "mexc", "binance-futures", "btse", "bitv"]  # registry order does not matter
+    assert simulate_ports(["mexc", "binance"], known, 9000, []) == {"mexc": 9004, "binance": 9000}
+    assert simulate_ports(["btse", "nhex"], known, 9000, ["nhex=9200"]) == {"btse": 9003, "nhex": 9200}
+    assert simulate_ports(["btse"], known, None, ["btse=9300"]) == {"btse": 9300}
+    assert simulate_ports(["btse"], known, None, []) == {}
+    for base, pairs, error in (
+        (None, ["btse"], "expected venue=PORT"),
+        (None, ["btse=x"], "expected venue=PORT"),
+        (None, ["mexc=9000"], "'mexc' is not a started venue"),
+        (None, ["btse=70000"], "a port is 0 to 65535"),
+        (9000, ["btse=9000"], "port 9000 given to both"),
+        (65533, [], "room for 6 venues"),
+        (0, [], "--base-port 0"),
+    ):
+        with pytest.raises(ValueError, match=error):
+            simulate_ports(["binance", "btse"], known, base, pairs)
+
+
+def _free_ports(count: int) -> int:
+    """A base port whose ``count`` consecutive ports are free right now (bound and released)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + count > 65535:
+            continue
+        held = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                held.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise AssertionError("no run of free ports")
+
+
+async def test_simulate_base_port_places_each_venue(spawn) -> None:
+    base = _free_ports(6)
+    proc = await spawn("simulate", "--venues", "btse,binance", "--symbols", "1", "--base-port", str(base))
+    await proc.read_until("Ctrl-C to stop")
+    out = "".join(proc.stdout)
+    assert f"binance          rest_url = http://127.0.0.1:{base}\n" in out
+    assert f"btse             rest_url = http://127.0.0.1:{base + 3}/spot" in out
+    assert await proc.stop() == 0
+    proc = await spawn("simulate", "--venues", "btse", "--port", "mexc=1")
+    assert await asyncio.wait_for(proc.proc.wait(), 15) == 2
+    assert "'mexc' is not a started venue" in await proc.stderr()
+
+
+async def test_simulated_venue_restarts_at_the_same_url_and_a_feed_reconnects(spawn) -> None:
+    """Start a venue on a fixed port, stop it under a connected feed, start it again: the feed is
+    live again at the same URL, after a reconnect."""
+    port = _free_ports(1)
+    args = ("simulate", "--venues", "binance", "--symbols", "1", "--port", f"binance={port}")
+    proc = await spawn(*args)
+    rest = (await proc.read_until(r"binance\s+rest_url = (http://\S+)")).group(1)
+    ws = (await proc.read_until(r"ws_url\s+= (ws://\S+)")).group(1)
+    assert rest == f"http://127.0.0.1:{port}"
+    feed = create_feed(VenueConfig(name="binance", kind="binance", symbols={"BTC-USDT": "BTCUSDT"},
+                                   rest_url=rest, ws_url=ws,
+                                   options={"backoff_base": 0.05, "backoff_cap": 0.3}))
+    live = lambda: any(s.live for s in feed.current_syncs().values())  # noqa: E731
+    await feed.start()
+    try:
+        await wait_for(live, 15, "the feed live on the first run")
+        assert feed.reconnects == 0
+        assert await proc.stop() == 0
+        await wait_for(lambda: not live(), 15, "the feed noticing the venue gone")
+        again = await spawn(*args)
+        await again.read_until("Ctrl-C to stop")
+        assert f"rest_url = {rest}\n" in "".join(again.stdout)
+        await wait_for(lambda: live() and feed.reconnects >= 1, 30, "the feed live again after a reconnect")
+        assert await again.stop() == 0
+    finally:
+        await feed.stop()

@@ -694,8 +694,10 @@ async def test_futures_pu_chain_and_snapshot_reproduce_truth(futures, session) -
     for prev, ev in zip([None, *events], events, strict=False):
         assert set(ev) == {"e", "E", "T", "s", "U", "u", "pu", "b", "a"}
         assert ev["T"] <= ev["E"]
+        spec = futures.specs[SYM]  # the contract's own tick and lot: 0.1 and 0.001
         for price, qty in ev["b"] + ev["a"]:  # futures writes the tick's and lot's decimals
-            assert len(price.split(".")[1]) == 2 and len(qty.split(".")[1]) == 5
+            assert len(price.split(".")[1]) == 1 and len(qty.split(".")[1]) == 3
+            assert Decimal(price) % spec.tick == 0 and Decimal(qty) % spec.lot == 0
         if prev is not None:
             assert ev["pu"] == prev["u"]
         assert book.apply(ev) == "ok"
@@ -720,7 +722,8 @@ async def test_futures_snapshot_shape_limits_and_weights(futures, session) -> No
         assert status == 400 and body["code"] == code, query
     status, _, info = await get(session, f"{futures.base_url}/fapi/v1/exchangeInfo")
     filters = {f["filterType"]: f for f in info["symbols"][0]["filters"]}
-    assert filters["PRICE_FILTER"]["tickSize"] == "0.01" and filters["LOT_SIZE"]["stepSize"] == "0.00001"
+    assert filters["PRICE_FILTER"]["tickSize"] == "0.1" and filters["LOT_SIZE"]["stepSize"] == "0.001"
+    assert futures.specs[SYM].tick == Decimal("0.1") and futures.specs[SYM].lot == Decimal("0.001")
 
 
 async def test_futures_legacy_unrouted_paths_still_serve_depth(futures, session) -> None:

@@ -460,8 +460,9 @@ async def test_rest_depth_and_exchange_info(venue: MexcVenue, session: aiohttp.C
     assert set(by_symbol) == {SYM, OTHER}
     btc = by_symbol[SYM]
     assert (btc["baseAsset"], btc["quoteAsset"], btc["quotePrecision"], btc["baseAssetPrecision"]) == (
-        "BTC", "USDT", 2, 5,
+        "BTC", "USDT", 2, 6,
     )
+    assert btc["baseSizePrecision"] == "0.000001" == str(venue.specs[SYM].lot)  # the lot its book is on
     assert btc["status"] == "1" and isinstance(btc["filters"], list)
     status, _, info = await get(session, venue, f"/api/v3/exchangeInfo?symbol={OTHER}")
     assert [s["symbol"] for s in info["symbols"]] == [OTHER]
