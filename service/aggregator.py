@@ -209,7 +209,8 @@ class Aggregator:
                 crossed = quote.crossed or quote.locked
                 if crossed and not self._crossed[symbol]:
                     self.metrics.books.crossed_event(symbol)
-                    log.warning("consolidated book crossed", extra={"symbol": symbol, "locked": quote.locked})
+                    # across venues a crossed or locked book is a market event, not a fault: info, counted
+                    log.info("consolidated book crossed", extra={"symbol": symbol, "locked": quote.locked})
                 self._crossed[symbol] = crossed
                 self._included[symbol] = tuple(v.venue for v in quote.venues if v.included)
             for subscriber in self.subscribers:
