@@ -427,7 +427,7 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
         except msgspec.ValidationError as exc:
             raise SnapshotError(f"{symbol}: bad depth snapshot: {exc}") from exc
         return Snapshot(depth.lastUpdateId, depth.bids, depth.asks,
-                        depth.E / 1000 if depth.E is not None else None)
+                        depth.E / 1000 if depth.E is not None else None, depth=self.depth)
 
     def _rest_error(self, status: int, body: Any, symbol: str) -> Exception:
         code = body.get("code") if isinstance(body, dict) else None

@@ -59,6 +59,7 @@ from aggbook.feeds.spec import SymbolSpelling, VenueSpec
 log = logging.getLogger("aggbook.feeds.btse")
 
 TOPIC_PREFIX = "update:"
+SNAPSHOT_LEVELS = 50  # levels per side in an OSS ``type:"snapshot"`` frame (the docs: "at most 50")
 GROUPING = "0"  # the snapshot is ungrouped; any other grouping would mix two price grids
 
 ERR_PAIR = 1000  # market pair not supported
@@ -141,6 +142,9 @@ class BtseFeed(VenueFeed[BtseConnState]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._canonical: dict[str, str] = {v: c for c, v in self.config.symbols.items()}
+        # the OSS snapshot holds at most 50 levels per side (the docs); ``depth`` in the config says
+        # otherwise for a venue that sends more.  A side that full is complete only to its worst price.
+        self.snapshot_depth = int(self.config.depth) if self.config.depth is not None else SNAPSHOT_LEVELS
         # A quiet market sends no deltas: only pongs prove the socket alive, so the base's silence
         # limit must leave room for one ping round trip.
         self.silence_timeout = max(self.silence_timeout, self.ping_interval + self.pong_timeout)
@@ -266,7 +270,8 @@ class BtseFeed(VenueFeed[BtseConnState]):
         event_time = data.timestamp / 1000 if data.timestamp is not None else None
         if data.type == "snapshot":
             self._snapshot_arrived(conn, canonical)
-            self.deliver_snapshot(conn, canonical, Snapshot(data.seqNum, data.bids, data.asks, event_time))
+            self.deliver_snapshot(conn, canonical, Snapshot(data.seqNum, data.bids, data.asks, event_time,
+                                                            depth=self.snapshot_depth))
         elif data.prevSeqNum is None:
             self._bad_book_frame(conn, canonical, topic, "a delta needs prevSeqNum")
         else:

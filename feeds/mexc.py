@@ -225,7 +225,7 @@ class MexcFeed(VenueFeed[MexcConnState]):
             if code == INVALID_SYMBOL_CODE:
                 raise InvalidSymbol(f"MEXC {code} for {venue_symbol}: {body.get('msg')}")
             raise SnapshotError(f"HTTP {status}: {str(body)[:200]}")
-        return parse_depth(body)
+        return parse_depth(body, self.snapshot_limit)
 
     async def validate_symbols(self) -> dict[str, str]:
         if not self.validate_at_start:
@@ -419,15 +419,16 @@ class MexcFeed(VenueFeed[MexcConnState]):
             log.warning("%s: %s: unreadable precision in exchangeInfo", self.venue, canonical)
 
 
-def parse_depth(body: object) -> Snapshot:
-    """``GET /api/v3/depth`` -> Snapshot, checked against :class:`DepthSnapshot`."""
+def parse_depth(body: object, limit: int | None = None) -> Snapshot:
+    """``GET /api/v3/depth`` -> Snapshot, checked against :class:`DepthSnapshot`; ``limit`` is the
+    ``limit`` asked for (a side that came back this deep is complete only to its worst price)."""
     try:
         depth = msgspec.convert(body, DepthSnapshot)
         last = int(depth.lastUpdateId)
     except (msgspec.ValidationError, ValueError) as exc:
         raise SnapshotError(f"depth: {exc}: {str(body)[:200]}") from exc
     return Snapshot(last, depth.bids, depth.asks,
-                    depth.timestamp / 1000 if depth.timestamp is not None else None)
+                    depth.timestamp / 1000 if depth.timestamp is not None else None, depth=limit)
 
 
 VENUES = (
