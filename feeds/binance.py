@@ -61,6 +61,7 @@ from aggbook.feeds.base import (
     VenueFeed,
 )
 from aggbook.feeds.config import VenueConfig
+from aggbook.feeds.crosscheck import Bbo
 from aggbook.feeds.metrics import FeedMetrics
 from aggbook.feeds.pacing import RequestPacer, WeightBudget
 from aggbook.feeds.spec import VenueSpec
@@ -111,6 +112,18 @@ class DepthSnapshot(msgspec.Struct):
     bids: list[Level]
     asks: list[Level]
     E: int | None = None
+
+
+class BookTicker(msgspec.Struct, kw_only=True):
+    """A ``<symbol>@bookTicker`` event: best bid ``b``/``B`` and ask ``a``/``A`` as of order-book
+    update id ``u`` (spot sends no ``e``; USDⓈ-M adds ``"e":"bookTicker"``, ``E`` and ``T``)."""
+
+    u: int
+    s: str
+    b: str
+    B: str
+    a: str
+    A: str
 
 
 _COMBINED_DEPTH = msgspec.json.Decoder(CombinedDepth)
@@ -215,8 +228,9 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
         if int(self.url_max_streams) < 1 or int(self.subscribe_batch) < 1:
             raise ValueError(f"venues.{config.name}.options: url_max_streams and subscribe_batch "
                              "must be >= 1")
+        streams_per_symbol = 2 if self.bbo_check else 1  # @depth, and @bookTicker for the cross-check
         self.max_symbols_per_connection = min(int(self.max_symbols_per_connection),
-                                              int(self.max_streams_per_connection))
+                                              int(self.max_streams_per_connection) // streams_per_symbol)
         self._weight_budget_configured = self.weight_budget is not None
         if self.weight_budget is None:
             self.weight_budget = market.weight_budget
@@ -281,7 +295,10 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
         return f"{self.config.symbols[canonical].lower()}@depth{suffix}"
 
     def streams(self, conn: Connection[BinanceConnState]) -> list[str]:
-        return [self.stream_name(c) for c in conn.symbols]
+        depth = [self.stream_name(c) for c in conn.symbols]
+        if not self.bbo_check:
+            return depth
+        return depth + [f"{self.config.symbols[c].lower()}@bookTicker" for c in conn.symbols]
 
     def ws_url_for(self, conn: Connection[BinanceConnState]) -> str:
         in_url = "/".join(self.streams(conn)[: int(self.url_max_streams)])
@@ -404,6 +421,15 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
             except msgspec.ValidationError as exc:
                 raise FrameError(f"bad depthUpdate: {exc}") from exc
             self._on_depth(conn, depth)
+        elif kind == "bookTicker" or (isinstance(stream, str) and stream.endswith("@bookTicker")) or (
+                kind is None and stream is None and "u" in event and "B" in event):
+            try:
+                ticker = msgspec.convert(event, BookTicker)
+            except msgspec.ValidationError as exc:
+                raise FrameError(f"bad bookTicker: {exc}") from exc
+            canonical = self._by_symbol.get(ticker.s)
+            if canonical is not None:
+                self.deliver_bbo(conn, canonical, Bbo((ticker.b, ticker.B), (ticker.a, ticker.A), ticker.u))
         elif kind == "serverShutdown" or stream == "!serverShutdown":
             self.request_rollover(conn)
         elif self._is_reply(obj):
