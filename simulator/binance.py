@@ -724,9 +724,10 @@ class _BinanceVenue(VenueServer):
         market = self.markets[symbol]
         best_bid, best_ask = market.best_bid(), market.best_ask()
         for key, best, better in (("b", best_bid, Decimal.__ge__), ("a", best_ask, Decimal.__le__)):
-            for i, (price, _size) in enumerate(event[key]):
+            for price, _size in event[key]:
                 if best is None or better(Decimal(price), best):  # at or above the new top: it moved it
-                    return {**event, key: event[key][:i] + event[key][i + 1:]}
+                    # every entry at that price goes (a step may touch a price twice; the last one counts)
+                    return {**event, key: [lvl for lvl in event[key] if lvl[0] != price]}
         return None
 
     def _frame(self, conn: SimConnection, stream: str, event: dict) -> str:
