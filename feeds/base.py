@@ -281,11 +281,13 @@ class VenueFeed(Generic[S]):
             self.request_snapshot(conn, canonical)
 
     def deliver_bbo(self, conn: Connection[S], canonical: str, bbo: Bbo) -> None:
-        """The venue's best bid/offer for ``canonical``: checked against the book's top, never applied."""
+        """The venue's best bid/offer for ``canonical``: checked against the book's top, never applied.
+
+        Not counted as a book message (it may arrive on a socket of its own: NHEX/BitV ``/ws``).
+        """
         sync = conn.syncs.get(canonical)
         if sync is None or not self.bbo_check:
             return
-        self.count_frame(conn, canonical)
         try:
             self.crosscheck.on_bbo(sync, bbo)
         except ValueError as exc:  # a bad bbo says nothing about the book: logged, not acted on

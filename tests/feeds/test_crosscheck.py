@@ -14,12 +14,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from aggbook.book.sync import BookSync, Reason, Transition
+from aggbook.book.sync import BookSync, Delta, Reason, Snapshot, Transition
 from aggbook.feeds.base import VenueFeed
 from aggbook.feeds.config import VenueConfig
+from aggbook.feeds.crosscheck import Bbo, TopCrossCheck
+from aggbook.feeds.mexc import MEXC
 from aggbook.feeds.registry import create_feed
 from aggbook.simulator.exchange import venue_classes
 from aggbook.simulator.faults import Fault
+from aggbook.simulator.gzip_mbp import GzipMbpVenue
 from aggbook.simulator.market import DEFAULT_SYMBOLS
 from aggbook.simulator.venue import VenueServer
 from tests.conftest import describe_mismatch, wait_for
@@ -29,7 +32,7 @@ SPECS = DEFAULT_SYMBOLS[:2]
 SYM = "BTC-USDT"
 ALLOWANCE = 0.5  # seconds an id-less bbo may disagree with the book (the option's default is 2)
 FAST = {"backoff_base": 0.05, "backoff_cap": 0.5, "bbo_allowance": ALLOWANCE}
-VENUES = ["binance", "binance-futures", "mexc", "btse"]
+VENUES = ["binance", "binance-futures", "mexc", "btse", "nhex", "bitv"]
 
 
 class Transitions:
@@ -64,6 +67,16 @@ async def running(kind: str, options: dict | None = None) -> AsyncIterator[tuple
         await venue.stop()
 
 
+async def lose_a_top_change(venue: VenueServer) -> None:
+    """Step the paused market until SILENT_LOSS has dropped a top-moving change from a delta."""
+    for _ in range(200):
+        await venue.step_all()
+        if isinstance(venue, GzipMbpVenue):
+            await venue.interval_tick()  # mbp.150 pushes on its 100 ms timer: push this step now
+        if venue.faults.fired[Fault.SILENT_LOSS.value]:
+            return
+
+
 def live_and_true(venue: VenueServer, feed: VenueFeed) -> bool:
     syncs = feed.current_syncs()
     return len(syncs) == len(SPECS) and all(equal_to_truth(venue, s, c) for c, s in syncs.items())
@@ -79,10 +92,7 @@ async def test_silent_loss_is_caught_by_the_bbo_cross_check(kind: str) -> None:
         # wrong top persists and only the cross-check can notice it
         venue.pause()
         venue.inject(Fault.SILENT_LOSS, symbol=SYM)
-        for _ in range(200):
-            await venue.step_all()
-            if venue.faults.fired[Fault.SILENT_LOSS.value]:
-                break
+        await lose_a_top_change(venue)
         assert venue.faults.fired[Fault.SILENT_LOSS.value] == 1
         lost_at = time.monotonic()
         await wait_for(lambda: Reason.BBO_MISMATCH in seen.reasons(SYM), 10, "a bbo_mismatch resync")
@@ -112,14 +122,82 @@ async def test_bbo_check_can_be_turned_off(kind: str) -> None:
         await wait_for(lambda: live_and_true(venue, feed), 15, "books live")
         venue.pause()
         venue.inject(Fault.SILENT_LOSS, symbol=SYM)
-        for _ in range(200):
-            await venue.step_all()
-            if venue.faults.fired[Fault.SILENT_LOSS.value]:
-                break
+        await lose_a_top_change(venue)
+        assert venue.faults.fired[Fault.SILENT_LOSS.value] == 1
         # nothing subscribed, nothing compared: the lost change stays unseen (the reason the check exists)
         assert not any("bookTicker" in s or "bbo" in s or "L1" in s or "Ticker" in s
                        for c in venue.connections.values() for s in c.subscriptions)
         assert feed.crosscheck.counters.bbos == 0
         sync = feed.current_syncs()[SYM]
-        await wait_for(lambda: sync.last_id == truth_seen_by_feed(venue, SYM).seq, 10, "last delta applied")
-        assert sync.live and not equal_to_truth(venue, sync, SYM)
+
+        def wrong_at_the_truths_id() -> bool:
+            truth = truth_seen_by_feed(venue, SYM)
+            return sync.live and sync.last_id == truth.seq and not equal_to_truth(venue, sync, SYM)
+
+        await wait_for(wrong_at_the_truths_id, 10, "the book live at the venue's id, without the lost change")
+        assert seen.reasons(SYM) == [Reason.SNAPSHOT]
+
+
+# ---------------------------------------------------------------------------- the comparison itself
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _live_book(clock: Clock) -> BookSync:
+    sync = BookSync(MEXC, venue="v", symbol=SYM, clock=clock)
+    sync.on_snapshot(Snapshot(10, [["100", "1"]], [["200", "1"]]))
+    return sync
+
+
+def _delta(sync: BookSync, n: int, bids: list | None = None, asks: list | None = None) -> None:
+    sync.on_delta(Delta(n, n, None, bids, asks))
+
+
+def test_by_id_compares_only_at_the_same_book_id() -> None:
+    clock = Clock()
+    resyncs: list[str] = []
+    check = TopCrossCheck(lambda s, d: resyncs.append(d), allowance=1.0, clock=clock)
+    sync = _live_book(clock)
+    check.on_bbo(sync, Bbo(("100", "2"), ("200", "1"), book_id=11))  # ahead of the book: kept
+    assert check.counters.compared == 0
+    _delta(sync, 11, [["100", "2"]])
+    check.after_book(sync)
+    assert (check.counters.compared, resyncs) == (1, [])
+    check.on_bbo(sync, Bbo(("100", "9"), ("200", "1"), book_id=10))  # behind the book: not comparable
+    assert check.counters.compared == 1
+    check.on_bbo(sync, Bbo(("100.0", "2.00"), ("200", "1"), book_id=11))  # same numbers, other text
+    assert (check.counters.compared, resyncs) == (2, [])
+    check.on_bbo(sync, Bbo(("100", "3"), ("200", "1"), book_id=11))  # the same state, another top: proof
+    assert len(resyncs) == 1 and check.counters.mismatches == 1
+
+
+def test_by_time_allows_for_streams_out_of_step_but_not_for_a_lasting_disagreement() -> None:
+    clock = Clock()
+    resyncs: list[str] = []
+    check = TopCrossCheck(lambda s, d: resyncs.append(d), allowance=1.0, clock=clock)
+    sync = _live_book(clock)
+    # the bbo stream runs one step ahead of the book's, a step every 0.3 s, for far longer than the
+    # allowance: the two never agree when compared, yet each top the book shows was a recent bbo
+    for i in range(1, 30):
+        clock.now += 0.3
+        check.on_bbo(sync, Bbo((str(100 + i), "1"), (str(200 + i), "1")))
+        _delta(sync, 10 + i, [[str(99 + i), "1"], [str(98 + i), "0"]],
+               [[str(199 + i), "1"], [str(198 + i), "0"]])
+        check.after_book(sync)
+    assert resyncs == [] and check.counters.mismatches > 50
+    # then the book misses a change: the bbo says size 5, the book keeps 1, and nothing explains it
+    _delta(sync, 40, [["129", "1"], ["128", "0"]], [["229", "1"], ["228", "0"]])
+    check.after_book(sync)  # the book catches up with the bbo: they agree
+    assert resyncs == []
+    clock.now += 0.1
+    check.on_bbo(sync, Bbo(("129", "5"), ("229", "1")))
+    clock.now += 0.9
+    check.on_bbo(sync, Bbo(("129", "5"), ("229", "1")))
+    assert resyncs == []  # 0.9 s: within the allowance
+    clock.now += 0.2
+    check.on_bbo(sync, Bbo(("129", "5"), ("229", "1")))
+    assert len(resyncs) == 1 and "disagree for 1.100s" in resyncs[0]
