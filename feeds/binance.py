@@ -29,6 +29,9 @@ What the feed does, per Binance's Spot and USDⓈ-M Futures API docs:
   docs' "LIMITS" section); without an answer the documented defaults (6000/min spot, 2400/min
   futures) stand; a refused symbol's listing is re-checked with ``exchangeInfo?symbol=``
   (``-1121``: not listed);
+* ``<sym>@bookTicker`` beside each depth stream (unless ``bbo_check`` is off): the venue's best bid
+  and ask as of order-book update id ``u``, compared with the book's top when the book is at that
+  id (:mod:`~aggbook.feeds.crosscheck`);
 * ``serverShutdown`` (raw, or ``!serverShutdown`` on combined streams) triggers the
   base's make-before-break rollover, as does ``max_connection_age`` (23.5 h, before
   the venue's 24 h cut);
