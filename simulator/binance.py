@@ -696,7 +696,9 @@ class _BinanceVenue(VenueServer):
         event = self._make_event(symbol, changes)
         names = self._depth_stream_names(symbol)
         ticker_stream = f"{symbol.lower()}@bookTicker"
-        ticker = self._book_ticker(symbol, event)
+        ticker = None
+        if any(ticker_stream in c.state.get("streams", ()) for c in self.connections.values()):
+            ticker = self._book_ticker(symbol, event)
         for conn in list(self.connections.values()):
             if conn.closed:
                 continue

@@ -482,17 +482,18 @@ class GzipMbpVenue(VenueServer):
 
     def _send_bbo(self, symbol: str) -> None:
         """``market.<sym>.bbo`` on ``/ws`` when the live best bid or ask moved (price or size)."""
-        market = self.markets[symbol]
-        bids, asks = market.snapshot(1)
-        top = (bids[0] if bids else None, asks[0] if asks else None)
-        if self._last_bbo.get(symbol) == top:
-            return
-        self._last_bbo[symbol] = top
-        self._bbo_seq[symbol] = self._bbo_seq.get(symbol, 10_242_474_683) + 1
         name = f"market.{symbol}.bbo"
         subscribers = [c for c in self.subscribers(name) if c.path == WS_PATH and not c.silent]
         if not subscribers:
             return
+        market = self.markets[symbol]
+        bid_price, ask_price = market.best_bid(), market.best_ask()
+        top = (None if bid_price is None else (bid_price, market.bids[bid_price]),
+               None if ask_price is None else (ask_price, market.asks[ask_price]))
+        if self._last_bbo.get(symbol) == top:
+            return
+        self._last_bbo[symbol] = top
+        self._bbo_seq[symbol] = self._bbo_seq.get(symbol, 10_242_474_683) + 1
         empty = (Decimal(0), Decimal(0))
         (bid, bid_size), (ask, ask_size) = top[0] or empty, top[1] or empty
         stamp = now_ms()
