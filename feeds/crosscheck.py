@@ -17,8 +17,10 @@ The two streams are not synchronised, so a disagreement alone proves nothing.  T
   whenever either changes.  A disagreement that has lasted ``allowance`` seconds resyncs the
   book unless it is still explained by timing: the latest bbo equals a top the book had within
   the last ``allowance`` seconds, or the book's top equals a bbo seen within that time (one
-  stream simply ran ahead of the other).  A timer looks again while a disagreement is open, so a
-  quiet market is no hiding place; detection takes between one and two allowances.
+  stream simply ran ahead of the other).  A timer looks again every quarter allowance while a
+  disagreement is open, so a quiet market is no hiding place; a look more than half an allowance
+  after the previous one (the event loop stalled, frames may be unread) starts the count afresh.
+  Detection takes between one and two allowances.
   ``allowance`` must exceed both streams' documented cadence (100 ms pushes) plus their skew,
   hence the default of 2 s.
 
@@ -98,6 +100,7 @@ class _BookCheck:
     book_tops: deque[tuple[float, Top]] = field(default_factory=lambda: deque(maxlen=_KEPT))
     bbo_tops: deque[tuple[float, Top]] = field(default_factory=lambda: deque(maxlen=_KEPT))
     since: float | None = None  # by time: when the current disagreement began
+    seen_at: float | None = None  # by time: the last look at it (a frame of either stream, or the timer)
     timer: asyncio.TimerHandle | None = None
 
 
@@ -185,19 +188,23 @@ class TopCrossCheck:
         current = check.book_tops[-1][1]
         if not recheck:
             self.counters.compared += 1
+        gap = 0.0 if check.seen_at is None else now - check.seen_at
+        check.seen_at = now
         if check.bbo == current:
             check.since = None
             return
         if not recheck:
             self.counters.mismatches += 1
-        if check.since is None:
+        if check.since is None or gap > self.allowance / 2:
+            # a new disagreement, or one last looked at before a stall of the event loop (frames of
+            # either stream may still be unread): the allowance counts from now
             check.since = now
         if now - check.since >= self.allowance and not self._explained(check, current, now):
             self.counters.seconds_to_resync = now - check.since
             self._act(sync, check, f"top {_show(current)} and the venue's bbo {_show(check.bbo)} "
                                    f"disagree for {now - check.since:.3f}s")
-        else:  # look again once the allowance is up, or once a recent state stops explaining it
-            self._arm(sync, check, max(check.since + self.allowance - now, self.allowance / 4))
+        else:  # look again soon: until the allowance is up, or a recent state stops explaining it
+            self._arm(sync, check, self.allowance / 4)
 
     def _explained(self, check: _BookCheck, current: Top, now: float) -> bool:
         """The latest bbo was a top of the book within the allowance, or the book's top a bbo."""
@@ -213,20 +220,13 @@ class TopCrossCheck:
         except RuntimeError:
             return  # no loop (a plain unit test): the next bbo or book change looks again
         ref = weakref.ref(sync)
-        check.timer = loop.call_later(delay + 1e-3, self._timer_fired, ref, check, self.clock() + delay)
+        check.timer = loop.call_later(delay, self._timer_fired, ref, check)
 
-    def _timer_fired(self, ref: weakref.ref[BookSync], check: _BookCheck, due: float) -> None:
+    def _timer_fired(self, ref: weakref.ref[BookSync], check: _BookCheck) -> None:
         check.timer = None
         sync = ref()
-        if sync is None or self._checks.get(sync) is not check or check.since is None:
-            return
-        now = self.clock()
-        if now - due > self.allowance / 2:
-            # the event loop was stalled: frames of either stream may still wait to be read, so a
-            # disagreement seen now proves nothing; look again once they have had their turn
-            self._arm(sync, check, self.allowance / 4)
-            return
-        self._by_time(sync, check, now, recheck=True)
+        if sync is not None and self._checks.get(sync) is check and check.since is not None:
+            self._by_time(sync, check, self.clock(), recheck=True)
 
     # ------------------------------------------------------------------ acting
     def _act(self, sync: BookSync, check: _BookCheck, detail: str) -> None:
@@ -238,6 +238,7 @@ class TopCrossCheck:
         check.pending.clear()
         check.book_tops.clear()
         check.since = None
+        check.seen_at = None
         if check.timer is not None:
             check.timer.cancel()
             check.timer = None
