@@ -95,6 +95,11 @@ class Ladder:
     asks: tuple[LadderLevel, ...]
     venues: tuple[str, ...]  # the venues merged
     excluded: dict[str, str] = field(default_factory=dict)
+    # per merged venue, its complete levels (bids, asks) counted up to the ladder's depth; per side,
+    # the price the ladder stops at when a venue's window (not ``depth``) ended it, else None.  Both
+    # change only when the ladder's own levels could, so a subscriber is not woken by deep churn.
+    complete_depth: dict[str, tuple[int, int]] = field(default_factory=dict)
+    complete_to: tuple[str | None, str | None] = (None, None)
 
 
 @dataclass(slots=True)
@@ -315,17 +320,42 @@ class ConsolidatedBook:
         status = self.eligible(now, venues)
         included = [v for v, why in status.items() if why is None]
         excluded = {v: why for v, why in status.items() if why is not None}
-        bids = self._merge(included, depth, is_bid=True)
-        asks = self._merge(included, depth, is_bid=False)
-        return Ladder(self.symbol, bids, asks, tuple(included), excluded)
+        bid_to = self.complete_to(included, is_bid=True)
+        ask_to = self.complete_to(included, is_bid=False)
+        bids = self._merge(included, depth, is_bid=True, cut=bid_to)
+        asks = self._merge(included, depth, is_bid=False, cut=ask_to)
+        complete = {v: (min(b, depth), min(a, depth)) for v in included
+                    for b, a in (self.syncs[v].book.depth,)}
+        return Ladder(self.symbol, bids, asks, tuple(included), excluded, complete,
+                      (None if bid_to is None or len(bids) >= depth else self.text(bid_to[1]),
+                       None if ask_to is None or len(asks) >= depth else self.text(ask_to[1])))
 
-    def _merge(self, venues: list[str], depth: int, *, is_bid: bool) -> tuple[LadderLevel, ...]:
+    def complete_to(self, venues: Iterable[str], *, is_bid: bool) -> tuple[Decimal, str] | None:
+        """The price every one of ``venues`` is known down to on one side (None: all to the end).
+
+        A merged price beyond one venue's window would leave that venue's size there unknown, so
+        merged answers stop at the tightest window (``L2Book.window``).
+        """
+        cut: tuple[Decimal, str] | None = None
+        for venue in venues:
+            edge = self.syncs[venue].book.window()[0 if is_bid else 1]
+            if edge is None:
+                continue
+            price = Decimal(edge)
+            if cut is None or (price > cut[0] if is_bid else price < cut[0]):
+                cut = (price, edge)
+        return cut
+
+    def _merge(self, venues: list[str], depth: int, *, is_bid: bool,
+               cut: tuple[Decimal, str] | None = None) -> tuple[LadderLevel, ...]:
         # keyed by canonical price text: one spelling per number, so "100.0" and "100" meet here
         merged: dict[str, list[tuple[str, str]]] = {}
         text = self.text
         for venue in venues:
             book = self.syncs[venue].book
             for price, size in (book.bids(depth) if is_bid else book.asks(depth)):
+                if cut is not None and (Decimal(price) < cut[0] if is_bid else Decimal(price) > cut[0]):
+                    break  # beyond some venue's known depth: not a complete level
                 merged.setdefault(text(price), []).append((venue, text(size)))
         prices = sorted(merged, key=Decimal, reverse=is_bid)[:depth]
         out = []

@@ -13,6 +13,32 @@ Why this shape:
   ``SortedList``s whose element 0 is the best price.
 * An update is parsed and validated completely before anything is written, so a
   bad level raises :class:`InvalidLevel` and leaves the book untouched.
+
+Known depth (the book's *window*).  A venue's snapshot covers only part of its book, and a level
+outside it is unknown until it changes (Binance's "How to manage a local order book": "the
+levels outside the snapshot are not known"); an unknown level between two known ones makes every
+deeper level useless for a ladder or a sweep.  So each side knows the price range it is complete
+over and holds nothing beyond it; every level the book holds is known, and ``depth`` is the
+number of complete levels per side.  Two kinds of window exist:
+
+* **Snapshot window** (``apply_snapshot(..., depth=D)``, venues whose diffs cover the whole book:
+  Binance, MEXC, BTSE).  When a side of the snapshot held at least ``D`` levels, the side is
+  complete from its best price down to the snapshot's worst price ``W`` (its *bound*); when it held
+  fewer, the venue sent its whole side and the side is complete to the end (no bound).  Because
+  the diff stream reports every change at every price, the range ``[W, best]`` stays complete
+  however the book moves: an update beyond ``W`` is dropped (the levels between it and ``W``
+  would be unknown), one inside is applied.  Removing the level at ``W`` itself does not shrink
+  the *range* (the diff says there is nothing at ``W``), only the number of complete levels: the
+  window shrinks by that level and no deeper level becomes known.  The range never grows: only a
+  new snapshot widens it.  When the market moves away from ``W`` the side holds fewer levels;
+  a side with a bound and no level left has an unknown top (:meth:`exhausted`), which the
+  sequencer treats as a reason to resynchronise.
+* **Top-N window** (``max_depth=N``, venues whose stream itself is the top ``N``: NHEX/BitV
+  ``mbp.N``).  The venue keeps the window filled: a level that leaves the top ``N`` is trimmed
+  here (with or without the venue's delete) and one pulled in by a deletion arrives as an insert.
+  A side holding ``N`` levels is complete down to its ``N``-th price; one holding fewer holds
+  the venue's whole side.  Removing the edge level leaves ``N - 1`` levels until the venue sends
+  the level that replaces it; no guess is made in between.
 """
 
 from __future__ import annotations
@@ -53,6 +79,8 @@ class L2Book:
         "_ask_keys",
         "_best_bid",
         "_best_ask",
+        "_bid_limit",
+        "_ask_limit",
         "max_depth",
     )
 
@@ -70,6 +98,9 @@ class L2Book:
         # best level per side, cached: read after every message by the consolidated book
         self._best_bid: Level | None = None
         self._best_ask: Level | None = None
+        # snapshot window per side: (key of the worst price known, its text); None = complete to the end
+        self._bid_limit: tuple[int, str] | None = None
+        self._ask_limit: tuple[int, str] | None = None
 
     # ------------------------------------------------------------------ parsing
     def _learn(self, price: object) -> None:
@@ -113,6 +144,10 @@ class L2Book:
         self._asks = {k * factor: v for k, v in self._asks.items()}
         self._bid_keys = SortedList(self._bids)
         self._ask_keys = SortedList(self._asks)
+        if self._bid_limit is not None:
+            self._bid_limit = (self._bid_limit[0] * factor, self._bid_limit[1])
+        if self._ask_limit is not None:
+            self._ask_limit = (self._ask_limit[0] * factor, self._ask_limit[1])
 
     def _parse(self, levels: Iterable[RawLevel], cache: dict[str, int]) -> list[tuple[int, Level | None]]:
         """Turn raw ``[price, size]`` pairs into ``(key, level or None-for-delete)``."""
@@ -153,16 +188,34 @@ class L2Book:
                 return bid_ops, ask_ops
 
     # ------------------------------------------------------------------ writing
-    def apply_snapshot(self, bids: Iterable[RawLevel], asks: Iterable[RawLevel]) -> None:
-        """Replace the whole book (levels in order; a zero size removes, as in a delta)."""
+    def apply_snapshot(
+        self, bids: Iterable[RawLevel], asks: Iterable[RawLevel], depth: int | None = None
+    ) -> None:
+        """Replace the whole book (levels in order; a zero size removes, as in a delta).
+
+        ``depth`` is the number of levels per side the snapshot was asked for (None: the venue sent
+        its whole book): a side that came back with that many levels is complete only down to its
+        worst price (the module docstring's snapshot window).
+        """
+        if depth is not None and depth < 1:
+            raise ValueError("depth must be >= 1")
         bid_ops, ask_ops = self._parse_both(bids, asks)
         self._bids = self._collect(bid_ops)
         self._asks = self._collect(ask_ops)
         self._bid_keys = SortedList(self._bids)
         self._ask_keys = SortedList(self._asks)
+        self._bid_limit = self._limit(self._bids, self._bid_keys, depth)
+        self._ask_limit = self._limit(self._asks, self._ask_keys, depth)
         self._trim()
         self._best_bid = self._bids[self._bid_keys[0]] if self._bids else None
         self._best_ask = self._asks[self._ask_keys[0]] if self._asks else None
+
+    @staticmethod
+    def _limit(levels: dict[int, Level], keys: SortedList, depth: int | None) -> tuple[int, str] | None:
+        if depth is None or len(keys) < depth:
+            return None
+        worst = keys[-1]
+        return worst, levels[worst][0]
 
     @staticmethod
     def _collect(ops: list[tuple[int, Level | None]]) -> dict[int, Level]:
@@ -183,6 +236,12 @@ class L2Book:
         """
         bid_ops, ask_ops = self._parse_both(bids, asks)
         changed = 0
+        if self._bid_limit is not None and bid_ops:
+            edge = self._bid_limit[0]
+            bid_ops = [op for op in bid_ops if op[0] <= edge]  # beyond the window: unknown context
+        if self._ask_limit is not None and ask_ops:
+            edge = self._ask_limit[0]
+            ask_ops = [op for op in ask_ops if op[0] <= edge]
         if bid_ops:
             keys = self._bid_keys
             levels = self._bids
@@ -225,6 +284,7 @@ class L2Book:
 
     def clear(self) -> None:
         self._best_bid = self._best_ask = None
+        self._bid_limit = self._ask_limit = None
         self._bids.clear()
         self._asks.clear()
         self._bid_keys.clear()
@@ -258,6 +318,25 @@ class L2Book:
         """Best ``n`` asks, lowest price first (all when ``n`` is None)."""
         levels = self._asks
         return [levels[k] for k in self._ask_keys.islice(0, n)]
+
+    def window(self) -> tuple[str | None, str | None]:
+        """Per side (bids, asks), the price text the side is complete down to; None = to the end.
+
+        Every level the book holds is inside its window; see the module docstring for how the
+        window is kept.
+        """
+        return (self._edge(self._bids, self._bid_keys, self._bid_limit),
+                self._edge(self._asks, self._ask_keys, self._ask_limit))
+
+    def _edge(self, levels: dict[int, Level], keys: SortedList, limit: tuple[int, str] | None) -> str | None:
+        if self.max_depth is not None and len(keys) >= self.max_depth:
+            return levels[keys[-1]][0]  # a full top-N window ends at its N-th level
+        return None if limit is None else limit[1]
+
+    def exhausted(self) -> bool:
+        """A side with a snapshot window holds no level: its best price is unknown."""
+        return ((self._bid_limit is not None and not self._bids)
+                or (self._ask_limit is not None and not self._asks))
 
     def __len__(self) -> int:
         return len(self._bids) + len(self._asks)

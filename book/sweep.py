@@ -1,9 +1,15 @@
 """What it costs to fill a quantity by walking the merged book of the live venues.
 
-Every level of every included venue's book is considered (not just the top N).  A
+Every known level of every included venue's book is considered (not just the top N).  A
 buy walks asks from the cheapest up, a sell walks bids from the highest down; with
 ``fees=True`` levels are ordered by their fee-adjusted price, which is where a
-taker would actually route.  Quantities, notionals and fees are exact ``Decimal``
+taker would actually route.
+
+Known depth: a venue whose side is complete only down to a price (its snapshot window,
+``L2Book.window``) may hold unknown levels beyond it, and one of them could be better than
+another venue's next level.  So the walk stops at the tightest such bound (in fee-adjusted
+terms with ``fees=True``); a quantity it could not fill there is reported ``incomplete``,
+never priced against levels that may be missing.  Quantities, notionals and fees are exact ``Decimal``
 arithmetic in an 80-digit context (wide enough that no product or sum of venue
 numbers rounds); only the average prices, being divisions, are rounded, to 34
 significant digits.  Prices in the result are canonical text (:mod:`aggbook.book.canonical`).
@@ -61,6 +67,9 @@ class SweepResult:
     venues: dict[str, VenueFill] = field(default_factory=dict)
     included: list[str] = field(default_factory=list)
     excluded: dict[str, str] = field(default_factory=dict)
+    incomplete: bool = False  # stopped at a venue's known depth with quantity left: the rest is unknown
+    complete_to: str | None = None  # raw price of the tightest venue bound on this side; None = no bound
+    complete_depth: dict[str, int] = field(default_factory=dict)  # venue -> complete levels on this side
 
     @property
     def complete(self) -> bool:
@@ -98,11 +107,20 @@ def sweep(
     result.excluded = {v: why for v, why in status.items() if why is not None}
     buy = side == "buy"
     levels: list[tuple[Decimal, Decimal, str, str, str, Decimal]] = []  # sort key, price, venue, texts, size
+    cut: Decimal | None = None  # sort key of the tightest venue bound: nothing beyond it is known
     for venue in result.included:
         fee_bps = book.fees.get(venue, Decimal(0))
         factor = EXACT.divide(BPS + fee_bps if buy else BPS - fee_bps, BPS) if fees else Decimal(1)
         result.venues[venue] = VenueFill(venue, fee_bps)
         sync = book.syncs[venue]
+        bids_known, asks_known = sync.book.depth
+        result.complete_depth[venue] = asks_known if buy else bids_known
+        edge = sync.book.window()[1 if buy else 0]
+        if edge is not None:
+            edge_key = EXACT.multiply(Decimal(edge), factor)
+            edge_key = edge_key if buy else -edge_key
+            if cut is None or edge_key < cut:
+                cut, result.complete_to = edge_key, edge
         for price_text, size_text in sync.book.asks() if buy else sync.book.bids():
             price = Decimal(price_text)
             key = EXACT.multiply(price, factor)
@@ -112,6 +130,9 @@ def sweep(
     text = book.text  # prices leave in canonical text, like every consolidated answer
     for key, price, venue, venue_text, _size_text, size in levels:
         if remaining <= 0:
+            break
+        if cut is not None and key > cut:
+            result.incomplete = True  # the rest lies beyond what some venue's book is known to hold
             break
         price_text = text(venue_text)
         take = min(size, remaining)
@@ -132,6 +153,8 @@ def sweep(
         # with fees the walk is in fee-adjusted order, so the worst raw price is tracked explicitly
         if result.worst is None or (price > Decimal(result.worst) if buy else price < Decimal(result.worst)):
             result.worst = price_text
+    if remaining > 0 and cut is not None:
+        result.incomplete = True
     for fill in result.venues.values():
         result.fee = EXACT.add(result.fee, EXACT.divide(EXACT.multiply(fill.notional, fill.fee_bps), BPS))
     return result
@@ -154,6 +177,9 @@ def sweep_json(r: SweepResult) -> dict[str, Any]:
         "fees_included": r.fees,
         "venues": r.included,
         "excluded": r.excluded,
+        "incomplete": r.incomplete,
+        "complete_to": r.complete_to,
+        "complete_depth": dict(r.complete_depth),
     }
     allocation: list[dict[str, Any]] = []
     for fill in r.venues.values():

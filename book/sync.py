@@ -62,6 +62,8 @@ class Reason(StrEnum):
     INVALID_SYMBOL = "invalid_symbol"  # the venue answered that it does not know the symbol
     DELISTED = "delisted"  # and its symbol list agrees: not listed (re-checked, so a relisting is seen)
     REVIVED = "revived"  # a re-check found the symbol listed (or could not tell): a book is tried again
+    DEPTH_EXHAUSTED = "depth_exhausted"  # a side's snapshot window emptied: its best price is unknown
+    BBO_MISMATCH = "bbo_mismatch"  # the venue's best bid/offer stream kept disagreeing with the book
     STOPPED = "stopped"
 
 
@@ -115,6 +117,9 @@ class Snapshot:
     bids: Sequence[RawLevel]
     asks: Sequence[RawLevel]
     event_time: float | None = None
+    # levels per side the snapshot was asked for (None: the whole book); a side that came back this
+    # deep is complete only down to its worst price (``L2Book``'s snapshot window)
+    depth: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,7 +326,7 @@ class BookSync:
 
     def _load(self, snap: Snapshot) -> bool:
         try:
-            self.book.apply_snapshot(snap.bids, snap.asks)
+            self.book.apply_snapshot(snap.bids, snap.asks, snap.depth)
         except BookError as exc:
             self._buffer.clear()
             self._resync(Reason.DECODE_ERROR, f"bad snapshot: {exc}")
@@ -388,6 +393,10 @@ class BookSync:
         if changed and rule.resync_on_cross and self.book.cross_state() is not None:
             self._buffer.clear()
             self._resync(Reason.CROSSED_BOOK, f"book {self.book.cross_state()} after delta {d.last}")
+            return
+        if changed and self.book.exhausted():
+            self._buffer.clear()
+            self._resync(Reason.DEPTH_EXHAUSTED, f"a side's snapshot window is empty after delta {d.last}")
             return
         updates = self._updates
         if updates is not None:

@@ -37,6 +37,7 @@ import aiohttp
 from aggbook.book.sync import BookSync, Delta, Reason, SequenceRule, Snapshot, SyncState, Transition
 from aggbook.feeds.config import VenueConfig
 from aggbook.feeds.connection import Connection, S
+from aggbook.feeds.crosscheck import Bbo, TopCrossCheck
 from aggbook.feeds.errors import FeedError, FrameError, InvalidSymbol, RateLimited, SnapshotError
 from aggbook.feeds.http import HttpClient, parse_retry_after
 from aggbook.feeds.listing import ListingWatch
@@ -73,6 +74,8 @@ class VenueFeed(Generic[S]):
     max_buffer: int = 10_000
     listing_check_base: float = 5.0  # first re-check of a refused symbol's listing, doubling...
     listing_check_cap: float = 300.0  # ...up to this; a delisted symbol is re-checked this often
+    bbo_check: bool = True  # subscribe the venue's best bid/offer and check each book's top by it
+    bbo_allowance: float = 2.0  # seconds a top may disagree with an id-less bbo (feeds/crosscheck.py)
 
     def __init__(self, config: VenueConfig, *, metrics: FeedMetrics | None = None) -> None:
         self.config = config
@@ -87,6 +90,7 @@ class VenueFeed(Generic[S]):
         self.stopping = False
         self.invalid: dict[str, str] = {}  # canonical -> why the venue refused it, until a re-check
         self.listing = ListingWatch(self)
+        self.crosscheck = TopCrossCheck(self._bbo_mismatch, allowance=float(self.bbo_allowance))
         # learned from the venue's symbol endpoint at start-up (validate_symbols)
         self.tick_sizes: dict[str, Decimal] = {}  # canonical -> price step
         self.lot_sizes: dict[str, Decimal] = {}  # canonical -> size step
@@ -258,6 +262,7 @@ class VenueFeed(Generic[S]):
             return
         self.count_frame(conn, canonical)
         sync.on_delta(delta)
+        self.crosscheck.after_book(sync)
         if delta.event_time is not None:
             self.metrics.lag(self.venue, max(0.0, time.time() - delta.event_time))
         if sync.wants_snapshot():
@@ -269,10 +274,33 @@ class VenueFeed(Generic[S]):
             return
         self.count_frame(conn, canonical)
         sync.on_snapshot(snap)
+        self.crosscheck.after_book(sync)
         if sync.live:
             conn.snapshot_attempts[canonical] = 0
         elif sync.wants_snapshot():
             self.request_snapshot(conn, canonical)
+
+    def deliver_bbo(self, conn: Connection[S], canonical: str, bbo: Bbo) -> None:
+        """The venue's best bid/offer for ``canonical``: checked against the book's top, never applied.
+
+        Not counted as a book message (it may arrive on a socket of its own: NHEX/BitV ``/ws``).
+        """
+        sync = conn.syncs.get(canonical)
+        if sync is None or not self.bbo_check:
+            return
+        try:
+            self.crosscheck.on_bbo(sync, bbo)
+        except ValueError as exc:  # a bad bbo says nothing about the book: logged, not acted on
+            log.warning("%s %s: %s", self.venue, canonical, exc)
+
+    def _bbo_mismatch(self, sync: BookSync, detail: str) -> None:
+        """The cross-check found the book's top wrong: resync it like any other broken book."""
+        for conn in self.connections.values():
+            if conn.syncs.get(sync.symbol) is sync:
+                sync.fail(Reason.BBO_MISMATCH, detail)
+                if conn.open and sync.wants_snapshot(allow_empty_buffer=sync.rule.snapshot_in_stream):
+                    self.request_snapshot(conn, sync.symbol)
+                return
 
     def fail_connection_books(self, conn: Connection[S], reason: Reason, detail: str) -> None:
         """A frame was lost or mangled: every book on the connection may have missed it."""

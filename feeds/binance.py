@@ -29,6 +29,9 @@ What the feed does, per Binance's Spot and USDⓈ-M Futures API docs:
   docs' "LIMITS" section); without an answer the documented defaults (6000/min spot, 2400/min
   futures) stand; a refused symbol's listing is re-checked with ``exchangeInfo?symbol=``
   (``-1121``: not listed);
+* ``<sym>@bookTicker`` beside each depth stream (unless ``bbo_check`` is off): the venue's best bid
+  and ask as of order-book update id ``u``, compared with the book's top when the book is at that
+  id (:mod:`~aggbook.feeds.crosscheck`);
 * ``serverShutdown`` (raw, or ``!serverShutdown`` on combined streams) triggers the
   base's make-before-break rollover, as does ``max_connection_age`` (23.5 h, before
   the venue's 24 h cut);
@@ -61,6 +64,7 @@ from aggbook.feeds.base import (
     VenueFeed,
 )
 from aggbook.feeds.config import VenueConfig
+from aggbook.feeds.crosscheck import Bbo
 from aggbook.feeds.metrics import FeedMetrics
 from aggbook.feeds.pacing import RequestPacer, WeightBudget
 from aggbook.feeds.spec import VenueSpec
@@ -111,6 +115,18 @@ class DepthSnapshot(msgspec.Struct):
     bids: list[Level]
     asks: list[Level]
     E: int | None = None
+
+
+class BookTicker(msgspec.Struct, kw_only=True):
+    """A ``<symbol>@bookTicker`` event: best bid ``b``/``B`` and ask ``a``/``A`` as of order-book
+    update id ``u`` (spot sends no ``e``; USDⓈ-M adds ``"e":"bookTicker"``, ``E`` and ``T``)."""
+
+    u: int
+    s: str
+    b: str
+    B: str
+    a: str
+    A: str
 
 
 _COMBINED_DEPTH = msgspec.json.Decoder(CombinedDepth)
@@ -215,8 +231,9 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
         if int(self.url_max_streams) < 1 or int(self.subscribe_batch) < 1:
             raise ValueError(f"venues.{config.name}.options: url_max_streams and subscribe_batch "
                              "must be >= 1")
+        streams_per_symbol = 2 if self.bbo_check else 1  # @depth, and @bookTicker for the cross-check
         self.max_symbols_per_connection = min(int(self.max_symbols_per_connection),
-                                              int(self.max_streams_per_connection))
+                                              int(self.max_streams_per_connection) // streams_per_symbol)
         self._weight_budget_configured = self.weight_budget is not None
         if self.weight_budget is None:
             self.weight_budget = market.weight_budget
@@ -281,7 +298,10 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
         return f"{self.config.symbols[canonical].lower()}@depth{suffix}"
 
     def streams(self, conn: Connection[BinanceConnState]) -> list[str]:
-        return [self.stream_name(c) for c in conn.symbols]
+        depth = [self.stream_name(c) for c in conn.symbols]
+        if not self.bbo_check:
+            return depth
+        return depth + [f"{self.config.symbols[c].lower()}@bookTicker" for c in conn.symbols]
 
     def ws_url_for(self, conn: Connection[BinanceConnState]) -> str:
         in_url = "/".join(self.streams(conn)[: int(self.url_max_streams)])
@@ -404,6 +424,15 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
             except msgspec.ValidationError as exc:
                 raise FrameError(f"bad depthUpdate: {exc}") from exc
             self._on_depth(conn, depth)
+        elif kind == "bookTicker" or (isinstance(stream, str) and stream.endswith("@bookTicker")) or (
+                kind is None and stream is None and "u" in event and "B" in event):
+            try:
+                ticker = msgspec.convert(event, BookTicker)
+            except msgspec.ValidationError as exc:
+                raise FrameError(f"bad bookTicker: {exc}") from exc
+            canonical = self._by_symbol.get(ticker.s)
+            if canonical is not None:
+                self.deliver_bbo(conn, canonical, Bbo((ticker.b, ticker.B), (ticker.a, ticker.A), ticker.u))
         elif kind == "serverShutdown" or stream == "!serverShutdown":
             self.request_rollover(conn)
         elif self._is_reply(obj):
@@ -427,7 +456,7 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
         except msgspec.ValidationError as exc:
             raise SnapshotError(f"{symbol}: bad depth snapshot: {exc}") from exc
         return Snapshot(depth.lastUpdateId, depth.bids, depth.asks,
-                        depth.E / 1000 if depth.E is not None else None)
+                        depth.E / 1000 if depth.E is not None else None, depth=self.depth)
 
     def _rest_error(self, status: int, body: Any, symbol: str) -> Exception:
         code = body.get("code") if isinstance(body, dict) else None

@@ -54,11 +54,14 @@ from aggbook.book.sync import (
     Transition,
 )
 from aggbook.feeds.base import Connection, FeedError, FrameError, SnapshotError, VenueFeed
+from aggbook.feeds.crosscheck import Bbo
 from aggbook.feeds.spec import SymbolSpelling, VenueSpec
 
 log = logging.getLogger("aggbook.feeds.btse")
 
 TOPIC_PREFIX = "update:"
+SNAPSHOT_LEVELS = 50  # levels per side in an OSS ``type:"snapshot"`` frame (the docs: "at most 50")
+L1_PREFIX = "snapshotL1:"  # the OSS best bid/ask topic, ``snapshotL1:BTC-USD``
 GROUPING = "0"  # the snapshot is ungrouped; any other grouping would mix two price grids
 
 ERR_PAIR = 1000  # market pair not supported
@@ -97,6 +100,16 @@ class BookFrame(msgspec.Struct):
 
 
 _BOOK_FRAME = msgspec.json.Decoder(BookFrame)
+
+
+def _l1_level(levels: list) -> tuple[str, str] | None:
+    """The one ``[price, size]`` of a ``snapshotL1`` side, or None for an empty side."""
+    if not levels:
+        return None
+    level = levels[0]
+    if not isinstance(level, list) or len(level) != 2 or not all(isinstance(x, str) for x in level):
+        raise FrameError(f"bad snapshotL1 level {level!r}")
+    return level[0], level[1]
 
 
 def topic_for(venue_symbol: str) -> str:
@@ -141,6 +154,9 @@ class BtseFeed(VenueFeed[BtseConnState]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._canonical: dict[str, str] = {v: c for c, v in self.config.symbols.items()}
+        # the OSS snapshot holds at most 50 levels per side (the docs); ``depth`` in the config says
+        # otherwise for a venue that sends more.  A side that full is complete only to its worst price.
+        self.snapshot_depth = int(self.config.depth) if self.config.depth is not None else SNAPSHOT_LEVELS
         # A quiet market sends no deltas: only pongs prove the socket alive, so the base's silence
         # limit must leave room for one ping round trip.
         self.silence_timeout = max(self.silence_timeout, self.ping_interval + self.pong_timeout)
@@ -177,6 +193,8 @@ class BtseFeed(VenueFeed[BtseConnState]):
             sync.snapshot_requested()  # the subscribe itself brings the snapshot
             self._expect_snapshot(conn, canonical)
             topics.append(topic_for(self.config.symbols[canonical]))
+            if self.bbo_check:  # the best bid/ask, for the top-of-book cross-check (feeds/crosscheck.py)
+                topics.append(f"{L1_PREFIX}{self.config.symbols[canonical]}")
         if topics:
             await self._send(conn, {"op": "subscribe", "args": topics})
 
@@ -266,12 +284,25 @@ class BtseFeed(VenueFeed[BtseConnState]):
         event_time = data.timestamp / 1000 if data.timestamp is not None else None
         if data.type == "snapshot":
             self._snapshot_arrived(conn, canonical)
-            self.deliver_snapshot(conn, canonical, Snapshot(data.seqNum, data.bids, data.asks, event_time))
+            self.deliver_snapshot(conn, canonical, Snapshot(data.seqNum, data.bids, data.asks, event_time,
+                                                            depth=self.snapshot_depth))
         elif data.prevSeqNum is None:
             self._bad_book_frame(conn, canonical, topic, "a delta needs prevSeqNum")
         else:
             self.deliver(conn, canonical, Delta(data.seqNum, data.seqNum, data.prevSeqNum, data.bids,
                                                 data.asks, event_time))
+
+    def _on_l1(self, conn: Connection[BtseConnState], topic: str, data: object) -> None:
+        """``snapshotL1``: the venue's best bid and ask, no seqNum (so compared by time)."""
+        if not isinstance(data, dict):
+            raise FrameError(f"{topic}: no data object")
+        canonical = self._canonical_on(conn, data.get("symbol") or topic[len(L1_PREFIX):])
+        if canonical is None:
+            return
+        bids, asks = data.get("bids"), data.get("asks")
+        if not isinstance(bids, list) or not isinstance(asks, list):
+            raise FrameError(f"{topic}: bids and asks must be lists")
+        self.deliver_bbo(conn, canonical, Bbo(_l1_level(bids), _l1_level(asks)))
 
     def _canonical_on(self, conn: Connection[BtseConnState], venue_symbol: object) -> str | None:
         canonical = self._canonical.get(venue_symbol) if isinstance(venue_symbol, str) else None
@@ -299,7 +330,9 @@ class BtseFeed(VenueFeed[BtseConnState]):
                 canonical = self._canonical_on(conn, data.get("symbol") or symbol_of_topic(topic))
                 if canonical is not None:
                     self._bad_book_frame(conn, canonical, topic, str(schema_error))
-            return  # other topics (snapshotL1, ...) are not subscribed here
+            if topic.startswith(L1_PREFIX):
+                self._on_l1(conn, topic, obj.get("data"))
+            return  # other topics are not subscribed here
         if "errors" in obj:
             self._on_errors(conn, obj)
         elif obj.get("event") == "subscribe":

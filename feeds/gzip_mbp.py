@@ -54,6 +54,7 @@ from aggbook.book.sync import (
 )
 from aggbook.feeds.base import Connection, FrameError, InvalidSymbol, RateLimited, SnapshotError, VenueFeed
 from aggbook.feeds.config import VenueConfig
+from aggbook.feeds.crosscheck import Bbo
 from aggbook.feeds.metrics import FeedMetrics
 from aggbook.feeds.pacing import RequestPacer
 
@@ -87,6 +88,15 @@ def decode_frame(data: bytes) -> dict:
     if not isinstance(obj, dict):
         raise FrameError(f"frame is not a JSON object: {type(obj).__name__}")
     return obj
+
+
+def _bbo(tick: dict) -> Bbo:
+    """A ``bbo`` tick (``bid``/``bidSize``/``ask``/``askSize``: strings in the doc's example, numbers in
+    its field table; both taken as exact text)."""
+    def side(price: object, size: object) -> tuple[str, str] | None:
+        return None if price is None else (_text(price), _text(size))
+
+    return Bbo(side(tick.get("bid"), tick.get("bidSize")), side(tick.get("ask"), tick.get("askSize")))
 
 
 def _text(value: object) -> str:
@@ -231,7 +241,47 @@ class GzipMbpFeed(VenueFeed[MbpConnState]):
         return MbpConnState(RequestPacer(rate=1000.0, burst=1.0, min_interval=self.req_min_interval))
 
     def connection_tasks(self, conn: Connection[MbpConnState]) -> list[Coroutine[Any, Any, Any]]:
-        return [self._quiet_books(conn)]
+        tasks = [self._quiet_books(conn)]
+        if self.bbo_check:
+            tasks.append(self._bbo_stream(conn))
+        return tasks
+
+    def bbo_url(self) -> str:
+        """``market.<sym>.bbo`` is served on the market-data socket ``/ws``, not on ``/feed``."""
+        base = self.config.ws_url.rstrip("/")
+        return (base.removesuffix("/feed") if base.endswith("/feed") else base) + "/ws"
+
+    async def _bbo_stream(self, conn: Connection[MbpConnState]) -> None:
+        """A ``/ws`` socket beside the connection's ``/feed``, subscribed to each symbol's ``bbo``.
+
+        It only feeds the top-of-book cross-check (feeds/crosscheck.py, by time: ``seqId`` is not the
+        mbp ``seqNum``), so its failures never touch the books: it logs, waits and connects again.
+        """
+        names = {f"market.{self.venue_symbol(c)}.bbo": c for c in conn.symbols}
+        delay = float(self.backoff_base)
+        while True:
+            try:
+                assert self.http.session is not None, "the feed is not started"
+                async with self.http.session.ws_connect(self.bbo_url(), heartbeat=None, compress=0,
+                                                        max_msg_size=8 * 1024 * 1024) as ws:
+                    for name in names:
+                        await ws.send_str(orjson.dumps({"sub": name, "id": name}).decode())
+                    delay = float(self.backoff_base)
+                    async for msg in ws:
+                        if msg.type is not aiohttp.WSMsgType.BINARY:
+                            break
+                        obj = decode_frame(msg.data)
+                        tick = obj.get("tick")
+                        if isinstance(tick, dict) and obj.get("ch") in names:
+                            self.deliver_bbo(conn, names[obj["ch"]], _bbo(tick))
+                        elif "ping" in obj:
+                            await ws.send_str(orjson.dumps({"pong": obj["ping"]}).decode())
+                        elif obj.get("status") == "error":
+                            log.warning("%s: bbo subscription refused: %s", self.venue, obj)
+            except (TimeoutError, aiohttp.ClientError, OSError, FrameError) as exc:
+                log.warning("%s: bbo socket of connection %s: %s", self.venue, conn.id, exc)
+            await asyncio.sleep(delay)
+            delay = min(float(self.backoff_cap), delay * 2)
 
     async def subscribe(self, conn: Connection[MbpConnState]) -> None:
         for canonical in conn.symbols:

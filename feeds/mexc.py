@@ -44,6 +44,7 @@ from google.protobuf.message import DecodeError
 from aggbook.book.sync import Chain, Delta, FirstAfterSnapshot, SequenceRule, Snapshot, SyncState
 from aggbook.feeds.base import Connection, FrameError, InvalidSymbol, SnapshotError, VenueFeed
 from aggbook.feeds.config import VenueConfig
+from aggbook.feeds.crosscheck import Bbo
 from aggbook.feeds.metrics import FeedMetrics
 from aggbook.feeds.pacing import RequestPacer
 from aggbook.feeds.spec import VenueSpec
@@ -53,6 +54,10 @@ log = logging.getLogger("aggbook.feeds.mexc")
 
 DEPTH_CHANNEL = "spot@public.aggre.depth.v3.api.pb"
 DEPTH_MEMBER = "publicAggreDepths"  # oneof member 313 of PushDataV3ApiWrapper
+# best bid/ask for the top-of-book cross-check (feeds/crosscheck.py); compared by time: the docs do not
+# say that its ``version`` (added 2026-06) is the depth stream's version
+TICKER_CHANNEL = "spot@public.aggre.bookTicker.v3.api.pb"
+TICKER_MEMBER = "publicAggreBookTicker"  # oneof member 315
 INTERVALS = ("100ms", "10ms")
 DEFAULT_DEPTH = 5000  # the docs' largest snapshot limit (GET /api/v3/depth)
 MAX_DEPTH = 5000
@@ -139,6 +144,9 @@ class MexcFeed(VenueFeed[MexcConnState]):
                         "connection; the excess will be left unsubscribed", self.venue,
                         self.max_symbols_per_connection, VENUE_SUBSCRIPTION_LIMIT)
         self.snapshot_limit = max(1, min(MAX_DEPTH, int(config.depth or DEFAULT_DEPTH)))
+        if self.bbo_check:  # two channels a symbol (depth and book ticker) under the same 30 a connection
+            self.max_symbols_per_connection = min(int(self.max_symbols_per_connection),
+                                                  (VENUE_SUBSCRIPTION_LIMIT - 5) // 2)
         self.pong_timeouts = 0
 
     @classmethod
@@ -177,6 +185,8 @@ class MexcFeed(VenueFeed[MexcConnState]):
         channel = self.channel_for(venue_symbol)
         state.by_venue[venue_symbol] = canonical
         state.by_channel[channel] = canonical
+        if self.bbo_check:
+            state.by_channel[f"{TICKER_CHANNEL}@{self.depth_interval}@{venue_symbol}"] = canonical
         return channel
 
     def resume_symbol(self, conn: Connection[MexcConnState], canonical: str) -> None:
@@ -190,10 +200,12 @@ class MexcFeed(VenueFeed[MexcConnState]):
         if not conn.open:
             return
         channel = self._route(conn, canonical)
-        if channel in conn.venue_state.subscribed:
+        state = conn.venue_state
+        missing = [c for c, s in state.by_channel.items() if s == canonical and c not in state.subscribed]
+        if channel in state.subscribed:
             self.request_snapshot(conn, canonical)
-        else:
-            conn.spawn(self._subscribe_paced(conn, [channel]), name=f"{self.venue}-resubscribe")
+        if missing:
+            conn.spawn(self._subscribe_paced(conn, missing), name=f"{self.venue}-resubscribe")
 
     async def symbol_listed(self, canonical: str) -> bool | None:
         """``exchangeInfo?symbol=``: listed unless ``-1121`` or status 3 (offline)."""
@@ -225,7 +237,7 @@ class MexcFeed(VenueFeed[MexcConnState]):
             if code == INVALID_SYMBOL_CODE:
                 raise InvalidSymbol(f"MEXC {code} for {venue_symbol}: {body.get('msg')}")
             raise SnapshotError(f"HTTP {status}: {str(body)[:200]}")
-        return parse_depth(body)
+        return parse_depth(body, self.snapshot_limit)
 
     async def validate_symbols(self) -> dict[str, str]:
         if not self.validate_at_start:
@@ -255,12 +267,20 @@ class MexcFeed(VenueFeed[MexcConnState]):
             wrapper = pb.PushDataV3ApiWrapper.FromString(data)
         except DecodeError as exc:
             raise FrameError(f"undecodable protobuf push ({len(data)} bytes): {exc}") from exc
-        if wrapper.WhichOneof("body") != DEPTH_MEMBER:
+        member = wrapper.WhichOneof("body")
+        if member != DEPTH_MEMBER and member != TICKER_MEMBER:
             return  # other channels, oneof members this schema does not declare, or none
         venue_symbol = wrapper.symbol if wrapper.HasField("symbol") else wrapper.channel.rpartition("@")[2]
         canonical = conn.venue_state.by_venue.get(venue_symbol)
         if canonical is None:
             log.debug("%s: push for unsubscribed symbol %r ignored", self.venue, venue_symbol)
+            return
+        if member == TICKER_MEMBER:
+            ticker = wrapper.publicAggreBookTicker
+            self.deliver_bbo(conn, canonical, Bbo(
+                (ticker.bidPrice, ticker.bidQuantity) if ticker.bidPrice else None,
+                (ticker.askPrice, ticker.askQuantity) if ticker.askPrice else None,
+            ))
             return
         body = wrapper.publicAggreDepths
         try:
@@ -419,15 +439,16 @@ class MexcFeed(VenueFeed[MexcConnState]):
             log.warning("%s: %s: unreadable precision in exchangeInfo", self.venue, canonical)
 
 
-def parse_depth(body: object) -> Snapshot:
-    """``GET /api/v3/depth`` -> Snapshot, checked against :class:`DepthSnapshot`."""
+def parse_depth(body: object, limit: int | None = None) -> Snapshot:
+    """``GET /api/v3/depth`` -> Snapshot, checked against :class:`DepthSnapshot`; ``limit`` is the
+    ``limit`` asked for (a side that came back this deep is complete only to its worst price)."""
     try:
         depth = msgspec.convert(body, DepthSnapshot)
         last = int(depth.lastUpdateId)
     except (msgspec.ValidationError, ValueError) as exc:
         raise SnapshotError(f"depth: {exc}: {str(body)[:200]}") from exc
     return Snapshot(last, depth.bids, depth.asks,
-                    depth.timestamp / 1000 if depth.timestamp is not None else None)
+                    depth.timestamp / 1000 if depth.timestamp is not None else None, depth=limit)
 
 
 VENUES = (

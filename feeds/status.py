@@ -27,6 +27,8 @@ def render_status(feed: VenueFeed) -> dict[str, Any]:
         "lot_sizes": {c: str(t) for c, t in feed.lot_sizes.items()},
         "snapshot_queue_wait_seconds": round(pacer.waited, 3),
         "rate_limit_penalties": pacer.penalties,
+        # the top-of-book cross-check against the venue's best bid/offer stream (feeds/crosscheck.py)
+        "bbo_check": {"enabled": bool(feed.bbo_check), **feed.crosscheck.counters.as_json()},
         "connections": [
             {
                 "id": c.id,

@@ -56,6 +56,16 @@ def _nullable(schema: Schema) -> Schema:
 
 _LEVEL = closed({"price": DEC, "size": DEC})
 _PAIR = {"type": "array", "items": VENUE_DEC, "minItems": 2, "maxItems": 2, "description": "[price, size]"}
+_COUNTS: Schema = closed(
+    {"bids": {"type": "integer", "minimum": 0}, "asks": {"type": "integer", "minimum": 0}},
+    description="complete (known) levels per side",
+)
+_VENUE_NDEC: Schema = {**VENUE_DEC, "type": ["string", "null"], "description": "venue text, or null"}
+_COMPLETE_TO: Schema = closed(
+    {"bids": NDEC, "asks": NDEC},
+    description="per side, the price the book is known down to: beyond it a level may exist unseen "
+    "(the snapshot's depth, or a top-N stream's edge); null = known to the end of the book",
+)
 _SWEEP_FEES = ("fee", "average_price_with_fees", "worst_price_with_fees", "total_cost", "net_proceeds")
 
 SCHEMAS: dict[str, Schema] = {
@@ -172,6 +182,14 @@ SCHEMAS: dict[str, Schema] = {
             "asks": {"type": "array", "items": ref("LadderLevel")},
             "venues": {**NAMES, "description": "venues merged"},
             "excluded": REASONS,
+            "complete_to": {**_COMPLETE_TO, "description": "per side, the price the ladder stops at "
+                            "because a venue's book is not known beyond it (fewer than depth levels); "
+                            "null = the side is not cut short by any venue's known depth"},
+            "complete_depth": {
+                "type": "object",
+                "additionalProperties": _COUNTS,
+                "description": "merged venue -> its complete levels per side, counted up to depth",
+            },
         }
     ),
     "VenueBook": closed(
@@ -187,6 +205,8 @@ SCHEMAS: dict[str, Schema] = {
             "depth": {"type": "integer", "minimum": 1},
             "bids": {"type": "array", "items": _PAIR, "description": "empty while the book is not live"},
             "asks": {"type": "array", "items": _PAIR, "description": "empty while the book is not live"},
+            "complete_depth": _COUNTS,
+            "complete_to": {**_COMPLETE_TO, "properties": {"bids": _VENUE_NDEC, "asks": _VENUE_NDEC}},
         }
     ),
     "SweepFill": closed(
@@ -219,6 +239,18 @@ SCHEMAS: dict[str, Schema] = {
             "fees_included": {"type": "boolean"},
             "venues": NAMES,
             "excluded": REASONS,
+            "incomplete": {
+                "type": "boolean",
+                "description": "the fill stopped at a venue's known depth with quantity left: what lies "
+                "beyond is unknown, so the rest was not priced (filled/unfilled say how far it got)",
+            },
+            "complete_to": {**NDEC, "description": "the walked side's tightest venue bound (raw price); "
+                            "null = every included venue's side is known to the end"},
+            "complete_depth": {
+                "type": "object",
+                "additionalProperties": {"type": "integer", "minimum": 0},
+                "description": "included venue -> complete levels on the walked side",
+            },
             "allocation": {"type": "array", "items": ref("SweepFill"), "description": "largest fill first"},
             "fee": DEC,
             "total_cost": {**DEC, "description": "buy with fees: notional + fee"},

@@ -82,6 +82,8 @@ def ladder_json(ladder: Ladder, depth: int) -> dict:
         "asks": side(ladder.asks),
         "venues": list(ladder.venues),
         "excluded": dict(ladder.excluded),
+        "complete_to": {"bids": ladder.complete_to[0], "asks": ladder.complete_to[1]},
+        "complete_depth": {v: {"bids": b, "asks": a} for v, (b, a) in ladder.complete_depth.items()},
     }
 
 
@@ -90,6 +92,8 @@ def venue_book_json(
 ) -> dict:
     """One venue's own book; empty while the book is not live (its levels cannot be trusted)."""
     live = sync.live
+    bids_known, asks_known = sync.book.depth if live else (0, 0)
+    bid_to, ask_to = sync.book.window() if live else (None, None)
     return {
         "symbol": symbol,
         "venue": sync.venue,
@@ -102,6 +106,8 @@ def venue_book_json(
         "depth": depth,
         "bids": [list(lvl) for lvl in sync.book.bids(depth)] if live else [],
         "asks": [list(lvl) for lvl in sync.book.asks(depth)] if live else [],
+        "complete_depth": {"bids": bids_known, "asks": asks_known},
+        "complete_to": {"bids": bid_to, "asks": ask_to},
     }
 
 

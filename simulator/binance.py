@@ -20,6 +20,12 @@ written against the Binance docs runs unchanged against them:
 
 Update speeds are not modelled: every market step is pushed at once on every depth
 stream of the symbol, whatever its suffix.
+
+``<symbol>@bookTicker`` pushes the truth's best bid and ask (``u`` = the update id of the
+depth event that produced it) whenever either moved in price or size: spot
+``{"u","s","b","B","a","A"}``, futures adds ``"e":"bookTicker"``, ``E`` and ``T``.
+SILENT_LOSS leaves a top-moving level change out of one depth event without touching its
+ids; the bookTicker still reports the truth.
 """
 
 from __future__ import annotations
@@ -247,6 +253,7 @@ class _BinanceVenue(VenueServer):
         self.id_extra_max = o.id_extra_max
         self._rng = random.Random(f"{self.name}:{o.seed}")
         self._last_u: dict[str, int] = {s: self._rng.randint(10**9, 9 * 10**9) for s in self.markets}
+        self._last_top: dict[str, tuple] = {}  # symbol -> the top last pushed on @bookTicker
         self._by_lower = {s.lower(): s for s in self.markets}
         self._closers: set[asyncio.Task] = set()
 
@@ -688,11 +695,42 @@ class _BinanceVenue(VenueServer):
             return  # nothing changed: no update id is consumed and no event is sent
         event = self._make_event(symbol, changes)
         names = self._depth_stream_names(symbol)
+        ticker_stream = f"{symbol.lower()}@bookTicker"
+        ticker = None
+        if any(ticker_stream in c.state.get("streams", ()) for c in self.connections.values()):
+            ticker = self._book_ticker(symbol, event)
         for conn in list(self.connections.values()):
             if conn.closed:
                 continue
             for stream in [s for s in conn.state["streams"] if s in names]:
                 await self._send_event(conn, symbol, stream, event)
+            if ticker is not None and ticker_stream in conn.state["streams"]:
+                await conn.send_str(self._frame(conn, ticker_stream, ticker))  # nothing when silent
+
+    def _book_ticker(self, symbol: str, event: dict) -> dict | None:
+        """The truth's best bid and ask as of ``event``'s ``u``; None when neither moved."""
+        market = self.markets[symbol]
+        bids, asks = market.snapshot(1)
+        top = (bids[0] if bids else None, asks[0] if asks else None)
+        if self._last_top.get(symbol) == top:
+            return None
+        self._last_top[symbol] = top
+        bid, ask = top
+        zero = ("0", "0")
+        b, bq = (self._fmt_price(market, bid[0]), self._fmt_size(market, bid[1])) if bid else zero
+        a, aq = (self._fmt_price(market, ask[0]), self._fmt_size(market, ask[1])) if ask else zero
+        return {"u": event["u"], "s": symbol, "b": b, "B": bq, "a": a, "A": aq}
+
+    def _silent_loss(self, symbol: str, event: dict) -> dict | None:
+        """``event`` less one level change that moves the truth's top (None when none does)."""
+        market = self.markets[symbol]
+        best_bid, best_ask = market.best_bid(), market.best_ask()
+        for key, best, better in (("b", best_bid, Decimal.__ge__), ("a", best_ask, Decimal.__le__)):
+            for price, _size in event[key]:
+                if best is None or better(Decimal(price), best):  # at or above the new top: it moved it
+                    # every entry at that price goes (a step may touch a price twice; the last one counts)
+                    return {**event, key: [lvl for lvl in event[key] if lvl[0] != price]}
+        return None
 
     def _frame(self, conn: SimConnection, stream: str, event: dict) -> str:
         if conn.state["micros"]:
@@ -718,6 +756,10 @@ class _BinanceVenue(VenueServer):
             return
         if take(Fault.CROSSED, symbol, conn.id) is not None:
             event = self._crossed(symbol, event)
+        if (self.faults.may_fire(Fault.SILENT_LOSS)
+                and (lossy := self._silent_loss(symbol, event)) is not None
+                and take(Fault.SILENT_LOSS, symbol, conn.id) is not None):
+            event = lossy  # asked only where a top-moving change exists, so an armed fault waits for one
         text = self._frame(conn, stream, event)
         last_id: int | None = event["u"]  # what note_sent records once the frame is written
         if take(Fault.MALFORMED, symbol, conn.id) is not None:
@@ -827,6 +869,14 @@ class BinanceFuturesVenue(_BinanceVenue):
 
     def _valid_id(self, value: object) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _UINT64
+
+    def _book_ticker(self, symbol: str, event: dict) -> dict | None:
+        ticker = super()._book_ticker(symbol, event)
+        if ticker is None:
+            return None
+        now = _now_ms()
+        return {"e": "bookTicker", "u": ticker.pop("u"), "E": now, "T": now - self._rng.randint(0, 5),
+                **ticker}
 
     def _make_event(self, symbol: str, changes: list[LevelChange]) -> dict:
         market = self.markets[symbol]

@@ -16,6 +16,8 @@ REST ``orderbook`` endpoints):
   (``GROUP_TICKS``).  A grouped subscription gets its snapshot and deltas on the grouped price grid
   (bids rounded down, asks up, sizes summed); only ``_0`` streams take stream faults and set the
   ``truth_sent`` mark, since only they carry the truth book.
+* ``snapshotL1:<symbol>`` pushes the truth's best bid and ask, with no seqNum, whenever either
+  moved.  SILENT_LOSS leaves a top-moving level out of one ``_0`` delta, seq contiguous.
 * ``ping``/``pong`` are plain text.  A connection that sends no ``ping`` for ``idle_timeout`` seconds
   is closed.  The main WebSocket ``/ws/spot`` answers pings but has no book topics (1005).
 * REST under ``/spot``: ``/api/v3.3/orderbook`` (group, limit_bids, limit_asks), ``/api/v3.3/orderbook/L2``
@@ -345,6 +347,10 @@ class BtseVenue(VenueServer):
         params = take(Fault.CROSSED, sub.symbol, conn.id)
         if params is not None:
             frame = self._crossed(frame, market, params)
+        elif (self.faults.may_fire(Fault.SILENT_LOSS)
+              and (lossy := self._silent_loss(frame, market)) is not None
+              and take(Fault.SILENT_LOSS, sub.symbol, conn.id) is not None):
+            frame = lossy  # asked only where a top-moving change exists, so an armed fault waits for one
         elif take(Fault.DUPLICATE, sub.symbol, conn.id) is not None:
             await self._write_book(conn, sub, frame, seq)
         elif sub.held is None and take(Fault.REORDER, sub.symbol, conn.id) is not None:
@@ -354,6 +360,19 @@ class BtseVenue(VenueServer):
         if sub.held is not None:
             (held, held_seq), sub.held = sub.held, None
             await self._write_book(conn, sub, held, held_seq)
+
+    @staticmethod
+    def _silent_loss(frame: str, market: MarketModel) -> str | None:
+        """The delta less one level change that moved the truth's top (None when none did); seq kept."""
+        obj = orjson.loads(frame)
+        data = obj["data"]
+        for key, best, moved in (("bids", market.best_bid(), Decimal.__ge__),
+                                 ("asks", market.best_ask(), Decimal.__le__)):
+            for i, (price, _size) in enumerate(data[key]):
+                if best is None or moved(Decimal(price), best):
+                    del data[key][i]
+                    return orjson.dumps(obj).decode()
+        return None
 
     def _crossed(self, frame: str, market: MarketModel, params: dict) -> str:
         """Add one level that crosses (or, with ``lock=True``, locks) the truth book after this step.

@@ -31,6 +31,9 @@ class Fault(StrEnum):
     UNKNOWN_SYMBOL = "unknown_symbol"  # the venue answers as if the symbol did not exist
     BUFFER_FULL = "buffer_full"  # BTSE error 1007 (messages lost)
     CROSSED = "crossed"  # a delta that crosses the book (venue-side bug)
+    # a level change that moves the top of book is left out of its delta while the sequence ids stay
+    # contiguous (venue-side bug): only a top-of-book cross-check can see it.  The truth keeps it.
+    SILENT_LOSS = "silent_loss"
 
 
 @dataclass
@@ -95,6 +98,11 @@ class FaultInjector:
 
     def pending(self, fault: Fault | str | None = None) -> int:
         return sum(a.remaining for a in self._armed if fault is None or a.fault == Fault(fault))
+
+    def may_fire(self, fault: Fault) -> bool:
+        """Could ``fault`` fire now (armed, or allowed in random mode)?  For faults that need a
+        suitable moment: the venue looks for one only then, and asks :meth:`take` only when it has."""
+        return self.pending(fault) > 0 or (self.rate > 0 and fault in self.allowed)
 
     def take(self, fault: Fault, symbol: str | None = None, conn_id: int | None = None) -> dict | None:
         """Consume one armed occurrence matching the decision point; return its params or None.

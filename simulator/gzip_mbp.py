@@ -6,6 +6,9 @@ Wire protocol (NHEX's and BitV's API documentation, both copies of the Huobi spo
 * WebSocket ``/feed`` carries ``market.<sym>.mbp.<levels>``: ``sub`` / ``unsub`` / ``req``.  WebSocket
   ``/ws`` carries only ``market.<sym>.mbp.refresh.<5|10|20>`` (a full top-N book on the 100 ms timer,
   ``seqNum`` = the mbp.150 topic's seqNum at that moment); every other topic there is ``invalid topic``.
+* ``/ws`` also carries ``market.<sym>.bbo``: after every market step that moved the best bid or ask
+  (price or size), ``tick`` = ``symbol``, ``quoteTime``, ``bid``, ``bidSize``, ``ask``, ``askSize`` (decimal
+  strings, as in the doc's example) and ``seqId`` (its own counter, not the mbp ``seqNum``).
 * Every server frame (data, acks, errors, pings) is binary GZIP of JSON.  Client frames are JSON text.
 * Prices and sizes are JSON numbers written raw with 18 decimals (``645.140000000000000000``), never
   through a binary float.  ``fine_size_symbols`` get sizes with 18 significant decimals
@@ -48,8 +51,10 @@ Faults, per connection, taken when a push is about to be sent on ``/feed`` (symb
 GAP (push not sent), DUPLICATE (sent twice), REORDER (held back and sent right after the next push of
 the same topic on that connection), MALFORMED (params ``kind="gzip"``: truncated gzip bytes; ``"json"``:
 valid gzip of truncated JSON; without ``kind`` the two alternate; the push itself is lost), CROSSED (the
-push also carries a bid at the topic's best ask price, size 1), DISCONNECT / SILENT / SERVER_CLOSE (base
-class).  On ``req``: UNKNOWN_SYMBOL (``invalid symbol``), SNAPSHOT_429 (``429 too many request``),
+push also carries a bid at the topic's best ask price, size 1), SILENT_LOSS (the push leaves out a level
+that moved the topic's top; seqNums stay chained, the topic's truth keeps the level), DISCONNECT /
+SILENT / SERVER_CLOSE (base class).  On ``req``: UNKNOWN_SYMBOL (``invalid symbol``), SNAPSHOT_429
+(``429 too many request``),
 STALE_SNAPSHOT (params ``steps_back``, default 1: a state pushed before this connection subscribed, so
 ``S`` < the first buffered ``prevSeqNum``), SLOW_SNAPSHOT (params ``delay`` seconds, default 1.0; the
 snapshot is taken at once and sent late; ``timeout=True`` sends ``request timeout`` instead).
@@ -111,6 +116,7 @@ log = logging.getLogger("aggbook.simulator")
 
 _MBP_RE = re.compile(r"^market\.([a-z0-9]+)\.mbp\.(\d+)$")
 _REFRESH_RE = re.compile(r"^market\.([a-z0-9]+)\.mbp\.refresh\.(\d+)$")
+_BBO_RE = re.compile(r"^market\.([a-z0-9]+)\.bbo$")
 
 # what the per-connection writer notes once a frame went out: (topic, seqNum, the frame's own book or None)
 SentMark = tuple[str, int, TruthBook | None]
@@ -340,6 +346,8 @@ class GzipMbpVenue(VenueServer):
         self._spawned: set[asyncio.Task] = set()
         self._last_ping_ts = 0
         self._malformed_flip = 0
+        self._last_bbo: dict[str, tuple] = {}  # symbol -> the top last pushed on market.<sym>.bbo
+        self._bbo_seq: dict[str, int] = {}
         self._rest_window: dict[str, tuple[float, int]] = {}  # per-IP (window start, count) for headers
 
     # ------------------------------------------------------------------ VenueServer API
@@ -473,6 +481,31 @@ class GzipMbpVenue(VenueServer):
                 tick = self._advance(topic)
                 if tick is not None:
                     await self._dispatch(topic, tick)
+            self._send_bbo(symbol)
+
+    def _send_bbo(self, symbol: str) -> None:
+        """``market.<sym>.bbo`` on ``/ws`` when the live best bid or ask moved (price or size)."""
+        name = f"market.{symbol}.bbo"
+        subscribers = [c for c in self.subscribers(name) if c.path == WS_PATH and not c.silent]
+        if not subscribers:
+            return
+        market = self.markets[symbol]
+        bid_price, ask_price = market.best_bid(), market.best_ask()
+        top = (None if bid_price is None else (bid_price, market.bids[bid_price]),
+               None if ask_price is None else (ask_price, market.asks[ask_price]))
+        if self._last_bbo.get(symbol) == top:
+            return
+        self._last_bbo[symbol] = top
+        self._bbo_seq[symbol] = self._bbo_seq.get(symbol, 10_242_474_683) + 1
+        empty = (Decimal(0), Decimal(0))
+        (bid, bid_size), (ask, ask_size) = top[0] or empty, top[1] or empty
+        stamp = now_ms()
+        frame = {"ch": name, "ts": stamp, "tick": {
+            "symbol": symbol, "quoteTime": str(stamp), "bid": plain_number(bid),
+            "bidSize": plain_number(bid_size), "ask": plain_number(ask), "askSize": plain_number(ask_size),
+            "seqId": str(self._bbo_seq[symbol])}}
+        for conn in subscribers:
+            self._send_json(conn, frame)
 
     async def interval_tick(self) -> None:
         """One run of the 100 ms timer: push every 150/400 topic's diff, then the /ws refresh books."""
@@ -543,6 +576,10 @@ class GzipMbpVenue(VenueServer):
             return
         if take(Fault.CROSSED, sym, cid) is not None:
             data = gz(encode(self._crossed(frame, topic)))
+        elif (self.faults.may_fire(Fault.SILENT_LOSS)
+              and (lossy := self._silent_loss(frame, topic)) is not None
+              and take(Fault.SILENT_LOSS, sym, cid) is not None):
+            data = gz(encode(lossy))  # seqNum and prevSeqNum untouched
         copies = 2 if take(Fault.DUPLICATE, sym, cid) is not None else 1
         item = (data, (topic.name, frame["tick"]["seqNum"], None))
         held: dict[str, tuple[bytes, SentMark]] = conn.state["held"]
@@ -576,13 +613,28 @@ class GzipMbpVenue(VenueServer):
         tick["bids"] = Levels([(min(topic.asks), Decimal(1)), *bids], compact_deletes=bids.compact_deletes)
         return {**frame, "tick": tick}
 
+    @staticmethod
+    def _silent_loss(frame: dict, topic: MbpTopic) -> dict | None:
+        """The push less the level that moved the topic's top (None when no level did)."""
+        tick = frame["tick"]
+        for key, best, moved in (("bids", max(topic.bids, default=None), Decimal.__ge__),
+                                 ("asks", min(topic.asks, default=None), Decimal.__le__)):
+            levels: Levels = tick.get(key) or Levels()
+            for price, _size in levels:
+                if best is None or moved(price, best):
+                    kept = Levels([lvl for lvl in levels if lvl[0] != price],
+                                  compact_deletes=levels.compact_deletes)
+                    return {**frame, "tick": {**tick, key: kept}}
+        return None
+
     def _send_refresh(self) -> None:
         for conn in list(self.connections.values()):
             if conn.path != WS_PATH or conn.closed or conn.silent:
                 continue
             for name in conn.subscriptions:
                 match = _REFRESH_RE.match(name)
-                assert match is not None
+                if match is None:
+                    continue  # market.<sym>.bbo: pushed by the market step
                 book = self.topic_truth(match[1], self.default_levels).top(int(match[2]))
                 self._send_json(conn, {"ch": name, "ts": now_ms(), "tick": {
                     "seqNum": book.seq, "bids": Levels(book.bids), "asks": Levels(book.asks)}},
@@ -673,6 +725,11 @@ class GzipMbpVenue(VenueServer):
         regex = _MBP_RE if conn.path == FEED_PATH else _REFRESH_RE
         if not isinstance(name, str):
             return INVALID_TOPIC
+        bbo = _BBO_RE.match(name) if conn.path == WS_PATH else None
+        if bbo is not None:
+            if not self.listed(bbo[1]):
+                return INVALID_SYMBOL
+            return NOT_OPEN if self.symbol_state[bbo[1]] != "online" else name
         match = regex.match(name)
         if match is None:
             return INVALID_TOPIC

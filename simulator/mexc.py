@@ -424,6 +424,9 @@ class MexcVenue(VenueServer):
             return True  # withheld: the next diff's fromVersion jumps
         if faults.take(Fault.CROSSED, symbol, conn.id) is not None:
             data = self._diff_frame(channel, start, end, levels, now_ms, crossed=True)
+        elif (faults.may_fire(Fault.SILENT_LOSS) and (lossy := self._silent_loss(symbol, levels)) is not None
+              and faults.take(Fault.SILENT_LOSS, symbol, conn.id) is not None):
+            data = self._diff_frame(channel, start, end, lossy, now_ms, crossed=False)  # same versions
         version: int | None = end  # what note_sent records once the diff is written
         if faults.take(Fault.MALFORMED, symbol, conn.id) is not None:
             data = truncate_frame(data)
@@ -439,6 +442,16 @@ class MexcVenue(VenueServer):
         if faults.take(Fault.DUPLICATE, symbol, conn.id) is not None:
             await self._write(conn, data, symbol, version)
         return True
+
+    def _silent_loss(self, symbol: str, levels: list[LevelChange]) -> list[LevelChange] | None:
+        """``levels`` less the changes at one price that moved the truth's top (None when none did)."""
+        market = self.markets[symbol]
+        best_bid, best_ask = market.best_bid(), market.best_ask()
+        for change in levels:
+            best = best_bid if change.side == BID else best_ask
+            if best is None or (change.price >= best if change.side == BID else change.price <= best):
+                return [c for c in levels if (c.side, c.price) != (change.side, change.price)]
+        return None
 
     async def _write(self, conn: SimConnection, data: bytes, symbol: str | None = None,
                      version: int | None = None) -> None:

@@ -103,3 +103,56 @@ def test_bad_arguments() -> None:
         sweep(cb, "hold", Decimal(1))
     with pytest.raises(ValueError):
         sweep(cb, "buy", Decimal(0))
+
+
+def _windowed(venues: dict[str, tuple[list, list, str, int | None]]) -> ConsolidatedBook:
+    cb = ConsolidatedBook("BTC-USDT", stale_after=10, clock=lambda: 0.0)
+    for name, (bids, asks, fee, depth) in venues.items():
+        sync = BookSync(MEXC, venue=name, symbol="BTC-USDT", clock=lambda: 0.0)
+        sync.on_snapshot(Snapshot(1, [list(b) for b in bids], [list(a) for a in asks], depth=depth))
+        cb.add_venue(sync, fee)
+        sync.attach(cb, cb)
+    return cb
+
+
+def test_sweep_stops_at_a_venues_known_depth_and_says_so() -> None:
+    # "a" was snapshotted 2 deep: asks known only up to 102; "b" is known to the end
+    cb = _windowed({
+        "a": ([("100", "1")], [("101", "1"), ("102", "1")], "0", 2),
+        "b": ([("99", "1")], [("101.5", "1"), ("103", "9")], "0", None),
+    })
+    out = sweep_json(sweep(cb, "buy", Decimal("5")))
+    # 101 (a), 101.5 (b), 102 (a); b's 103 lies beyond a's window, where a may hold unseen asks
+    assert (out["filled"], out["complete"], out["incomplete"]) == ("3", False, True)
+    assert out["worst_price"] == "102" and out["complete_to"] == "102"
+    assert out["complete_depth"] == {"a": 2, "b": 2}
+    within = sweep_json(sweep(cb, "buy", Decimal("2.5")))
+    assert (within["complete"], within["incomplete"]) == (True, False)
+    # a book exhausted on a side known to the end is short, not incomplete
+    sell = sweep_json(sweep(cb, "sell", Decimal("5")))
+    assert (sell["filled"], sell["incomplete"], sell["complete_to"]) == ("2", False, None)
+
+
+def test_sweep_with_fees_cuts_at_the_fee_adjusted_bound() -> None:
+    # a: asks known to 102 with a 100 bps fee -> 103.02 adjusted; b's 103 (no fee) is inside that
+    cb = _windowed({
+        "a": ([("100", "1")], [("101", "1"), ("102", "1")], "100", 2),
+        "b": ([("99", "1")], [("103", "1"), ("103.5", "1")], "0", None),
+    })
+    out = sweep_json(sweep(cb, "buy", Decimal("5"), fees=True))
+    assert (out["filled"], out["incomplete"]) == ("3", True)
+    assert {a["venue"]: a["qty"] for a in out["allocation"]} == {"a": "2", "b": "1"}
+
+
+def test_ladder_serves_only_levels_every_venue_knows() -> None:
+    cb = _windowed({
+        "a": ([("100", "1"), ("99", "1")], [("101", "1"), ("102", "1")], "0", 2),
+        "b": ([("100", "2"), ("98", "1")], [("101", "1"), ("103", "9")], "0", None),
+    })
+    ladder = cb.ladder(depth=10)
+    assert [lvl.price for lvl in ladder.bids] == ["100", "99"]  # b's 98 is below a's window
+    assert [lvl.price for lvl in ladder.asks] == ["101", "102"]
+    assert ladder.complete_to == ("99", "102")  # cut short of 10 levels by a's window
+    assert ladder.complete_depth == {"a": (2, 2), "b": (2, 2)}
+    shallow = cb.ladder(depth=1)
+    assert shallow.complete_to == (None, None) and shallow.complete_depth == {"a": (1, 1), "b": (1, 1)}

@@ -47,6 +47,9 @@ FAST = {
     "ack_timeout": 2.0,
     "silence_timeout": 10.0,  # silence is caught by the PONG deadline, not this
     "control_rate": 100.0,
+    # the depth channel's subscription bookkeeping is what these tests count; the book-ticker
+    # cross-check has its own tests (tests/feeds/test_crosscheck.py)
+    "bbo_check": False,
 }
 
 

@@ -65,10 +65,12 @@ class FakeFeed:
         return sync
 
     def load(
-        self, symbol: str, bids: Sequence[tuple[str, str]], asks: Sequence[tuple[str, str]], last: int = 100
+        self, symbol: str, bids: Sequence[tuple[str, str]], asks: Sequence[tuple[str, str]], last: int = 100,
+        depth: int | None = None,
     ) -> BookSync:
+        """A snapshot; ``depth`` is the levels it was asked for (a side that deep is known only so far)."""
         sync = self.current[symbol]
-        sync.on_snapshot(Snapshot(last, [list(b) for b in bids], [list(a) for a in asks]))
+        sync.on_snapshot(Snapshot(last, [list(b) for b in bids], [list(a) for a in asks], depth=depth))
         self.metrics.snapshot(self.venue, symbol, True)
         return sync
 

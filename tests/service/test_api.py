@@ -218,6 +218,26 @@ async def test_sweep(svc) -> None:
     assert f["notional"] == "299" and f["fee"] == "0.299" and f["net_proceeds"] == "298.701"
 
 
+async def test_known_depth_in_books_ladder_and_sweep(svc) -> None:
+    _, feeds, http = svc
+    load_all(feeds)
+    # alpha's snapshot was asked for 2 levels and came back full: its asks are known only up to 102
+    feeds["alpha"].load("BTC-USDT", [("100.0", "1"), ("99.5", "2")], [("101.0", "1"), ("102", "3")], depth=2)
+    feeds["beta"].load("BTC-USDT", [("100.00", "0.5")], [("100.5", "0.25"), ("103", "9")])
+    own = await get(http, "/v1/books/BTC-USDT/alpha?depth=10")
+    assert own["complete_depth"] == {"bids": 2, "asks": 2}
+    assert own["complete_to"] == {"bids": "99.5", "asks": "102"}
+    ladder = await get(http, "/v1/books/BTC-USDT?depth=10")
+    assert [lvl["price"] for lvl in ladder["asks"]] == ["100.5", "101.0", "102"]  # beta's 103: beyond alpha's
+    assert ladder["complete_to"] == {"bids": "99.5", "asks": "102"}
+    assert ladder["complete_depth"] == {"alpha": {"bids": 2, "asks": 2}, "beta": {"bids": 1, "asks": 2}}
+    s = await get(http, "/v1/sweep/BTC-USDT?side=buy&qty=10")
+    assert (s["filled"], s["complete"], s["incomplete"], s["complete_to"]) == ("4.25", False, True, "102")
+    assert s["complete_depth"] == {"alpha": 2, "beta": 2}
+    within = await get(http, "/v1/sweep/BTC-USDT?side=buy&qty=1")
+    assert (within["complete"], within["incomplete"]) == (True, False)
+
+
 async def test_sweep_errors(svc) -> None:
     _, _, http = svc
     await error(http, "/v1/sweep/NOPE-USDT?side=buy&qty=1", 404, "unknown_symbol")
