@@ -68,7 +68,7 @@ class SweepResult:
     included: list[str] = field(default_factory=list)
     excluded: dict[str, str] = field(default_factory=dict)
     incomplete: bool = False  # stopped at a venue's known depth with quantity left: the rest is unknown
-    complete_to: str | None = None  # raw price of the tightest venue bound on this side; None = no bound
+    complete_to: str | None = None  # canonical price of the tightest venue bound; None = no bound
     complete_depth: dict[str, int] = field(default_factory=dict)  # venue -> complete levels on this side
 
     @property
@@ -120,7 +120,7 @@ def sweep(
             edge_key = EXACT.multiply(Decimal(edge), factor)
             edge_key = edge_key if buy else -edge_key
             if cut is None or edge_key < cut:
-                cut, result.complete_to = edge_key, edge
+                cut, result.complete_to = edge_key, book.text(edge)
         for price_text, size_text in sync.book.asks() if buy else sync.book.bids():
             price = Decimal(price_text)
             key = EXACT.multiply(price, factor)

@@ -228,7 +228,7 @@ async def test_known_depth_in_books_ladder_and_sweep(svc) -> None:
     assert own["complete_depth"] == {"bids": 2, "asks": 2}
     assert own["complete_to"] == {"bids": "99.5", "asks": "102"}
     ladder = await get(http, "/v1/books/BTC-USDT?depth=10")
-    assert [lvl["price"] for lvl in ladder["asks"]] == ["100.5", "101.0", "102"]  # beta's 103: beyond alpha's
+    assert [lvl["price"] for lvl in ladder["asks"]] == ["100.5", "101", "102"]  # beta's 103: beyond alpha's
     assert ladder["complete_to"] == {"bids": "99.5", "asks": "102"}
     assert ladder["complete_depth"] == {"alpha": {"bids": 2, "asks": 2}, "beta": {"bids": 1, "asks": 2}}
     s = await get(http, "/v1/sweep/BTC-USDT?side=buy&qty=10")
