@@ -7,8 +7,14 @@ costs O(1) (compare with the cached best, or mark it dirty if the venue that hel
 the best got worse), and only a query that finds the cache dirty scans the
 venues.  ``scans`` counts those scans so tests can hold the property.
 
-Venues are excluded from every answer when they are not live or when their last
-update is older than ``stale_after`` seconds; the answer says which and why.
+Venues are excluded from every answer when they are not live or stale; the answer
+says which and why.  Liveness is per connection, staleness per book: a book whose
+connection keeps proving itself alive (pings, pongs, any frame: its
+:class:`~book.sync.Liveness`) stays included however long the book itself goes
+unchanged, and is only *quiet* (not changed for ``stale_after`` seconds); it is
+*stale*, and excluded, once its connection is silent past the venue's timeout.  A
+book without a ``Liveness`` (a test's bare sync) is stale ``stale_after`` seconds
+after its last change.
 Prices and sizes leave as the venue's own text; totals and fee-adjusted prices
 are exact ``Decimal`` arithmetic rendered without exponents.
 """
@@ -19,6 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from enum import StrEnum
 
 from aggbook.book.l2 import ASK_TOP_CHANGED, BID_TOP_CHANGED
 from aggbook.book.sync import BookSync, SyncState, Transition
@@ -30,6 +37,14 @@ def fmt(value: Decimal) -> str:
     """Exact decimal text without exponent notation (``1E-8`` -> ``0.00000001``)."""
     text = format(value, "f")
     return text
+
+
+class Freshness(StrEnum):
+    """How current a live book is known to be."""
+
+    FRESH = "fresh"  # changed within stale_after
+    QUIET = "quiet"  # unchanged for longer, but its connection proves itself alive: still included
+    STALE = "stale"  # its connection has been silent past the venue's timeout: excluded
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +76,7 @@ class VenueQuote:
     excluded_reason: str | None
     last_id: int | None
     fee_bps: str
+    freshness: str | None = None  # a Freshness value for a live book, None otherwise
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,11 +237,25 @@ class ConsolidatedBook:
             self._ask_dirty = False
 
     # ------------------------------------------------------------------ eligibility
+    def freshness(self, venue: str, now: float | None = None) -> Freshness | None:
+        """Fresh, quiet or stale for a live book (see the module docstring); None when not live."""
+        sync = self.syncs[venue]
+        if sync.state is not SyncState.LIVE:
+            return None
+        now = self.clock() if now is None else now
+        unchanged = sync.updated_at is None or now - sync.updated_at > self.stale_after
+        liveness = sync.liveness
+        if liveness is None:
+            return Freshness.STALE if unchanged else Freshness.FRESH
+        if not liveness.alive(now):
+            return Freshness.STALE
+        return Freshness.QUIET if unchanged else Freshness.FRESH
+
     def _exclusion(self, venue: str, now: float) -> str | None:
         sync = self.syncs[venue]
         if sync.state is not SyncState.LIVE:
             return f"{sync.state.value}: {sync.reason.value}"
-        if sync.updated_at is None or now - sync.updated_at > self.stale_after:
+        if self.freshness(venue, now) is Freshness.STALE:
             return "stale"
         return None
 
@@ -300,8 +330,9 @@ class ConsolidatedBook:
         bid = sync.book.best_bid() if live else None
         ask = sync.book.best_ask() if live else None
         age = None if sync.updated_at is None else max(0.0, now - sync.updated_at)
+        fresh = self.freshness(venue, now)
         return VenueQuote(venue, sync.state.value, bid, ask, age, why is None, why, sync.last_id,
-                          fmt(self.fees[venue]))
+                          fmt(self.fees[venue]), None if fresh is None else fresh.value)
 
     def ladder(self, depth: int = 10, venues: Iterable[str] | None = None,
                now: float | None = None) -> Ladder:

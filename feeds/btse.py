@@ -134,6 +134,7 @@ class BtseFeed(VenueFeed[BtseConnState]):
     ping_interval = 15.0  # docs.btse.com: ping every 15 s; idle sockets are dropped after 60 s
     pong_timeout = 10.0
     silence_timeout = 30.0  # pongs arrive every ``ping_interval`` even on a quiet market
+    liveness_timeout = 25.0  # a pong every ping_interval proves a quiet connection alive
     snapshot_wait = 10.0  # seconds to wait for the in-stream snapshot after a (re)subscribe
     max_snapshot_failures = 3  # missed snapshots in a row for one symbol before reconnecting
     resync_stable_after = 5.0  # a book live at least this long starts its resubscribe backoff afresh
@@ -144,6 +145,9 @@ class BtseFeed(VenueFeed[BtseConnState]):
         # A quiet market sends no deltas: only pongs prove the socket alive, so the base's silence
         # limit must leave room for one ping round trip.
         self.silence_timeout = max(self.silence_timeout, self.ping_interval + self.pong_timeout)
+        if self.liveness_timeout <= self.ping_interval:
+            raise ValueError(f"venues.{self.venue}.options.liveness_timeout ({self.liveness_timeout}) "
+                             f"must exceed ping_interval ({self.ping_interval}): a quiet book's pongs")
         self.pong_timeouts = 0  # stale sockets detected by the pong deadline (observability)
         self.snapshot_timeouts = 0  # in-stream snapshots that did not arrive within ``snapshot_wait``
         # per subscribed book; weak, so a closed connection's books take their pacers with them

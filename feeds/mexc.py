@@ -125,6 +125,7 @@ class MexcFeed(VenueFeed[MexcConnState]):
     depth_interval = "100ms"  # or "10ms"; never both for one book
     ping_interval = 17.0  # spec: PING every 15-20 s (the venue drops a connection idle for 60 s)
     pong_timeout = 10.0  # no PONG within this -> reconnect
+    liveness_timeout = 25.0  # a PONG every ping_interval proves a quiet connection alive
     control_rate = 10.0  # client frames per second per connection (SUBSCRIPTION and PING)
     channels_per_subscribe = 5  # channels per SUBSCRIPTION frame (ack msg = channels joined by ",")
     ack_timeout = 5.0  # a SUBSCRIPTION with no reply at all by then -> reconnect
@@ -139,6 +140,9 @@ class MexcFeed(VenueFeed[MexcConnState]):
                         "connection; the excess will be left unsubscribed", self.venue,
                         self.max_symbols_per_connection, VENUE_SUBSCRIPTION_LIMIT)
         self.snapshot_limit = max(1, min(MAX_DEPTH, int(config.depth or DEFAULT_DEPTH)))
+        if self.liveness_timeout <= self.ping_interval:
+            raise ValueError(f"venues.{config.name}.options.liveness_timeout ({self.liveness_timeout}) "
+                             f"must exceed ping_interval ({self.ping_interval}): a quiet book's PONGs")
         self.pong_timeouts = 0
 
     @classmethod

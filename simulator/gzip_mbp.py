@@ -51,7 +51,8 @@ valid gzip of truncated JSON; without ``kind`` the two alternate; the push itsel
 push also carries a bid at the topic's best ask price, size 1), DISCONNECT / SILENT / SERVER_CLOSE (base
 class).  On ``req``: UNKNOWN_SYMBOL (``invalid symbol``), SNAPSHOT_429 (``429 too many request``),
 STALE_SNAPSHOT (params ``steps_back``, default 1: a state pushed before this connection subscribed, so
-``S`` < the first buffered ``prevSeqNum``), SLOW_SNAPSHOT (params ``delay`` seconds, default 1.0; the
+``S`` < the first buffered ``prevSeqNum``; ``straddle=True``: a misaligned one instead, as with
+``straddle_snapshots`` for this one ``req``), SLOW_SNAPSHOT (params ``delay`` seconds, default 1.0; the
 snapshot is taken at once and sent late; ``timeout=True`` sends ``request timeout`` instead).
 
 REST: ``GET /market/depth`` (``tick``-wrapped unless ``bare_rest_depth``; live market book, ``version``
@@ -715,7 +716,9 @@ class GzipMbpVenue(VenueServer):
             self._error(conn, msg, TOO_MANY)
             return
         stale = take(Fault.STALE_SNAPSHOT, sym, cid)
-        if stale is not None:
+        if stale is not None and stale.get("straddle"):
+            book = self._straddle_book(found)
+        elif stale is not None:
             book = self._stale_book(conn, found, int(stale.get("steps_back", 1)))
         elif self.straddle_snapshots:
             book = self._straddle_book(found)
