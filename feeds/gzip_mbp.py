@@ -21,8 +21,9 @@ counts and symbols they allow.  What this module does and why:
   (``prevSeqNum < seqNum_snapshot < seqNum``) is discarded (resync reason ``misaligned_snapshot``)
   and ``req``-ed again with the symbol's snapshot backoff, for as long as it takes; the book stays
   not live meanwhile and says why.  ``mbp.refresh`` cannot stand in: it offers 5/10/20 levels only,
-  on the other endpoint (``/ws``), so it cannot seed a 150-level book.  Each book is an ``L2Book(max_depth=levels)``, so it is
-  trimmed to the topic's window after every message whatever the venue sends for levels leaving it.
+  on the other endpoint (``/ws``), so it cannot seed a 150-level book.  Each book is an
+  ``L2Book(max_depth=levels)``, so it is trimmed to the topic's window after every message
+  whatever the venue sends for levels leaving it.
 * A quiet 5/20 book pushes nothing, so its snapshot is requested ``quiet_snapshot_delay`` after the
   ``subbed`` ack (or after it stopped being live) even with nothing buffered.
 * ``invalid symbol`` on a ``sub`` or ``req`` marks the book invalid; the shared listing re-check
