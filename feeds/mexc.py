@@ -11,8 +11,13 @@ Copy of the Order Book"):
   313, ``fromVersion``/``toVersion``) on top of ``GET /api/v3/depth`` (``lastUpdateId``),
   sequenced by :data:`MEXC`.
 * a subscription is acknowledged by a reply whose ``msg`` is the requested channels
-  joined by ``,``; a rejection is *also* ``code: 0`` with a different ``msg``, so acks
-  are checked by comparing channel sets, never by ``code``.  A rejected channel, or one
+  joined by ``,`` (the documents' one example; they never state the shape); a rejection is
+  *also* ``code: 0`` with a different ``msg``, so acks are checked by comparing channel sets,
+  never by ``code``.  Data arriving on a channel acknowledges it too.  A reply this feed does not
+  recognise is logged and counted (``unrecognised_replies`` in the status), never a reason to
+  reconnect: a channel with neither an acknowledgement nor data after ``ack_timeout`` is
+  subscribed again on the same socket, waiting twice as long each time (up to
+  ``ack_timeout_cap``).  A rejected channel, or one
   the venue silently left out of its ack (over its 30-subscription limit), marks that
   symbol invalid; it is not retried in a loop: the shared listing re-check
   (:mod:`~aggbook.feeds.listing`) asks ``exchangeInfo?symbol=`` with backoff and, once the symbol
@@ -91,9 +96,10 @@ class _Batch:
     """One SUBSCRIPTION frame and what the venue has said about its channels so far."""
 
     channels: list[str]
-    pending: set[str]
+    pending: set[str]  # neither acknowledged, rejected nor served data yet
     sent_at: float = field(default_factory=time.monotonic)
     replied: bool = False  # some reply (ack or rejection) named a channel of this batch
+    wait: float = 0.0  # how long to wait for this batch before subscribing its pending channels again
 
 
 @dataclass(slots=True)
@@ -128,7 +134,8 @@ class MexcFeed(VenueFeed[MexcConnState]):
     liveness_timeout = 25.0  # a PONG every ping_interval proves a quiet connection alive
     control_rate = 10.0  # client frames per second per connection (SUBSCRIPTION and PING)
     channels_per_subscribe = 5  # channels per SUBSCRIPTION frame (ack msg = channels joined by ",")
-    ack_timeout = 5.0  # a SUBSCRIPTION with no reply at all by then -> reconnect
+    ack_timeout = 5.0  # a channel with neither an ack nor data by then is subscribed again
+    ack_timeout_cap = 60.0  # ... waiting twice as long each time, up to this
     validate_at_start = True  # check the symbol map against /api/v3/exchangeInfo
 
     def __init__(self, config: VenueConfig, *, metrics: FeedMetrics | None = None) -> None:
@@ -144,6 +151,14 @@ class MexcFeed(VenueFeed[MexcConnState]):
             raise ValueError(f"venues.{config.name}.options.liveness_timeout ({self.liveness_timeout}) "
                              f"must exceed ping_interval ({self.ping_interval}): a quiet book's PONGs")
         self.pong_timeouts = 0
+        self.unrecognised_replies = 0  # control replies that were neither PONG, an ack nor a rejection
+        self.resubscribes = 0  # SUBSCRIPTIONs sent again for channels neither acknowledged nor served
+
+    def status(self) -> dict:
+        out = super().status()
+        out.update(pong_timeouts=self.pong_timeouts, unrecognised_replies=self.unrecognised_replies,
+                   resubscribes=self.resubscribes)
+        return out
 
     @classmethod
     def depth_problem(cls, depth: int) -> str | None:
@@ -262,10 +277,13 @@ class MexcFeed(VenueFeed[MexcConnState]):
         if wrapper.WhichOneof("body") != DEPTH_MEMBER:
             return  # other channels, oneof members this schema does not declare, or none
         venue_symbol = wrapper.symbol if wrapper.HasField("symbol") else wrapper.channel.rpartition("@")[2]
-        canonical = conn.venue_state.by_venue.get(venue_symbol)
+        state = conn.venue_state
+        canonical = state.by_venue.get(venue_symbol)
         if canonical is None:
             log.debug("%s: push for unsubscribed symbol %r ignored", self.venue, venue_symbol)
             return
+        if state.batches:
+            self._served(state, self.channel_for(venue_symbol))
         body = wrapper.publicAggreDepths
         try:
             first = int(body.fromVersion)
@@ -321,7 +339,16 @@ class MexcFeed(VenueFeed[MexcConnState]):
                     self._invalidate(conn, state.by_channel[channel], f"subscription rejected: {msg.strip()}")
         state.batches = [b for b in state.batches if b.pending]
         if not hit:
-            log.warning("%s: unrecognised control reply on connection %s: %r", self.venue, conn.id, msg)
+            self.unrecognised_replies += 1
+            log.warning("%s: unrecognised control reply on connection %s (counted; data on a channel "
+                        "acknowledges it): %r", self.venue, conn.id, msg)
+
+    def _served(self, state: MexcConnState, channel: str) -> None:
+        """Data arrived on ``channel``: whatever its acknowledgement looked like, it is subscribed."""
+        state.subscribed.add(channel)
+        for batch in state.batches:
+            batch.pending.discard(channel)
+        state.batches = [b for b in state.batches if b.pending]
 
     def _drop_unacknowledged(self, conn: Connection[MexcConnState], batch: _Batch) -> None:
         """The venue answered the batch without these channels: over its limit, never served."""
@@ -345,7 +372,7 @@ class MexcFeed(VenueFeed[MexcConnState]):
         size = max(1, int(self.channels_per_subscribe))
         for i in range(0, len(channels), size):
             names = channels[i:i + size]
-            batch = _Batch(names, set(names))
+            batch = _Batch(names, set(names), wait=float(self.ack_timeout))
             state.batches.append(batch)  # before sending: the reply may come back at once
             if not await self._send(conn, {"method": "SUBSCRIPTION", "params": names}):
                 return
@@ -353,12 +380,19 @@ class MexcFeed(VenueFeed[MexcConnState]):
         while state.batches and conn.open:
             await asyncio.sleep(min(0.1, self.ack_timeout / 5))
             now = time.monotonic()
-            for batch in [b for b in state.batches if now - b.sent_at >= self.ack_timeout]:
+            for batch in [b for b in state.batches if now - b.sent_at >= b.wait]:
                 if batch.replied:
                     self._drop_unacknowledged(conn, batch)
-                else:
-                    self._abort(conn, f"no reply to SUBSCRIPTION {batch.channels} within {self.ack_timeout}s")
+                    continue
+                # no reply we recognised and no data: ask again on this socket, never reconnect for it
+                again = sorted(batch.pending)
+                self.resubscribes += 1
+                log.warning("%s: neither an acknowledgement nor data for %s within %.1fs on connection %s; "
+                            "subscribing again", self.venue, again, batch.wait, conn.id)
+                batch.wait = min(batch.wait * 2, float(self.ack_timeout_cap))
+                if not await self._send(conn, {"method": "SUBSCRIPTION", "params": again}):
                     return
+                batch.sent_at = time.monotonic()
 
     async def _heartbeat(self, conn: Connection[MexcConnState]) -> None:
         """PING so the venue keeps the connection; a missing PONG means the connection is dead."""

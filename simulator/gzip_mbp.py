@@ -95,6 +95,7 @@ SEQ_BASE = 100_000_000_000
 REST_VERSION_BASE = 31_615_842_081
 REFRESH_LEVELS = (5, 10, 20)
 REST_DEPTHS = (5, 10, 20)
+REQ_LEVELS = (5, 20, 150)  # req answers these only, whatever the topic list offers (mbp.400 is sub-only)
 HISTORY = DEFAULT_HISTORY  # pushed books kept per topic unless history_len says otherwise
 
 BAD_REQUEST = "bad-request"
@@ -705,6 +706,8 @@ class GzipMbpVenue(VenueServer):
             self._error(conn, msg, TOO_MANY)
             return
         found = self._find_topic(conn, msg["req"]) if conn.path == FEED_PATH else INVALID_TOPIC
+        if isinstance(found, MbpTopic) and found.levels not in REQ_LEVELS:
+            found = INVALID_TOPIC  # the documents: "REQ頻道支持5檔/20檔/150檔全量數據的獲取"
         if not isinstance(found, MbpTopic):
             self._error(conn, msg, found)
             return

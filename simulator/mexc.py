@@ -191,6 +191,7 @@ class MexcOptions(VenueOptions):
     fields_2026: bool = False
     unknown_fields: bool = False
     snapshot_id_as_string: bool = False
+    ack_msg: str | None = None  # a successful SUBSCRIPTION's ack ``msg`` instead of the channel list
 
 
 class MexcVenue(VenueServer):
@@ -213,7 +214,9 @@ class MexcVenue(VenueServer):
     ticker and batch ``version``, ``tradeId``), which that documentation does not show: a
     schema-drift option like ``unknown_fields``, which adds an undeclared field #99 to
     every wrapper and depth body; ``snapshot_id_as_string`` writes ``lastUpdateId`` as a
-    JSON string instead of a number.
+    JSON string instead of a number.  ``ack_msg`` answers every successful SUBSCRIPTION
+    with that ``msg`` instead of the accepted channels joined by ``,``: the documentation shows
+    one example ack and never states its shape, so a client must not depend on it.
     """
 
     name = "mexc"
@@ -624,7 +627,9 @@ class MexcVenue(VenueServer):
         if blocked:
             await conn.send_json({"id": 0, "code": 0, "msg": REJECT_TEMPLATE.format(",".join(blocked))})
         if accepted or not blocked:
-            await conn.send_json({"id": 0, "code": 0, "msg": ",".join(accepted)})
+            odd = self.options.ack_msg
+            msg = odd if odd is not None and accepted else ",".join(accepted)
+            await conn.send_json({"id": 0, "code": 0, "msg": msg})
 
     async def _unsubscribe(self, conn: SimConnection, params: list[str]) -> None:
         channels: dict[str, Channel] = conn.state["channels"]

@@ -394,9 +394,11 @@ async def test_unknown_depth_rejected(pair) -> None:
     _, feed_cls = pair
     with pytest.raises(ValueError, match="400"):
         feed_cls(VenueConfig("x", "x", {FINE: "btcusdt"}, depth=400))
-    if feed_cls is NhexFeed:
-        feed = feed_cls(VenueConfig("x", "x", {FINE: "btcusdt"}, depth=400, options={"enable_mbp400": True}))
-        assert feed.topic_for(FINE) == "market.btcusdt.mbp.400"
+    if feed_cls is NhexFeed:  # req serves 5/20/150 only: a 400-level book could never get a snapshot
+        for depth in (400, 150):
+            with pytest.raises(ValueError, match="req serves mbp snapshots of 5, 20 and 150 levels only"):
+                feed_cls(VenueConfig("x", "x", {FINE: "btcusdt"}, depth=depth,
+                                     options={"enable_mbp400": True}))
 
 
 async def test_gap_to_live_timing(pair) -> None:

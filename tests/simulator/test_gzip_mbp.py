@@ -468,6 +468,7 @@ async def test_mbp400_only_where_listed(venue_cls: type[GzipMbpVenue]) -> None:
         reply = await client.reply({"sub": topic_of(PLAIN, 400)})
         if venue_cls is NhexVenue:
             assert reply["status"] == "ok"
+            assert (await client.req(topic_of(PLAIN, 400)))["err-msg"] == "invalid topic"  # req: 5/20/150
             await venue.interval_tick()
             push = (await client.wait_pushes(topic_of(PLAIN, 400), 1))[0]
             assert push["tick"]["bids"] == [] and push["tick"]["asks"] == []
