@@ -28,7 +28,8 @@ from aggbook.feeds.registry import feed_class
 from aggbook.proto import mexc_push_pb2 as pb
 from aggbook.simulator.faults import Fault
 from aggbook.simulator.market import DEFAULT_SYMBOLS, SymbolSpec, extra_symbol
-from aggbook.simulator.mexc import UNKNOWN_FIELD_99, MexcVenue, length_delimited, truncate_frame
+from aggbook.simulator.mexc import UNKNOWN_FIELD_99, MexcVenue, truncate_frame
+from aggbook.simulator.mexc_wire import length_delimited
 from tests.conftest import book_matches, describe_mismatch, wait_for
 from tests.feeds.recording import RecordingMetrics
 
