@@ -7,9 +7,11 @@ Wire protocol (NHEX's and BitV's API documentation, both copies of the Huobi spo
   ``/ws`` carries only ``market.<sym>.mbp.refresh.<5|10|20>`` (a full top-N book on the 100 ms timer,
   ``seqNum`` = the mbp.150 topic's seqNum at that moment); every other topic there is ``invalid topic``.
 * Every server frame (data, acks, errors, pings) is binary GZIP of JSON.  Client frames are JSON text.
-* Prices and sizes are JSON numbers written raw with 18 decimals (``645.140000000000000000``), never
-  through a binary float.  ``fine_size_symbols`` get sizes with 18 significant decimals
-  (``26.755973959140651643``), so a client that decodes with floats visibly loses precision.
+* Prices and sizes are JSON numbers written raw, never through a binary float, as each channel's
+  example in the documents writes them: 18 decimals on mbp.5/mbp.20 (``645.140000000000000000``),
+  the shortest exact form on mbp.150/400, ``req`` replies of 150 and ``mbp.refresh`` (``645.14``).
+  ``fine_size_symbols`` get sizes with 18 significant decimals (``26.755973959140651643``), so a
+  client that decodes with floats visibly loses precision.
 * Heartbeat: ``{"ping": ts}`` every ``ping_interval`` seconds on both paths; the client answers
   ``{"pong": ts}`` with one of the outstanding ping values (any other value is ignored).  When
   ``max_missed_pongs`` pings in a row went unanswered the next ping round closes the connection
@@ -56,7 +58,9 @@ STALE_SNAPSHOT (params ``steps_back``, default 1: a state pushed before this con
 snapshot is taken at once and sent late; ``timeout=True`` sends ``request timeout`` instead).
 
 REST: ``GET /market/depth`` (``tick``-wrapped unless ``bare_rest_depth``; live market book, ``version``
-not a seqNum), ``GET /v1/common/symbols``.  Subclasses add venue-specific routes and headers.
+not a seqNum), and the reference data a client loads markets from: ``GET /v1/common/symbols``,
+``/v1/common/currencys``, ``/v2/reference/currencies`` (``?currency=``), ``/v1/common/timestamp``.
+Subclasses add venue-specific routes and headers.
 """
 
 from __future__ import annotations
@@ -95,6 +99,7 @@ SEQ_BASE = 100_000_000_000
 REST_VERSION_BASE = 31_615_842_081
 REFRESH_LEVELS = (5, 10, 20)
 REST_DEPTHS = (5, 10, 20)
+TICK_LEVELS = (5, 20)  # pushed tick by tick; the rest on the 100 ms timer
 REQ_LEVELS = (5, 20, 150)  # req answers these only, whatever the topic list offers (mbp.400 is sub-only)
 HISTORY = DEFAULT_HISTORY  # pushed books kept per topic unless history_len says otherwise
 
@@ -134,6 +139,13 @@ class Levels(list):
         super().__init__(items)
         self.style = style
         self.compact_deletes = compact_deletes
+
+
+def number_style(levels: int) -> str:
+    """How a topic writes its numbers, as the documents' examples of it do: the mbp.5 push example
+    has 18 decimals (``645.140000000000000000``), the mbp.150 push, the ``req`` reply and the
+    ``mbp.refresh`` examples short ones (``645.14``, ``26.75597395914065``)."""
+    return "fixed" if levels in TICK_LEVELS else "plain"
 
 
 def plain_number(value: Decimal) -> str:
@@ -363,6 +375,10 @@ class GzipMbpVenue(VenueServer):
         app.router.add_get(WS_PATH, self._ws_handler)
         app.router.add_get("/market/depth", self._rest_depth)
         app.router.add_get("/v1/common/symbols", self._rest_symbols)
+        # the rest of the "reference data" section a client loads markets from
+        app.router.add_get("/v1/common/currencys", self._rest_currencys)
+        app.router.add_get("/v2/reference/currencies", self._rest_reference_currencies)
+        app.router.add_get("/v1/common/timestamp", self._rest_timestamp)
 
     async def stop(self) -> None:
         for task in list(self._spawned):
@@ -456,6 +472,7 @@ class GzipMbpVenue(VenueServer):
         topic.history.append(topic.truth())
         tick: dict = {"seqNum": topic.seq, "prevSeqNum": prev}
         bid_diff.compact_deletes = ask_diff.compact_deletes = self.compact_deletes
+        bid_diff.style = ask_diff.style = number_style(topic.levels)
         if not topic.sparse:
             tick["bids"], tick["asks"] = bid_diff, ask_diff
         else:  # the 5/20 shape: an unchanged side is left out
@@ -572,7 +589,8 @@ class GzipMbpVenue(VenueServer):
             return frame
         tick = dict(frame["tick"])
         bids = tick.get("bids") or Levels()
-        tick["bids"] = Levels([(min(topic.asks), Decimal(1)), *bids], compact_deletes=bids.compact_deletes)
+        tick["bids"] = Levels([(min(topic.asks), Decimal(1)), *bids], style=bids.style,
+                              compact_deletes=bids.compact_deletes)
         return {**frame, "tick": tick}
 
     def _send_refresh(self) -> None:
@@ -584,7 +602,8 @@ class GzipMbpVenue(VenueServer):
                 assert match is not None
                 book = self.topic_truth(match[1], self.default_levels).top(int(match[2]))
                 self._send_json(conn, {"ch": name, "ts": now_ms(), "tick": {
-                    "seqNum": book.seq, "bids": Levels(book.bids), "asks": Levels(book.asks)}},
+                    "seqNum": book.seq, "bids": Levels(book.bids, style="plain"),
+                    "asks": Levels(book.asks, style="plain")}},
                     (name, book.seq, book))
 
     # ------------------------------------------------------------------ heartbeat
@@ -729,7 +748,8 @@ class GzipMbpVenue(VenueServer):
             book = found.truth()
         reply: dict = {"id": msg["id"]} if "id" in msg else {}
         reply.update({"rep": found.name, "status": "ok", "ts": now_ms(), "data": {
-            "seqNum": book.seq, "bids": Levels(book.bids), "asks": Levels(book.asks)}})
+            "seqNum": book.seq, "bids": Levels(book.bids, style=number_style(found.levels)),
+            "asks": Levels(book.asks, style=number_style(found.levels))}})
         # a snapshot reply is a book the client may stop at; a stale one is below the mark and leaves it
         mark: SentMark | None = (found.name, book.seq, book)
         slow = take(Fault.SLOW_SNAPSHOT, sym, cid)
@@ -830,6 +850,45 @@ class GzipMbpVenue(VenueServer):
                 "api-trading": "enabled",
             })
         return self._rest(request, {"status": "ok", "data": data})
+
+    def _currencies(self) -> list[str]:
+        """Every currency of a listed symbol, lower case, in first-seen order."""
+        seen: dict[str, None] = {}
+        for vs, spec in self.specs.items():
+            if self.listed(vs):
+                seen.setdefault(spec.base.lower())
+                seen.setdefault(spec.quote.lower())
+        return list(seen)
+
+    async def _rest_currencys(self, request: web.Request) -> web.Response:
+        """``GET /v1/common/currencys``: ``data`` is an array of currency names (the documents)."""
+        return self._rest(request, {"status": "ok", "data": self._currencies()})
+
+    async def _rest_reference_currencies(self, request: web.Request) -> web.Response:
+        """``GET /v2/reference/currencies[?currency=]``: ``code`` 200 and per currency its chains, with the
+        fields the documents' table marks required; an unknown currency is code 2002."""
+        wanted = request.query.get("currency")
+        currencies = self._currencies()
+        if wanted is not None and wanted not in currencies:
+            return self._rest(request, {"code": 2002, "message": 'invalid field value in "currency"',
+                                        "data": None})
+        data = []
+        for name in [wanted] if wanted is not None else currencies:
+            chain = {
+                "chain": name, "displayName": name.upper(), "baseChain": name.upper(),
+                "baseChainProtocol": "", "isDynamic": False, "numOfConfirmations": 12,
+                "numOfFastConfirmations": 6, "minDepositAmt": "0.0001", "depositStatus": "allowed",
+                "minWithdrawAmt": "0.001", "maxWithdrawAmt": "1000000.00000000",
+                "withdrawQuotaPerDay": "1000000.00000000", "withdrawQuotaPerYear": "100000000.00000000",
+                "withdrawQuotaTotal": "1000000000.00000000", "withdrawPrecision": 8,
+                "withdrawFeeType": "fixed", "transactFeeWithdraw": "0.00010000", "withdrawStatus": "allowed",
+            }
+            data.append({"currency": name, "chains": [chain], "instStatus": "normal"})
+        return self._rest(request, {"code": 200, "data": data})
+
+    async def _rest_timestamp(self, request: web.Request) -> web.Response:
+        """``GET /v1/common/timestamp``: milliseconds since the epoch in ``data``."""
+        return self._rest(request, {"status": "ok", "data": now_ms()})
 
 
 def _aggregate(levels: list[Level], bucket: Decimal, rounding: str) -> list[Level]:
