@@ -759,8 +759,8 @@ async def test_rest_depth_symbols_and_venue_extras(venue_cls: type[GzipMbpVenue]
             "sell-market-max-order-amt", "buy-market-max-order-value",
         }
         assert required <= set(row)  # every field the doc marks required
-        # the rest of the documents' reference data (no ccxt class speaks NHEX/BitV: ccxt's htx loads
-        # markets from Huobi's /v2/settings endpoints, which these documents do not have)
+        # the rest of the documents' reference data, in the shapes their tables give (ccxt's htx, a
+        # Huobi client, loads these too: tests/simulator/test_third_party_client.py)
         _, body = await get("/v1/common/currencys")
         assert body["status"] == "ok" and {"btc", "usdt"} <= set(body["data"])
         assert all(isinstance(c, str) and c == c.lower() for c in body["data"])
