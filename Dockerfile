@@ -21,6 +21,7 @@ WORKDIR /src
 # .dockerignore admits only what the package is built from.
 COPY pyproject.toml README.md __init__.py ./
 COPY book/ book/
+COPY client/ client/
 COPY feeds/ feeds/
 COPY proto/ proto/
 COPY service/ service/

@@ -25,7 +25,7 @@ lint: $(STAMP)
 # mypy reads the folders as the aggbook package they install as: through a link named aggbook
 typecheck: $(STAMP)
 	mkdir -p $(VENV)/typecheck && ln -sfn "$(CURDIR)" $(VENV)/typecheck/aggbook
-	MYPYPATH=$(VENV)/typecheck $(BIN)/mypy -p aggbook.book -p aggbook.feeds -p aggbook.proto \
+	MYPYPATH=$(VENV)/typecheck $(BIN)/mypy -p aggbook.book -p aggbook.client -p aggbook.feeds -p aggbook.proto \
 		-p aggbook.service -p aggbook.simulator
 
 bench: $(STAMP)
@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/cold_start_bench.py
 	$(BIN)/python bench/peer_bench.py
 	$(BIN)/python bench/service_bench.py
+	$(BIN)/python bench/scale_bench.py
 
 # the long service soak: faults of every kind, clients coming and going; figures on the last line
 SOAK_SECONDS ?= 600

@@ -220,7 +220,8 @@ class Child:
         return json.loads(result[0])
 
     def stderr_tail(self) -> str:
-        self._log_file.flush()
+        if not self._log_file.closed:
+            self._log_file.flush()
         with open(self.log) as f:
             return f.read()[-4000:]
 

@@ -15,8 +15,10 @@ unchanged, and is only *quiet* (not changed for ``stale_after`` seconds); it is
 *stale*, and excluded, once its connection is silent past the venue's timeout.  A
 book without a ``Liveness`` (a test's bare sync) is stale ``stale_after`` seconds
 after its last change.
-Prices and sizes leave as the venue's own text; totals and fee-adjusted prices
-are exact ``Decimal`` arithmetic rendered without exponents.
+Every price and size leaves in canonical decimal text (:mod:`aggbook.book.canonical`): one
+spelling per number whichever venue wrote it, converted once where a level is taken from a venue
+book and cached per spelling; totals and fee-adjusted prices are exact ``Decimal`` arithmetic in
+the same form.  A single venue's own book keeps its exact wire text; it is not read through here.
 """
 
 from __future__ import annotations
@@ -24,19 +26,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Context, Decimal
 from enum import StrEnum
 
+from aggbook.book.canonical import CanonicalText
 from aggbook.book.l2 import ASK_TOP_CHANGED, BID_TOP_CHANGED
 from aggbook.book.sync import BookSync, SyncState, Transition
 
 BPS = Decimal(10_000)
+_WIDE = Context(prec=80)  # normalising never rounds a sum or product of venue numbers
 
 
 def fmt(value: Decimal) -> str:
-    """Exact decimal text without exponent notation (``1E-8`` -> ``0.00000001``)."""
-    text = format(value, "f")
-    return text
+    """Canonical text of a computed number: no exponent, no trailing zeros (``1.50E-7`` -> ``0.00000015``)."""
+    return format(value.normalize(_WIDE), "f")
 
 
 class Freshness(StrEnum):
@@ -50,8 +53,8 @@ class Freshness(StrEnum):
 @dataclass(frozen=True, slots=True)
 class VenueLevel:
     venue: str
-    price: str  # the venue's text
-    size: str  # the venue's text
+    price: str  # canonical text
+    size: str  # canonical text
     fee_adjusted_price: str | None = None
 
 
@@ -98,7 +101,7 @@ class ConsolidatedQuote:
 class LadderLevel:
     price: str
     size: str
-    venues: tuple[tuple[str, str], ...]  # (venue, size text), best venue size first
+    venues: tuple[tuple[str, str], ...]  # (venue, canonical size text), best venue size first
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +115,7 @@ class Ladder:
 
 @dataclass(slots=True)
 class _Top:
-    """A venue's cached best price on one side: (Decimal price, price text, size text)."""
+    """A venue's cached best price on one side: (Decimal price, canonical price text, canonical size text)."""
 
     price: Decimal
     text: str
@@ -145,6 +148,7 @@ class ConsolidatedBook:
         self._bid_dirty = True
         self._ask_dirty = True
         self.scans = 0
+        self.text = CanonicalText()  # venue text -> canonical text, for every level taken from a book
         self.updated_at: float | None = None  # last time a venue's top or state moved this book
 
     # ------------------------------------------------------------------ wiring
@@ -197,7 +201,8 @@ class ConsolidatedBook:
             level = sync.book.best_bid()
             old = self._bids.pop(venue, None)
             if level is not None:
-                top = _Top(Decimal(level[0]), level[0], level[1])
+                price = self.text(level[0])
+                top = _Top(Decimal(price), price, self.text(level[1]))
                 self._bids[venue] = top
                 if not self._bid_dirty and (self._best_bid is None or top.price > self._best_bid):
                     self._best_bid = top.price
@@ -209,7 +214,8 @@ class ConsolidatedBook:
             level = sync.book.best_ask()
             old = self._asks.pop(venue, None)
             if level is not None:
-                top = _Top(Decimal(level[0]), level[0], level[1])
+                price = self.text(level[0])
+                top = _Top(Decimal(price), price, self.text(level[1]))
                 self._asks[venue] = top
                 if not self._ask_dirty and (self._best_ask is None or top.price < self._best_ask):
                     self._best_ask = top.price
@@ -327,8 +333,8 @@ class ConsolidatedBook:
     def _venue_quote(self, venue: str, why: str | None, now: float) -> VenueQuote:
         sync = self.syncs[venue]
         live = sync.state is SyncState.LIVE
-        bid = sync.book.best_bid() if live else None
-        ask = sync.book.best_ask() if live else None
+        bid = self.text.level(sync.book.best_bid()) if live else None
+        ask = self.text.level(sync.book.best_ask()) if live else None
         age = None if sync.updated_at is None else max(0.0, now - sync.updated_at)
         fresh = self.freshness(venue, now)
         return VenueQuote(venue, sync.state.value, bid, ask, age, why is None, why, sync.last_id,
@@ -345,15 +351,17 @@ class ConsolidatedBook:
         return Ladder(self.symbol, bids, asks, tuple(included), excluded)
 
     def _merge(self, venues: list[str], depth: int, *, is_bid: bool) -> tuple[LadderLevel, ...]:
-        merged: dict[Decimal, list[tuple[str, str, str]]] = {}
+        # keyed by canonical price text: one spelling per number, so "100.0" and "100" meet here
+        merged: dict[str, list[tuple[str, str]]] = {}
+        text = self.text
         for venue in venues:
             book = self.syncs[venue].book
             for price, size in (book.bids(depth) if is_bid else book.asks(depth)):
-                merged.setdefault(Decimal(price), []).append((venue, price, size))
-        prices = sorted(merged, reverse=is_bid)[:depth]
+                merged.setdefault(text(price), []).append((venue, text(size)))
+        prices = sorted(merged, key=Decimal, reverse=is_bid)[:depth]
         out = []
         for p in prices:
-            entries = sorted(merged[p], key=lambda e: Decimal(e[2]), reverse=True)
-            total = sum((Decimal(e[2]) for e in entries), Decimal(0))
-            out.append(LadderLevel(entries[0][1], fmt(total), tuple((e[0], e[2]) for e in entries)))
+            entries = sorted(merged[p], key=lambda e: Decimal(e[1]), reverse=True)
+            total = sum((Decimal(e[1]) for e in entries), Decimal(0))
+            out.append(LadderLevel(p, fmt(total), tuple(entries)))
         return tuple(out)

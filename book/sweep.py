@@ -6,7 +6,7 @@ buy walks asks from the cheapest up, a sell walks bids from the highest down; wi
 taker would actually route.  Quantities, notionals and fees are exact ``Decimal``
 arithmetic in an 80-digit context (wide enough that no product or sum of venue
 numbers rounds); only the average prices, being divisions, are rounded, to 34
-significant digits.
+significant digits.  Prices in the result are canonical text (:mod:`aggbook.book.canonical`).
 """
 
 from __future__ import annotations
@@ -109,9 +109,11 @@ def sweep(
             levels.append((key if buy else -key, price, venue, price_text, size_text, Decimal(size_text)))
     levels.sort(key=lambda lvl: (lvl[0], lvl[2]))
     remaining = qty
-    for key, price, venue, price_text, _size_text, size in levels:
+    text = book.text  # prices leave in canonical text, like every consolidated answer
+    for key, price, venue, venue_text, _size_text, size in levels:
         if remaining <= 0:
             break
+        price_text = text(venue_text)
         take = min(size, remaining)
         remaining = EXACT.subtract(remaining, take)
         notional = EXACT.multiply(price, take)

@@ -78,7 +78,7 @@ def _print(text: str) -> None:
 # ---------------------------------------------------------------------- commands
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, shard=args.shard)
     except ConfigError as exc:
         print(f"aggbook: invalid config: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -97,9 +97,29 @@ async def _serve(config: ServiceConfig, stop: asyncio.Event) -> int:
     return await _serve_until(stop, svc.start, svc.stop, lambda: log.info("serving", extra={"url": svc.url}))
 
 
+def cmd_gateway(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level, args.log_json)
+    return _run(lambda stop: _gateway(args, stop))
+
+
+async def _gateway(args: argparse.Namespace, stop: asyncio.Event) -> int:
+    from aggbook.service.nats.gateway import Gateway, GatewayConfig
+    from aggbook.service.nats.view import ViewSettings
+
+    if not 1 <= args.default_depth <= args.max_depth:
+        log.error("--default-depth must be between 1 and --max-depth (%d)", args.max_depth)
+        return EXIT_CONFIG
+    config = GatewayConfig(
+        ViewSettings(args.nats, prefix=args.prefix, bucket=args.bucket, stale_after=args.stale_after),
+        host=args.host, port=args.port, default_depth=args.default_depth, max_depth=args.max_depth,
+    )
+    gw = Gateway(config)
+    return await _serve_until(stop, gw.start, gw.stop, lambda: log.info("serving", extra={"url": gw.url}))
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.file)
+        config = load_config(args.file, shard=args.shard)
         from aggbook.service.aggregator import default_feed_factory
 
         feeds = [default_feed_factory(vc) for vc in config.enabled_venues]  # they check their own options
@@ -149,7 +169,14 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
 
     async def start() -> None:
         await sim.start()
-        svc = Service(demo_config(sim, args.host, args.port))
+        config = demo_config(sim, args.host, args.port)
+        if args.nats:  # publish for gateways, as a shard of one (docs/scale-out.md)
+            import dataclasses
+
+            from aggbook.service.nats.settings import NatsSettings
+
+            config = dataclasses.replace(config, nats=NatsSettings(url=args.nats))
+        svc = Service(config)
         holder["svc"] = svc
         await svc.start()
 
@@ -229,11 +256,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the service from a TOML config")
     p.add_argument("--config", required=True, help="TOML config file")
+    p.add_argument("--shard", help='serve shard K of N of the symbols, "K/N" (replaces service.shard)')
     logging_flags(p, default_level=None)
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser("gateway", help="serve the HTTP API and WebSocket of every shard, from NATS")
+    p.add_argument("--nats", required=True, help="NATS URL(s), nats://host:4222 (comma-separated)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080, help="HTTP port (0 = any free port)")
+    p.add_argument("--prefix", default="aggbook", help="subject prefix ([nats] prefix of the shards)")
+    p.add_argument("--bucket", default="aggbook", help="key-value bucket ([nats] bucket of the shards)")
+    p.add_argument("--stale-after", type=float, default=3.0,
+                   help="seconds without a shard's heartbeat before its symbols are excluded")
+    p.add_argument("--max-depth", type=int, default=50, help="the shards' [nats] book_depth")
+    p.add_argument("--default-depth", type=int, default=10)
+    logging_flags(p)
+    p.set_defaults(func=cmd_gateway)
+
     p = sub.add_parser("check-config", help="validate a config and print what would run")
     p.add_argument("file")
+    p.add_argument("--shard", help='check shard K of N, "K/N" (replaces service.shard)')
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("demo", help="run the simulated venues and the service against them")
@@ -244,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fault-rate", type=float, default=0.0, help="probability of a random gap/duplicate/reorder"
     )
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--nats", default="", help="also publish to this NATS URL, for `aggbook gateway`")
     logging_flags(p)
     p.set_defaults(func=cmd_demo)
 

@@ -22,11 +22,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aggbook.feeds.config import VenueConfig
 from aggbook.feeds.registry import UnknownVenue, venue_spec
 from aggbook.feeds.spec import VenueSpec
+
+if TYPE_CHECKING:
+    from aggbook.service.nats.settings import NatsSettings, Shard
 
 CANONICAL = re.compile(r"^[A-Z0-9]+-[A-Z0-9]+$")
 HOST_ENV = "AGGBOOK_HOST"
@@ -86,6 +89,8 @@ class ServiceConfig:
     websocket: WebSocketSettings = field(default_factory=WebSocketSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     source: str = "<built-in>"
+    nats: NatsSettings | None = None  # the [nats] table; None or no url: no publishing
+    shard: Shard | None = None  # this process owns only the shard's symbols (service.shard, --shard)
 
     @property
     def enabled_venues(self) -> list[VenueConfig]:
@@ -103,8 +108,13 @@ class ServiceConfig:
             f"stale_after: {self.stale_after}s  depth: default {self.default_depth}, max {self.max_depth}",
             "websocket: " + ", ".join(f"{k}={v}" for k, v in vars(self.websocket).items()),
             "http: " + ", ".join(f"{k}={v}" for k, v in vars(self.http).items()),
-            "venues:",
         ]
+        if self.shard is not None:
+            owned = ", ".join(self.symbols) or "(none)"
+            lines.append(f"shard: {self.shard.label} owns {len(self.symbols)} symbols: {owned}")
+        if self.nats is not None:
+            lines.append(self.nats.describe())
+        lines.append("venues:")
         for v in self.venues:
             state = "enabled" if v.enabled else "disabled"
             lines.append(
@@ -216,6 +226,7 @@ _SERVICE_KEYS = {
     "max_depth",
     "log_level",
     "log_json",
+    "shard",
 }
 _VENUE_KEYS = {"kind", "enabled", "rest_url", "ws_url", "symbols", "depth", "fee_bps", "options"}
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
@@ -345,11 +356,14 @@ def _venue(name: str, table: Any, service_symbols: list[str]) -> VenueConfig:
 
 
 def parse_config(
-    data: Mapping[str, Any], env: Mapping[str, str] | None = None, source: str = "<built-in>"
+    data: Mapping[str, Any], env: Mapping[str, str] | None = None, source: str = "<built-in>",
+    shard: str | None = None,
 ) -> ServiceConfig:
-    """Validate a decoded TOML document; raises :class:`ConfigError` naming the first bad key."""
+    """Validate a decoded TOML document; raises :class:`ConfigError` naming the first bad key.
+
+    ``shard`` (``--shard K/N``) takes the place of ``service.shard``."""
     env = os.environ if env is None else env
-    _check_keys(data, {"service", "websocket", "http", "venues"}, "")
+    _check_keys(data, {"service", "websocket", "http", "venues", "nats"}, "")
     svc = _table(data, "service")
     _check_keys(svc, _SERVICE_KEYS, "service")
     raw_symbols = svc.get("symbols")
@@ -388,7 +402,9 @@ def parse_config(
     level = _str(svc.get("log_level", "info"), "service.log_level").lower()
     if level not in _LOG_LEVELS:
         raise ConfigError("service.log_level", f"must be one of {', '.join(sorted(_LOG_LEVELS))}")
-    return ServiceConfig(
+    from aggbook.service.nats.settings import apply_shard, parse_nats, parse_shard
+
+    config = ServiceConfig(
         venues=venues,
         symbols=symbols,
         host=host,
@@ -401,10 +417,18 @@ def parse_config(
         websocket=_websocket(_table(data, "websocket")),
         http=_http(_table(data, "http")),
         source=source,
+        nats=parse_nats(_table(data, "nats"), max_depth) if "nats" in data else None,
     )
+    if shard is not None:
+        config = apply_shard(config, parse_shard(shard, "--shard"))
+    elif "shard" in svc:
+        config = apply_shard(config, parse_shard(svc["shard"], "service.shard"))
+    return config
 
 
-def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> ServiceConfig:
+def load_config(
+    path: str | Path, env: Mapping[str, str] | None = None, shard: str | None = None
+) -> ServiceConfig:
     """Read and validate a TOML file."""
     path = Path(path)
     try:
@@ -422,7 +446,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Servi
         raise ConfigError(str(path), "not valid TOML: the file is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), f"not valid TOML: {exc}") from None
-    return parse_config(data, env, source=str(path))
+    return parse_config(data, env, source=str(path), shard=shard)
 
 
 def resolve_host(host: str) -> str | None:

@@ -18,6 +18,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from aggbook.book.sweep import QTY, QTY_FRAC_DIGITS, QTY_INT_DIGITS, SIDES, sweep, sweep_json
+from aggbook.service import web as page
 from aggbook.service.openapi import openapi_document
 from aggbook.service.views import status_json, venue_book_json
 
@@ -126,10 +127,27 @@ def _svc(request: web.Request) -> Service:
 
 
 async def index(request: web.Request) -> web.Response:
-    """Every route but this one, from the route table the app was built from."""
+    """The web page for a browser; for anyone else every route but this one, from the route table
+    the app was built from."""
+    if page.prefers_html(request.headers.get("Accept", "")):
+        return web.Response(body=page.page(), content_type="text/html", charset="utf-8",
+                            headers=page.PAGE_HEADERS)
     svc = _svc(request)
     endpoints = [r.path for r in request.app[ROUTES_KEY] if r.handler is not index]
-    return json_response({"service": "aggbook", "symbols": svc.config.symbols, "endpoints": endpoints})
+    response = json_response({"service": "aggbook", "symbols": svc.config.symbols, "endpoints": endpoints})
+    response.headers["Vary"] = "Accept"  # a cache must not hand this to a browser, nor the page to curl
+    return response
+
+
+async def web_asset(request: web.Request) -> web.Response:
+    """A file of the web page; ``v`` is its content hash, which makes the answer cacheable for good."""
+    name = request.match_info["file"]
+    asset = page.assets().get(name)
+    if asset is None:
+        raise ApiError(404, "not_found", f"no file {name!r}; known: {', '.join(page.ASSET_TYPES)}")
+    return web.Response(body=asset.body, content_type=asset.content_type,
+                        charset="utf-8" if asset.content_type.startswith("text/") else None,
+                        headers=asset.headers(request.query.get("v")))
 
 
 async def symbols(request: web.Request) -> web.Response:

@@ -39,6 +39,7 @@ def _reply(reply: Reply) -> Schema:
     if reply.schema is not None:
         schema = ref(reply.schema) if isinstance(reply.schema, str) else reply.schema
         out["content"] = {reply.media_type: {"schema": schema}}
+        out["content"].update({media: {"schema": other} for media, other in reply.also})
     return out
 
 

@@ -70,6 +70,8 @@ class RenderCache:
     at most one entry per distinct question asked, and HTTP clients choose depth and venues freely.
     """
 
+    venue_filters = True  # every venue's book is here: any subset can be merged
+
     def __init__(self, aggregator: Aggregator, *, max_entries: int = 64) -> None:
         self.books: dict[str, ConsolidatedBook] = aggregator.consolidated
         self.max_entries = max_entries

@@ -20,6 +20,7 @@ from aggbook.book.sweep import QTY_FRAC_DIGITS, QTY_INT_DIGITS, QTY_PATTERN, SID
 from aggbook.service import handlers as h
 from aggbook.service.config import ServiceConfig
 from aggbook.service.schemas import Schema
+from aggbook.service.web import ASSET_TYPES
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # A parameter's schema, or a function of the config for bounds that are configured (symbols, depth).
@@ -49,6 +50,8 @@ class Reply:
     description: str
     schema: str | Schema | None = None
     media_type: str = "application/json"
+    # further media types the same status answers with, chosen by the request's Accept header
+    also: tuple[tuple[str, Schema], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,15 @@ QTY = Param(
     required=True,
 )
 
+ASSET = Param(
+    "file", "path", "a file of the web page", {"type": "string", "enum": list(ASSET_TYPES)}, required=True
+)
+ASSET_VERSION = Param(
+    "v", "query", "the file's content hash, as the page links it: the answer may be cached for good",
+    {"type": "string"},
+)
+TEXT: Schema = {"type": "string"}
+
 BAD = Reply(400, "a parameter is invalid, unknown or repeated (code bad_request)", "Error")
 UNKNOWN = Reply(404, "unknown symbol or venue (code unknown_symbol / unknown_venue)", "Error")
 
@@ -126,7 +138,42 @@ def _ok(schema: str, description: str) -> Reply:
 
 # ---------------------------------------------------------------------- the table
 ROUTES: tuple[Route, ...] = (
-    Route("index", "/", h.index, "The service, its symbols and its endpoints", (_ok("Index", "index"), BAD)),
+    Route(
+        "index",
+        "/",
+        h.index,
+        "The service, its symbols and its endpoints; the live web page for a browser",
+        (
+            Reply(
+                200,
+                "index (JSON); the web page when the Accept header ranks text/html above application/json",
+                "Index",
+                also=(("text/html", TEXT),),
+            ),
+            BAD,
+        ),
+        description="Content negotiation: a browser (Accept: text/html) gets the live page, fed by /v1/ws; "
+        "*/*, application/json or no Accept header get the JSON index.",
+        example=Example("web page"),
+    ),
+    Route(
+        "web_asset",
+        "/web/{file}",
+        h.web_asset,
+        "A script, style sheet or icon of the web page",
+        (
+            Reply(
+                200,
+                "the file",
+                TEXT,
+                "text/javascript",
+                also=tuple((m, TEXT) for m in sorted(set(ASSET_TYPES.values()) - {"text/javascript"})),
+            ),
+            BAD,
+            Reply(404, "no such file (code not_found)", "Error"),
+        ),
+        (ASSET, ASSET_VERSION),
+    ),
     Route(
         "symbols",
         "/v1/symbols",

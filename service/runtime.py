@@ -44,6 +44,13 @@ class Service:
             config.http, descriptor_limit(), on_refused=self.metrics.http.connection_refused
         )
         self.metrics.http.bind_connections(lambda: self.connections.total)
+        self.publisher = None  # NATS publishing ([nats] url set): imported only then
+        if config.nats is not None and config.nats.enabled:
+            from aggbook.service.nats.publisher import NatsPublisher
+
+            self.publisher = NatsPublisher(
+                self.aggregator, self.renders, config.nats, self.metrics.registry, shard=config.shard
+            )
         self.app = create_app(self)
         self.app.on_shutdown.append(self._on_shutdown)
         self.runner: web.AppRunner | None = None
@@ -60,6 +67,8 @@ class Service:
         self._lag_task = asyncio.create_task(self.metrics.loop.run(), name="loop-lag")
         self.hub.start()
         await self.aggregator.start()
+        if self.publisher is not None:
+            await self.publisher.start()  # returns at once: NATS may come later
         self.runner = web.AppRunner(
             self.app, access_log=None, handle_signals=False, shutdown_timeout=5.0,
             keepalive_timeout=self.config.http.idle_timeout,  # also the deadline for a first request head
@@ -87,6 +96,8 @@ class Service:
             with contextlib.suppress(Exception):
                 await self.site.stop()  # no new connections
         await self.hub.close_all()
+        if self.publisher is not None:
+            await self.publisher.stop()
         await self.aggregator.stop()
         if self.runner is not None:
             await self.runner.cleanup()

@@ -17,8 +17,15 @@ from aggbook.book.sync import SyncState
 
 Schema = dict[str, Any]
 
-DEC: Schema = {"type": "string", "pattern": r"^-?\d+(\.\d+)?$", "description": "exact decimal number as text"}
-NDEC: Schema = {**DEC, "type": ["string", "null"], "description": "exact decimal number as text, or null"}
+# canonical decimal text: what every answer that merges venues, and every computed number, is written in
+DEC: Schema = {
+    "type": "string",
+    "pattern": r"^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$",
+    "description": "exact decimal number as canonical text: no exponent, no redundant zeros",
+}
+NDEC: Schema = {**DEC, "type": ["string", "null"], "description": "canonical decimal text, or null"}
+# a venue's own book: the venue's wire text as sent
+VENUE_DEC: Schema = {"type": "string", "pattern": r"^-?\d+(\.\d+)?$", "description": "the venue's own text"}
 STATES: Schema = {"type": "string", "enum": [s.value for s in SyncState]}
 FRESHNESS: Schema = {
     "type": ["string", "null"],
@@ -56,7 +63,7 @@ def _nullable(schema: Schema) -> Schema:
 
 
 _LEVEL = closed({"price": DEC, "size": DEC})
-_PAIR = {"type": "array", "items": DEC, "minItems": 2, "maxItems": 2, "description": "[price, size]"}
+_PAIR = {"type": "array", "items": VENUE_DEC, "minItems": 2, "maxItems": 2, "description": "[price, size]"}
 _SWEEP_FEES = ("fee", "average_price_with_fees", "worst_price_with_fees", "total_cost", "net_proceeds")
 
 SCHEMAS: dict[str, Schema] = {

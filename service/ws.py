@@ -47,7 +47,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aiohttp import WSMsgType, web
@@ -57,6 +57,7 @@ from aggbook.service.aggregator import Aggregator, SymbolChange
 from aggbook.service.config import WebSocketSettings
 from aggbook.service.metrics import ServiceMetrics
 from aggbook.service.renders import RenderCache
+from aggbook.service.source import Payloads, Source
 
 log = logging.getLogger("aggbook.ws")
 
@@ -405,19 +406,19 @@ class Hub:
 
     def __init__(
         self,
-        aggregator: Aggregator,
+        aggregator: Source,
         settings: WebSocketSettings,
         metrics: ServiceMetrics,
         *,
         default_depth: int = 10,
         max_depth: int = 1000,
-        renders: RenderCache | None = None,
+        renders: Payloads | None = None,
     ) -> None:
         """``renders`` must already be subscribed to ``aggregator`` (made before this hub), so it has
         forgotten a symbol's old payloads when the hub renders for the change; without one the hub
         makes its own, subscribed first."""
         self.aggregator = aggregator
-        self.renders = renders if renders is not None else RenderCache(aggregator)
+        self.renders = renders if renders is not None else RenderCache(cast(Aggregator, aggregator))
         self.settings = settings
         self.metrics = metrics
         self.default_depth = default_depth
@@ -556,6 +557,9 @@ class Hub:
             if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= self.max_depth:
                 raise ProtocolError("bad_request", f"depth must be an integer from 1 to {self.max_depth}")
             venues = msg.get("venues")
+            if venues is not None and not self.renders.venue_filters:
+                raise ProtocolError("bad_request", "venues is not served here: this source has the merged "
+                                    "book of all venues only (ask the shard that owns the symbol)")
             if venues is not None:
                 known = self.aggregator.venues_for(symbol)
                 if not isinstance(venues, list) or not venues or not all(isinstance(v, str) for v in venues):
@@ -602,7 +606,7 @@ class Hub:
                 fees=spec.get("fees", False),
             )
             client.subs[key] = sub
-            self.by_symbol[sub.symbol].add(sub)
+            self.by_symbol.setdefault(sub.symbol, set()).add(sub)  # a gateway learns symbols as it runs
             self._by_key.setdefault(sub.render_key, set()).add(sub)
             created.append(sub)
         ack: dict[str, Any] = {
@@ -680,6 +684,12 @@ class Hub:
             loop = asyncio.get_running_loop()
             delay = max(0.0, self._last_publish + interval - loop.time())
             self._handle = loop.call_later(delay, self._publish_held)
+
+    def resnapshot(self, symbol: str, reason: str = "conflated") -> None:
+        """The source may have skipped states of ``symbol`` (it lost messages or restarted): every
+        subscription of it gets a fresh snapshot, so no client mistakes the jump for one update."""
+        for sub in list(self.by_symbol.get(symbol, ())):
+            sub.client.send_sub(sub, self.render(sub), kind="snapshot", reason=reason)
 
     def _send_status(self, venue: str, symbol: str, transition: Transition, subs: set[Subscription]) -> None:
         payload = orjson.dumps(

@@ -398,3 +398,79 @@ def test_kubernetes_manifests_render_and_agree_with_the_image(kubectl: list[str]
 
     # each Deployment mounts its own config (in the sharded variant: its own shard's symbols)
     assert len(mounted) == len(deployments)
+
+
+# ---------------------------------------------------------------------- scale-out over NATS
+def _nats_host_port(url: str) -> tuple[str, int]:
+    m = re.fullmatch(r"nats://([\w.-]+):(\d+)", url)
+    assert m, f"not a nats:// URL: {url}"
+    return m.group(1), int(m.group(2))
+
+
+def _shard_config_nats_url(path: Path) -> str:
+    return tomllib.loads(path.read_text())["nats"]["url"]
+
+
+def test_compose_scale_profile_runs_nats_two_shards_and_a_gateway_all_scraped() -> None:
+    services = read_yaml(COMPOSE)["services"]
+    scale = {name for name, svc in services.items() if "scale" in svc.get("profiles", [])}
+    assert scale == {"aggbook-nats", "aggbook-shard-0", "aggbook-shard-1", "aggbook-gateway"}
+    nats_command = services["aggbook-nats"]["command"]
+    assert "-js" in nats_command, "the key-value bucket needs JetStream"
+    shards = sorted(name for name in scale if name.startswith("aggbook-shard-"))
+    for k, name in enumerate(shards):
+        command = services[name]["command"].split()
+        assert command[:3] == ["serve", "--config", image_config_path()]
+        assert command[command.index("--shard") + 1] == f"{k}/{len(shards)}"
+        source = services[name]["volumes"][0].split(":")[0]
+        host, port = _nats_host_port(_shard_config_nats_url(DEPLOY / source))
+        assert host == "aggbook-nats" and port == 4222
+    gateway = services["aggbook-gateway"]["command"].split()
+    assert gateway[0] == "gateway"
+    assert _nats_host_port(gateway[gateway.index("--nats") + 1]) == ("aggbook-nats", 4222)
+    prometheus = read_yaml(DEPLOY / "prometheus" / "prometheus.yml")
+    jobs = {j["job_name"]: j for j in prometheus["scrape_configs"]}
+    (shard_sd,) = jobs["aggbook"]["dns_sd_configs"]
+    assert sorted(shard_sd["names"]) == shards
+    (gateway_sd,) = jobs["aggbook-gateway"]["dns_sd_configs"]
+    assert gateway_sd["names"] == ["aggbook-gateway"]
+    assert shard_sd["port"] == gateway_sd["port"] == int(image_env()["AGGBOOK_PORT"])
+
+
+def test_kubernetes_nats_overlay_shards_as_a_statefulset_and_gateways_behind_the_service(
+    kubectl: list[str],
+) -> None:
+    docs = render(kubectl, K8S / "nats")
+    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    shards = by_name[("StatefulSet", "aggbook-shard")]
+    gateways = by_name[("Deployment", "aggbook-gateway")]
+    nats = by_name[("StatefulSet", "aggbook-nats")]
+    assert "-js" in nats["spec"]["template"]["spec"]["containers"][0]["args"]
+    nats_service = by_name[("Service", "aggbook-nats")]
+    nats_port = nats_service["spec"]["ports"][0]["port"]
+
+    (shard,) = shards["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in shard["env"]}
+    assert shard["args"][:3] == ["serve", "--config", image_config_path()]
+    assert shard["args"][shard["args"].index("--shard") + 1] == "$(SHARD_INDEX)/$(SHARDS)"
+    assert int(env["SHARDS"]["value"]) == shards["spec"]["replicas"], "N must be the replica count"
+    assert env["SHARD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['apps.kubernetes.io/pod-index']")
+    (volume,) = shards["spec"]["template"]["spec"]["volumes"]
+    configmap = by_name[("ConfigMap", volume["configMap"]["name"])]
+    url = tomllib.loads(configmap["data"][image_config_path().rsplit("/", 1)[1]])["nats"]["url"]
+    assert _nats_host_port(url) == ("aggbook-nats", nats_port)
+
+    (gateway,) = gateways["spec"]["template"]["spec"]["containers"]
+    assert gateway["args"][0] == "gateway"
+    nats_url = gateway["args"][gateway["args"].index("--nats") + 1]
+    assert _nats_host_port(nats_url) == ("aggbook-nats", nats_port)
+    assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    pod_labels = gateways["spec"]["template"]["metadata"]["labels"]
+    service = by_name[("Service", "aggbook")]
+    assert _selects(service["spec"]["selector"], pod_labels), "the Service must send clients to gateways"
+    assert not _selects(service["spec"]["selector"], shards["spec"]["template"]["metadata"]["labels"])
+    for workload in (shards, gateways):
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True

@@ -32,6 +32,10 @@ What "returns data" means here:
   every expression must be one the demo exports (or ``up``), and every metric family the demo
   exports must appear on the dashboard.
 
+The scale-out is part of the stack: the demo also publishes to a real ``nats-server`` and an
+``aggbook gateway`` serves it, scraped by the shipped config's ``aggbook-gateway`` job, so the
+shard and gateway series are held to the same rules (``nats-server`` as in tests/service/nats).
+
 The Prometheus binaries come from Debian's ``prometheus`` package (``.ci/run`` installs it).
 Without them the Prometheus tests are skipped, unless ``AGGBOOK_REQUIRE_PROMETHEUS`` is set, as in CI.
 
@@ -63,6 +67,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.service.nats.natsserver import nats_server_binary
+
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
@@ -73,6 +79,13 @@ K8S = REPO / "deploy" / "k8s"
 
 JOB = "aggbook"
 SHIPPED_TARGET = "aggbook:8080"
+GATEWAY_JOB = "aggbook-gateway"
+# the gateway job discovers the compose profile's gateway by name; the test scrapes its own
+SHIPPED_GATEWAY_SD = """    dns_sd_configs:
+      - names: ["aggbook-gateway"]
+        type: A
+        port: 8080
+        refresh_interval: 30s"""
 SCRAPES_BEFORE_QUERYING = 3  # rate() needs two samples in its window; one more for margin
 START_TIMEOUT = 30.0
 # Grafana's built-in variables, as a one-hour view of a 1 s scrape interval would set them.
@@ -362,7 +375,7 @@ def _tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
-def scrape_config_for(shipped: str, target: str) -> str:
+def scrape_config_for(shipped: str, target: str, gateway_target: str | None = None) -> str:
     """The shipped config with the target pointed at ``target`` and every interval set to 1 s.
 
     Text substitution rather than a YAML round trip keeps everything else byte for byte as
@@ -371,6 +384,9 @@ def scrape_config_for(shipped: str, target: str) -> str:
     """
     text, n = re.subn(re.escape(f'"{SHIPPED_TARGET}"'), f'"{target}"', shipped)
     assert n == 1, f"expected the target {SHIPPED_TARGET!r} exactly once in {PROMETHEUS_CONFIG}"
+    if gateway_target is not None:
+        assert text.count(SHIPPED_GATEWAY_SD) == 1, f"no gateway job discovery in {PROMETHEUS_CONFIG}"
+        text = text.replace(SHIPPED_GATEWAY_SD, f'    static_configs:\n      - targets: ["{gateway_target}"]')
     interval = r"(?m)^(\s*(?:scrape_interval|evaluation_interval|scrape_timeout):\s*)\S+"
     text, n = re.subn(interval, r"\g<1>1s", text)
     assert n >= 2, "expected scrape_interval and evaluation_interval in the shipped config"
@@ -380,8 +396,9 @@ def scrape_config_for(shipped: str, target: str) -> str:
 @dataclass
 class Stack:
     demo_url: str
+    gateway_url: str
     prometheus_url: str
-    exported: dict[str, str]  # metric family -> type, from the demo's /metrics
+    exported: dict[str, str]  # metric family -> type, from the demo's and the gateway's /metrics
 
     def api(self, path: str, **params: str) -> Any:
         data = urllib.parse.urlencode(params).encode() if params else None
@@ -424,10 +441,29 @@ def stack(prometheus_binary: str, promtool: str, tmp_path_factory: pytest.TempPa
     demo_log = tmp / "demo.log"
     procs: list[subprocess.Popen] = []
     try:
+        # the scale-out too (docs/scale-out.md): the demo publishes to a NATS, a gateway serves it
+        nats_log = tmp / "nats.log"
+        with nats_log.open("wb") as out:
+            nats = subprocess.Popen([nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", "-1",
+                                     "-sd", str(tmp / "nats")],
+                                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        procs.append(nats)
+        nats_port = int(_wait_until(
+            lambda: (m := re.search(r"client connections on [\d.]+:(\d+)", nats_log.read_text())) and m[1],
+            "nats-server to listen", alive=lambda: None if nats.poll() is None else _tail(nats_log)))
+        nats_url = f"nats://127.0.0.1:{nats_port}"
         with demo_log.open("wb") as out:
-            demo = subprocess.Popen([str(aggbook), "demo", "--port", str(demo_port)],
+            demo = subprocess.Popen([str(aggbook), "demo", "--port", str(demo_port), "--nats", nats_url],
                                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         procs.append(demo)
+        gateway_port = _free_port()
+        gateway_url = f"http://127.0.0.1:{gateway_port}"
+        gateway_log = tmp / "gateway.log"
+        with gateway_log.open("wb") as out:
+            gateway = subprocess.Popen(
+                [str(aggbook), "gateway", "--nats", nats_url, "--port", str(gateway_port)],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        procs.append(gateway)
 
         def demo_alive() -> str | None:
             if demo.poll() is not None:
@@ -438,12 +474,17 @@ def stack(prometheus_binary: str, promtool: str, tmp_path_factory: pytest.TempPa
         _wait_until(lambda: True if _http_get(demo_url + "/readyz")[0] == 200 else None,
                     "the demo's /readyz", alive=demo_alive)
         exported = _exported_families(_http_get(demo_url + "/metrics")[1].decode())
+        _wait_until(lambda: True if _http_get(gateway_url + "/readyz")[0] == 200 else None,
+                    "the gateway's /readyz",
+                    alive=lambda: None if gateway.poll() is None else _tail(gateway_log))
+        exported |= _exported_families(_http_get(gateway_url + "/metrics")[1].decode())
 
         # the shipped prometheus directory, so the config's relative rule_files resolve as shipped
         config_dir = tmp / "prometheus"
         shutil.copytree(PROMETHEUS_DIR, config_dir)
         config = config_dir / "prometheus.yml"
-        config.write_text(scrape_config_for(PROMETHEUS_CONFIG.read_text(), f"127.0.0.1:{demo_port}"))
+        config.write_text(scrape_config_for(PROMETHEUS_CONFIG.read_text(), f"127.0.0.1:{demo_port}",
+                                            f"127.0.0.1:{gateway_port}"))
         _run_promtool(promtool, "check", "config", str(config))
 
         prom_port = _free_port()
@@ -461,14 +502,15 @@ def stack(prometheus_binary: str, promtool: str, tmp_path_factory: pytest.TempPa
                 return f"prometheus exited with {prom.returncode}:\n{_tail(prom_log)}"
             return demo_alive()
 
-        stack = Stack(demo_url, prom_url, exported)
+        stack = Stack(demo_url, gateway_url, prom_url, exported)
         _wait_until(lambda: True if _http_get(prom_url + "/-/ready")[0] == 200 else None,
                     "Prometheus to be ready", alive=both_alive)
 
         def scraped_enough() -> bool | None:
-            result = stack.query(f'count_over_time(up{{job="{JOB}"}}[1m]) >= {SCRAPES_BEFORE_QUERYING}'
-                                 f' and up{{job="{JOB}"}} == 1')
-            return True if result.get("status") == "success" and result["data"]["result"] else None
+            jobs = f'job=~"{JOB}|{GATEWAY_JOB}"'
+            result = stack.query(f'count_over_time(up{{{jobs}}}[1m]) >= {SCRAPES_BEFORE_QUERYING}'
+                                 f' and up{{{jobs}}} == 1')
+            return True if result.get("status") == "success" and len(result["data"]["result"]) == 2 else None
 
         _wait_until(scraped_enough, f"{SCRAPES_BEFORE_QUERYING} successful scrapes of the demo",
                     alive=both_alive)
@@ -708,10 +750,10 @@ def test_alert_expressions_are_valid_and_their_signals_return_data(stack: Stack)
 
 
 def test_scrape_config_targets_the_demo(stack: Stack) -> None:
-    """The generated config scrapes the demo under the shipped job name, and only that."""
+    """The generated config scrapes the demo and the gateway under the shipped job names, and only that."""
     targets = stack.api("/api/v1/targets")["data"]["activeTargets"]
-    assert [(t["labels"]["job"], t["scrapeUrl"], t["health"]) for t in targets] == [
-        (JOB, stack.demo_url + "/metrics", "up")]
+    assert sorted((t["labels"]["job"], t["scrapeUrl"], t["health"]) for t in targets) == [
+        (JOB, stack.demo_url + "/metrics", "up"), (GATEWAY_JOB, stack.gateway_url + "/metrics", "up")]
 
 
 # ---------------------------------------------------------------------- Kubernetes service configs

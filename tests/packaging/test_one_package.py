@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SUBPACKAGES = {"book", "feeds", "proto", "service", "simulator"}
+SUBPACKAGES = {"book", "client", "feeds", "proto", "service", "simulator"}
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,8 @@ def test_the_wheel_installs_one_top_level_package(wheel: Path) -> None:
     assert subpackages == SUBPACKAGES
     assert "aggbook/__init__.py" in names
     assert "aggbook/proto/mexc_push.proto" in names  # package data travels with its package
+    for page_file in ("index.html", "app.js", "style.css", "favicon.svg"):  # the web page at /
+        assert f"aggbook/service/web/{page_file}" in names
     assert not any(n.startswith(("aggbook/tests/", "aggbook/bench/", "aggbook/deploy/")) for n in names)
 
 

@@ -117,30 +117,31 @@ async def test_quotes(svc) -> None:
     _, feeds, http = svc
     load_all(feeds)
     q = await get(http, "/v1/quotes/btc-usdt")
+    # the venues write "100.0" and "100.00": one number, one spelling in everything merged
     assert q["bid"] == {
-        "price": "100.0",
+        "price": "100",
         "size": "1.5",
         "fee_adjusted": False,
         "venues": [
-            {"venue": "alpha", "price": "100.0", "size": "1"},
-            {"venue": "beta", "price": "100.00", "size": "0.5"},
+            {"venue": "alpha", "price": "100", "size": "1"},
+            {"venue": "beta", "price": "100", "size": "0.5"},
         ],
     }
     assert q["ask"]["price"] == "100.5" and [v["venue"] for v in q["ask"]["venues"]] == ["beta"]
     assert (q["spread"], q["crossed"], q["locked"], q["fees"]) == ("0.5", False, False, False)
     alpha = q["venues"][0]
     assert alpha["venue"] == "alpha" and alpha["state"] == "live" and alpha["included"] is True
-    assert alpha["bid"] == {"price": "100.0", "size": "1"} and alpha["fee_bps"] == "10"
+    assert alpha["bid"] == {"price": "100", "size": "1"} and alpha["fee_bps"] == "10"
     assert alpha["age_seconds"] >= 0 and alpha["last_id"] == 100
 
     f = await get(http, "/v1/quotes/BTC-USDT?fees=true")
     # bid: alpha 100 * 0.999 = 99.9 beats beta 100 * 0.998
     # ask: beta 100.5 * 1.002 = 100.701 beats alpha 101 * 1.001
-    assert f["fees"] is True and f["bid"]["price"] == "99.9000" and f["bid"]["fee_adjusted"] is True
+    assert f["fees"] is True and f["bid"]["price"] == "99.9" and f["bid"]["fee_adjusted"] is True
     assert f["bid"]["venues"] == [
-        {"venue": "alpha", "price": "100.0", "size": "1", "fee_adjusted_price": "99.9000"}
+        {"venue": "alpha", "price": "100", "size": "1", "fee_adjusted_price": "99.9"}
     ]
-    assert f["ask"]["price"] == "100.7010"
+    assert f["ask"]["price"] == "100.701"
 
     all_quotes = await get(http, "/v1/quotes")
     assert [x["symbol"] for x in all_quotes["quotes"]] == ["BTC-USDT", "ETH-USDT"]
@@ -148,7 +149,7 @@ async def test_quotes(svc) -> None:
 
     feeds["beta"].gap("BTC-USDT")
     q = await get(http, "/v1/quotes/BTC-USDT")
-    assert q["ask"]["price"] == "101.0" and q["venues"][1]["state"] == "resyncing"
+    assert q["ask"]["price"] == "101" and q["venues"][1]["state"] == "resyncing"
     assert q["venues"][1]["excluded_reason"] == "resyncing: gap" and q["venues"][1]["bid"] is None
 
 
@@ -167,18 +168,19 @@ async def test_books(svc) -> None:
     b = await get(http, "/v1/books/BTC-USDT?depth=2")
     assert b["depth"] == 2 and b["venues"] == ["alpha", "beta"] and b["excluded"] == {}
     assert b["bids"] == [
-        {"price": "100.0", "size": "1.5", "venues": {"alpha": "1", "beta": "0.5"}},
+        {"price": "100", "size": "1.5", "venues": {"alpha": "1", "beta": "0.5"}},
         {"price": "99.5", "size": "2", "venues": {"alpha": "2"}},
     ]
     assert b["asks"] == [
         {"price": "100.5", "size": "0.25", "venues": {"beta": "0.25"}},
-        {"price": "101.00", "size": "3", "venues": {"beta": "2", "alpha": "1"}},
+        {"price": "101", "size": "3", "venues": {"beta": "2", "alpha": "1"}},
     ]
     only = await get(http, "/v1/books/BTC-USDT?venues=beta")
     assert only["venues"] == ["beta"] and len(only["bids"]) == 2 and only["depth"] == 10
 
     one = await get(http, "/v1/books/BTC-USDT/alpha?depth=1")
     assert (one["venue"], one["state"], one["included"], one["last_id"]) == ("alpha", "live", True, 100)
+    # a venue's own book keeps its exact wire text
     assert one["bids"] == [["100.0", "1"]] and one["asks"] == [["101.0", "1"]]
     feeds["alpha"].gap("BTC-USDT")
     one = await get(http, "/v1/books/BTC-USDT/alpha")
@@ -209,7 +211,7 @@ async def test_sweep(svc) -> None:
     load_all(feeds)
     s = await get(http, "/v1/sweep/BTC-USDT?side=buy&qty=1.25")
     # 0.25 @ 100.5 (beta), then 101.0: beta 2 and alpha 1 at the same price, venue name breaks the tie
-    assert (s["filled"], s["complete"], s["best_price"], s["worst_price"]) == ("1.25", True, "100.5", "101.0")
+    assert (s["filled"], s["complete"], s["best_price"], s["worst_price"]) == ("1.25", True, "100.5", "101")
     assert s["notional"] == "126.125" and s["average_price"] == "100.9"
     assert {a["venue"]: a["qty"] for a in s["allocation"]} == {"beta": "0.25", "alpha": "1"}
     f = await get(http, "/v1/sweep/BTC-USDT?side=sell&qty=100&fees=true&venues=alpha")

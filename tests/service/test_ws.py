@@ -75,7 +75,7 @@ async def test_quotes_snapshot_then_updates_only_on_change(setup) -> None:
         {"sub": "quotes:BTC-USDT", "channel": "quotes", "symbol": "BTC-USDT", "fees": False}
     ]
     snap = await ws.expect("snapshot", sub="quotes:BTC-USDT", seq=1, reason="subscribe")
-    assert snap["data"]["bid"]["price"] == "100.0" and snap["data"]["ask"]["price"] == "100.5"
+    assert snap["data"]["bid"]["price"] == "100" and snap["data"]["ask"]["price"] == "100.5"
     assert "age_seconds" not in snap["data"]["venues"][0]
 
     feeds["alpha"].delta("BTC-USDT", bids=[("100.2", "3")])
@@ -113,7 +113,7 @@ async def test_book_updates_only_when_the_top_n_changes(setup) -> None:
         "venues": ["beta"],
     }
     snap = await ws.expect("snapshot", seq=1)
-    assert snap["data"]["bids"] == [{"price": "100.00", "size": "0.5", "venues": {"beta": "0.5"}}]
+    assert snap["data"]["bids"] == [{"price": "100", "size": "0.5", "venues": {"beta": "0.5"}}]
     assert snap["data"]["venues"] == ["beta"]
     feeds["alpha"].delta("BTC-USDT", bids=[("100.4", "1")])  # another venue: not in this ladder
     feeds["beta"].delta("BTC-USDT", bids=[("98", "1")])  # below depth 1

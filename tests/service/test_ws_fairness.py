@@ -112,7 +112,7 @@ async def test_an_abusers_deep_books_are_spread_over_iterations_and_never_delay_
     # and every deep book still reaches the latest state in the end
     for client, sock in abusers:
         for key in client.subs:
-            await wait_for(lambda s=sock, k=key: any(f["data"]["bids"][0]["price"] == "100.010"
+            await wait_for(lambda s=sock, k=key: any(f["data"]["bids"][0]["price"] == "100.01"
                                                      for f in s.of(k, "update")), what=f"{key} latest")
     assert len(quotes.of("quotes:BTC-USDT", "update")) == 10
 

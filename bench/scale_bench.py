@@ -1,0 +1,438 @@
+"""Scale-out over NATS on this machine: one shard against two shards and a gateway.
+
+Every part is its own process on 127.0.0.1: a ``nats-server -js``, the simulated venues (the
+``simulator`` role of ``service_bench.py``), ``aggbook serve`` processes and an ``aggbook gateway``.
+The WebSocket subscribers run in this process (on uvloop when it is installed).  Three scenarios,
+each with fresh processes:
+
+1. **one shard** (``rate=inf``, the simulator as fast as it can): a single ``aggbook serve`` with
+   ``--symbols`` symbols on ``--venues``, ``--subscribers`` WebSocket clients on it, each subscribed
+   to the quotes of every symbol and the book of every symbol at depth 10.  Over a window of
+   ``--seconds``: frames absorbed (delta of ``aggbook_feed_messages_total``) and WebSocket messages
+   delivered to the clients.
+2. **two shards and a gateway** (same load): ``serve --shard 0/2`` and ``serve --shard 1/2``
+   publishing to NATS, the same clients on an ``aggbook gateway``.  Frames are summed over both
+   shards; messages are those the gateway delivered.
+3. **subscribers per gateway** (the simulator at ``--latency-rate`` steps per second per symbol):
+   two shards and a gateway; subscribers (quotes of every symbol) are added in steps
+   (``--latency-steps``) and, at each step, the delivery latency of every update is measured over
+   ``--latency-seconds``: receive wall clock minus the update's ``recv_ts`` (when the owning shard
+   applied the venue frame), so it spans the shard's publisher, NATS, the gateway and its
+   WebSocket queue.  The figure is the largest count whose p99 stays within 10 ms.
+
+On a machine with few cores the processes share them, the simulator included: the ratios say what
+the scale-out buys *here*, not on a machine with a core per shard.
+
+Self-checks (the run fails otherwise): every book live on every shard before a window, every
+subscriber got a snapshot of every subscription and a gap-free ``seq``, every update carried
+``recv_ts``, and every aggbook process exits 0 on SIGTERM.
+
+The last line is machine-readable:
+``scale shard_ratio=<r> gateway_fanout_ratio=<r> gateway_subscribers_p99_10ms=<n>``:
+``shard_ratio`` is frames/s absorbed by two shards over one, ``gateway_fanout_ratio`` WebSocket
+messages/s delivered by the gateway over the single process, and the last figure from scenario 3
+(0 when even the first step passes 10 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import service_bench as sb  # noqa: E402 - the sibling script: its roles, child processes, scrapes
+
+HOST = sb.HOST
+BOOK_DEPTH = 10
+
+
+# ---------------------------------------------------------------------- processes
+def nats_server_binary() -> str:
+    path = shutil.which("nats-server") or "/usr/bin/nats-server"
+    if not os.path.exists(path):
+        raise SystemExit("nats-server not found: install the Debian package nats-server")
+    return path
+
+
+class NatsProcess:
+    """``nats-server -js`` on a port of its own choosing, read from its log."""
+
+    def __init__(self, tmp: str) -> None:
+        self.log = os.path.join(tmp, "nats.log")
+        self.child = sb.Child(
+            [nats_server_binary(), "-js", "-a", HOST, "-p", "-1", "-sd", os.path.join(tmp, "nats")],
+            self.log,
+            announce=False,
+        )
+        deadline = time.monotonic() + sb.START_TIMEOUT
+        while True:
+            with open(self.log) as f:
+                text = f.read()
+            match = re.search(r"client connections on [\d.]+:(\d+)", text)
+            if match and "Server is ready" in text:
+                self.url = f"nats://{HOST}:{match[1]}"
+                return
+            if self.child.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"nats-server did not start:\n{text[-4000:]}")
+            time.sleep(0.02)
+
+
+def write_shard_config(path: str, venues: dict[str, Any], port: int, nats_url: str | None) -> list[str]:
+    symbols = sb.write_config(path, venues, port, binance_depth=100)
+    if nats_url is not None:
+        with open(path, "a") as f:
+            f.write(
+                f'\n[nats]\nurl = "{nats_url}"\nbook_depth = {BOOK_DEPTH}\nbook_interval = 0.1\n'
+                "heartbeat_interval = 0.5\n"
+            )
+    return symbols
+
+
+@dataclass
+class Topology:
+    sim: sb.Child
+    shards: list[tuple[sb.Child, str, int]]  # (process, base URL, books it owns)
+    gateway: tuple[sb.Child, str] | None
+    symbols: list[str]
+
+    @property
+    def front(self) -> str:
+        """Where the clients connect: the gateway, or the single process."""
+        return self.gateway[1] if self.gateway is not None else self.shards[0][1]
+
+
+def _shard_books(symbols: list[str], venues: int, index: int, count: int) -> int:
+    from aggbook.service.nats.settings import shard_of
+
+    return sum(venues for s in symbols if shard_of(s, count) == index)
+
+
+@contextlib.asynccontextmanager
+async def topology(
+    args: argparse.Namespace, tmp: str, shards: int, rate: float, nats_url: str | None
+) -> AsyncIterator[Topology]:
+    budget = 600.0
+    sim = sb.Child(
+        sb._role_cmd(
+            "simulator",
+            "--venues",
+            args.venues,
+            "--symbols",
+            str(args.symbols),
+            "--rate",
+            str(rate),
+            "--seed",
+            str(args.seed),
+            "--max-seconds",
+            str(budget),
+        ),
+        os.path.join(tmp, f"simulator-{shards}.log"),
+    )
+    procs: list[sb.Child] = []
+    try:
+        venues = sim.info["venues"]
+        started: list[tuple[sb.Child, str, int]] = []
+        for k in range(shards):
+            port = sb._free_port()
+            config = os.path.join(tmp, f"shard-{shards}-{k}.toml")
+            symbols = write_shard_config(config, venues, port, nats_url)
+            cmd = [*sb._aggbook_cmd(), "serve", "--config", config]
+            if shards > 1:
+                cmd += ["--shard", f"{k}/{shards}"]
+            child = sb.Child(cmd, os.path.join(tmp, f"shard-{shards}-{k}.log"), announce=False)
+            procs.append(child)
+            books = (
+                _shard_books(symbols, len(venues), k, shards) if shards > 1 else len(symbols) * len(venues)
+            )
+            started.append((child, f"http://{HOST}:{port}", books))
+        gateway = None
+        if nats_url is not None and shards > 1:
+            port = sb._free_port()
+            child = sb.Child(
+                [
+                    *sb._aggbook_cmd(),
+                    "gateway",
+                    "--nats",
+                    nats_url,
+                    "--port",
+                    str(port),
+                    "--max-depth",
+                    str(BOOK_DEPTH),
+                    "--log-level",
+                    "warning",
+                ],
+                os.path.join(tmp, f"gateway-{shards}.log"),
+                announce=False,
+            )
+            procs.append(child)
+            gateway = (child, f"http://{HOST}:{port}")
+        async with aiohttp.ClientSession() as session:
+            for child, base, books in started:
+                await sb.wait_live(session, base, books, args.live_timeout, child)
+            if gateway is not None:
+                await wait_ready(session, gateway[1], gateway[0], args.live_timeout)
+        yield Topology(sim, started, gateway, symbols)
+    finally:
+        codes = [(p.proc.args, p.stop()) for p in reversed(procs)]
+        sim.stop()
+    bad = [(cmd, code) for cmd, code in codes if code != 0]
+    if bad:
+        raise RuntimeError(f"aggbook processes did not exit 0 on SIGTERM: {bad}")
+
+
+async def wait_ready(session: aiohttp.ClientSession, base: str, proc: sb.Child, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.proc.poll() is not None:
+            raise RuntimeError(f"gateway exited {proc.proc.returncode}:\n{proc.stderr_tail()}")
+        with contextlib.suppress(aiohttp.ClientError):
+            async with session.get(f"{base}/readyz") as resp:
+                if resp.status == 200:
+                    return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"the gateway at {base} was not ready within {timeout:.0f}s")
+
+
+# ---------------------------------------------------------------------- subscribers
+@dataclass
+class Client:
+    """One ``/v1/ws`` client: quotes of every symbol (and books, if asked)."""
+
+    symbols: list[str]
+    books: bool
+    subs: int = 0
+    snapshots: set[str] = field(default_factory=set)
+    seqs: dict[str, int] = field(default_factory=dict)
+    messages: int = 0
+    latencies: list[float] = field(default_factory=list)
+    recording: bool = False
+    problems: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.subs = len(self.symbols) * (2 if self.books else 1)
+
+    def on_message(self, msg: dict[str, Any], received: float) -> None:
+        kind = msg.get("type")
+        if kind not in ("snapshot", "update"):
+            if kind == "error":
+                self.problems.append(f"error message {msg}")
+            return
+        sub, seq = msg["sub"], msg["seq"]
+        if seq != self.seqs.get(sub, 0) + 1:
+            self.problems.append(f"{sub}: seq {seq} after {self.seqs.get(sub, 0)}")
+        self.seqs[sub] = seq
+        self.messages += 1
+        if kind == "snapshot":
+            self.snapshots.add(sub)
+            return
+        recv_ts = msg.get("recv_ts")
+        if recv_ts is None:
+            self.problems.append(f"{sub}: update without recv_ts")
+        elif self.recording and msg["channel"] == "quotes":
+            self.latencies.append(received - recv_ts)
+
+    async def run(self, session: aiohttp.ClientSession, base: str, ready: asyncio.Event) -> None:
+        async with session.ws_connect(f"{base.replace('http', 'ws', 1)}/v1/ws", max_msg_size=0) as ws:
+            await ws.send_str(json.dumps({"op": "subscribe", "channel": "quotes", "symbols": self.symbols}))
+            if self.books:
+                for s in self.symbols:
+                    await ws.send_str(
+                        json.dumps({"op": "subscribe", "channel": "book", "symbol": s, "depth": BOOK_DEPTH})
+                    )
+            async for raw in ws:
+                if raw.type is not aiohttp.WSMsgType.TEXT:
+                    break
+                self.on_message(orjson.loads(raw.data), time.time())
+                if len(self.snapshots) == self.subs:
+                    ready.set()
+
+
+async def start_clients(
+    session: aiohttp.ClientSession,
+    base: str,
+    symbols: list[str],
+    n: int,
+    books: bool,
+    tasks: list[asyncio.Task],
+) -> list[Client]:
+    clients = []
+    for _ in range(n):
+        client, ready = Client(symbols, books), asyncio.Event()
+        tasks.append(asyncio.create_task(client.run(session, base, ready)))
+        clients.append(client)
+        await asyncio.wait_for(ready.wait(), sb.START_TIMEOUT)
+    return clients
+
+
+def check(clients: list[Client]) -> None:
+    problems = [p for c in clients for p in c.problems]
+    if problems:
+        raise RuntimeError(f"subscriber self-checks failed: {problems[:5]}")
+
+
+# ---------------------------------------------------------------------- scenarios
+@dataclass
+class Throughput:
+    shards: int
+    frames_per_s: float
+    ws_messages_per_s: float
+
+
+async def measure_throughput(
+    args: argparse.Namespace, tmp: str, shards: int, nats_url: str | None
+) -> Throughput:
+    async with topology(args, tmp, shards, math.inf, nats_url) as topo, aiohttp.ClientSession() as session:
+        tasks: list[asyncio.Task] = []
+        try:
+            clients = await start_clients(session, topo.front, topo.symbols, args.subscribers, True, tasks)
+            before = [await sb.scrape(session, base) for _, base, _ in topo.shards]
+            sent_before = sum(c.messages for c in clients)
+            t0 = time.monotonic()
+            await asyncio.sleep(args.seconds)
+            elapsed = time.monotonic() - t0
+            after = [await sb.scrape(session, base) for _, base, _ in topo.shards]
+            sent = sum(c.messages for c in clients) - sent_before
+            check(clients)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    frames = sum(a.frames - b.frames for a, b in zip(after, before, strict=True))
+    return Throughput(shards, frames / elapsed, sent / elapsed)
+
+
+@dataclass
+class Step:
+    subscribers: int
+    p99_ms: float
+    updates: int
+
+
+async def measure_gateway_subscribers(args: argparse.Namespace, tmp: str, nats_url: str) -> list[Step]:
+    steps = [int(n) for n in args.latency_steps.split(",")]
+    results: list[Step] = []
+    async with (
+        topology(args, tmp, 2, args.latency_rate, nats_url) as topo,
+        aiohttp.ClientSession() as session,
+    ):
+        assert topo.gateway is not None
+        tasks: list[asyncio.Task] = []
+        clients: list[Client] = []
+        try:
+            for n in steps:
+                clients += await start_clients(
+                    session, topo.gateway[1], topo.symbols, n - len(clients), False, tasks
+                )
+                await asyncio.sleep(0.5)  # the new clients' snapshots are out of the way
+                for c in clients:
+                    c.latencies.clear()
+                    c.recording = True
+                await asyncio.sleep(args.latency_seconds)
+                for c in clients:
+                    c.recording = False
+                check(clients)
+                lat = sorted(x for c in clients for x in c.latencies)
+                p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000 if lat else math.nan
+                results.append(Step(n, p99, len(lat)))
+                print(
+                    f"  gateway with {n} subscribers: p99 {p99:.2f} ms, p50 "
+                    f"{statistics.median(lat) * 1000 if lat else math.nan:.2f} ms over {len(lat)} updates",
+                    flush=True,
+                )
+                if not p99 <= 10.0:
+                    break
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    return results
+
+
+# ---------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--venues", default="binance,mexc,btse")
+    parser.add_argument("--symbols", type=int, default=6)
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured window of scenarios 1 and 2")
+    parser.add_argument("--subscribers", type=int, default=8, help="clients in scenarios 1 and 2")
+    parser.add_argument("--latency-rate", type=float, default=20.0, help="steps/s per symbol in scenario 3")
+    parser.add_argument("--latency-steps", default="1,2,5,10,25,50,100,200,400,800")
+    parser.add_argument("--latency-seconds", type=float, default=4.0)
+    parser.add_argument("--live-timeout", type=float, default=60.0)
+    parser.add_argument("--seed", type=int, default=3)
+    return parser
+
+
+@dataclass
+class Report:
+    one: Throughput
+    two: Throughput
+    steps: list[Step]
+    subscribers_p99_10ms: int
+
+
+def main(argv: list[str] | None = None) -> Report:
+    args = build_parser().parse_args(argv)
+
+    async def run() -> Report:
+        with tempfile.TemporaryDirectory(prefix="scale_bench") as tmp:
+            nats = NatsProcess(tmp)
+            try:
+                one = await measure_throughput(args, tmp, 1, None)
+                print(
+                    f"  1 shard: {one.frames_per_s:,.0f} frames/s absorbed, "
+                    f"{one.ws_messages_per_s:,.0f} WebSocket messages/s delivered",
+                    flush=True,
+                )
+                two = await measure_throughput(args, tmp, 2, nats.url)
+                print(
+                    f"  2 shards + gateway: {two.frames_per_s:,.0f} frames/s absorbed, "
+                    f"{two.ws_messages_per_s:,.0f} WebSocket messages/s delivered by the gateway",
+                    flush=True,
+                )
+                steps = await measure_gateway_subscribers(args, tmp, nats.url)
+            finally:
+                nats.child.stop()
+        passing = [s.subscribers for s in steps if s.p99_ms <= 10.0]
+        return Report(one, two, steps, max(passing, default=0))
+
+    load_before = os.getloadavg()
+    try:
+        import uvloop
+
+        report = uvloop.run(run())
+    except ImportError:
+        report = asyncio.run(run())
+    load_after = os.getloadavg()
+    print(
+        f"{len(args.venues.split(','))} venues x {args.symbols} symbols, {args.subscribers} subscribers "
+        f"(quotes and depth-{BOOK_DEPTH} books of every symbol), {args.seconds:.0f}s windows, "
+        f"{os.cpu_count()} cores; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after"
+    )
+    shard_ratio = report.two.frames_per_s / report.one.frames_per_s
+    fanout_ratio = report.two.ws_messages_per_s / report.one.ws_messages_per_s
+    print(
+        f"scale shard_ratio={shard_ratio:.3f} gateway_fanout_ratio={fanout_ratio:.3f} "
+        f"gateway_subscribers_p99_10ms={report.subscribers_p99_10ms}"
+    )
+    return report
+
+
+if __name__ == "__main__":
+    main()

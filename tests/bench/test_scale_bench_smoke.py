@@ -1,0 +1,48 @@
+"""Smoke test of bench/scale_bench.py: the three scenarios on a tiny workload, self-checks on.
+
+Never asserts on rates, latencies or ratios: only that the machine-readable line is there with
+its three figures, that both topologies absorbed frames and delivered messages, and that the
+subscriber steps ran.  Needs nats-server, like tests/service/nats.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.service.nats.natsserver import nats_server_binary
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "scale_bench.py"
+
+
+def _load_bench():
+    sys.path.insert(0, str(BENCH.parent))  # the bench imports its sibling service_bench.py
+    spec = importlib.util.spec_from_file_location("scale_bench", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.integration
+def test_scale_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    nats_server_binary()  # skips (or fails under AGGBOOK_REQUIRE_NATS=1) without it
+    bench = _load_bench()
+    report = bench.main(["--venues", "binance,mexc", "--symbols", "3", "--seconds", "1", "--subscribers", "2",
+                         "--latency-steps", "1,2", "--latency-seconds", "1", "--live-timeout", "30"])
+    for run in (report.one, report.two):
+        assert run.frames_per_s > 0 and run.ws_messages_per_s > 0
+    assert report.one.shards == 1 and report.two.shards == 2
+    assert report.steps and report.steps[0].subscribers == 1 and report.steps[0].updates > 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    match = re.fullmatch(
+        r"scale shard_ratio=(\S+) gateway_fanout_ratio=(\S+) gateway_subscribers_p99_10ms=(\d+)", last
+    )
+    assert match, last
+    assert float(match[1]) > 0 and float(match[2]) > 0
+    assert int(match[3]) in (0, *(s.subscribers for s in report.steps))
