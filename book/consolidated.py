@@ -7,8 +7,14 @@ costs O(1) (compare with the cached best, or mark it dirty if the venue that hel
 the best got worse), and only a query that finds the cache dirty scans the
 venues.  ``scans`` counts those scans so tests can hold the property.
 
-Venues are excluded from every answer when they are not live or when their last
-update is older than ``stale_after`` seconds; the answer says which and why.
+Venues are excluded from every answer when they are not live or stale; the answer
+says which and why.  Liveness is per connection, staleness per book: a book whose
+connection keeps proving itself alive (pings, pongs, any frame: its
+:class:`~book.sync.Liveness`) stays included however long the book itself goes
+unchanged, and is only *quiet* (not changed for ``stale_after`` seconds); it is
+*stale*, and excluded, once its connection is silent past the venue's timeout.  A
+book without a ``Liveness`` (a test's bare sync) is stale ``stale_after`` seconds
+after its last change.
 Every price and size leaves in canonical decimal text (:mod:`aggbook.book.canonical`): one
 spelling per number whichever venue wrote it, converted once where a level is taken from a venue
 book and cached per spelling; totals and fee-adjusted prices are exact ``Decimal`` arithmetic in
@@ -21,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Context, Decimal
+from enum import StrEnum
 
 from aggbook.book.canonical import CanonicalText
 from aggbook.book.l2 import ASK_TOP_CHANGED, BID_TOP_CHANGED
@@ -33,6 +40,14 @@ _WIDE = Context(prec=80)  # normalising never rounds a sum or product of venue n
 def fmt(value: Decimal) -> str:
     """Canonical text of a computed number: no exponent, no trailing zeros (``1.50E-7`` -> ``0.00000015``)."""
     return format(value.normalize(_WIDE), "f")
+
+
+class Freshness(StrEnum):
+    """How current a live book is known to be."""
+
+    FRESH = "fresh"  # changed within stale_after
+    QUIET = "quiet"  # unchanged for longer, but its connection proves itself alive: still included
+    STALE = "stale"  # its connection has been silent past the venue's timeout: excluded
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +79,7 @@ class VenueQuote:
     excluded_reason: str | None
     last_id: int | None
     fee_bps: str
+    freshness: str | None = None  # a Freshness value for a live book, None otherwise
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,11 +248,25 @@ class ConsolidatedBook:
             self._ask_dirty = False
 
     # ------------------------------------------------------------------ eligibility
+    def freshness(self, venue: str, now: float | None = None) -> Freshness | None:
+        """Fresh, quiet or stale for a live book (see the module docstring); None when not live."""
+        sync = self.syncs[venue]
+        if sync.state is not SyncState.LIVE:
+            return None
+        now = self.clock() if now is None else now
+        unchanged = sync.updated_at is None or now - sync.updated_at > self.stale_after
+        liveness = sync.liveness
+        if liveness is None:
+            return Freshness.STALE if unchanged else Freshness.FRESH
+        if not liveness.alive(now):
+            return Freshness.STALE
+        return Freshness.QUIET if unchanged else Freshness.FRESH
+
     def _exclusion(self, venue: str, now: float) -> str | None:
         sync = self.syncs[venue]
         if sync.state is not SyncState.LIVE:
             return f"{sync.state.value}: {sync.reason.value}"
-        if sync.updated_at is None or now - sync.updated_at > self.stale_after:
+        if self.freshness(venue, now) is Freshness.STALE:
             return "stale"
         return None
 
@@ -311,8 +341,9 @@ class ConsolidatedBook:
         bid = self.text.level(sync.book.best_bid()) if live else None
         ask = self.text.level(sync.book.best_ask()) if live else None
         age = None if sync.updated_at is None else max(0.0, now - sync.updated_at)
+        fresh = self.freshness(venue, now)
         return VenueQuote(venue, sync.state.value, bid, ask, age, why is None, why, sync.last_id,
-                          fmt(self.fees[venue]))
+                          fmt(self.fees[venue]), None if fresh is None else fresh.value)
 
     def ladder(self, depth: int = 10, venues: Iterable[str] | None = None,
                now: float | None = None) -> Ladder:

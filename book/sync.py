@@ -53,6 +53,8 @@ class Reason(StrEnum):
     SNAPSHOT = "snapshot"
     GAP = "gap"
     STALE_SNAPSHOT = "stale_snapshot"
+    # the snapshot falls between two deltas (Huobi mbp.150: prevSeqNum < S < seqNum): never forced to fit
+    MISALIGNED_SNAPSHOT = "misaligned_snapshot"
     BUFFER_OVERFLOW = "buffer_overflow"
     CROSSED_BOOK = "crossed_book"
     DECODE_ERROR = "decode_error"
@@ -97,6 +99,29 @@ class SequenceRule:
     snapshot_in_stream: bool = False  # the venue pushes the snapshot on the stream; no buffering
     resync_on_cross: bool = True  # a crossed or locked book after a message is treated as corrupt
 
+
+
+@dataclass(slots=True)
+class Liveness:
+    """When the connection a book arrives on last proved alive: one per socket, shared by its books.
+
+    Most venues push nothing while a book is unchanged (NHEX/BitV mbp.5/20, Binance, MEXC, BTSE), so
+    the age of a book's last change says nothing about whether it is still current; the socket's
+    pings, pongs and frames do.  ``timeout`` is the venue's: silence longer than that (no frame of
+    any kind) makes the connection's books stale, while a book merely unchanged is quiet.
+    """
+
+    timeout: float
+    heard_at: float = field(default_factory=time.monotonic)
+
+    def heard(self, now: float) -> None:
+        self.heard_at = now
+
+    def silent_for(self, now: float) -> float:
+        return max(0.0, now - self.heard_at)
+
+    def alive(self, now: float) -> bool:
+        return now - self.heard_at <= self.timeout
 
 
 @dataclass(slots=True)
@@ -152,7 +177,8 @@ class SyncCounters:
     dropped: int = 0  # stale or duplicate deltas ignored
     dropped_before_snapshot: int = 0  # in-stream-snapshot venues: deltas before the snapshot
     snapshots: int = 0
-    stale_snapshots: int = 0
+    stale_snapshots: int = 0  # snapshots discarded as older than the stream, or misaligned with it
+    misaligned_snapshots: int = 0  # of those, the ones falling between two deltas
     resyncs: Counter[Reason] = field(default_factory=Counter)
 
 
@@ -179,7 +205,9 @@ class BookSync:
         self.state = SyncState.WAITING
         self.reason = Reason.START
         self.since = clock()
-        self.updated_at: float | None = None  # last time the book was known current
+        self.updated_at: float | None = None  # last time the book changed (snapshot or applied delta)
+        # the connection it arrives on (set by the feed); None: only ``updated_at`` says it is current
+        self.liveness: Liveness | None = None
         self.last_event_time: float | None = None
         self.last_id: int | None = None
         self.snapshot_pending = False
@@ -209,6 +237,15 @@ class BookSync:
         return self.state is SyncState.LIVE
 
     @property
+    def confirmed(self) -> bool:
+        """Live, and the stream has continued the snapshot (or the snapshot needs no continuation).
+
+        Until the first delta after a snapshot passes its test, the snapshot may still turn out
+        stale or misaligned: feeds keep their snapshot backoff running until then.
+        """
+        return self.state is SyncState.LIVE and not self._first_pending
+
+    @property
     def buffered(self) -> int:
         return len(self._buffer)
 
@@ -233,9 +270,19 @@ class BookSync:
         self.snapshot_pending = False
 
     def touch(self) -> None:
-        """The venue proved the stream alive without changing the book (heartbeat, empty push)."""
-        if self.state is SyncState.LIVE:
+        """The venue proved the stream alive without changing the book (heartbeat, empty push).
+
+        With a :class:`Liveness` the connection is marked heard (the book's age, the time since
+        its last change, stays); without one the book's age restarts, the only mark it has.
+        """
+        if self.liveness is not None:
+            self.liveness.heard(self.clock())
+        elif self.state is SyncState.LIVE:
             self.updated_at = self.clock()
+
+    def silence(self, now: float) -> float | None:
+        """Seconds since the book's connection last proved alive; None without a :class:`Liveness`."""
+        return None if self.liveness is None else self.liveness.silent_for(now)
 
     def on_snapshot(self, snap: Snapshot) -> None:
         self.snapshot_pending = False
@@ -252,10 +299,14 @@ class BookSync:
         self.counters.dropped += len(self._buffer) - len(kept)
         self._buffer = buffer = kept
         if buffer and not self._aligned_first(buffer[0], L):
-            self.counters.stale_snapshots += 1
-            self.counters.resyncs[Reason.STALE_SNAPSHOT] += 1
+            reason = self._misfit(buffer[0], L)
+            self.counters.resyncs[reason] += 1
+            first = buffer[0]
+            detail = (f"snapshot {L} falls between delta prev {first.prev} and {first.last}"
+                      if reason is Reason.MISALIGNED_SNAPSHOT
+                      else f"snapshot {L} does not reach delta {first.first}")
             self._set_state(self.state if self.state is not SyncState.LIVE else SyncState.RESYNCING,
-                            Reason.STALE_SNAPSHOT, f"snapshot {L} does not reach delta {buffer[0].first}")
+                            reason, detail)
             return
         if not self._load(snap):
             return
@@ -324,6 +375,20 @@ class BookSync:
             return False
         return prev == L or (self.rule.straddle_ok and prev < L < d.last)
 
+    def _misfit(self, d: Delta, L: int) -> Reason:
+        """Count a snapshot ``L`` that ``d`` (the first delta past it) does not continue, and say why.
+
+        Misaligned: the venue's rule wants the delta's previous id to be ``L`` and it is below, so
+        ``L`` falls inside the delta (a state between two pushes, which a 100 ms snapshot diff cannot
+        be applied to).  Stale: anything else (the snapshot is older than the stream).
+        """
+        self.counters.stale_snapshots += 1
+        if (self.rule.first is FirstAfterSnapshot.PREV_IS_SNAPSHOT and d.prev is not None
+                and d.prev < L < d.last):
+            self.counters.misaligned_snapshots += 1
+            return Reason.MISALIGNED_SNAPSHOT
+        return Reason.STALE_SNAPSHOT
+
     def _load(self, snap: Snapshot) -> bool:
         try:
             self.book.apply_snapshot(snap.bids, snap.asks, snap.depth)
@@ -355,11 +420,11 @@ class BookSync:
                 self.counters.dropped += 1
                 return
             if not self._aligned_first(d, cur):
-                self.counters.stale_snapshots += 1
+                reason = self._misfit(d, cur)
                 self._buffer.clear()
                 self._buffer.append(d)
-                self._resync(Reason.STALE_SNAPSHOT, f"first delta {d.first}..{d.last} (prev {d.prev}) "
-                                                    f"does not continue snapshot {cur}")
+                self._resync(reason, f"first delta {d.first}..{d.last} (prev {d.prev}) "
+                                     f"does not continue snapshot {cur}")
                 return
         else:
             if rule.contiguous_ids and d.prev is not None and d.last != d.prev + 1:

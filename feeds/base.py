@@ -34,7 +34,7 @@ from typing import Any, Generic
 
 import aiohttp
 
-from aggbook.book.sync import BookSync, Delta, Reason, SequenceRule, Snapshot, SyncState, Transition
+from aggbook.book.sync import BookSync, Delta, Liveness, Reason, SequenceRule, Snapshot, SyncState, Transition
 from aggbook.feeds.config import VenueConfig
 from aggbook.feeds.connection import Connection, S
 from aggbook.feeds.crosscheck import Bbo, TopCrossCheck
@@ -63,6 +63,9 @@ class VenueFeed(Generic[S]):
     # Defaults a venue module overrides; ``config.options`` overrides both (same names).
     max_symbols_per_connection: int = 50
     silence_timeout: float = 30.0
+    # silence (no frame at all, heartbeats included) after which the connection's books count as
+    # stale and leave the consolidated view; below silence_timeout, which drops the socket
+    liveness_timeout: float = 10.0
     max_connection_age: float | None = None
     rollover_timeout: float = 30.0
     connect_timeout: float = 10.0
@@ -118,8 +121,9 @@ class VenueFeed(Generic[S]):
         return self.config.ws_url
 
     async def connect(self, conn: Connection[S]) -> aiohttp.ClientWebSocketResponse:
+        """Open the socket; no autoping: the read loop answers pings so that they count as activity."""
         assert self.http.session is not None, "the feed is not started"
-        return await self.http.session.ws_connect(self.ws_url_for(conn), autoping=True, heartbeat=None,
+        return await self.http.session.ws_connect(self.ws_url_for(conn), autoping=False, heartbeat=None,
                                                   max_msg_size=64 * 1024 * 1024, compress=0)
 
     async def subscribe(self, conn: Connection[S]) -> None:
@@ -263,6 +267,9 @@ class VenueFeed(Generic[S]):
         self.count_frame(conn, canonical)
         sync.on_delta(delta)
         self.crosscheck.after_book(sync)
+        if conn.snapshot_attempts and sync.confirmed:
+            # the stream continued the snapshot: the symbol's snapshot backoff starts afresh
+            conn.snapshot_attempts.pop(canonical, None)
         if delta.event_time is not None:
             self.metrics.lag(self.venue, max(0.0, time.time() - delta.event_time))
         if sync.wants_snapshot():
@@ -275,9 +282,9 @@ class VenueFeed(Generic[S]):
         self.count_frame(conn, canonical)
         sync.on_snapshot(snap)
         self.crosscheck.after_book(sync)
-        if sync.live:
-            conn.snapshot_attempts[canonical] = 0
-        elif sync.wants_snapshot():
+        if sync.confirmed:
+            conn.snapshot_attempts.pop(canonical, None)
+        elif not sync.live and sync.wants_snapshot():
             self.request_snapshot(conn, canonical)
 
     def deliver_bbo(self, conn: Connection[S], canonical: str, bbo: Bbo) -> None:
@@ -337,7 +344,10 @@ class VenueFeed(Generic[S]):
         """A connection with fresh books; they are published now unless it replaces a live one."""
         syncs = {s: self.new_sync(s) for s in symbols}
         conn = Connection(list(symbols), syncs, self.new_connection_state(),
-                          publish_when_live=publish_when_live)
+                          publish_when_live=publish_when_live,
+                          liveness=Liveness(timeout=float(self.liveness_timeout)))
+        for sync in syncs.values():
+            sync.liveness = conn.liveness
         self.connections[conn.id] = conn
         if not publish_when_live:
             for canonical, sync in syncs.items():

@@ -35,9 +35,10 @@ What the feed does, per Binance's Spot and USDⓈ-M Futures API docs:
 * ``serverShutdown`` (raw, or ``!serverShutdown`` on combined streams) triggers the
   base's make-before-break rollover, as does ``max_connection_age`` (23.5 h, before
   the venue's 24 h cut);
-* server pings are answered by aiohttp's autoping with the ping's payload; futures,
-  whose server pings only every 3 minutes, also sends client pings so a quiet
-  connection still proves it is alive within ``silence_timeout``.
+* server pings are answered with the ping's payload by the shared read loop (not by aiohttp's
+  autoping, which would hide them), so every ping counts as the connection's activity; futures,
+  whose server pings only every 3 minutes, also sends client pings so a quiet connection still
+  proves it is alive (its pongs) within ``liveness_timeout``.
 """
 
 from __future__ import annotations
@@ -200,6 +201,9 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
     max_symbols_per_connection: int = 200  # one stream per symbol; the venue allows 1024
     max_streams_per_connection: int = 1024
     silence_timeout: float = 30.0
+    # spot's server pings every 20 s, futures' client pings (below) every 10 s: either proves a quiet
+    # connection alive well within this
+    liveness_timeout: float = 25.0
     max_connection_age: float | None = 23.5 * 3600  # roll over before the venue's 24 h cut
     stream_speed: str = "100ms"  # "<sym>@depth@100ms"; "" = "<sym>@depth"
     combined: bool = True  # /stream?streams= (wrapped events) or /ws/<s1>/<s2> (raw events)

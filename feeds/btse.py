@@ -18,7 +18,11 @@ What this module adds to the shared lifecycle (:mod:`feeds.base`):
 * Error frames are routed by ``errors[].arg`` (the topic): 1000 (pair not supported) marks the
   symbol invalid until the shared listing re-check (:mod:`~aggbook.feeds.listing`) finds it in
   ``/api/v3.3/market_summary`` again and resubscribes it, 1007 (buffer full, messages lost)
-  resyncs that symbol, 1008 (too many failed attempts, session closing) reconnects.
+  resyncs that symbol, 1008 (too many failed attempts, session closing) reconnects.  The documents
+  list the codes but show no error frame: any other code, an error that names no topic of ours, and
+  any frame of a shape this module does not know (an ``event`` other than ``subscribe``, a top-level
+  ``code``/``error``/``message``) is logged and counted (``venue_errors`` by code,
+  ``unrecognised_frames``, in the feed's status), never ignored and never a reason to drop the socket.
 * A plain-text ``ping`` every ``ping_interval`` seconds keeps the session (the venue drops sockets
   idle for 60 s); a ``pong`` not back within ``pong_timeout`` means the socket is stale.
 * Resyncs are paced: the base queues them through the venue's request pacer with a per-symbol
@@ -33,7 +37,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
@@ -147,6 +151,7 @@ class BtseFeed(VenueFeed[BtseConnState]):
     ping_interval = 15.0  # docs.btse.com: ping every 15 s; idle sockets are dropped after 60 s
     pong_timeout = 10.0
     silence_timeout = 30.0  # pongs arrive every ``ping_interval`` even on a quiet market
+    liveness_timeout = 25.0  # a pong every ping_interval proves a quiet connection alive
     snapshot_wait = 10.0  # seconds to wait for the in-stream snapshot after a (re)subscribe
     max_snapshot_failures = 3  # missed snapshots in a row for one symbol before reconnecting
     resync_stable_after = 5.0  # a book live at least this long starts its resubscribe backoff afresh
@@ -160,7 +165,12 @@ class BtseFeed(VenueFeed[BtseConnState]):
         # A quiet market sends no deltas: only pongs prove the socket alive, so the base's silence
         # limit must leave room for one ping round trip.
         self.silence_timeout = max(self.silence_timeout, self.ping_interval + self.pong_timeout)
+        if self.liveness_timeout <= self.ping_interval:
+            raise ValueError(f"venues.{self.venue}.options.liveness_timeout ({self.liveness_timeout}) "
+                             f"must exceed ping_interval ({self.ping_interval}): a quiet book's pongs")
         self.pong_timeouts = 0  # stale sockets detected by the pong deadline (observability)
+        self.venue_errors: Counter[str] = Counter()  # error code (or "?") -> frames carrying it
+        self.unrecognised_frames = 0  # JSON frames of no shape this module knows
         self.snapshot_timeouts = 0  # in-stream snapshots that did not arrive within ``snapshot_wait``
         # per subscribed book; weak, so a closed connection's books take their pacers with them
         self.resync_pacers: weakref.WeakKeyDictionary[BookSync, _ResyncPacer] = weakref.WeakKeyDictionary()
@@ -173,6 +183,12 @@ class BtseFeed(VenueFeed[BtseConnState]):
 
     def rule_for(self, canonical: str) -> SequenceRule:
         return BTSE
+
+    def status(self) -> dict:
+        out = super().status()
+        out.update(venue_errors=dict(self.venue_errors), unrecognised_frames=self.unrecognised_frames,
+                   pong_timeouts=self.pong_timeouts, snapshot_timeouts=self.snapshot_timeouts)
+        return out
 
     def new_connection_state(self) -> BtseConnState:
         return BtseConnState()
@@ -337,6 +353,16 @@ class BtseFeed(VenueFeed[BtseConnState]):
             self._on_errors(conn, obj)
         elif obj.get("event") == "subscribe":
             self._on_ack(conn, obj)
+        elif obj.get("event") == "unsubscribe":
+            return  # the resubscribe's first half, answered as asked
+        elif obj.get("event") == "error" or any(k in obj for k in ("code", "error", "errorCode", "message")):
+            code = obj.get("code", obj.get("errorCode"))
+            self.venue_errors[str(code) if code is not None else "?"] += 1
+            log.warning("%s: error frame of an undocumented shape on connection %s: %s", self.venue, conn.id,
+                        text[:300])
+        else:
+            self.unrecognised_frames += 1
+            log.warning("%s: unrecognised frame on connection %s: %s", self.venue, conn.id, text[:300])
 
     def _on_ack(self, conn: Connection[BtseConnState], obj: dict) -> None:
         """Rejected topics are left out of ``channel``; the error frame that follows says why.
@@ -347,7 +373,11 @@ class BtseFeed(VenueFeed[BtseConnState]):
         """
         pending = conn.venue_state.pending_subscribes
         channel = obj.get("channel")
-        if not pending or not isinstance(channel, list):
+        if not isinstance(channel, list):
+            self.unrecognised_frames += 1  # the snapshot guard still asks again for what never comes
+            log.warning("%s: subscribe ack of an undocumented shape: %s", self.venue, str(obj)[:300])
+            return
+        if not pending:
             return
         left_out = [t for t in pending.popleft() if t not in channel]
         if left_out:
@@ -356,15 +386,18 @@ class BtseFeed(VenueFeed[BtseConnState]):
     def _on_errors(self, conn: Connection[BtseConnState], obj: dict) -> None:
         errors = obj.get("errors")
         if not isinstance(errors, list):
-            raise FrameError(f"unexpected error frame: {str(obj)[:200]}")
+            errors = [errors]
         closing = False
         for entry in errors:
             if not isinstance(entry, dict):
+                self.venue_errors["?"] += 1
+                log.warning("%s: error entry of an undocumented shape: %s", self.venue, str(obj)[:300])
                 continue
             arg = entry.get("arg")
             raw = entry.get("error")
-            err = raw if isinstance(raw, dict) else {}
+            err = raw if isinstance(raw, dict) else entry  # {"code", "message"} without the wrapper
             code, message = err.get("code"), err.get("message", "")
+            self.venue_errors[str(code) if code is not None else "?"] += 1
             venue_symbol = symbol_of_topic(arg) if isinstance(arg, str) else None
             canonical = self._canonical.get(venue_symbol or "")
             detail = f"error {code} on {arg}: {message}"

@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 
 import aiohttp
 
-from aggbook.book.sync import BookSync
+from aggbook.book.sync import BookSync, Liveness
 
 _conn_ids = itertools.count(1)
 
@@ -42,7 +42,8 @@ class Connection(Generic[S]):
     state: str = "connecting"
     since: float = field(default_factory=time.time)
     opened_at: float = field(default_factory=time.monotonic)
-    last_rx: float = field(default_factory=time.monotonic)
+    # when the socket last proved alive (any frame, pings and pongs included); its books share it
+    liveness: Liveness = field(default_factory=lambda: Liveness(timeout=10.0))
     rollover: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: set[asyncio.Task] = field(default_factory=set)
     snapshot_attempts: dict[str, int] = field(default_factory=dict)  # canonical -> failed in a row
@@ -50,6 +51,10 @@ class Connection(Generic[S]):
     frame_counted: bool = False  # the frame was counted against a symbol already
     went_live: bool = False
     task: asyncio.Task | None = None
+
+    @property
+    def last_rx(self) -> float:
+        return self.liveness.heard_at
 
     @property
     def open(self) -> bool:

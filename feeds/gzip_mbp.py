@@ -7,15 +7,23 @@ counts and symbols they allow.  What this module does and why:
 * Every server frame is gzip: gunzip, then JSON with ``parse_float=str`` so prices and sizes
   (JSON *numbers* with up to 18 decimals) reach the book as the venue's exact text and never pass
   through a binary float.  An integer-valued number (``7964``) becomes ``"7964"``.
-* ``{"ping": n}`` is answered at once with ``{"pong": n}``; the base watchdog drops a connection
-  silent for ``silence_timeout`` (15 s: three missed 5 s pings).
+* ``{"ping": n}`` is answered at once with ``{"pong": n}``; like every frame it proves the
+  connection alive, so a quiet 5/20 book (nothing pushed while unchanged) stays included; its books
+  are stale after ``liveness_timeout`` (10 s: two missed 5 s pings) and the base watchdog drops a
+  connection silent for ``silence_timeout`` (15 s: three).
 * Acks and ``req`` replies are matched by ``id`` only (a reply's ``rep`` may name another topic).
 * Two ``req`` on one connection must be 100 ms apart or the venue answers ``429 too many request``:
   each connection has its own :class:`~feeds.pacing.RequestPacer` spacing them ``req_min_interval``.
 * Sequencing is :data:`MBP_TICK` for 5/20 (tick-by-tick, a straddling snapshot is
   exact) and :data:`MBP_100MS` for 150/400; empty 150 pushes are delivered because
-  they advance the ``prevSeqNum`` chain.  Each book is an ``L2Book(max_depth=levels)``, so it is
-  trimmed to the topic's window after every message whatever the venue sends for levels leaving it.
+  they advance the ``prevSeqNum`` chain.  A 150 snapshot is never forced to fit: the documents
+  want its ``seqNum`` to equal a push's ``prevSeqNum``, and one that falls between two pushes
+  (``prevSeqNum < seqNum_snapshot < seqNum``) is discarded (resync reason ``misaligned_snapshot``)
+  and ``req``-ed again with the symbol's snapshot backoff, for as long as it takes; the book stays
+  not live meanwhile and says why.  ``mbp.refresh`` cannot stand in: it offers 5/10/20 levels only,
+  on the other endpoint (``/ws``), so it cannot seed a 150-level book.  Each book is an
+  ``L2Book(max_depth=levels)``, so it is trimmed to the topic's window after every message
+  whatever the venue sends for levels leaving it.
 * A quiet 5/20 book pushes nothing, so its snapshot is requested ``quiet_snapshot_delay`` after the
   ``subbed`` ack (or after it stopped being live) even with nothing buffered.
 * ``invalid symbol`` on a ``sub`` or ``req`` marks the book invalid; the shared listing re-check
@@ -35,7 +43,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Coroutine
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -143,8 +151,6 @@ class MbpConnState:
     topics: dict[str, str] = field(default_factory=dict)  # topic -> canonical
     subbed: dict[str, float] = field(default_factory=dict)  # canonical -> monotonic time of the ok ack
     ids: itertools.count = field(default_factory=lambda: itertools.count(1))
-    # canonical -> (stale snapshots, applied, streak) at the last req reply (see _tolerate_straddles)
-    snapshot_marks: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
 class GzipMbpFeed(VenueFeed[MbpConnState]):
@@ -161,11 +167,11 @@ class GzipMbpFeed(VenueFeed[MbpConnState]):
     fallback_levels: int = 150  # levels used where 5/20 is not offered; 0 = no fallback
     max_symbols_per_connection: int = 30  # specs: plan ~20-50 mbp topics per /feed connection
     silence_timeout: float = 15.0
+    liveness_timeout: float = 10.0  # two of the venue's 5 s pings missed: the books are stale
     req_min_interval: float = 0.11  # the venue wants >= 100 ms between two reqs on a connection
     req_timeout: float = 5.0  # re-req when a reply has not come
     rate_limit_pause: float = 0.5  # after "429 too many request"
     quiet_snapshot_delay: float = 1.0  # req a book with nothing buffered this long after subbed
-    straddle_accept_after: int = 3  # 150/400: misaligned snapshots in a row before a straddle is taken
     not_open_retry: float = 60.0  # "symbol trade not open now": resubscribe after this many seconds
     # the documents state no venue-wide req budget (only the 100 ms spacing per connection, and 10 REST
     # requests/s per IP, which reqs on the socket are not): this only caps a venue-wide storm
@@ -427,29 +433,7 @@ class GzipMbpFeed(VenueFeed[MbpConnState]):
             if err == INVALID_SYMBOL:
                 raise InvalidSymbol(f"req {rid}: {err}")
             raise SnapshotError(f"req {rid}: {reply.get('err-code')} {err}")
-        self._tolerate_straddles(conn, canonical)
         return self._snapshot(reply)
-
-    def _tolerate_straddles(self, conn: Connection[MbpConnState], canonical: str) -> None:
-        """After ``straddle_accept_after`` snapshots in a row failed their first push, accept straddles.
-
-        A 150-level snapshot whose ``S`` falls between two pushes (``prevSeqNum < S < seqNum``) is
-        re-requested, because a 100 ms diff can omit a level that changed and reverted inside the
-        window.  A venue that only ever answers that way would keep the book down for good, so after a
-        few tries the book takes it (and says so); a snapshot older than the stream is still refused.
-        """
-        sync = conn.syncs.get(canonical)
-        if sync is None or sync.rule.straddle_ok:
-            return
-        marks = conn.venue_state.snapshot_marks
-        stale, applied = sync.counters.stale_snapshots, sync.counters.applied
-        last = marks.get(canonical)
-        streak = last[2] + 1 if last is not None and stale > last[0] and applied == last[1] else 0
-        marks[canonical] = (stale, applied, streak)
-        if streak >= self.straddle_accept_after:
-            log.warning("%s %s: %d snapshots in a row did not align with the stream; accepting a "
-                        "straddling snapshot from now on", self.venue, canonical, streak)
-            sync.rule = replace(sync.rule, straddle_ok=True)
 
     @staticmethod
     def _snapshot(reply: dict) -> Snapshot:

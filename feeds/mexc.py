@@ -11,8 +11,13 @@ Copy of the Order Book"):
   313, ``fromVersion``/``toVersion``) on top of ``GET /api/v3/depth`` (``lastUpdateId``),
   sequenced by :data:`MEXC`.
 * a subscription is acknowledged by a reply whose ``msg`` is the requested channels
-  joined by ``,``; a rejection is *also* ``code: 0`` with a different ``msg``, so acks
-  are checked by comparing channel sets, never by ``code``.  A rejected channel, or one
+  joined by ``,`` (the documents' one example; they never state the shape); a rejection is
+  *also* ``code: 0`` with a different ``msg``, so acks are checked by comparing channel sets,
+  never by ``code``.  Data arriving on a channel acknowledges it too.  A reply this feed does not
+  recognise is logged and counted (``unrecognised_replies`` in the status), never a reason to
+  reconnect: a channel with neither an acknowledgement nor data after ``ack_timeout`` is
+  subscribed again on the same socket, waiting twice as long each time (up to
+  ``ack_timeout_cap``).  A rejected channel, or one
   the venue silently left out of its ack (over its 30-subscription limit), marks that
   symbol invalid; it is not retried in a loop: the shared listing re-check
   (:mod:`~aggbook.feeds.listing`) asks ``exchangeInfo?symbol=`` with backoff and, once the symbol
@@ -96,9 +101,10 @@ class _Batch:
     """One SUBSCRIPTION frame and what the venue has said about its channels so far."""
 
     channels: list[str]
-    pending: set[str]
+    pending: set[str]  # neither acknowledged, rejected nor served data yet
     sent_at: float = field(default_factory=time.monotonic)
     replied: bool = False  # some reply (ack or rejection) named a channel of this batch
+    wait: float = 0.0  # how long to wait for this batch before subscribing its pending channels again
 
 
 @dataclass(slots=True)
@@ -130,9 +136,11 @@ class MexcFeed(VenueFeed[MexcConnState]):
     depth_interval = "100ms"  # or "10ms"; never both for one book
     ping_interval = 17.0  # spec: PING every 15-20 s (the venue drops a connection idle for 60 s)
     pong_timeout = 10.0  # no PONG within this -> reconnect
+    liveness_timeout = 25.0  # a PONG every ping_interval proves a quiet connection alive
     control_rate = 10.0  # client frames per second per connection (SUBSCRIPTION and PING)
     channels_per_subscribe = 5  # channels per SUBSCRIPTION frame (ack msg = channels joined by ",")
-    ack_timeout = 5.0  # a SUBSCRIPTION with no reply at all by then -> reconnect
+    ack_timeout = 5.0  # a channel with neither an ack nor data by then is subscribed again
+    ack_timeout_cap = 60.0  # ... waiting twice as long each time, up to this
     validate_at_start = True  # check the symbol map against /api/v3/exchangeInfo
 
     def __init__(self, config: VenueConfig, *, metrics: FeedMetrics | None = None) -> None:
@@ -147,7 +155,18 @@ class MexcFeed(VenueFeed[MexcConnState]):
         if self.bbo_check:  # two channels a symbol (depth and book ticker) under the same 30 a connection
             self.max_symbols_per_connection = min(int(self.max_symbols_per_connection),
                                                   (VENUE_SUBSCRIPTION_LIMIT - 5) // 2)
+        if self.liveness_timeout <= self.ping_interval:
+            raise ValueError(f"venues.{config.name}.options.liveness_timeout ({self.liveness_timeout}) "
+                             f"must exceed ping_interval ({self.ping_interval}): a quiet book's PONGs")
         self.pong_timeouts = 0
+        self.unrecognised_replies = 0  # control replies that were neither PONG, an ack nor a rejection
+        self.resubscribes = 0  # SUBSCRIPTIONs sent again for channels neither acknowledged nor served
+
+    def status(self) -> dict:
+        out = super().status()
+        out.update(pong_timeouts=self.pong_timeouts, unrecognised_replies=self.unrecognised_replies,
+                   resubscribes=self.resubscribes)
+        return out
 
     @classmethod
     def depth_problem(cls, depth: int) -> str | None:
@@ -160,6 +179,9 @@ class MexcFeed(VenueFeed[MexcConnState]):
 
     def channel_for(self, venue_symbol: str) -> str:
         return f"{DEPTH_CHANNEL}@{self.depth_interval}@{venue_symbol}"
+
+    def ticker_channel_for(self, venue_symbol: str) -> str:
+        return f"{TICKER_CHANNEL}@{self.depth_interval}@{venue_symbol}"
 
     def new_connection_state(self) -> MexcConnState:
         return MexcConnState(RequestPacer(self.control_rate, 1.0))
@@ -186,7 +208,7 @@ class MexcFeed(VenueFeed[MexcConnState]):
         state.by_venue[venue_symbol] = canonical
         state.by_channel[channel] = canonical
         if self.bbo_check:
-            state.by_channel[f"{TICKER_CHANNEL}@{self.depth_interval}@{venue_symbol}"] = canonical
+            state.by_channel[self.ticker_channel_for(venue_symbol)] = canonical
         return channel
 
     def resume_symbol(self, conn: Connection[MexcConnState], canonical: str) -> None:
@@ -271,10 +293,14 @@ class MexcFeed(VenueFeed[MexcConnState]):
         if member != DEPTH_MEMBER and member != TICKER_MEMBER:
             return  # other channels, oneof members this schema does not declare, or none
         venue_symbol = wrapper.symbol if wrapper.HasField("symbol") else wrapper.channel.rpartition("@")[2]
-        canonical = conn.venue_state.by_venue.get(venue_symbol)
+        state = conn.venue_state
+        canonical = state.by_venue.get(venue_symbol)
         if canonical is None:
             log.debug("%s: push for unsubscribed symbol %r ignored", self.venue, venue_symbol)
             return
+        if state.batches:  # data on a channel acknowledges it, whatever its reply looked like
+            ticker = member == TICKER_MEMBER
+            self._served(state, (self.ticker_channel_for if ticker else self.channel_for)(venue_symbol))
         if member == TICKER_MEMBER:
             ticker = wrapper.publicAggreBookTicker
             self.deliver_bbo(conn, canonical, Bbo(
@@ -337,7 +363,16 @@ class MexcFeed(VenueFeed[MexcConnState]):
                     self._invalidate(conn, state.by_channel[channel], f"subscription rejected: {msg.strip()}")
         state.batches = [b for b in state.batches if b.pending]
         if not hit:
-            log.warning("%s: unrecognised control reply on connection %s: %r", self.venue, conn.id, msg)
+            self.unrecognised_replies += 1
+            log.warning("%s: unrecognised control reply on connection %s (counted; data on a channel "
+                        "acknowledges it): %r", self.venue, conn.id, msg)
+
+    def _served(self, state: MexcConnState, channel: str) -> None:
+        """Data arrived on ``channel``: whatever its acknowledgement looked like, it is subscribed."""
+        state.subscribed.add(channel)
+        for batch in state.batches:
+            batch.pending.discard(channel)
+        state.batches = [b for b in state.batches if b.pending]
 
     def _drop_unacknowledged(self, conn: Connection[MexcConnState], batch: _Batch) -> None:
         """The venue answered the batch without these channels: over its limit, never served."""
@@ -361,7 +396,7 @@ class MexcFeed(VenueFeed[MexcConnState]):
         size = max(1, int(self.channels_per_subscribe))
         for i in range(0, len(channels), size):
             names = channels[i:i + size]
-            batch = _Batch(names, set(names))
+            batch = _Batch(names, set(names), wait=float(self.ack_timeout))
             state.batches.append(batch)  # before sending: the reply may come back at once
             if not await self._send(conn, {"method": "SUBSCRIPTION", "params": names}):
                 return
@@ -369,12 +404,19 @@ class MexcFeed(VenueFeed[MexcConnState]):
         while state.batches and conn.open:
             await asyncio.sleep(min(0.1, self.ack_timeout / 5))
             now = time.monotonic()
-            for batch in [b for b in state.batches if now - b.sent_at >= self.ack_timeout]:
+            for batch in [b for b in state.batches if now - b.sent_at >= b.wait]:
                 if batch.replied:
                     self._drop_unacknowledged(conn, batch)
-                else:
-                    self._abort(conn, f"no reply to SUBSCRIPTION {batch.channels} within {self.ack_timeout}s")
+                    continue
+                # no reply we recognised and no data: ask again on this socket, never reconnect for it
+                again = sorted(batch.pending)
+                self.resubscribes += 1
+                log.warning("%s: neither an acknowledgement nor data for %s within %.1fs on connection %s; "
+                            "subscribing again", self.venue, again, batch.wait, conn.id)
+                batch.wait = min(batch.wait * 2, float(self.ack_timeout_cap))
+                if not await self._send(conn, {"method": "SUBSCRIPTION", "params": again}):
                     return
+                batch.sent_at = time.monotonic()
 
     async def _heartbeat(self, conn: Connection[MexcConnState]) -> None:
         """PING so the venue keeps the connection; a missing PONG means the connection is dead."""

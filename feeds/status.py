@@ -35,6 +35,10 @@ def render_status(feed: VenueFeed) -> dict[str, Any]:
                 "state": c.state,
                 "since": c.since,
                 "age_seconds": round(time.monotonic() - c.opened_at, 3),
+                # since the socket last proved alive (any frame, heartbeats too); past
+                # ``liveness_timeout`` its books are stale
+                "silence_seconds": round(c.liveness.silent_for(time.monotonic()), 3),
+                "liveness_timeout": c.liveness.timeout,
                 "symbols": list(c.symbols),
                 "url": feed.ws_url_for(c),
             }

@@ -6,7 +6,11 @@ the only code that opens and closes a feed's sockets, so the rules live in one p
 * reconnect with capped, jittered backoff, every attempt counted; the backoff starts afresh
   only after a connection got a book live (a venue that accepts and drops at once is not
   hammered);
-* a connection silent past ``silence_timeout`` is dropped, and so is one that closes or errors;
+* every frame, pings and pongs included, marks the connection alive (its ``Liveness``, shared by its
+  books): control frames are answered here rather than by aiohttp's autoping, which would hide
+  them, so a quiet market whose only frames are heartbeats keeps its books included (quiet, not
+  stale); a connection silent past ``silence_timeout`` is dropped, and so is one that closes or
+  errors;
 * a frame the venue module cannot decode is counted and resyncs the connection's books; it never
   ends the read loop;
 * make-before-break rollover: at ``max_connection_age`` or when the venue announces a shutdown,
@@ -95,7 +99,8 @@ class ConnectionSupervisor:
             conn.ws = await asyncio.wait_for(feed.connect(conn), feed.connect_timeout)
             conn.state = "open"
             conn.since = time.time()
-            conn.opened_at = conn.last_rx = time.monotonic()
+            conn.opened_at = time.monotonic()
+            conn.liveness.heard(conn.opened_at)
             for coro in feed.connection_tasks(conn):
                 conn.spawn(coro)
             if feed.max_connection_age:
@@ -131,7 +136,13 @@ class ConnectionSupervisor:
                 raise FeedError(f"closed by venue ({ws.close_code})")
             if msg.type is aiohttp.WSMsgType.ERROR:
                 raise FeedError(f"socket error: {ws.exception()}")
-            conn.last_rx = time.monotonic()
+            conn.liveness.heard(time.monotonic())
+            if msg.type is aiohttp.WSMsgType.PING:
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await ws.pong(msg.data)
+                continue
+            if msg.type is aiohttp.WSMsgType.PONG:
+                continue
             data = msg.data
             conn.frame_bytes = len(data) if isinstance(data, (bytes, str)) else 0
             conn.frame_counted = False

@@ -203,6 +203,7 @@ async def venue_book(request: web.Request) -> web.Response:
                 "included": False,
                 "excluded_reason": "no book yet",
                 "age_seconds": None,
+                "freshness": None,
                 "last_id": None,
                 "depth": depth,
                 "bids": [],
@@ -210,7 +211,9 @@ async def venue_book(request: web.Request) -> web.Response:
             }
         )
     why = consolidated.eligible(now, [venue]).get(venue)
-    return json_response(venue_book_json(sync, symbol, depth, now, included=why is None, excluded_reason=why))
+    fresh = consolidated.freshness(venue, now)
+    return json_response(venue_book_json(sync, symbol, depth, now, included=why is None, excluded_reason=why,
+                                         freshness=None if fresh is None else fresh.value))
 
 
 async def sweep_handler(request: web.Request) -> web.Response:

@@ -9,15 +9,15 @@ quote, ``depth`` and the set of ``venues`` for a ladder.
 
 Two things change without a book changing, and a cached payload must never show them wrong:
 
-* **staleness**: a venue whose book has not been updated for ``stale_after`` seconds leaves the
+* **staleness**: a venue whose connection has been silent past its venue's timeout leaves the
   consolidated view on the clock alone (the aggregator only notices on a timer).  Each entry keeps
   the venue eligibility it was rendered with, and every lookup recomputes eligibility now (one
   pass over the symbol's venues) and renders afresh when it differs;
-* **ages**: the HTTP quote carries each venue's ``age_seconds``, which grows with the clock (and a
-  venue's heartbeat refreshes it without any book change).  The cached HTTP quote is therefore
-  only the time-independent part: the JSON split where the ages go, and the ages are read from the
-  venues' books and formatted at every request.  WebSocket quotes and ladders contain no ages and
-  are cached whole.
+* **ages**: the HTTP quote carries each venue's ``age_seconds``, which grows with the clock, and its
+  ``freshness`` (a live book unchanged for ``stale_after`` turns ``quiet`` on the clock alone).  The
+  cached HTTP quote is therefore only the time-independent part: the JSON split where the ages and
+  freshness go, both read from the venues' books and formatted at every request.  WebSocket quotes
+  and ladders contain neither and are cached whole.
 
 A served payload is thus byte for byte what rendering from scratch would produce at the same clock
 reading, given the books as of the aggregator's last delivered change: a frame applied in the
@@ -110,16 +110,22 @@ class RenderCache:
             body = quote_json(entry.quote, fees=fees)
             for item in body["venues"]:
                 item["age_seconds"] = orjson.Fragment(_HOLE)
+                item["freshness"] = orjson.Fragment(_HOLE)
             segments = entry.segments = orjson.dumps(body).split(_HOLE)
         else:
             self.hits += 1
         out = [segments[0]]
         syncs = book.syncs
-        for venue, tail in zip(entry.quote.venues, segments[1:], strict=True):
+        tails = iter(segments[1:])
+        for venue, age_tail, fresh_tail in zip(entry.quote.venues, tails, tails, strict=True):
             updated_at = syncs[venue.venue].updated_at
-            # the age ConsolidatedBook.quote() gives a venue, read now: a heartbeat moves it without a change
+            # the age and freshness ConsolidatedBook.quote() gives a venue, read now: both move with
+            # the clock alone (a book unchanged for stale_after turns quiet without any change)
             out.append(orjson.dumps(age_seconds(None if updated_at is None else max(0.0, now - updated_at))))
-            out.append(tail)
+            out.append(age_tail)
+            fresh = book.freshness(venue.venue, now)
+            out.append(orjson.dumps(None if fresh is None else fresh.value))
+            out.append(fresh_tail)
         return b"".join(out)
 
     def quotes_http(self, symbols: Iterable[str], fees: bool, now: float) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aggbook.book.consolidated import Freshness
 from aggbook.book.sweep import SIDES
 from aggbook.book.sync import SyncState
 
@@ -26,6 +27,13 @@ NDEC: Schema = {**DEC, "type": ["string", "null"], "description": "canonical dec
 # a venue's own book: the venue's wire text as sent
 VENUE_DEC: Schema = {"type": "string", "pattern": r"^-?\d+(\.\d+)?$", "description": "the venue's own text"}
 STATES: Schema = {"type": "string", "enum": [s.value for s in SyncState]}
+FRESHNESS: Schema = {
+    "type": ["string", "null"],
+    "enum": [*(f.value for f in Freshness), None],
+    "description": "live books: fresh (changed within stale_after), quiet (unchanged for longer, its "
+                   "connection alive: still included) or stale (connection silent past the venue's "
+                   "timeout: excluded); null when not live",
+}
 NAMES: Schema = {"type": "array", "items": {"type": "string"}}
 REASONS: Schema = {
     "type": "object",
@@ -141,12 +149,14 @@ SCHEMAS: dict[str, Schema] = {
         {
             "venue": {"type": "string"},
             "state": STATES,
-            "included": {"type": "boolean", "description": "live and updated within stale_after"},
+            "included": {"type": "boolean",
+                         "description": "live, and its connection heard within the venue's timeout"},
             "excluded_reason": {"type": ["string", "null"]},
             "bid": _nullable(_LEVEL),
             "ask": _nullable(_LEVEL),
             "fee_bps": DEC,
-            "age_seconds": {"type": ["number", "null"], "description": "seconds since last known current"},
+            "age_seconds": {"type": ["number", "null"], "description": "seconds since the book last changed"},
+            "freshness": FRESHNESS,
             "last_id": {"type": ["integer", "null"], "description": "venue sequence id of the book"},
         }
     ),
@@ -201,6 +211,7 @@ SCHEMAS: dict[str, Schema] = {
             "included": {"type": "boolean"},
             "excluded_reason": {"type": ["string", "null"]},
             "age_seconds": {"type": ["number", "null"]},
+            "freshness": FRESHNESS,
             "last_id": {"type": ["integer", "null"]},
             "depth": {"type": "integer", "minimum": 1},
             "bids": {"type": "array", "items": _PAIR, "description": "empty while the book is not live"},
@@ -288,12 +299,19 @@ SCHEMAS: dict[str, Schema] = {
             "since": {"type": "number", "description": "epoch seconds of entering the state"},
             "since_seconds": {"type": "number"},
             "last_update_age_seconds": {"type": ["number", "null"]},
+            "freshness": FRESHNESS,
+            "connection_silence_seconds": {
+                "type": ["number", "null"],
+                "description": "seconds since the book's connection last proved alive (any frame, "
+                               "heartbeats too)",
+            },
             "last_id": {"type": ["integer", "null"]},
             "levels": closed({"bids": {"type": "integer"}, "asks": {"type": "integer"}}),
             "included": {"type": "boolean"},
             "excluded_reason": {"type": ["string", "null"]},
         },
-        optional=("detail", "since", "since_seconds", "last_update_age_seconds", "last_id", "levels"),
+        optional=("detail", "since", "since_seconds", "last_update_age_seconds", "freshness",
+                  "connection_silence_seconds", "last_id", "levels"),
         description="The optional fields are there once the feed has handed over a book.",
     ),
     "VenueStatus": {

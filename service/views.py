@@ -40,8 +40,9 @@ def age_seconds(age: float | None) -> float | None:
 
 
 def quote_json(q: ConsolidatedQuote, *, fees: bool, ages: bool = True) -> dict:
-    """A consolidated quote.  ``ages=False`` (WebSocket) leaves out what changes with the clock alone,
-    so an update is only sent when the market or a venue's state changed."""
+    """A consolidated quote.  ``ages=False`` (WebSocket) leaves out what changes with the clock alone
+    (ages, and a live book turning quiet), so an update is only sent when the market or a venue's
+    state changed."""
     venues = []
     for v in q.venues:
         item: dict = {
@@ -55,6 +56,7 @@ def quote_json(q: ConsolidatedQuote, *, fees: bool, ages: bool = True) -> dict:
         }
         if ages:
             item["age_seconds"] = age_seconds(v.age)
+            item["freshness"] = v.freshness
             item["last_id"] = v.last_id
         venues.append(item)
     return {
@@ -88,7 +90,8 @@ def ladder_json(ladder: Ladder, depth: int) -> dict:
 
 
 def venue_book_json(
-    sync: BookSync, symbol: str, depth: int, now: float, *, included: bool, excluded_reason: str | None
+    sync: BookSync, symbol: str, depth: int, now: float, *, included: bool, excluded_reason: str | None,
+    freshness: str | None = None,
 ) -> dict:
     """One venue's own book; empty while the book is not live (its levels cannot be trusted)."""
     live = sync.live
@@ -102,6 +105,7 @@ def venue_book_json(
         "included": included,
         "excluded_reason": excluded_reason,
         "age_seconds": None if sync.updated_at is None else round(max(0.0, now - sync.updated_at), 6),
+        "freshness": freshness,
         "last_id": sync.last_id,
         "depth": depth,
         "bids": [list(lvl) for lvl in sync.book.bids(depth)] if live else [],
@@ -163,6 +167,8 @@ def book_status_json(
         )
         return out
     why = book.eligible(now, [venue]).get(venue)
+    fresh = book.freshness(venue, now)
+    silence = sync.silence(now)
     bids, asks = sync.book.depth
     out.update(
         state=sync.state.value,
@@ -171,6 +177,8 @@ def book_status_json(
         since=round(wall - (now - sync.since), 3),
         since_seconds=round(now - sync.since, 3),
         last_update_age_seconds=None if sync.updated_at is None else round(now - sync.updated_at, 6),
+        freshness=None if fresh is None else fresh.value,
+        connection_silence_seconds=None if silence is None else round(silence, 6),
         last_id=sync.last_id,
         levels={"bids": bids, "asks": asks},
         included=why is None,

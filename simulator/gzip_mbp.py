@@ -10,9 +10,11 @@ Wire protocol (NHEX's and BitV's API documentation, both copies of the Huobi spo
   (price or size), ``tick`` = ``symbol``, ``quoteTime``, ``bid``, ``bidSize``, ``ask``, ``askSize`` (decimal
   strings, as in the doc's example) and ``seqId`` (its own counter, not the mbp ``seqNum``).
 * Every server frame (data, acks, errors, pings) is binary GZIP of JSON.  Client frames are JSON text.
-* Prices and sizes are JSON numbers written raw with 18 decimals (``645.140000000000000000``), never
-  through a binary float.  ``fine_size_symbols`` get sizes with 18 significant decimals
-  (``26.755973959140651643``), so a client that decodes with floats visibly loses precision.
+* Prices and sizes are JSON numbers written raw, never through a binary float, as each channel's
+  example in the documents writes them: 18 decimals on mbp.5/mbp.20 (``645.140000000000000000``),
+  the shortest exact form on mbp.150/400, ``req`` replies of 150 and ``mbp.refresh`` (``645.14``).
+  ``fine_size_symbols`` get sizes with 18 significant decimals (``26.755973959140651643``), so a
+  client that decodes with floats visibly loses precision.
 * Heartbeat: ``{"ping": ts}`` every ``ping_interval`` seconds on both paths; the client answers
   ``{"pong": ts}`` with one of the outstanding ping values (any other value is ignored).  When
   ``max_missed_pongs`` pings in a row went unanswered the next ping round closes the connection
@@ -56,11 +58,14 @@ that moved the topic's top; seqNums stay chained, the topic's truth keeps the le
 SILENT / SERVER_CLOSE (base class).  On ``req``: UNKNOWN_SYMBOL (``invalid symbol``), SNAPSHOT_429
 (``429 too many request``),
 STALE_SNAPSHOT (params ``steps_back``, default 1: a state pushed before this connection subscribed, so
-``S`` < the first buffered ``prevSeqNum``), SLOW_SNAPSHOT (params ``delay`` seconds, default 1.0; the
+``S`` < the first buffered ``prevSeqNum``; ``straddle=True``: a misaligned one instead, as with
+``straddle_snapshots`` for this one ``req``), SLOW_SNAPSHOT (params ``delay`` seconds, default 1.0; the
 snapshot is taken at once and sent late; ``timeout=True`` sends ``request timeout`` instead).
 
 REST: ``GET /market/depth`` (``tick``-wrapped unless ``bare_rest_depth``; live market book, ``version``
-not a seqNum), ``GET /v1/common/symbols``.  Subclasses add venue-specific routes and headers.
+not a seqNum), and the reference data a client loads markets from: ``GET /v1/common/symbols``,
+``/v1/common/currencys``, ``/v2/reference/currencies`` (``?currency=``), ``/v1/common/timestamp``.
+Subclasses add venue-specific routes and headers.
 """
 
 from __future__ import annotations
@@ -99,6 +104,8 @@ SEQ_BASE = 100_000_000_000
 REST_VERSION_BASE = 31_615_842_081
 REFRESH_LEVELS = (5, 10, 20)
 REST_DEPTHS = (5, 10, 20)
+TICK_LEVELS = (5, 20)  # pushed tick by tick; the rest on the 100 ms timer
+REQ_LEVELS = (5, 20, 150)  # req answers these only, whatever the topic list offers (mbp.400 is sub-only)
 HISTORY = DEFAULT_HISTORY  # pushed books kept per topic unless history_len says otherwise
 
 BAD_REQUEST = "bad-request"
@@ -138,6 +145,13 @@ class Levels(list):
         super().__init__(items)
         self.style = style
         self.compact_deletes = compact_deletes
+
+
+def number_style(levels: int) -> str:
+    """How a topic writes its numbers, as the documents' examples of it do: the mbp.5 push example
+    has 18 decimals (``645.140000000000000000``), the mbp.150 push, the ``req`` reply and the
+    ``mbp.refresh`` examples short ones (``645.14``, ``26.75597395914065``)."""
+    return "fixed" if levels in TICK_LEVELS else "plain"
 
 
 def plain_number(value: Decimal) -> str:
@@ -372,6 +386,10 @@ class GzipMbpVenue(VenueServer):
         app.router.add_get(WS_PATH, self._ws_handler)
         app.router.add_get("/market/depth", self._rest_depth)
         app.router.add_get("/v1/common/symbols", self._rest_symbols)
+        # the rest of the "reference data" section a client loads markets from
+        app.router.add_get("/v1/common/currencys", self._rest_currencys)
+        app.router.add_get("/v2/reference/currencies", self._rest_reference_currencies)
+        app.router.add_get("/v1/common/timestamp", self._rest_timestamp)
 
     async def stop(self) -> None:
         for task in list(self._spawned):
@@ -465,6 +483,7 @@ class GzipMbpVenue(VenueServer):
         topic.history.append(topic.truth())
         tick: dict = {"seqNum": topic.seq, "prevSeqNum": prev}
         bid_diff.compact_deletes = ask_diff.compact_deletes = self.compact_deletes
+        bid_diff.style = ask_diff.style = number_style(topic.levels)
         if not topic.sparse:
             tick["bids"], tick["asks"] = bid_diff, ask_diff
         else:  # the 5/20 shape: an unchanged side is left out
@@ -610,7 +629,8 @@ class GzipMbpVenue(VenueServer):
             return frame
         tick = dict(frame["tick"])
         bids = tick.get("bids") or Levels()
-        tick["bids"] = Levels([(min(topic.asks), Decimal(1)), *bids], compact_deletes=bids.compact_deletes)
+        tick["bids"] = Levels([(min(topic.asks), Decimal(1)), *bids], style=bids.style,
+                              compact_deletes=bids.compact_deletes)
         return {**frame, "tick": tick}
 
     @staticmethod
@@ -637,7 +657,8 @@ class GzipMbpVenue(VenueServer):
                     continue  # market.<sym>.bbo: pushed by the market step
                 book = self.topic_truth(match[1], self.default_levels).top(int(match[2]))
                 self._send_json(conn, {"ch": name, "ts": now_ms(), "tick": {
-                    "seqNum": book.seq, "bids": Levels(book.bids), "asks": Levels(book.asks)}},
+                    "seqNum": book.seq, "bids": Levels(book.bids, style="plain"),
+                    "asks": Levels(book.asks, style="plain")}},
                     (name, book.seq, book))
 
     # ------------------------------------------------------------------ heartbeat
@@ -764,6 +785,8 @@ class GzipMbpVenue(VenueServer):
             self._error(conn, msg, TOO_MANY)
             return
         found = self._find_topic(conn, msg["req"]) if conn.path == FEED_PATH else INVALID_TOPIC
+        if isinstance(found, MbpTopic) and found.levels not in REQ_LEVELS:
+            found = INVALID_TOPIC  # the documents: "REQ頻道支持5檔/20檔/150檔全量數據的獲取"
         if not isinstance(found, MbpTopic):
             self._error(conn, msg, found)
             return
@@ -775,7 +798,9 @@ class GzipMbpVenue(VenueServer):
             self._error(conn, msg, TOO_MANY)
             return
         stale = take(Fault.STALE_SNAPSHOT, sym, cid)
-        if stale is not None:
+        if stale is not None and stale.get("straddle"):
+            book = self._straddle_book(found)
+        elif stale is not None:
             book = self._stale_book(conn, found, int(stale.get("steps_back", 1)))
         elif self.straddle_snapshots:
             book = self._straddle_book(found)
@@ -783,7 +808,8 @@ class GzipMbpVenue(VenueServer):
             book = found.truth()
         reply: dict = {"id": msg["id"]} if "id" in msg else {}
         reply.update({"rep": found.name, "status": "ok", "ts": now_ms(), "data": {
-            "seqNum": book.seq, "bids": Levels(book.bids), "asks": Levels(book.asks)}})
+            "seqNum": book.seq, "bids": Levels(book.bids, style=number_style(found.levels)),
+            "asks": Levels(book.asks, style=number_style(found.levels))}})
         # a snapshot reply is a book the client may stop at; a stale one is below the mark and leaves it
         mark: SentMark | None = (found.name, book.seq, book)
         slow = take(Fault.SLOW_SNAPSHOT, sym, cid)
@@ -884,6 +910,45 @@ class GzipMbpVenue(VenueServer):
                 "api-trading": "enabled",
             })
         return self._rest(request, {"status": "ok", "data": data})
+
+    def _currencies(self) -> list[str]:
+        """Every currency of a listed symbol, lower case, in first-seen order."""
+        seen: dict[str, None] = {}
+        for vs, spec in self.specs.items():
+            if self.listed(vs):
+                seen.setdefault(spec.base.lower())
+                seen.setdefault(spec.quote.lower())
+        return list(seen)
+
+    async def _rest_currencys(self, request: web.Request) -> web.Response:
+        """``GET /v1/common/currencys``: ``data`` is an array of currency names (the documents)."""
+        return self._rest(request, {"status": "ok", "data": self._currencies()})
+
+    async def _rest_reference_currencies(self, request: web.Request) -> web.Response:
+        """``GET /v2/reference/currencies[?currency=]``: ``code`` 200 and per currency its chains, with the
+        fields the documents' table marks required; an unknown currency is code 2002."""
+        wanted = request.query.get("currency")
+        currencies = self._currencies()
+        if wanted is not None and wanted not in currencies:
+            return self._rest(request, {"code": 2002, "message": 'invalid field value in "currency"',
+                                        "data": None})
+        data = []
+        for name in [wanted] if wanted is not None else currencies:
+            chain = {
+                "chain": name, "displayName": name.upper(), "baseChain": name.upper(),
+                "baseChainProtocol": "", "isDynamic": False, "numOfConfirmations": 12,
+                "numOfFastConfirmations": 6, "minDepositAmt": "0.0001", "depositStatus": "allowed",
+                "minWithdrawAmt": "0.001", "maxWithdrawAmt": "1000000.00000000",
+                "withdrawQuotaPerDay": "1000000.00000000", "withdrawQuotaPerYear": "100000000.00000000",
+                "withdrawQuotaTotal": "1000000000.00000000", "withdrawPrecision": 8,
+                "withdrawFeeType": "fixed", "transactFeeWithdraw": "0.00010000", "withdrawStatus": "allowed",
+            }
+            data.append({"currency": name, "chains": [chain], "instStatus": "normal"})
+        return self._rest(request, {"code": 200, "data": data})
+
+    async def _rest_timestamp(self, request: web.Request) -> web.Response:
+        """``GET /v1/common/timestamp``: milliseconds since the epoch in ``data``."""
+        return self._rest(request, {"status": "ok", "data": now_ms()})
 
 
 def _aggregate(levels: list[Level], bucket: Decimal, rounding: str) -> list[Level]:

@@ -3,7 +3,9 @@
 Wire protocol (MEXC Spot v3 "Websocket Market Streams"): the client sends JSON **text** commands
 (``SUBSCRIPTION`` / ``UNSUBSCRIPTION`` / ``PING``) and gets JSON text replies with
 ``id`` 0 and ``code`` 0; market data arrives as **binary** frames, each one
-serialized ``PushDataV3ApiWrapper`` (``proto/mexc_push.proto``).  The order book is
+serialized ``PushDataV3ApiWrapper``, written byte by byte by :mod:`~aggbook.simulator.mexc_wire` from
+MEXC's official schema (never with the project's generated ``aggbook.proto`` module, which the
+feed decodes with: a wrong field number there must show in the tests).  The order book is
 rebuilt from ``GET /api/v3/depth`` (``lastUpdateId``) plus the aggregated diff stream
 (oneof member 313) whose ``fromVersion``/``toVersion`` run on the same per-symbol
 version counter: a push covers one or more versions and the next push starts at
@@ -57,9 +59,8 @@ from decimal import Decimal
 
 import orjson
 from aiohttp import WSMsgType, web
-from google.protobuf.message import DecodeError
 
-from aggbook.proto import mexc_push_pb2 as pb
+from aggbook.simulator import mexc_wire as wire
 from aggbook.simulator.faults import Fault
 from aggbook.simulator.market import ASK, BID, LevelChange, MarketProfile, SymbolSpec, TruthBook
 from aggbook.simulator.venue import SimConnection, VenueOptions, VenueServer
@@ -83,7 +84,6 @@ REJECT_TEMPLATE = "Not Subscribed successfully! [{}].  Reason\uff1a Blocked! "
 
 # Unknown field #99 (varint 1): appended when ``unknown_fields`` is on, to exercise schema drift.
 UNKNOWN_FIELD_99 = b"\x98\x06\x01"
-KLINE_MEMBER = 308
 
 _SYM = r"([A-Z0-9]+)"
 _IVL = r"(100ms|10ms)"
@@ -145,30 +145,10 @@ def parse_channel(text: str, symbols: Iterable[str]) -> Channel | None:
     return None
 
 
-def varint(value: int) -> bytes:
-    """Protobuf base-128 varint (non-negative values only)."""
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def length_delimited(field: int, payload: bytes) -> bytes:
-    """A wire-type-2 field written by hand, for members the trimmed schema leaves out."""
-    return varint(field << 3 | 2) + varint(len(payload)) + payload
-
-
 def truncate_frame(data: bytes) -> bytes:
     """The longest prefix of ``data`` that no longer parses (the MALFORMED fault's frame)."""
     for cut in range(len(data) - 1, 0, -1):
-        try:
-            pb.PushDataV3ApiWrapper.FromString(data[:cut])
-        except DecodeError:
+        if not wire.well_formed(data[:cut]):
             return data[:cut]
     return data[:1]
 
@@ -191,6 +171,7 @@ class MexcOptions(VenueOptions):
     fields_2026: bool = False
     unknown_fields: bool = False
     snapshot_id_as_string: bool = False
+    ack_msg: str | None = None  # a successful SUBSCRIPTION's ack ``msg`` instead of the channel list
 
 
 class MexcVenue(VenueServer):
@@ -213,7 +194,9 @@ class MexcVenue(VenueServer):
     ticker and batch ``version``, ``tradeId``), which that documentation does not show: a
     schema-drift option like ``unknown_fields``, which adds an undeclared field #99 to
     every wrapper and depth body; ``snapshot_id_as_string`` writes ``lastUpdateId`` as a
-    JSON string instead of a number.
+    JSON string instead of a number.  ``ack_msg`` answers every successful SUBSCRIPTION
+    with that ``msg`` instead of the accepted channels joined by ``,``: the documentation shows
+    one example ack and never states its shape, so a client must not depend on it.
     """
 
     name = "mexc"
@@ -463,110 +446,74 @@ class MexcVenue(VenueServer):
         conn.state["last_data"] = time.monotonic()
 
     # ------------------------------------------------------------------ frame builders
-    def _wrapper(self, channel: Channel, now_ms: int) -> pb.PushDataV3ApiWrapper:
-        return pb.PushDataV3ApiWrapper(
-            channel=channel.name,
-            symbol=channel.symbol,
-            symbolId=self._symbol_ids[channel.symbol],
-            sendTime=now_ms,
-        )
-
-    def _finish(self, wrapper: pb.PushDataV3ApiWrapper) -> bytes:
-        data = wrapper.SerializeToString()
+    def _frame(self, channel: Channel, member: int, body: bytes, now_ms: int,
+               create_time: int | None = None) -> bytes:
+        """The wrapper around ``body``; ``unknown_fields`` adds field #99 to both (schema drift)."""
+        if self.unknown_fields:
+            body += UNKNOWN_FIELD_99
+        data = wire.wrapper(channel.name, member, body, symbol=channel.symbol,
+                            symbol_id=self._symbol_ids[channel.symbol], create_time=create_time,
+                            send_time=now_ms)
         return data + UNKNOWN_FIELD_99 if self.unknown_fields else data
 
     def _diff_frame(self, channel: Channel, start: int, end: int, levels: list[LevelChange],
                     now_ms: int, *, crossed: bool) -> bytes:
         market = self.markets[channel.symbol]
-        wrapper = self._wrapper(channel, now_ms)
-        body = wrapper.publicAggreDepths
-        body.eventType = channel.event_type
-        body.fromVersion = str(start)
-        body.toVersion = str(end)
+        asks: list[tuple[str, str]] = []
+        bids: list[tuple[str, str]] = []
         for change in levels:
-            side = body.asks if change.side == ASK else body.bids
-            side.add(price=market.fmt_price(change.price), quantity=market.fmt_size(change.size))
+            side = asks if change.side == ASK else bids
+            side.append((market.fmt_price(change.price), market.fmt_size(change.size)))
         if crossed:
             best_ask = market.best_ask()
             if best_ask is not None:  # a bid at the best ask: the book a client builds is crossed
-                body.bids.add(price=market.fmt_price(best_ask), quantity=market.fmt_size(market.spec.lot * 7))
-        if self.fields_2026:
-            body.lastOrderCreateTime = now_ms - 1
-        if self.unknown_fields:
-            body.MergeFromString(UNKNOWN_FIELD_99)
-        return self._finish(wrapper)
+                bids.append((market.fmt_price(best_ask), market.fmt_size(market.spec.lot * 7)))
+        body = wire.aggre_depths(asks, bids, channel.event_type, str(start), str(end),
+                                 now_ms - 1 if self.fields_2026 else None)
+        return self._frame(channel, wire.PUBLIC_AGGRE_DEPTHS, body, now_ms)
 
     def _limit_frame(self, channel: Channel, now_ms: int) -> bytes:
         market = self.markets[channel.symbol]
         bids, asks = market.snapshot(int(channel.param))
-        wrapper = self._wrapper(channel, now_ms)
-        body = wrapper.publicLimitDepths
-        for price, size in asks:
-            body.asks.add(price=market.fmt_price(price), quantity=market.fmt_size(size))
-        for price, size in bids:
-            body.bids.add(price=market.fmt_price(price), quantity=market.fmt_size(size))
-        body.eventType = channel.event_type
-        body.version = str(self._version[channel.symbol])
-        if self.fields_2026:
-            body.lastOrderCreateTime = now_ms - 1
-        if self.unknown_fields:
-            body.MergeFromString(UNKNOWN_FIELD_99)
-        return self._finish(wrapper)
+        body = wire.limit_depths(
+            [(market.fmt_price(p), market.fmt_size(q)) for p, q in asks],
+            [(market.fmt_price(p), market.fmt_size(q)) for p, q in bids],
+            channel.event_type, str(self._version[channel.symbol]),
+            now_ms - 1 if self.fields_2026 else None)
+        return self._frame(channel, wire.PUBLIC_LIMIT_DEPTHS, body, now_ms)
 
     def _ticker_frame(self, channel: Channel, top: Top, now_ms: int) -> bytes:
         market = self.markets[channel.symbol]
         bid, bid_qty, ask, ask_qty = top
-        fields = {
-            "bidPrice": market.fmt_price(bid),
-            "bidQuantity": market.fmt_size(bid_qty),
-            "askPrice": market.fmt_price(ask),
-            "askQuantity": market.fmt_size(ask_qty),
-        }
-        wrapper = self._wrapper(channel, now_ms)
-        version = str(self._version[channel.symbol])
+        prices = (market.fmt_price(bid), market.fmt_size(bid_qty),
+                  market.fmt_price(ask), market.fmt_size(ask_qty))
+        version = str(self._version[channel.symbol]) if self.fields_2026 else None
+        created = now_ms - 1 if self.fields_2026 else None
         if channel.kind == AGGRE_BOOK_TICKER:
-            wrapper.publicAggreBookTicker.CopyFrom(pb.PublicAggreBookTickerV3Api(**fields))
-            if self.fields_2026:
-                wrapper.publicAggreBookTicker.version = version
-                wrapper.publicAggreBookTicker.lastOrderCreateTime = now_ms - 1
-        else:
-            batch = wrapper.publicBookTickerBatch
-            batch.items.add(**fields)
-            if self.fields_2026:
-                batch.version = version
-                batch.lastOrderCreateTime = now_ms - 1
-        return self._finish(wrapper)
+            body = wire.aggre_book_ticker(*prices, version, created)
+            return self._frame(channel, wire.PUBLIC_AGGRE_BOOK_TICKER, body, now_ms)
+        body = wire.book_ticker_batch([wire.book_ticker(*prices)], version, created)
+        return self._frame(channel, wire.PUBLIC_BOOK_TICKER_BATCH, body, now_ms)
 
     def _deals_frame(self, channel: Channel, trades: list[Trade], now_ms: int) -> bytes:
         market = self.markets[channel.symbol]
-        wrapper = self._wrapper(channel, now_ms)
-        body = wrapper.publicAggreDeals
-        body.eventType = channel.event_type
-        for side, price, qty in trades:
-            deal = body.deals.add(
-                price=market.fmt_price(price),
-                quantity=market.fmt_size(qty),
-                tradeType=1 if side == ASK else 2,  # asks lifted = buy (1), bids hit = sell (2)
-                time=now_ms,
-            )
-            if self.fields_2026:
-                deal.tradeId = f"{next(self._trade_ids)}"
-        wrapper.createTime = now_ms
-        return self._finish(wrapper)
+        deals = [
+            wire.aggre_deal(market.fmt_price(price), market.fmt_size(qty),
+                            1 if side == ASK else 2,  # asks lifted = buy (1), bids hit = sell (2)
+                            now_ms, f"{next(self._trade_ids)}" if self.fields_2026 else None)
+            for side, price, qty in trades
+        ]
+        body = wire.aggre_deals(deals, channel.event_type)
+        return self._frame(channel, wire.PUBLIC_AGGRE_DEALS, body, now_ms, create_time=now_ms)
 
     def _kline_frame(self, channel: Channel, now_ms: int) -> bytes:
-        """A kline push as member 308, written by hand: the trimmed schema does not declare it."""
+        """A kline push as member 308, which the feed's trimmed schema does not declare."""
         market = self.markets[channel.symbol]
         last = market.best_bid() or Decimal(0)
         window_start = now_ms // 1000 // 60 * 60
-        payload = (
-            length_delimited(1, channel.param.encode())
-            + varint(2 << 3) + varint(window_start)
-            + length_delimited(3, market.fmt_price(last).encode())
-        )
-        wrapper = self._wrapper(channel, now_ms)
-        wrapper.createTime = now_ms
-        return self._finish(wrapper) + length_delimited(KLINE_MEMBER, payload)
+        payload = (wire.string(1, channel.param) + wire.int64(2, window_start)
+                   + wire.string(3, market.fmt_price(last)))
+        return self._frame(channel, wire.PUBLIC_SPOT_KLINE, payload, now_ms, create_time=now_ms)
 
     # ------------------------------------------------------------------ WebSocket
     async def _h_ws(self, request: web.Request) -> web.WebSocketResponse:
@@ -645,7 +592,9 @@ class MexcVenue(VenueServer):
         if blocked:
             await conn.send_json({"id": 0, "code": 0, "msg": REJECT_TEMPLATE.format(",".join(blocked))})
         if accepted or not blocked:
-            await conn.send_json({"id": 0, "code": 0, "msg": ",".join(accepted)})
+            odd = self.options.ack_msg
+            msg = odd if odd is not None and accepted else ",".join(accepted)
+            await conn.send_json({"id": 0, "code": 0, "msg": msg})
 
     async def _unsubscribe(self, conn: SimConnection, params: list[str]) -> None:
         channels: dict[str, Channel] = conn.state["channels"]

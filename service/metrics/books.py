@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from aggbook.book.consolidated import Freshness
 from aggbook.book.sync import BookSync, Reason, SyncState, Transition
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ NOT_A_RESYNC = {Reason.START, Reason.SNAPSHOT, Reason.INVALID_SYMBOL, Reason.DEL
                 Reason.STOPPED}
 RESYNC_REASONS = [r.value for r in Reason if r not in NOT_A_RESYNC]
 STATES = [s.value for s in SyncState]
+FRESHNESS = [f.value for f in Freshness]
 
 
 class MetricsSource(Protocol):
@@ -62,9 +64,20 @@ class _ScrapeCollector:
                 "1 when the venue's symbol list does not have the symbol (its book is invalid, re-checked)",
                 labels=vs,
             ),
+            "freshness": GaugeMetricFamily(
+                "aggbook_book_freshness",
+                "1 for a live book's freshness (fresh, quiet: unchanged but its connection alive, stale: "
+                "connection silent past the venue's timeout), 0 otherwise; all 0 when not live",
+                labels=[*vs, "freshness"],
+            ),
             "age": GaugeMetricFamily(
                 "aggbook_book_last_update_age_seconds",
-                "Seconds since the book was last known current",
+                "Seconds since the book last changed (a quiet book's age grows while it stays included)",
+                labels=vs,
+            ),
+            "silence": GaugeMetricFamily(
+                "aggbook_book_connection_silence_seconds",
+                "Seconds since the live book's connection last proved alive (any frame, heartbeats too)",
                 labels=vs,
             ),
             "bbo_age": GaugeMetricFamily(
@@ -103,8 +116,14 @@ class _ScrapeCollector:
             f["delisted"].add_metric([venue, symbol], 1.0 if delisted else 0.0)
             for s in STATES:
                 f["state"].add_metric([venue, symbol, s], 1.0 if s == state else 0.0)
+            fresh = book.freshness(venue, now) if book is not None and sync is not None else None
+            for value in FRESHNESS:
+                f["freshness"].add_metric([venue, symbol, value], 1.0 if fresh == value else 0.0)
             if sync is not None and sync.updated_at is not None:
                 f["age"].add_metric([venue, symbol], max(0.0, now - sync.updated_at))
+            silence = sync.silence(now) if sync is not None and sync.live else None
+            if silence is not None:
+                f["silence"].add_metric([venue, symbol], silence)
         for symbol, book in consolidated.items():
             quote = book.quote(now=now)
             f["live_venues"].add_metric([symbol], float(sum(1 for v in quote.venues if v.included)))

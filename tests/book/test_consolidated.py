@@ -8,8 +8,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from aggbook.book.consolidated import ConsolidatedBook
-from aggbook.book.sync import BookSync, Delta, Reason, Snapshot
+from aggbook.book.consolidated import ConsolidatedBook, Freshness
+from aggbook.book.sync import BookSync, Delta, Liveness, Reason, Snapshot
 from aggbook.feeds.binance import BINANCE_SPOT
 
 VENUES = ["a", "b", "c"]
@@ -204,3 +204,30 @@ def test_fee_adjusted_prices_are_exact():
     q = cb.quote(fees=True)
     assert q.bid.price == "0.2997" and q.ask.price == "0.4004"
     assert q.bid.venues[0].price == "0.3"
+
+
+def test_a_quiet_book_stays_included_while_its_connection_is_heard() -> None:
+    """Liveness per connection, staleness per book: fresh -> quiet (included) -> stale (excluded)."""
+    clock = Clock()
+    cb = ConsolidatedBook("X", stale_after=10, clock=clock)
+    quiet, bare = (BookSync(BINANCE_SPOT, venue=v, clock=clock) for v in ("quiet", "bare"))
+    connection = Liveness(timeout=25.0, heard_at=clock.now)
+    quiet.liveness = connection
+    for sync in (quiet, bare):
+        wire(cb, sync)
+        sync.on_delta(Delta(5, 5, None, [("100", "1")], [("101", "1")]))
+        sync.on_snapshot(Snapshot(4, [("100", "1")], [("101", "1")]))
+    assert cb.freshness("quiet") is Freshness.FRESH and cb.eligible() == {"quiet": None, "bare": None}
+    for _ in range(10):  # a heartbeat every 20 s for 200 s; the books never change
+        clock.now += 20
+        quiet.touch()  # a heartbeat marks the connection, not the book
+        assert connection.heard_at == clock.now and quiet.updated_at == 1000.0
+        assert cb.freshness("quiet") is Freshness.QUIET and cb.eligible()["quiet"] is None
+        assert cb.eligible()["bare"] == "stale"  # no liveness: its age is all it has
+    venue = next(v for v in cb.quote().venues if v.venue == "quiet")
+    assert venue.included and venue.freshness == "quiet" and venue.age == 200.0
+    clock.now += 25.5  # the connection silent past its timeout
+    assert cb.freshness("quiet") is Freshness.STALE and cb.eligible()["quiet"] == "stale"
+    assert cb.quote().bid is None
+    quiet.fail(Reason.DISCONNECT, "dropped")
+    assert cb.freshness("quiet") is None

@@ -163,21 +163,22 @@ async def test_the_documented_example_runs(demo: Demo, tmp_path: Path) -> None:
     assert sum(1 for line in lines if line.startswith("bid ")) == 3
 
 
-async def test_nhex_wire_text_stays_in_its_own_book_and_leaves_merged_answers_clean(demo: Demo) -> None:
-    """Through the real feeds: NHEX writes 18 decimals, every merged answer is canonical text."""
+async def test_venue_wire_text_stays_in_its_own_book_and_leaves_merged_answers_clean(demo: Demo) -> None:
+    """Through the real feeds: Binance spot pads to 8 decimals (NHEX's mbp.150 writes short numbers, as
+    its documents' example does), every merged answer is canonical text."""
     async with Client(demo.svc.url) as client:
         await wait_ready(client)
-        own = await client.get_venue_book("BTC-USDT", "nhex", depth=5)
-        assert own.bids and all(len(format(lvl.price, "f").partition(".")[2]) == 18 for lvl in own.bids)
-        book = await client.get_book("BTC-USDT", depth=50, venues=["nhex"])
+        own = await client.get_venue_book("BTC-USDT", "binance", depth=5)
+        assert own.bids and all(len(format(lvl.price, "f").partition(".")[2]) == 8 for lvl in own.bids)
+        book = await client.get_book("BTC-USDT", depth=50, venues=["binance"])
         quote = await client.get_quote("BTC-USDT")
         async with client.book("BTC-USDT", depth=50) as stream:
             streamed = await anext(stream)
     numbers = [lvl.price for lvl in book.bids + book.asks + streamed.bids + streamed.asks]
     numbers += [size for lvl in book.bids + streamed.bids for size in lvl.venues.values()]
-    nhex = next(v for v in quote.venues if v.venue == "nhex")
-    assert nhex.bid is not None
-    numbers += [nhex.bid.price, nhex.bid.size]
+    padded = next(v for v in quote.venues if v.venue == "binance")
+    assert padded.bid is not None
+    numbers += [padded.bid.price, padded.bid.size]
     for number in numbers:
         text = format(number, "f")  # a Decimal's own text: str() would write 1E-8 for 0.00000001
         assert "E" not in text and not (("." in text) and text.endswith("0")), text

@@ -365,3 +365,34 @@ async def test_book_frames_outside_the_schema_resync_only_their_symbol() -> None
     assert metrics.decode_errors == 4 and conn.syncs["ETH-USD"].live
     with pytest.raises(FrameError):
         await feed.handle(conn, aiohttp.WSMessage(aiohttp.WSMsgType.TEXT, '{"topic":"update:BTC-U', None))
+
+
+async def test_error_and_unknown_frames_are_logged_and_counted() -> None:
+    """The documents list error codes but show no error frame: whatever shape an error or an unknown
+    frame takes, it is counted (status) and leaves the socket and the other books alone."""
+    feed = BtseFeed(VenueConfig("btse", "btse", {"BTC-USD": "BTC-USD"}), metrics=RecordingMetrics())
+    conn = feed.new_connection(["BTC-USD"], publish_when_live=False)
+    sync = conn.syncs["BTC-USD"]
+    sync.snapshot_requested()
+    snap = {"topic": "update:BTC-USD_0", "data": {"bids": [["100.5", "1"]], "asks": [["101.5", "2"]],
+            "seqNum": 5, "type": "snapshot", "timestamp": 1565135165600, "symbol": "BTC-USD"}}
+
+    def text(obj: object) -> aiohttp.WSMessage:
+        return aiohttp.WSMessage(aiohttp.WSMsgType.TEXT, orjson.dumps(obj).decode(), None)
+
+    await feed.handle(conn, text(snap))
+    assert sync.live
+    for frame in ({"errors": {"code": 1002, "message": "Invalid request"}},  # not a list
+                  {"errors": ["1002"]},
+                  {"errors": [{"arg": "update:DOGE-USD_0", "error": {"code": 1005, "message": "no topic"}}]},
+                  {"event": "error", "code": 1001, "message": "Operation not supported"},
+                  {"code": 1002, "msg": "Invalid request"},
+                  {"event": "subscribe", "channel": "update:BTC-USD_0"},  # an ack shaped otherwise
+                  {"hello": "world"}):
+        await feed.handle(conn, text(frame))
+    assert feed.venue_errors == {"1002": 2, "?": 1, "1005": 1, "1001": 1}
+    assert feed.unrecognised_frames == 2
+    assert feed.status()["venue_errors"]["1005"] == 1 and feed.status()["unrecognised_frames"] == 2
+    assert sync.live  # none of them concerned the book
+    await feed.handle(conn, text({"errors": [{"arg": "update:BTC-USD_0", "error": {"code": 1002}}]}))
+    assert not sync.live and sync.reason is Reason.VENUE_ERROR and feed.venue_errors["1002"] == 3

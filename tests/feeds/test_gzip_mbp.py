@@ -31,6 +31,7 @@ from aggbook.feeds.gzip_mbp import (
     exact_levels,
 )
 from aggbook.feeds.nhex import NhexFeed
+from aggbook.service.metrics.books import RESYNC_REASONS
 from aggbook.simulator.bitv import BitvVenue
 from aggbook.simulator.faults import Fault
 from aggbook.simulator.gzip_mbp import GzipMbpVenue
@@ -171,18 +172,21 @@ async def test_books_equal_topic_truth(pair, levels: int) -> None:
               f"after start; per book {starts}")
 
 
-async def test_eighteen_decimal_sizes_kept_exactly(pair) -> None:
-    async with running(pair, symbols=(FINE,)) as h:
+@pytest.mark.parametrize(("depth", "text"),
+                         [(150, lambda d: f"{d.normalize():f}"), (5, lambda d: f"{d:.18f}")],
+                         ids=["150-short", "5-18-decimals"])
+async def test_number_text_kept_exactly(pair, depth: int, text) -> None:  # noqa: ANN001
+    """The book keeps each number as the venue wrote it: short on mbp.150, 18 decimals on mbp.5."""
+    async with running(pair, symbols=(FINE,), depth=depth) as h:
         await h.wait_live()
         await h.settle()
         truth = h.truth(FINE)
         book = h.sync(FINE).book
-        sent = [(f"{p:.18f}", f"{s:.18f}") for p, s in truth.bids]  # the venue writes 18 decimals raw
-        assert book.bids() == sent
-        assert book.asks() == [(f"{p:.18f}", f"{s:.18f}") for p, s in truth.asks]
-        # the sizes really need all 18 decimals: a float would have changed them
+        assert book.bids() == [(text(p), text(s)) for p, s in truth.bids]
+        assert book.asks() == [(text(p), text(s)) for p, s in truth.asks]
+        # the sizes really need all their decimals: a float would have changed them
         lossy = [s for _, s in book.bids() + book.asks() if Decimal(repr(float(s))) != Decimal(s)]
-        assert len(lossy) > len(truth.bids) // 2
+        assert len(lossy) >= 2
 
 
 async def test_book_trimmed_when_venue_sends_no_window_exits(pair) -> None:
@@ -393,9 +397,11 @@ async def test_unknown_depth_rejected(pair) -> None:
     _, feed_cls = pair
     with pytest.raises(ValueError, match="400"):
         feed_cls(VenueConfig("x", "x", {FINE: "btcusdt"}, depth=400))
-    if feed_cls is NhexFeed:
-        feed = feed_cls(VenueConfig("x", "x", {FINE: "btcusdt"}, depth=400, options={"enable_mbp400": True}))
-        assert feed.topic_for(FINE) == "market.btcusdt.mbp.400"
+    if feed_cls is NhexFeed:  # req serves 5/20/150 only: a 400-level book could never get a snapshot
+        for depth in (400, 150):
+            with pytest.raises(ValueError, match="req serves mbp snapshots of 5, 20 and 150 levels only"):
+                feed_cls(VenueConfig("x", "x", {FINE: "btcusdt"}, depth=depth,
+                                     options={"enable_mbp400": True}))
 
 
 async def test_gap_to_live_timing(pair) -> None:
@@ -416,15 +422,31 @@ async def test_gap_to_live_timing(pair) -> None:
 
 
 
-async def test_straddling_150_snapshot_taken_after_three_tries(pair) -> None:
-    # market frozen: a straddling snapshot is then exact, so the accepted book can be compared
-    async with running(pair, symbols=(FINE,), straddle_snapshots=True, autostart_pump=False,
-                       options={"backoff_base": 0.02}) as h:
-        await wait_for(lambda: FINE in h.feed.current_syncs() and h.sync(FINE).rule.straddle_ok, 5,
-                       "straddles tolerated")
+async def test_a_misaligned_150_snapshot_is_never_forced_to_fit(pair) -> None:
+    """A venue answering every ``req`` between two pushes keeps the book down, saying why, for good."""
+    async with running(pair, symbols=(FINE,), straddle_snapshots=True,
+                       options={"backoff_base": 0.01, "backoff_cap": 0.05}) as h:
+        await wait_for(lambda: FINE in h.feed.current_syncs()
+                       and h.sync(FINE).counters.resyncs[Reason.MISALIGNED_SNAPSHOT] >= 6, 15,
+                       "six misaligned snapshots discarded")
+        sync = h.sync(FINE)
+        assert not sync.rule.straddle_ok
+        assert sync.counters.applied == 0  # no push was ever applied on a misaligned snapshot
+        assert sync.reason is Reason.MISALIGNED_SNAPSHOT and not sync.confirmed
+        assert "misaligned_snapshot" in RESYNC_REASONS  # aggbook_book_resyncs_total counts it apart
+
+
+async def test_misaligned_and_stale_snapshots_are_discarded_until_one_fits(pair) -> None:
+    """Misaligned (between two pushes) and stale (older than the stream) answers, several in a row:
+    each is discarded and counted with its own reason, and the book then recovers to the truth."""
+    async with running(pair, symbols=(FINE,), options={"backoff_base": 0.01, "backoff_cap": 0.05}) as h:
+        h.venue.faults.inject(Fault.STALE_SNAPSHOT, count=4, straddle=True)
+        h.venue.faults.inject(Fault.STALE_SNAPSHOT, count=2, steps_back=3)
+        await wait_for(lambda: h.venue.faults.pending(Fault.STALE_SNAPSHOT) == 0, 15, "faults taken")
+        await h.wait_live()
         await h.settle()
         sync = h.sync(FINE)
-        stale = sync.counters.resyncs[Reason.STALE_SNAPSHOT]
-        assert stale >= 3
-        await h.wait_applied(FINE, 5)  # stays live on the chain: no further re-req
-        assert sync.live and sync.counters.resyncs[Reason.STALE_SNAPSHOT] == stale
+        assert not sync.rule.straddle_ok
+        assert sync.counters.misaligned_snapshots == 4
+        assert sync.counters.resyncs[Reason.MISALIGNED_SNAPSHOT] == 4
+        assert sync.counters.resyncs[Reason.STALE_SNAPSHOT] == 2

@@ -28,7 +28,8 @@ from aggbook.feeds.registry import feed_class
 from aggbook.proto import mexc_push_pb2 as pb
 from aggbook.simulator.faults import Fault
 from aggbook.simulator.market import DEFAULT_SYMBOLS, SymbolSpec, extra_symbol
-from aggbook.simulator.mexc import UNKNOWN_FIELD_99, MexcVenue, length_delimited, truncate_frame
+from aggbook.simulator.mexc import UNKNOWN_FIELD_99, MexcVenue, truncate_frame
+from aggbook.simulator.mexc_wire import length_delimited
 from tests.conftest import book_matches, describe_mismatch, wait_for
 from tests.feeds.recording import RecordingMetrics
 
@@ -455,3 +456,32 @@ async def test_fifty_symbols_sharded_over_connections() -> None:
         assert feed.pacer.waited > 0  # 50 snapshots through a burst of 10: queued, not stampeded
         await venue.step_all(5)
         await converge(venue, feed, names)
+
+
+# ---------------------------------------------------------------------- acknowledgements
+async def test_an_ack_of_unknown_shape_is_counted_and_data_acknowledges() -> None:
+    """The documents never state the ack's shape: an unrecognised one is counted, data acknowledges the
+    channel, and the connection is never dropped for it."""
+    names = [s.canonical for s in SYMBOLS]
+    odd_ack = {"ack_msg": "success"}
+    async with running(venue_kwargs=odd_ack, options={"ack_timeout": 0.3}) as (venue, feed, rec):
+        await wait_for(lambda: feed.unrecognised_replies >= 1, 5, "the odd ack counted")
+        venue.resume()
+        await wait_for(lambda: all(s.live for s in feed.current_syncs().values()), 10, "books live")
+        venue.pause()
+        await converge(venue, feed, names)
+        assert feed.reconnects == 0 and rec.reconnects == 0
+        assert feed.status()["unrecognised_replies"] >= 1
+        conn = next(iter(feed.connections.values()))
+        assert conn.venue_state.batches == []  # every channel acknowledged by its data
+        assert not feed.invalid
+
+
+async def test_a_channel_neither_acknowledged_nor_served_is_subscribed_again() -> None:
+    """No ack we recognise and no data (a paused market): the SUBSCRIPTION is sent again on the same
+    socket with a growing wait, never a reconnect."""
+    async with running(venue_kwargs={"ack_msg": "success"}, options={"ack_timeout": 0.1}) as (venue, feed, _):
+        await wait_for(lambda: feed.resubscribes >= 3, 10, "subscriptions sent again")
+        assert feed.reconnects == 0
+        venue.resume()
+        await wait_for(lambda: all(s.live for s in feed.current_syncs().values()), 10, "books live")

@@ -23,6 +23,7 @@ METRICS = [
     "aggbook_book_state",
     "aggbook_book_delisted",
     "aggbook_book_last_update_age_seconds",
+    "aggbook_book_freshness",
     "aggbook_feed_lag_seconds",
     "aggbook_snapshot_requests_total",
     "aggbook_feed_reconnects_total",
@@ -296,7 +297,8 @@ async def test_status_counts_resyncs_across_sync_replacement(svc) -> None:
         {"bids": 1, "asks": 1},
         {},
     )
-    assert eth["last_update_age_seconds"] >= 0
+    assert eth["last_update_age_seconds"] >= 0 and eth["freshness"] == "fresh"
+    assert btc["freshness"] is None  # not live
     assert st["websocket"]["clients"] == 0
 
 
@@ -408,6 +410,11 @@ async def test_every_metric_is_exported(svc) -> None:
     assert value(text, "aggbook_book_state", venue="alpha", symbol="BTC-USDT", state="resyncing") == 1
     assert value(text, "aggbook_book_state", venue="alpha", symbol="BTC-USDT", state="live") == 0
     assert value(text, "aggbook_book_state", venue="beta", symbol="BTC-USDT", state="live") == 1
+    for fresh in ("fresh", "quiet", "stale"):  # live and just changed: fresh; not live: none of them
+        expected = 1 if fresh == "fresh" else 0
+        labels = {"symbol": "BTC-USDT", "freshness": fresh}
+        assert value(text, "aggbook_book_freshness", venue="beta", **labels) == expected
+        assert value(text, "aggbook_book_freshness", venue="alpha", **labels) == 0
     assert value(text, "aggbook_book_last_update_age_seconds", venue="beta", symbol="BTC-USDT") >= 0
     assert value(text, "aggbook_consolidated_live_venues", symbol="BTC-USDT") == 1
     assert value(text, "aggbook_consolidated_spread", symbol="BTC-USDT") == 0.5  # beta alone: 100.5 - 100.00

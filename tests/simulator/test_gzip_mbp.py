@@ -315,7 +315,9 @@ async def test_tick_by_tick_5_and_20_alongside_150(venue_cls: type[GzipMbpVenue]
         await client.close()
 
 
-async def test_eighteen_decimals_exact(venue_cls: type[GzipMbpVenue]) -> None:
+async def test_numbers_as_each_channel_example_writes_them(venue_cls: type[GzipMbpVenue]) -> None:
+    """The documents' mbp.5 push example has 18 decimals; their mbp.150 push and req examples short
+    numbers: the simulator writes each channel's numbers that way, and exactly."""
     async with running(venue_cls) as venue, aiohttp.ClientSession() as session:
         client = await Client(session, venue).open()
         ref = await synced(client, venue, FINE, 150)
@@ -324,9 +326,18 @@ async def test_eighteen_decimals_exact(venue_cls: type[GzipMbpVenue]) -> None:
         await client.req(topic_of(FINE, 150))
         ref.catch_up(client.pushes(topic_of(FINE, 150)))
         assert ref.book() == venue.truth(FINE)
-        numbers = [n for text in client.texts if '"bids"' in text
-                   for n in re.findall(r"\[(-?[0-9.eE+-]+),(-?[0-9.eE+-]+)\]", text)]
-        assert numbers and all(re.fullmatch(r"\d+\.\d{18}", x) for pair in numbers for x in pair)
+        pairs = re.compile(r"\[(-?[0-9.eE+-]+),(-?[0-9.eE+-]+)\]")
+        numbers = [n for text in client.texts if '"bids"' in text for n in pairs.findall(text)]
+        assert numbers and all(re.fullmatch(r"\d+(\.\d*[1-9])?", x) for pair in numbers for x in pair)
+        tick = Client(session, venue)
+        await tick.open()
+        await synced(tick, venue, FINE, 5)
+        await venue.step_all(20)
+        await wait_until(lambda: bool(tick.pushes(topic_of(FINE, 5))))
+        fives = [n for frame, text in zip(tick.frames, tick.texts, strict=True)
+                 if frame.get("ch") == topic_of(FINE, 5) for n in pairs.findall(text)]
+        assert fives and all(re.fullmatch(r"\d+\.\d{18}", x) for pair in fives for x in pair)
+        await tick.close()
         sizes = [s for _, s in ref.book().bids + ref.book().asks]
         assert any(Decimal(repr(float(s))) != s for s in sizes)  # a float decoder would lose these
         assert any(s.normalize().as_tuple().exponent <= -15 for s in sizes)  # digits past the 15th decimal
@@ -468,6 +479,7 @@ async def test_mbp400_only_where_listed(venue_cls: type[GzipMbpVenue]) -> None:
         reply = await client.reply({"sub": topic_of(PLAIN, 400)})
         if venue_cls is NhexVenue:
             assert reply["status"] == "ok"
+            assert (await client.req(topic_of(PLAIN, 400)))["err-msg"] == "invalid topic"  # req: 5/20/150
             await venue.interval_tick()
             push = (await client.wait_pushes(topic_of(PLAIN, 400), 1))[0]
             assert push["tick"]["bids"] == [] and push["tick"]["asks"] == []
@@ -747,6 +759,33 @@ async def test_rest_depth_symbols_and_venue_extras(venue_cls: type[GzipMbpVenue]
             "sell-market-max-order-amt", "buy-market-max-order-value",
         }
         assert required <= set(row)  # every field the doc marks required
+        # the rest of the documents' reference data, in the shapes their tables give (ccxt's htx, a
+        # Huobi client, loads these too: tests/simulator/test_third_party_client.py)
+        _, body = await get("/v1/common/currencys")
+        assert body["status"] == "ok" and {"btc", "usdt"} <= set(body["data"])
+        assert all(isinstance(c, str) and c == c.lower() for c in body["data"])
+        _, body = await get("/v2/reference/currencies?currency=usdt")
+        assert body["code"] == 200 and [c["currency"] for c in body["data"]] == ["usdt"]
+        entry = body["data"][0]
+        assert entry["instStatus"] in ("normal", "delisted") and entry["chains"]
+        chain_required = {
+            "chain", "displayName", "numOfConfirmations", "numOfFastConfirmations", "minDepositAmt",
+            "depositStatus", "minWithdrawAmt", "maxWithdrawAmt", "withdrawQuotaPerDay",
+            "withdrawQuotaPerYear", "withdrawQuotaTotal", "withdrawPrecision", "withdrawFeeType",
+            "withdrawStatus",
+        }
+        for chain in entry["chains"]:
+            assert chain_required <= set(chain)
+            assert chain["depositStatus"] in ("allowed", "prohibited")
+            assert chain["withdrawFeeType"] in ("fixed", "circulated", "ratio")
+            assert all(isinstance(chain[k], str)
+                       for k in ("minDepositAmt", "minWithdrawAmt", "maxWithdrawAmt"))
+        _, body = await get("/v2/reference/currencies")
+        assert {c["currency"] for c in body["data"]} == set((await get("/v1/common/currencys"))[1]["data"])
+        _, body = await get("/v2/reference/currencies?currency=nosuchcoin")
+        assert body["code"] == 2002
+        _, body = await get("/v1/common/timestamp")
+        assert body["status"] == "ok" and isinstance(body["data"], int) and body["data"] > 1_500_000_000_000
         has_limits = "X-HB-RateLimit-Requests-Remain" in resp.headers
         assert has_limits == (venue_cls is BitvVenue)
         async with session.get(venue.base_url + "/v2/market-status") as resp:

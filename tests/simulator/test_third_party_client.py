@@ -1,4 +1,5 @@
-"""Unmodified third-party clients (ccxt.pro Binance spot and USD-M, MEXC) keep a correct book here.
+"""Unmodified third-party clients (ccxt.pro Binance spot and USD-M, MEXC, htx for NHEX and BitV) keep a
+correct book here.
 
 ccxt is pointed at the in-process ``BinanceSpotVenue`` / ``BinanceFuturesVenue`` / ``MexcVenue``
 by overriding URLs and options only; its own snapshot + diff-depth procedure must then end at
@@ -15,9 +16,12 @@ import ccxt.pro
 import pytest
 
 from aggbook.simulator.binance import BinanceFuturesVenue, BinanceSpotVenue
+from aggbook.simulator.bitv import BitvVenue
 from aggbook.simulator.faults import Fault
+from aggbook.simulator.gzip_mbp import GzipMbpVenue
 from aggbook.simulator.market import DEFAULT_SYMBOLS, TruthBook
 from aggbook.simulator.mexc import MexcVenue
+from aggbook.simulator.nhex import NhexVenue
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -215,3 +219,45 @@ async def test_ccxt_mexc_watch_order_book_equals_truth(mexc_venue: MexcVenue) ->
         assert Decimal(str(exchange.orderbooks[UNIFIED]["bids"][0][0])) < truth.asks[0][0]
     finally:
         await exchange.close()
+
+
+# ---------------------------------------------------------------------- NHEX and BitV (Huobi-style)
+@pytest.mark.parametrize("venue_cls", [NhexVenue, BitvVenue], ids=["nhex", "bitv"])
+async def test_ccxt_htx_loads_markets_and_keeps_the_mbp150_book(venue_cls: type[GzipMbpVenue]) -> None:
+    """ccxt.pro.htx (Huobi, whose API NHEX's and BitV's documents copy): markets and currencies from
+    ``/v1/common/symbols`` and ``/v2/reference/currencies``, then ``sub`` + ``req`` of ``mbp.150`` on
+    ``/feed``; its book ends at the truth of the topic.
+
+    Only URLs and the market types to load are set (htx would also load Huobi's derivatives from
+    other hosts, which these venues do not have).  ccxt keeps sizes as floats, so sizes with 18
+    significant decimals are compared as the floats they become.
+    """
+    async with venue_cls(DEFAULT_SYMBOLS[:2], seed=11, rate=50.0) as venue:
+        base = venue.base_url
+        spot_only = {"spot": True, "linear": False, "inverse": False}
+        exchange = ccxt.pro.htx({"options": {"fetchMarkets": {"types": spot_only}}})
+        for api in ("status", "spot", "public", "v2Public"):
+            exchange.urls["api"][api] = base
+        ws = base.replace("http://", "ws://")
+        exchange.urls["api"]["ws"]["api"]["spot"].update({"feed": ws + "/feed", "public": ws + "/ws"})
+        try:
+            markets = await exchange.load_markets()
+            assert markets[UNIFIED]["id"] == "btcusdt" and markets[UNIFIED]["precision"]["price"] == 0.01
+            assert {"BTC", "USDT"} <= set(exchange.currencies)  # from /v2/reference/currencies
+            nonces = await watch_updates(exchange, 10)
+            assert nonces == sorted(nonces) and nonces[0] < nonces[-1]
+            venue.pause()
+            truth = venue.topic_truth("btcusdt", 150)
+
+            def floats(levels) -> list[tuple[float, float]]:  # noqa: ANN001
+                return [(float(p), float(s)) for p, s, *_ in levels]
+
+            def ccxt_equals() -> bool:
+                book = exchange.orderbooks.get(UNIFIED)
+                return (book is not None and book["nonce"] == truth.seq
+                        and floats(book["bids"]) == floats(truth.bids)
+                        and floats(book["asks"]) == floats(truth.asks))
+
+            await wait_for(ccxt_equals, timeout=10, what=f"ccxt book == truth at {truth.seq}")
+        finally:
+            await exchange.close()
