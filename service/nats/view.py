@@ -205,8 +205,27 @@ class GatewayPayloads:
             else:
                 out["bids"] = book.get("bids", [])[:depth]
                 out["asks"] = book.get("asks", [])[:depth]
+                _cut_known_depth(out, depth)
         payload = st.cache[key] = orjson.dumps(out)
         return payload
+
+
+def _cut_known_depth(out: dict[str, Any], depth: int) -> None:
+    """Known depth of a merged book cut from the published depth to ``depth``, as the shard states it.
+
+    ``complete_depth`` counts a venue's complete levels only up to the depth asked, and a side that
+    now holds ``depth`` levels is no longer cut short by any venue's window (``complete_to`` null).
+    """
+    counts = out.get("complete_depth")
+    if isinstance(counts, dict):
+        out["complete_depth"] = {
+            venue: {side: min(n, depth) for side, n in sides.items()} for venue, sides in counts.items()
+        }
+    edges = out.get("complete_to")
+    if isinstance(edges, dict):
+        out["complete_to"] = {
+            side: None if len(out.get(side, [])) >= depth else edge for side, edge in edges.items()
+        }
 
 
 class NatsView:
