@@ -10,13 +10,11 @@ gateway's report (its shards and their symbols); ``/openapi.json`` belongs to th
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 
@@ -28,6 +26,7 @@ from aggbook.service.metrics import ServiceMetrics
 from aggbook.service.nats.metrics import GatewayMetrics
 from aggbook.service.nats.view import NatsView, ViewSettings
 from aggbook.service.routes import ROUTES, Route
+from aggbook.service.serving import HttpServer
 from aggbook.service.ws import Hub
 
 if TYPE_CHECKING:
@@ -139,8 +138,11 @@ def gateway_routes() -> tuple[Route, ...]:
     return tuple(routes)
 
 
-class Gateway:
+class Gateway(HttpServer):
     """One gateway: the NATS view, the WebSocket hub on it and the HTTP server."""
+
+    log = log
+    label = "gateway "
 
     def __init__(self, config: GatewayConfig) -> None:
         self.gateway_config = config
@@ -165,64 +167,13 @@ class Gateway:
         self.metrics.http.bind_connections(lambda: self.connections.total)
         # the handlers take a Service; a gateway offers what the routes it serves read of one
         self.app = create_app(cast("Service", self), gateway_routes())
-        self.app.on_shutdown.append(self._on_shutdown)
-        self.runner: web.AppRunner | None = None
-        self.site: web.TCPSite | None = None
-        self.host = config.host
-        self.port = config.port
-        self._lag_task: asyncio.Task | None = None
+        self._init_server(config.host, config.port, config.http)
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    async def start(self) -> None:
-        self._lag_task = asyncio.create_task(self.metrics.loop.run(), name="loop-lag")
-        self.hub.start()
+    async def start_source(self) -> None:
         await self.view.start()
-        self.runner = web.AppRunner(
-            self.app,
-            access_log=None,
-            handle_signals=False,
-            shutdown_timeout=5.0,
-            keepalive_timeout=self.gateway_config.http.idle_timeout,
-        )
-        await self.runner.setup()
-        assert self.runner.server is not None
-        self.connections.install(self.runner.server)
-        self.site = web.TCPSite(self.runner, self.host, self.port)
-        try:
-            await self.site.start()
-        except OSError:
-            await self.stop()
-            raise
-        sockets = getattr(self.site._server, "sockets", None)  # noqa: SLF001 - the port bound for port 0
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
-        log.info("gateway listening", extra={"url": self.url, "nats": self.gateway_config.view.url})
 
-    async def _on_shutdown(self, app: web.Application) -> None:
-        await self.hub.close_all()
-
-    async def stop(self) -> None:
-        if self.site is not None:
-            with contextlib.suppress(Exception):
-                await self.site.stop()
-        await self.hub.close_all()
+    async def stop_source(self) -> None:
         await self.view.stop()
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
-        if self._lag_task is not None:
-            self._lag_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lag_task
-            self._lag_task = None
-        log.info("gateway stopped")
 
-    async def __aenter__(self) -> Gateway:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+    def listening_extra(self) -> dict[str, Any]:
+        return {"nats": self.gateway_config.view.url}
