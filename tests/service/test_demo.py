@@ -491,15 +491,21 @@ async def test_readyz_flips_during_an_outage_and_back(demo: Demo) -> None:
             not_ready = await resp.json()
             return resp.status == expect
 
-    async def until(expect: int) -> None:
-        while not await check(expect):
+    async def until(expect: int, every_symbol_not_ready: bool = False) -> None:
+        while not (await check(expect) and (not every_symbol_not_ready or not_ready["not_ready"] == symbols)):
             await asyncio.sleep(0.01)
 
-    await asyncio.wait_for(until(503), 10)
-    assert not_ready["ready"] is False and not_ready["not_ready"] == list(SYMBOLS)
-    assert all(
-        s.state is not SyncState.LIVE for b in svc.aggregator.consolidated.values() for s in b.syncs.values()
-    )
+    symbols = list(SYMBOLS)
+
+    def none_live() -> bool:
+        books = svc.aggregator.consolidated.values()
+        return all(s.state is not SyncState.LIVE for b in books for s in b.syncs.values())
+
+    # each feed sees its sockets close in its own time: /readyz is 503 as soon as one symbol has no
+    # venue left, and names every symbol once every feed has seen its venue go
+    await asyncio.wait_for(until(503, every_symbol_not_ready=True), 10)
+    assert not_ready["ready"] is False
+    await wait_for(none_live, what="no book live while every venue is down")
     for name, server in sim.venues.items():
         await server.start("127.0.0.1", ports[name])  # the venues come back on the same addresses
     await asyncio.wait_for(until(200), 15)
