@@ -446,9 +446,13 @@ async def test_every_metric_is_exported_after_running(demo: Demo) -> None:
         def has_run() -> bool:
             nonlocal text
             text = svc.metrics.render().decode()
-            return value(text, "aggbook_event_loop_lag_seconds") >= 4  # about a second of loop samples
+            # /readyz (the fixture's wait) needs one venue per symbol; every venue's books are live
+            # only once each has had its snapshot, later when a venue answered a request with 429
+            books = svc.aggregator.consolidated.values()
+            every_book_live = all(s.live for b in books for s in b.syncs.values())
+            return every_book_live and value(text, "aggbook_event_loop_lag_seconds") >= 4  # ~1 s of samples
 
-        await wait_for(has_run, what="a second of running")
+        await wait_for(has_run, 30, "every book live and a second of running")
         text = await demo.metrics()
         for name in METRICS:
             assert has_series(text, name), name
