@@ -84,6 +84,11 @@ class SnapshotScheduler:
                 await asyncio.sleep(delay)
                 continue
             feed.metrics.snapshot(venue, canonical, True)
+            if not conn.open or conn.syncs.get(canonical) is not sync:
+                # the socket closed (or the book was replaced) while the answer was on its way: the
+                # book has failed on the disconnect, and a snapshot without the socket's deltas
+                # after it must not make it live again
+                return
             if snap is None:
                 return  # arrives on the stream; the sync stays pending until it does
             sync.snapshot_failed()  # clear pending so a stale answer can ask again

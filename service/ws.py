@@ -65,6 +65,7 @@ CLOSE_SLOW_CONSUMER = 4008
 CLOSE_GOING_AWAY = 1001
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TIMEOUT = 5.0
+CLIENT_CLOSED_REQUEST = 499  # the HTTP status a client that left before its answer is counted under
 
 # queue item kinds
 _SUB = 0  # a rendered snapshot/update of a subscription: (kind, sub, bytes)
@@ -481,14 +482,23 @@ class Hub:
                     client.close_slow(f"socket accepted nothing for {limit}s")
 
     # ------------------------------------------------------------------ connection handler
-    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(
             heartbeat=self.settings.heartbeat,
             max_msg_size=self.settings.max_message_size,
             compress=False,
             timeout=CLOSE_TIMEOUT,
         )
-        await ws.prepare(request)
+        try:
+            await ws.prepare(request)
+        except ConnectionError as exc:  # aiohttp's ClientConnectionResetError: the 101 found no one
+            # a client that vanishes mid-handshake is an ordinary disconnect, not a service error
+            self.metrics.ws.handshake_abandoned()
+            log.info("websocket client left during the handshake",
+                     extra={"peer": request.remote or "?", "error": str(exc)})
+            # not the half-started socket: aiohttp would try to close it and fail loudly; this answer
+            # is never delivered either, and counts as 499 (client closed request) in the HTTP metrics
+            return web.Response(status=CLIENT_CLOSED_REQUEST)
         client = Client(ws, self, request.remote or "?", request.transport)
         self.clients.add(client)
         client.writer = asyncio.create_task(client.run_writer(), name="ws-writer")

@@ -27,6 +27,11 @@ class WsMetrics:
             "deferred to a later event-loop iteration by the render budget",
             ["outcome"], registry=r,
         )
+        self.handshakes_abandoned = Counter(
+            "aggbook_ws_handshakes_abandoned_total",
+            "WebSocket clients gone before the upgrade could be answered (a client disconnect)",
+            registry=r,
+        )
         for limit in ("per_connection", "service"):
             self.refused.labels(limit)
         for outcome in ("conflated", "deferred"):
@@ -39,6 +44,9 @@ class WsMetrics:
 
     def message_sent(self) -> None:
         self.sent.inc()
+
+    def handshake_abandoned(self) -> None:
+        self.handshakes_abandoned.inc()
 
     def messages_dropped(self, n: int = 1) -> None:
         self.dropped.inc(n)

@@ -18,7 +18,8 @@ import time
 from decimal import Decimal
 
 from aggbook.book.consolidated import ConsolidatedBook
-from aggbook.book.sync import BookSync, Reason
+from aggbook.book.sync import BookSync, Reason, Snapshot
+from aggbook.feeds.config import VenueConfig
 from aggbook.simulator.faults import Fault
 from aggbook.simulator.market import extra_symbol
 from tests.conftest import wait_for
@@ -226,3 +227,35 @@ async def test_frame_handler_surprise_is_a_counted_resync_not_a_crash() -> None:
         await h.settle()
         assert h.metrics.decode_errors == 1
         assert h.feed.reconnects == 0
+
+
+class _OpenSocket:
+    """Stands for the aiohttp socket of a connection that is open until the test says otherwise."""
+
+    closed = False
+
+
+async def test_a_snapshot_answered_as_its_socket_closes_is_not_applied() -> None:
+    """The answer and the close land in the same turn of the event loop: the book stays failed.
+
+    A venue that answers a snapshot request and then closes the socket (a venue going down) can
+    complete the fetch just as the connection's end cancels it; ``asyncio.wait_for`` (Python 3.11)
+    then hands back the answer instead of raising.  The book has failed on the disconnect by then;
+    applied, the snapshot would make it live on a closed socket that will never bring its deltas.
+    """
+    feed = SPOT.feed_cls(VenueConfig(name="binance", kind="binance", symbols={SYM: "BTCUSDT"},
+                                     rest_url="http://127.0.0.1:9", ws_url="ws://127.0.0.1:9"))
+    conn = feed.new_connection([SYM], publish_when_live=False)
+    conn.ws, conn.state = _OpenSocket(), "open"  # type: ignore[assignment]
+    sync = conn.syncs[SYM]
+
+    async def answered_as_the_socket_closes(c, canonical):  # type: ignore[no-untyped-def]
+        c.state = "closed"  # what ConnectionSupervisor._run does when the socket ends...
+        sync.fail(Reason.DISCONNECT, f"connection {c.id} closed")  # ...before the answer is handled
+        return Snapshot(last=100, bids=[("100", "1")], asks=[("101", "1")])
+
+    feed.fetch_snapshot = answered_as_the_socket_closes  # type: ignore[method-assign]
+    feed.request_snapshot(conn, SYM)
+    await wait_for(lambda: not conn.tasks, 5, "the snapshot request to end")
+    assert not sync.live and sync.counters.snapshots == 0, (sync.state, sync.counters.snapshots)
+    assert sync.counters.resyncs[Reason.DISCONNECT] == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 
 from aggbook.service.runtime import Service
 from aggbook.service.ws import Client
@@ -351,3 +353,41 @@ async def test_oversized_client_frame_closes_with_1009(setup) -> None:
     await ws.send({"op": "ping", "id": "x" * 70_000})
     msg = await ws.ws.receive(timeout=5)
     assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1009
+
+
+async def test_a_client_gone_during_the_handshake_is_a_disconnect_not_an_error(
+    setup, monkeypatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The upgrade is answered only once the client has left: counted and logged, no traceback."""
+    service, _, _ = setup
+    prepare = web.WebSocketResponse.prepare
+    gone: list[bool] = []
+
+    def client_gone(request: web.BaseRequest) -> bool:
+        return request.transport is None or request.transport.is_closing()
+
+    async def once_the_client_left(self: web.WebSocketResponse, request: web.BaseRequest):  # type: ignore[no-untyped-def]
+        await wait_for(lambda: client_gone(request), 5, "the client to go")
+        gone.append(True)
+        return await prepare(self, request)
+
+    monkeypatch.setattr(web.WebSocketResponse, "prepare", once_the_client_left)
+    reader, writer = await asyncio.open_connection(service.host, service.port)
+    writer.write(
+        b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    await writer.drain()
+    with caplog.at_level(logging.DEBUG):
+        writer.close()
+        await writer.wait_closed()
+        counted = "aggbook_ws_handshakes_abandoned_total 1.0"
+        await wait_for(lambda: counted in service.metrics.render().decode(), 5, "the handshake counted")
+    assert gone and not service.hub.clients
+    problems = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert not problems, [(r.name, r.getMessage()) for r in problems]
+    assert any(r.getMessage() == "websocket client left during the handshake" for r in caplog.records)
+    monkeypatch.undo()
+    ws = await connect(service, setup[2])  # the service goes on serving
+    await ws.send({"op": "ping", "id": 1})
+    await ws.expect("pong", id=1)
