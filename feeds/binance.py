@@ -1,13 +1,20 @@
-"""Binance Spot and USDⓈ-M Futures diff-depth feeds.
+"""Binance Spot, USDⓈ-M Futures and COIN-M Futures diff-depth feeds.
 
-The procedure is Binance's "How to manage a local order book correctly" (Spot and USDⓈ-M
-Futures API docs).
+The procedure is Binance's "How to manage a local order book correctly" (Spot, USDⓈ-M
+Futures and COIN-M Futures API docs; COIN-M's page is USDⓈ-M's with ``dstream``/``dapi`` URLs).
 
-Both markets speak the same protocol with different constants, so there is one
+The markets speak the same protocol with different constants, so there is one
 implementation, :class:`_BinanceFeed`, and the differences are data
 (:class:`BinanceMarket`): REST prefix, sequencing rule (spot ``U``/``u``, futures
 ``pu``), snapshot limits and their request weights, the default weight budget,
-stream speeds and the incoming-message limit.
+stream speeds, the incoming-message limit and the name of exchangeInfo's status field.
+
+COIN-M (``binance-coinm``) trades inverse contracts: ``BTCUSD_PERP`` is quoted in USD per BTC
+and its depth sizes are **contracts** (each worth ``contractSize`` USD, 100 for BTC and 10 for
+the others), which is what the book holds, exactly as the venue writes them.  The canonical
+``BTC-USD`` is spelled ``BTCUSD_PERP``, the perpetual; a delivery contract takes an explicit
+mapping (``symbols = { "BTC-USD" = "BTCUSD_260626" }``).  Sizes are not converted to BTC: that
+takes a division by the price, which is not exact, and a contract count is what one can trade.
 
 What the feed does, per Binance's Spot and USDⓈ-M Futures API docs:
 
@@ -67,7 +74,7 @@ from aggbook.feeds.config import VenueConfig
 from aggbook.feeds.crosscheck import Bbo
 from aggbook.feeds.metrics import FeedMetrics
 from aggbook.feeds.pacing import RequestPacer, WeightBudget
-from aggbook.feeds.spec import VenueSpec
+from aggbook.feeds.spec import SymbolSpelling, VenueSpec
 
 log = logging.getLogger("aggbook.feeds.binance")
 
@@ -148,6 +155,8 @@ class BinanceMarket:
     exchange_info_weight: int  # what one exchangeInfo request costs
     speeds: tuple[str, ...]  # allowed depth-stream speed suffixes ("" = the stream's default)
     exchange_info_filter: bool  # exchangeInfo accepts ?symbols=[...]
+    title: str = "Binance spot"
+    status_field: str = "status"  # exchangeInfo's symbol status; COIN-M calls it "contractStatus"
 
 
 SPOT = BinanceMarket(
@@ -176,6 +185,26 @@ FUTURES = BinanceMarket(
     exchange_info_weight=1,
     speeds=("", "100ms", "500ms"),  # "@depth (supports @500ms / @100ms)"
     exchange_info_filter=False,
+    title="Binance USD-M futures",
+)
+
+# COIN-M: the same procedure and pu chain as USD-M ("How to manage a local order book correctly",
+# COIN-M Futures), on /dapi/v1 and dstream.binance.com.  Limits, weights and the 2400/min budget
+# are from the public COIN-M "Order Book" and "LIMITS" pages (not in our copy); exchangeInfo says.
+COINM = BinanceMarket(
+    rest_prefix="/dapi/v1",
+    rule=BINANCE_FUTURES,
+    prev_field="pu",
+    default_depth=1000,
+    max_depth=1000,
+    allowed_depths=(5, 10, 20, 50, 100, 500, 1000),
+    depth_weights=((50, 2), (100, 5), (500, 10), (1000, 20)),
+    weight_budget=2400,
+    exchange_info_weight=1,
+    speeds=("", "100ms", "500ms"),
+    exchange_info_filter=False,
+    title="Binance COIN-M futures",
+    status_field="contractStatus",
 )
 
 
@@ -269,7 +298,7 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
 
     @classmethod
     def market_title(cls) -> str:
-        return "Binance spot" if cls.market is SPOT else "Binance USD-M futures"
+        return cls.market.title
 
     def snapshot_weight(self, canonical: str) -> float:
         for upto, weight in self.market.depth_weights:
@@ -509,7 +538,7 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
             if info is None:
                 errors[canonical] = f"{venue_symbol} is not listed by {self.venue} (exchangeInfo)"
                 continue
-            status_text = str(info.get("status", ""))
+            status_text = str(info.get(self.market.status_field, ""))
             self.symbol_status[canonical] = status_text
             if status_text != "TRADING":
                 log.warning("%s: %s status is %s; its book stays quiet until TRADING", self.venue,
@@ -574,6 +603,17 @@ class BinanceFuturesFeed(_BinanceFeed):
     client_ping_interval = 10.0  # the venue pings only every 3 minutes
 
 
+class BinanceCoinMFeed(_BinanceFeed):
+    """Binance COIN-M Futures ``<sym>@depth@100ms`` on ``dstream.binance.com`` + ``/dapi/v1/depth``.
+
+    The Connect page: pings every 3 minutes, 10 incoming messages a second, 1024 streams.
+    """
+
+    market = COINM
+    control_rate = 8.0
+    client_ping_interval = 10.0
+
+
 VENUES = (
     VenueSpec(
         kind="binance",
@@ -593,5 +633,15 @@ VENUES = (
         ws_url="wss://fstream.binance.com/public",
         rules=(BINANCE_FUTURES,),
         simulator="aggbook.simulator.binance:BinanceFuturesVenue",
+    ),
+    VenueSpec(
+        kind="binance-coinm",
+        title="Binance COIN-M futures",
+        feed=BinanceCoinMFeed,
+        rest_url="https://dapi.binance.com",
+        ws_url="wss://dstream.binance.com",
+        rules=(BINANCE_FUTURES,),
+        simulator="aggbook.simulator.binance:BinanceCoinMVenue",
+        spelling=SymbolSpelling(suffix="_PERP"),  # BTC-USD -> BTCUSD_PERP, the perpetual
     ),
 )

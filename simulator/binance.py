@@ -1,4 +1,4 @@
-"""Simulated Binance Spot and USDⓈ-M Futures market data (REST depth + diff-depth WebSocket).
+"""Simulated Binance Spot, USDⓈ-M and COIN-M Futures market data (REST depth + diff-depth WebSocket).
 
 Both venues speak the wire protocol of the real endpoints closely enough that a feed
 written against the Binance docs runs unchanged against them:
@@ -197,6 +197,28 @@ FUTURES = BinanceEndpoint(
     ws_prefixes=("/public", ""),  # "" = the legacy unrouted /ws and /stream paths
     ws_url_path="/public",
     depth_streams=("depth", "depth@100ms", "depth@500ms"),  # "@depth (supports @500ms / @100ms)"
+    ping_interval=180.0,
+    pong_timeout=600.0,
+    max_incoming=10,
+    weight_limit=2400,
+    pong_must_echo=False,
+    invalid_json_disconnects=True,
+    sends_shutdown_notice=False,
+    exchange_info_weight=1,
+    default_limit=500,
+    max_limit=1000,
+    allowed_limits=(5, 10, 20, 50, 100, 500, 1000),
+    depth_weights=((50, 2), (100, 5), (500, 10), (1000, 20)),
+    min_decimals=0,
+)
+
+# COIN-M: USD-M's protocol on /dapi/v1 and dstream.binance.com, whose Connect page has no /public
+# routing (raw /ws/<stream> and combined /stream?streams=)
+COINM = BinanceEndpoint(
+    rest_prefix="/dapi/v1",
+    ws_prefixes=("",),
+    ws_url_path="",
+    depth_streams=("depth", "depth@100ms", "depth@500ms"),
     ping_interval=180.0,
     pong_timeout=600.0,
     max_incoming=10,
@@ -918,4 +940,70 @@ class BinanceFuturesVenue(_BinanceVenue):
                 {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 300},
             ],
             "exchangeFilters": [], "assets": [], "symbols": symbols,
+        }
+
+
+class BinanceCoinMVenue(BinanceFuturesVenue):
+    """Binance COIN-M Futures: ``/dapi/v1`` REST and ``dstream.binance.com`` streams.
+
+    Each symbol is the base asset's inverse perpetual against USD (``BTC-USDT`` of the shared
+    reference is served as ``BTCUSD_PERP``), quoted in USD per coin, with sizes in whole
+    contracts of ``contractSize`` USD (100 for BTC, 10 for the others).  The depth event adds
+    ``ps`` (the pair), the snapshot ``symbol`` and ``pair``; exchangeInfo's symbol status is
+    ``contractStatus``.
+    """
+
+    name = "binance-coinm"
+    endpoint = COINM
+    # inverse contracts: a whole number of contracts per level, on the coin's coarse USD tick
+    market_profile = MarketProfile(
+        spread=2, size_scale=3.0, offset=1, drift=1.0, noise=1,
+        rules={"BTC-USDT": ("0.1", "1"), "ETH-USDT": ("0.01", "1"), "SOL-USDT": ("0.01", "1"),
+               "DOGE-USDT": ("0.00001", "1"), "XRP-USDT": ("0.0001", "1")},
+    )
+
+    def venue_symbol(self, spec: SymbolSpec) -> str:
+        return f"{spec.base}USD_PERP".upper()
+
+    @staticmethod
+    def _pair(symbol: str) -> str:
+        return symbol.partition("_")[0]
+
+    @staticmethod
+    def contract_size(symbol: str) -> int:
+        return 100 if symbol.startswith("BTCUSD") else 10
+
+    def _snapshot_body(self, market: MarketModel, book: TruthBook, limit: int) -> dict:
+        body = super()._snapshot_body(market, book, limit)
+        name = self.venue_symbol(market.spec)
+        return {"lastUpdateId": body.pop("lastUpdateId"), "symbol": name, "pair": self._pair(name), **body}
+
+    def _make_event(self, symbol: str, changes: list[LevelChange]) -> dict:
+        event = super()._make_event(symbol, changes)
+        return {**event, "ps": self._pair(symbol)}
+
+    def _exchange_info_body(self, names: list[str]) -> dict:
+        symbols = []
+        for name in names:
+            spec = self.specs[name]
+            tick = decimal_text(spec.tick, spec.price_decimals)
+            lot = decimal_text(spec.lot, spec.size_decimals)
+            symbols.append({
+                "symbol": name, "pair": self._pair(name), "contractType": "PERPETUAL",
+                "deliveryDate": 4133404800000, "onboardDate": 1597042800000,
+                "contractStatus": "TRADING", "contractSize": self.contract_size(name),
+                "marginAsset": spec.base, "baseAsset": spec.base, "quoteAsset": "USD",
+                "pricePrecision": spec.price_decimals, "quantityPrecision": spec.size_decimals,
+                "filters": [
+                    {"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": "4520958", "tickSize": tick},
+                    {"filterType": "LOT_SIZE", "stepSize": lot, "maxQty": "1000000", "minQty": lot},
+                ],
+            })
+        return {
+            "timezone": "UTC", "serverTime": _now_ms(),
+            "rateLimits": [
+                self._weight_limit_entry(),
+                {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
+            ],
+            "exchangeFilters": [], "symbols": symbols,
         }
