@@ -39,6 +39,9 @@ What the feed does, per Binance's Spot and USDⓈ-M Futures API docs:
 * ``<sym>@bookTicker`` beside each depth stream (unless ``bbo_check`` is off): the venue's best bid
   and ask as of order-book update id ``u``, compared with the book's top when the book is at that
   id (:mod:`~aggbook.feeds.crosscheck`);
+* ``rpi`` (USD-M only, off by default): the book with RPI orders, from ``/fapi/v1/rpiDepth``
+  (limit 1000, weight 20) and ``<sym>@rpiDepth@500ms`` ("Order Book RPI" and "RPI Diff. Book Depth
+  Streams"), same ``pu`` procedure; ``bookTicker`` excludes RPI orders, so the cross-check is off;
 * ``serverShutdown`` (raw, or ``!serverShutdown`` on combined streams) triggers the
   base's make-before-break rollover, as does ``max_connection_age`` (23.5 h, before
   the venue's 24 h cut);
@@ -156,6 +159,7 @@ class BinanceMarket:
     speeds: tuple[str, ...]  # allowed depth-stream speed suffixes ("" = the stream's default)
     exchange_info_filter: bool  # exchangeInfo accepts ?symbols=[...]
     title: str = "Binance spot"
+    rpi_limit: int | None = None  # the one limit /rpiDepth takes; None = the market has no RPI book
     status_field: str = "status"  # exchangeInfo's symbol status; COIN-M calls it "contractStatus"
 
 
@@ -186,6 +190,7 @@ FUTURES = BinanceMarket(
     speeds=("", "100ms", "500ms"),  # "@depth (supports @500ms / @100ms)"
     exchange_info_filter=False,
     title="Binance USD-M futures",
+    rpi_limit=1000,  # "Order Book RPI": limit default 1000, valid [1000], weight 20
 )
 
 # COIN-M: the same procedure and pu chain as USD-M ("How to manage a local order book correctly",
@@ -246,14 +251,31 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
     weight_headroom: float = 0.8  # snapshots spend at most this share a window; the header watch holds here
     weight_reserve: float | None = None  # weight a window left to other requests; None = 2 exchangeInfo calls
     snapshot_burst_share: float = 0.1  # share of the usable weight the pacer may send at once
+    # USD-M only: keep the book that includes RPI (Retail Price Improvement) orders, from
+    # /fapi/v1/rpiDepth and <sym>@rpiDepth@500ms, instead of /depth and @depth, which leave them out
+    rpi: bool = False
 
     def __init__(self, config: VenueConfig, *, metrics: FeedMetrics | None = None) -> None:
         market = self.market
         # before the base class builds the snapshot pacer, whose pacing depends on the snapshot weight
-        self.depth = int(config.depth) if config.depth is not None else market.default_depth
+        rpi = config.options.get("rpi", False) is True
+        if rpi and market.rpi_limit is None:
+            raise ValueError(f"venues.{config.name}.options.rpi: {market.title} publishes no RPI book "
+                             "(only binance-futures does)")
+        self.depth = int(config.depth) if config.depth is not None else (
+            market.rpi_limit if rpi and market.rpi_limit else market.default_depth)
+        if rpi and self.depth != market.rpi_limit:
+            raise ValueError(f"venues.{config.name}.depth: {self.depth} is not a limit /rpiDepth accepts "
+                             f"(only {market.rpi_limit})")
         if (problem := self.depth_problem(self.depth)) is not None:
             raise ValueError(f"venues.{config.name}.depth: {problem}")
         super().__init__(config, metrics=metrics)
+        if self.rpi:
+            # bookTicker leaves RPI orders out, so it would disagree with an RPI book's top by design
+            if config.options.get("bbo_check") is True:
+                raise ValueError(f"venues.{config.name}.options: bbo_check cannot check an RPI book "
+                                 "(bookTicker excludes RPI orders)")
+            self.bbo_check = False
         if self.stream_speed not in market.speeds:
             raise ValueError(f"venues.{config.name}.options.stream_speed: {self.stream_speed!r} "
                              f"not one of {market.speeds}")
@@ -323,6 +345,8 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
         return (float(options.get("snapshot_rate", rate)), float(options.get("snapshot_burst", burst)))
 
     def stream_name(self, canonical: str) -> str:
+        if self.rpi:
+            return f"{self.config.symbols[canonical].lower()}@rpiDepth@500ms"  # the only RPI speed
         suffix = f"@{self.stream_speed}" if self.stream_speed else ""
         return f"{self.config.symbols[canonical].lower()}@depth{suffix}"
 
@@ -475,7 +499,7 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
 
     async def fetch_snapshot(self, conn: Connection[BinanceConnState], canonical: str) -> Snapshot | None:
         symbol = self.config.symbols[canonical]
-        status, headers, body = await self.get_json(self._rest("depth"),
+        status, headers, body = await self.get_json(self._rest("rpiDepth" if self.rpi else "depth"),
                                                     {"symbol": symbol.upper(), "limit": str(self.depth)})
         self._note_weight(headers)
         if status != 200:

@@ -18,6 +18,11 @@ written against the Binance docs runs unchanged against them:
   ``U == previous u + 1``, futures carries ``pu`` and lets ``U`` jump so that only the
   ``pu`` chain proves continuity.
 
+USD-M also serves the book with RPI orders (``/fapi/v1/rpiDepth``, ``<symbol>@rpiDepth@500ms``):
+an overlay of RPI quantity at or behind each side's best ordinary price, with its own ``pu``
+chain; :meth:`BinanceFuturesVenue.rpi_truth` is that book.  COIN-M (``/dapi/v1``,
+``dstream``) is USD-M's protocol with inverse symbols (``BTCUSD_PERP``) sized in contracts.
+
 Update speeds are not modelled: every market step is pushed at once on every depth
 stream of the symbol, whatever its suffix.
 
@@ -170,6 +175,7 @@ class BinanceEndpoint:
     allowed_limits: tuple[int, ...] | None  # only these limits are accepted (futures); None = 1..
     depth_weights: tuple[tuple[int, int], ...]  # (limit up to, request weight), ascending
     min_decimals: int  # prices and sizes written with at least this many decimals (spot: 8)
+    rpi_depth: bool = False  # serves /rpiDepth and <sym>@rpiDepth@500ms (the book with RPI orders)
 
 
 SPOT = BinanceEndpoint(
@@ -210,7 +216,11 @@ FUTURES = BinanceEndpoint(
     allowed_limits=(5, 10, 20, 50, 100, 500, 1000),
     depth_weights=((50, 2), (100, 5), (500, 10), (1000, 20)),
     min_decimals=0,
+    rpi_depth=True,
 )
+
+RPI_LIMIT = 1000  # "Order Book RPI": limit default 1000, valid [1000], weight 20
+RPI_WEIGHT = 20
 
 # COIN-M: USD-M's protocol on /dapi/v1 and dstream.binance.com, whose Connect page has no /public
 # routing (raw /ws/<stream> and combined /stream?streams=)
@@ -888,6 +898,120 @@ class BinanceFuturesVenue(_BinanceVenue):
         return {"lastUpdateId": book.seq, "E": now, "T": now - self._rng.randint(0, 5),
                 "bids": self._levels(market, book.bids[:limit]),
                 "asks": self._levels(market, book.asks[:limit])}
+
+    # ------------------------------------------------------------------ RPI book
+    # RPI (Retail Price Improvement) orders rest beside the ordinary ones but /depth, @depth and
+    # @bookTicker leave them out; /rpiDepth and <sym>@rpiDepth@500ms show the book with them,
+    # aggregated per price, with crossed RPI quantity hidden.  Here the RPI orders are an overlay
+    # of extra quantity at or behind each side's best ordinary price, moved now and then as the
+    # market steps; the RPI view (ordinary + visible RPI quantity) has an update-id chain of its
+    # own, chained by ``pu`` like @depth.
+    def configure(self) -> None:
+        super().configure()
+        # a generator of its own, so the ordinary @depth stream is the same with or without RPI
+        self._rpi_rng = random.Random(f"{self.name}:rpi:{self.options.seed}")
+        self._rpi_orders: dict[str, tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]] = {
+            s: ({}, {}) for s in self.markets}
+        self._rpi_view: dict[str, tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]] = {
+            s: (dict(m.bids), dict(m.asks)) for s, m in self.markets.items()}
+        self._rpi_u: dict[str, int] = {s: self._rpi_rng.randint(10**9, 9 * 10**9) for s in self.markets}
+
+    def add_routes(self, app: web.Application) -> None:
+        super().add_routes(app)
+        if self.endpoint.rpi_depth:
+            app.router.add_get(f"{self.endpoint.rest_prefix}/rpiDepth", self._h_rpi_depth)
+
+    def rpi_truth(self, symbol: str) -> TruthBook:
+        """The book /rpiDepth serves: ordinary plus visible RPI quantity, at the RPI stream's last ``u``."""
+        symbol = self.resolve_symbol(symbol)
+        bids, asks = self._rpi_view[symbol]
+        return TruthBook(self._rpi_u[symbol], tuple(sorted(bids.items(), reverse=True)),
+                         tuple(sorted(asks.items())))
+
+    def _move_rpi_orders(self, symbol: str) -> set[Decimal]:
+        """Place, resize or pull an RPI order now and then; the prices it touched."""
+        market = self.markets[symbol]
+        touched: set[Decimal] = set()
+        for _ in range(self._rpi_rng.choice((0, 0, 1, 2))):
+            side = self._rpi_rng.randrange(2)
+            orders = self._rpi_orders[symbol][side]
+            levels = market.snapshot(6)[side]
+            if orders and self._rpi_rng.random() < 0.4:
+                price = self._rpi_rng.choice(sorted(orders))
+                del orders[price]
+            elif levels:
+                price = self._rpi_rng.choice(levels)[0]
+                orders[price] = market.spec.lot * self._rpi_rng.randint(1, 50)
+            else:
+                continue
+            touched.add(price)
+        return touched
+
+    def _rpi_changes(self, symbol: str, changes: list[LevelChange]) -> tuple[list, list]:
+        """The RPI view's level changes after ``changes``: ``[price, qty]`` per side."""
+        market = self.markets[symbol]
+        best_bid, best_ask = market.best_bid(), market.best_ask()
+        candidates: tuple[set[Decimal], set[Decimal]] = (set(), set())
+        for change in changes:
+            candidates[0 if change.side == BID else 1].add(change.price)
+        touched = self._move_rpi_orders(symbol)
+        out: tuple[list, list] = ([], [])
+        for side, base in ((0, market.bids), (1, market.asks)):
+            orders, view = self._rpi_orders[symbol][side], self._rpi_view[symbol][side]
+            prices = candidates[side] | touched | set(orders)
+            for price in sorted(prices):
+                # crossed RPI quantity is hidden: a bid above the best ordinary bid (or at or above
+                # the best ask), an ask below the best ordinary ask
+                if side == 0:
+                    visible = (best_bid is not None and price <= best_bid
+                               and (best_ask is None or price < best_ask))
+                else:
+                    visible = (best_ask is not None and price >= best_ask
+                               and (best_bid is None or price > best_bid))
+                qty = base.get(price, Decimal(0)) + (orders.get(price, Decimal(0)) if visible else 0)
+                if qty == view.get(price, Decimal(0)):
+                    continue
+                if qty:
+                    view[price] = qty
+                else:
+                    view.pop(price, None)
+                out[side].append([self._fmt_price(market, price), self._fmt_size(market, qty)])
+        return out
+
+    async def publish(self, symbol: str, changes: list[LevelChange]) -> None:
+        await super().publish(symbol, changes)
+        if not self.endpoint.rpi_depth or not changes:
+            return
+        bids, asks = self._rpi_changes(symbol, changes)
+        if not bids and not asks:
+            return
+        previous = self._rpi_u[symbol]
+        first = previous + 1 + self._rpi_rng.choice((0, 0, 1, 3))
+        last = first + len(bids) + len(asks) - 1 + self._rpi_rng.randint(0, self.id_extra_max)
+        self._rpi_u[symbol] = last
+        now = _now_ms()
+        event = {"e": "depthUpdate", "E": now, "T": now - self._rpi_rng.randint(0, 5), "s": symbol,
+                 "U": first, "u": last, "pu": previous, "b": bids, "a": asks}
+        stream = f"{symbol.lower()}@rpiDepth@500ms"
+        for conn in list(self.connections.values()):
+            if conn.closed or stream not in conn.state["streams"]:
+                continue
+            if self.faults.take(Fault.GAP, symbol, conn.id) is not None:
+                continue
+            await conn.send_str(self._frame(conn, stream, event))
+
+    async def _h_rpi_depth(self, request: web.Request) -> web.Response:
+        refused = self._charge(RPI_WEIGHT)
+        if refused is not None:
+            return refused
+        raw_limit = request.query.get("limit")
+        if raw_limit is not None and raw_limit != str(RPI_LIMIT):
+            return self._error(400, -1130, "Data sent for parameter 'limit' is not valid.")
+        symbol, bad_symbol = self._parse_symbol(request.query.get("symbol"))
+        if bad_symbol is not None:
+            return bad_symbol
+        assert symbol is not None
+        return self._json(self._snapshot_body(self.markets[symbol], self.rpi_truth(symbol), RPI_LIMIT))
 
     def _valid_id(self, value: object) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _UINT64

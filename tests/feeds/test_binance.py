@@ -583,3 +583,62 @@ async def test_depth_frames_outside_the_schema_are_frame_errors(market: Market) 
     assert sync.buffered == 2
     await feed.handle(conn, text({"stream": "!serverShutdown", "data": {"e": "serverShutdown", "E": 1}}))
     assert conn.rollover.is_set()
+
+
+# ---------------------------------------------------------------------------- RPI book (USD-M)
+def rpi_matches(h: Harness) -> bool:
+    syncs = h.feed.current_syncs()
+    venue = h.venue
+    assert isinstance(venue, BinanceFuturesVenue)
+    return all(c in syncs and book_matches(syncs[c], venue.rpi_truth(c)) for c in h.expected())
+
+
+def rpi_differs(venue: BinanceFuturesVenue) -> bool:
+    """RPI orders are in the RPI book: it is not the ordinary book (so matching it proves something)."""
+    rpi, plain = venue.rpi_truth(SYM), venue.truth(SYM)
+    return (rpi.bids, rpi.asks) != (plain.bids, plain.asks)
+
+
+async def test_rpi_option_keeps_the_book_with_rpi_orders() -> None:
+    async with running(FUTURES, options={"rpi": True}) as h:
+        venue = h.venue
+        assert isinstance(venue, BinanceFuturesVenue)
+        await h.wait_all_live()
+        await wait_for(lambda: all(h.sync(c).counters.applied >= 20 for c in h.expected()), 10,
+                       "20 RPI deltas applied per book")
+        await wait_for(lambda: rpi_differs(venue), 10, "RPI orders resting in the book")
+        venue.pause()
+        await wait_for(lambda: rpi_matches(h), 10, "books equal to the RPI truth")
+        (conn,) = venue.connections.values()
+        # no bookTicker: it leaves RPI orders out
+        assert set(conn.subscriptions) == {"btcusdt@rpiDepth@500ms", "ethusdt@rpiDepth@500ms"}
+        assert rpi_differs(venue) and not book_matches(h.sync(SYM), venue.truth(SYM))
+        assert h.feed.depth == 1000 and not h.feed.bbo_check
+        assert all(not h.recorder.resyncs(c) for c in h.expected())
+
+
+async def test_rpi_gap_resyncs_from_the_rpi_snapshot() -> None:
+    async with running(FUTURES, options={"rpi": True}) as h:
+        venue = h.venue
+        assert isinstance(venue, BinanceFuturesVenue)
+        await h.wait_all_live()
+        await wait_for(lambda: h.sync(SYM).counters.applied >= 3, 5, "a few RPI deltas")
+        fetches = h.fetch_count(SYM)
+        venue.inject(Fault.GAP, SYM)
+        await wait_for(lambda: h.recorder.resyncs(SYM)[Reason.GAP] >= 1, 5, "gap resync counted")
+        await wait_for(h.all_live, 10, "live again")
+        venue.pause()
+        await wait_for(lambda: rpi_matches(h), 10, "books equal to the RPI truth")
+        assert h.fetch_count(SYM) - fetches == 1
+
+
+@pytest.mark.parametrize(("market", "depth", "options", "error"), [
+    (SPOT, None, {"rpi": True}, "publishes no RPI book"),
+    (COINM, None, {"rpi": True}, "publishes no RPI book"),
+    (FUTURES, 500, {"rpi": True}, "only 1000"),
+    (FUTURES, None, {"rpi": True, "bbo_check": True}, "bbo_check"),
+])
+def test_rpi_config_errors(market: Market, depth: int | None, options: dict, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        market.feed_cls(VenueConfig(name="b", kind=market.kind, symbols={SYM: "BTCUSDT"}, depth=depth,
+                                    options=options))

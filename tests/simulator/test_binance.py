@@ -20,7 +20,7 @@ from aiohttp import WSMsgType
 
 from aggbook.simulator.binance import WEIGHT_HEADER, BinanceCoinMVenue, BinanceFuturesVenue, BinanceSpotVenue
 from aggbook.simulator.faults import Fault
-from aggbook.simulator.market import DEFAULT_SYMBOLS
+from aggbook.simulator.market import DEFAULT_SYMBOLS, TruthBook
 from aggbook.simulator.venue import VenueServer
 
 SYMBOLS = DEFAULT_SYMBOLS[:2]  # BTCUSDT, ETHUSDT
@@ -201,7 +201,9 @@ class RefBook:
         return bool(self.bids and self.asks and max(self.bids) >= min(self.asks))
 
     def matches(self, venue: VenueServer, symbol: str = SYM) -> bool:
-        truth = venue.truth(symbol)
+        return self.matches_book(venue.truth(symbol))
+
+    def matches_book(self, truth: TruthBook) -> bool:
         return (sorted(self.bids.items(), reverse=True) == list(truth.bids)
                 and sorted(self.asks.items()) == list(truth.asks))
 
@@ -859,3 +861,44 @@ async def test_coinm_gap_breaks_the_pu_chain_and_resync_recovers(coinm, session)
     await run(coinm, client, book, 3, CM)
     assert book.matches(coinm, CM)
     await client.aclose()
+
+
+# ---------------------------------------------------------------------------- USD-M RPI book
+async def test_futures_rpi_snapshot_and_stream_reproduce_the_rpi_book(futures, session) -> None:
+    """/fapi/v1/rpiDepth + <sym>@rpiDepth@500ms, by the documented pu procedure, give rpi_truth;
+    the ordinary /depth leaves the RPI orders out."""
+    client, _ = await connect(session, futures, "/ws/btcusdt@rpiDepth@500ms")
+    base = futures.urls()["rest_url"]
+    await publish(futures, SYM, 3)  # the market is paused between steps: the snapshot is current
+    status, headers, snap = await get(session, f"{base}/fapi/v1/rpiDepth?symbol={SYM}")
+    assert status == 200 and headers[WEIGHT_HEADER] == "20"
+    assert set(snap) == {"lastUpdateId", "E", "T", "bids", "asks"}
+    assert snap["lastUpdateId"] == futures.rpi_truth(SYM).seq
+    book = RefBook(futures=True)
+    book.load(snap)
+    while True:  # drop what the snapshot already holds (u < L, or the event ending at L)
+        ev = await client.event()
+        if ev["u"] == book.id:
+            break
+        assert ev["u"] < book.id
+    book.first = False  # from here each event's pu must be the last u: the snapshot's id first
+    differed = False
+    for _ in range(40):
+        await futures.step_all(1)
+        while futures.rpi_truth(SYM).seq != book.id:
+            ev = await client.event()
+            assert set(ev) == {"e", "E", "T", "s", "U", "u", "pu", "b", "a"}
+            assert book.apply(ev) == "ok"
+        assert book.matches_book(futures.rpi_truth(SYM))
+        assert not book.crossed()
+        plain = futures.truth(SYM)
+        differed = differed or (book.bids != dict(plain.bids) or book.asks != dict(plain.asks))
+    assert differed, "no RPI order was ever in the book"
+    status, _, body = await get(session, f"{base}/fapi/v1/rpiDepth?symbol={SYM}&limit=500")
+    assert status == 400 and body["code"] == -1130
+    await client.aclose()
+
+
+async def test_coinm_serves_no_rpi_book(coinm, session) -> None:
+    async with session.get(f"{coinm.urls()['rest_url']}/dapi/v1/rpiDepth?symbol={CM}") as resp:
+        assert resp.status == 404
