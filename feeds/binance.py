@@ -42,6 +42,9 @@ What the feed does, per Binance's Spot and USDⓈ-M Futures API docs:
 * ``rpi`` (USD-M only, off by default): the book with RPI orders, from ``/fapi/v1/rpiDepth``
   (limit 1000, weight 20) and ``<sym>@rpiDepth@500ms`` ("Order Book RPI" and "RPI Diff. Book Depth
   Streams"), same ``pu`` procedure; ``bookTicker`` excludes RPI orders, so the cross-check is off;
+* ``transport = "sbe"`` (spot only): ``<sym>@depth`` as SBE ``DepthDiffStreamEvent`` frames (25 ms)
+  from ``stream-sbe.binance.com`` with an Ed25519 API key in ``X-MBX-APIKEY``, decoded by
+  :mod:`~aggbook.feeds.binance_sbe` ("SBE Market Data Streams"); same spot procedure;
 * ``serverShutdown`` (raw, or ``!serverShutdown`` on combined streams) triggers the
   base's make-before-break rollover, as does ``max_connection_age`` (23.5 h, before
   the venue's 24 h cut);
@@ -56,6 +59,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Literal
@@ -73,6 +77,7 @@ from aggbook.feeds.base import (
     SnapshotError,
     VenueFeed,
 )
+from aggbook.feeds.binance_sbe import DEPTH_DIFF_TEMPLATE, SbeError, decode_depth_diff, read_header
 from aggbook.feeds.config import VenueConfig
 from aggbook.feeds.crosscheck import Bbo
 from aggbook.feeds.metrics import FeedMetrics
@@ -83,6 +88,7 @@ log = logging.getLogger("aggbook.feeds.binance")
 
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 INVALID_SYMBOL_CODE = -1121
+SBE_KEY_ENV = "BINANCE_SBE_API_KEY"
 
 _INTERVAL_SECONDS = {"SECOND": 1.0, "MINUTE": 60.0, "HOUR": 3600.0, "DAY": 86400.0}
 
@@ -254,6 +260,12 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
     # USD-M only: keep the book that includes RPI (Retail Price Improvement) orders, from
     # /fapi/v1/rpiDepth and <sym>@rpiDepth@500ms, instead of /depth and @depth, which leave them out
     rpi: bool = False
+    # spot only: "sbe" reads <sym>@depth as SBE DepthDiffStreamEvent frames (every 25 ms) from
+    # sbe_ws_url, authenticated by an Ed25519 API key (api_key, else $BINANCE_SBE_API_KEY) sent as
+    # X-MBX-APIKEY on the handshake ("SBE Market Data Streams"); "json" is the ordinary stream
+    transport: str = "json"
+    sbe_ws_url: str = "wss://stream-sbe.binance.com:9443"
+    api_key: str = ""
 
     def __init__(self, config: VenueConfig, *, metrics: FeedMetrics | None = None) -> None:
         market = self.market
@@ -276,6 +288,19 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
                 raise ValueError(f"venues.{config.name}.options: bbo_check cannot check an RPI book "
                                  "(bookTicker excludes RPI orders)")
             self.bbo_check = False
+        if self.transport not in ("json", "sbe"):
+            raise ValueError(f"venues.{config.name}.options.transport: {self.transport!r} not json or sbe")
+        if self.transport == "sbe":
+            if market is not SPOT:
+                raise ValueError(f"venues.{config.name}.options.transport: SBE streams are spot's only")
+            self.api_key = self.api_key or os.environ.get(SBE_KEY_ENV, "")
+            if not self.api_key:
+                raise ValueError(f"venues.{config.name}.options.api_key: the SBE streams need an Ed25519 API "
+                                 f"key (options.api_key or ${SBE_KEY_ENV})")
+            if config.options.get("bbo_check") is True:
+                raise ValueError(f"venues.{config.name}.options: bbo_check reads the JSON bookTicker, "
+                                 "not available with transport sbe")
+            self.bbo_check = False  # the SBE bestBidAsk is culled under load and not read here
         if self.stream_speed not in market.speeds:
             raise ValueError(f"venues.{config.name}.options.stream_speed: {self.stream_speed!r} "
                              f"not one of {market.speeds}")
@@ -347,6 +372,8 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
     def stream_name(self, canonical: str) -> str:
         if self.rpi:
             return f"{self.config.symbols[canonical].lower()}@rpiDepth@500ms"  # the only RPI speed
+        if self.transport == "sbe":
+            return f"{self.config.symbols[canonical].lower()}@depth"  # DepthDiffStreamEvent, 25 ms
         suffix = f"@{self.stream_speed}" if self.stream_speed else ""
         return f"{self.config.symbols[canonical].lower()}@depth{suffix}"
 
@@ -358,9 +385,18 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
 
     def ws_url_for(self, conn: Connection[BinanceConnState]) -> str:
         in_url = "/".join(self.streams(conn)[: int(self.url_max_streams)])
+        base = self.sbe_ws_url if self.transport == "sbe" else self.config.ws_url
         if self.combined:
-            return f"{self.config.ws_url}/stream?streams={in_url}"
-        return f"{self.config.ws_url}/ws/{in_url}"
+            return f"{base}/stream?streams={in_url}"
+        return f"{base}/ws/{in_url}"
+
+    async def connect(self, conn: Connection[BinanceConnState]) -> aiohttp.ClientWebSocketResponse:
+        if self.transport != "sbe":
+            return await super().connect(conn)
+        assert self.http.session is not None, "the feed is not started"
+        return await self.http.session.ws_connect(self.ws_url_for(conn), autoping=True, heartbeat=None,
+                                                  max_msg_size=64 * 1024 * 1024, compress=0,
+                                                  headers={"X-MBX-APIKEY": self.api_key})
 
     # ------------------------------------------------------------------ control frames
     def new_connection_state(self) -> BinanceConnState:
@@ -435,7 +471,10 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
     async def handle(self, conn: Connection[BinanceConnState], msg: aiohttp.WSMessage) -> None:
         """Depth events decode straight into :class:`DepthUpdate`; anything else takes the slow path."""
         if msg.type is aiohttp.WSMsgType.BINARY:
-            raise FrameError("unexpected binary frame")
+            if self.transport != "sbe":
+                raise FrameError("unexpected binary frame")
+            self._on_sbe(conn, msg.data)
+            return
         if msg.type is not aiohttp.WSMsgType.TEXT:
             return
         try:
@@ -457,6 +496,23 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
                 raise FrameError(f"bad depthUpdate: {self.market.prev_field} missing")
         self.deliver(conn, canonical, Delta(event.U, event.u, prev, event.b, event.a,
                                             event.E / 1000 if event.E is not None else None))
+
+    def _on_sbe(self, conn: Connection[BinanceConnState], frame: bytes) -> None:
+        """A binary frame of the SBE streams: a DepthDiffStreamEvent, or a template the book does not use."""
+        try:
+            header = read_header(frame)
+            if header.template_id != DEPTH_DIFF_TEMPLATE:
+                log.debug("%s: ignored SBE template %d", self.venue, header.template_id)
+                return
+            event = decode_depth_diff(frame, header)
+        except SbeError as exc:
+            raise FrameError(f"bad SBE frame: {exc}") from exc
+        canonical = self._by_symbol.get(event.symbol)
+        if canonical is None:
+            log.debug("%s: SBE depth event for unconfigured symbol %r", self.venue, event.symbol)
+            return
+        self.deliver(conn, canonical, Delta(event.first_update_id, event.last_update_id, None, event.bids,
+                                            event.asks, event.event_time_us / 1_000_000))
 
     def _on_other(self, conn: Connection[BinanceConnState], text: str) -> None:
         """A frame that is not a well-formed depth event: a control frame, or a broken depth event."""

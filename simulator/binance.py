@@ -41,6 +41,7 @@ import json
 import math
 import random
 import re
+import struct
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -136,6 +137,28 @@ class WeightLimiter:
         return self.used
 
 
+def encode_sbe_depth_diff(spec: SymbolSpec, event: dict) -> bytes:
+    """A JSON ``depthUpdate`` as the SBE ``DepthDiffStreamEvent`` (schema 1 version 0, template 10003).
+
+    Written from the schema (``proto/binance_stream_1_0.xml``), not with the feed's decoder:
+    header (blockLength 26, templateId, schemaId, version), eventTime in µs, first and last
+    update id, price and qty exponents (the symbol's tick and lot decimals), then the ``bids`` and
+    ``asks`` groups (u16 blockLength 16, u16 count, int64 mantissas) and the varString8 symbol.
+    """
+    price_exp, qty_exp = -spec.price_decimals, -spec.size_decimals
+    out = bytearray(struct.pack("<HHHH", 26, 10003, 1, 0))
+    out += struct.pack("<qqqbb", event["E"] * 1000, event["U"], event["u"], price_exp, qty_exp)
+    for side in ("b", "a"):
+        levels = event[side]
+        out += struct.pack("<HH", 16, len(levels))
+        for price, qty in levels:
+            mantissas = int(Decimal(price).scaleb(-price_exp)), int(Decimal(qty).scaleb(-qty_exp))
+            out += struct.pack("<qq", *mantissas)
+    name = event["s"].encode()
+    out += struct.pack("<B", len(name)) + name
+    return bytes(out)
+
+
 class _ControlError(Exception):
     """A JSON control message the venue rejects: ``{"error":{"code":..,"msg":..},"id":..}``."""
 
@@ -176,6 +199,8 @@ class BinanceEndpoint:
     depth_weights: tuple[tuple[int, int], ...]  # (limit up to, request weight), ascending
     min_decimals: int  # prices and sizes written with at least this many decimals (spot: 8)
     rpi_depth: bool = False  # serves /rpiDepth and <sym>@rpiDepth@500ms (the book with RPI orders)
+    # WebSocket route prefix standing for the SBE stream host (stream-sbe.binance.com); None = no SBE
+    sbe_prefix: str | None = None
 
 
 SPOT = BinanceEndpoint(
@@ -196,6 +221,7 @@ SPOT = BinanceEndpoint(
     allowed_limits=None,
     depth_weights=((100, 5), (500, 25), (1000, 50), (5000, 250)),
     min_decimals=8,  # "93180.10000000"
+    sbe_prefix="/sbe",
 )
 
 FUTURES = BinanceEndpoint(
@@ -301,10 +327,18 @@ class _BinanceVenue(VenueServer):
         app.router.add_get(f"{self.endpoint.rest_prefix}/exchangeInfo", self._h_exchange_info)
         app.router.add_get(f"{self.endpoint.rest_prefix}/ping", self._h_ping)
         app.router.add_get(f"{self.endpoint.rest_prefix}/time", self._h_time)
-        for prefix in self.endpoint.ws_prefixes:
+        for prefix in self._all_ws_prefixes():
             app.router.add_get(f"{prefix}/ws", self._h_ws)
             app.router.add_get(f"{prefix}/ws/{{streams:.*}}", self._h_ws)
             app.router.add_get(f"{prefix}/stream", self._h_ws)
+
+    def _all_ws_prefixes(self) -> tuple[str, ...]:
+        sbe = self.endpoint.sbe_prefix
+        return (*self.endpoint.ws_prefixes, *((sbe,) if sbe else ()))
+
+    def _is_sbe(self, request: web.Request) -> bool:
+        sbe = self.endpoint.sbe_prefix
+        return sbe is not None and request.path.startswith(f"{sbe}/")
 
     def urls(self) -> dict[str, str]:
         base = super().urls()
@@ -484,7 +518,7 @@ class _BinanceVenue(VenueServer):
     def _parse_ws_request(self, request: web.Request) -> tuple[list[str], bool]:
         """Streams named in the URL and the initial ``combined`` property."""
         path = request.path
-        for prefix in self.endpoint.ws_prefixes:
+        for prefix in self._all_ws_prefixes():
             if path == f"{prefix}/stream":
                 raw = request.query.get("streams", "")
                 return [s for s in raw.split("/") if s], True
@@ -501,11 +535,15 @@ class _BinanceVenue(VenueServer):
         streams = [s for s in streams if _STREAM_RE.match(s)]
         if len(set(streams)) > self.max_streams:
             return self._error(400, 2, f"Invalid request: too many streams (max {self.max_streams})")
+        sbe = self._is_sbe(request)
+        if sbe and not request.headers.get("X-MBX-APIKEY"):  # "an API key is required"
+            return self._error(401, -2014, "API-key format invalid.")
         ws = web.WebSocketResponse(autoping=False)
         await ws.prepare(request)
         conn = self.register(ws, request.path_qs)
         now = time.monotonic()
         conn.state.update(
+            sbe=sbe,  # depth events go out as SBE DepthDiffStreamEvent binary frames
             combined=combined,
             streams={},  # ordered set: LIST_SUBSCRIPTIONS answers in subscription order
             first_U={},  # symbol -> U of the first event sent (STALE_SNAPSHOT reference)
@@ -764,6 +802,12 @@ class _BinanceVenue(VenueServer):
                     return {**event, key: [lvl for lvl in event[key] if lvl[0] != price]}
         return None
 
+    def _depth_frame(self, conn: SimConnection, stream: str, event: dict) -> str | bytes:
+        """A diff event as JSON text, or as an SBE binary frame on the SBE endpoint."""
+        if conn.state.get("sbe"):
+            return encode_sbe_depth_diff(self.markets[event["s"]].spec, event)
+        return self._frame(conn, stream, event)
+
     def _frame(self, conn: SimConnection, stream: str, event: dict) -> str:
         if conn.state["micros"]:
             event = {**event, **{k: event[k] * 1000 for k in ("E", "T") if k in event}}
@@ -792,7 +836,7 @@ class _BinanceVenue(VenueServer):
                 and (lossy := self._silent_loss(symbol, event)) is not None
                 and take(Fault.SILENT_LOSS, symbol, conn.id) is not None):
             event = lossy  # asked only where a top-moving change exists, so an armed fault waits for one
-        text = self._frame(conn, stream, event)
+        text = self._depth_frame(conn, stream, event)
         last_id: int | None = event["u"]  # what note_sent records once the frame is written
         if take(Fault.MALFORMED, symbol, conn.id) is not None:
             text = text[: len(text) // 2]
@@ -807,9 +851,11 @@ class _BinanceVenue(VenueServer):
         if held is not None:
             await self._write_event(conn, symbol, *held)
 
-    async def _write_event(self, conn: SimConnection, symbol: str, text: str, last_id: int | None) -> None:
+    async def _write_event(self, conn: SimConnection, symbol: str, text: str | bytes,
+                           last_id: int | None) -> None:
         """Write one diff frame and, if it really went out, note its ``u`` for ``truth_sent``."""
-        if await conn.send_str(text) and last_id is not None:
+        sent = await (conn.send_bytes(text) if isinstance(text, bytes) else conn.send_str(text))
+        if sent and last_id is not None:
             self.note_sent(conn, symbol, last_id)
 
 

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
+from aggbook.feeds.binance_sbe import decode_depth_diff
 from aggbook.simulator.binance import WEIGHT_HEADER, BinanceCoinMVenue, BinanceFuturesVenue, BinanceSpotVenue
 from aggbook.simulator.faults import Fault
 from aggbook.simulator.market import DEFAULT_SYMBOLS, TruthBook
@@ -902,3 +903,27 @@ async def test_futures_rpi_snapshot_and_stream_reproduce_the_rpi_book(futures, s
 async def test_coinm_serves_no_rpi_book(coinm, session) -> None:
     async with session.get(f"{coinm.urls()['rest_url']}/dapi/v1/rpiDepth?symbol={CM}") as resp:
         assert resp.status == 404
+
+
+# ---------------------------------------------------------------------------- spot SBE streams
+async def test_spot_sbe_endpoint_sends_depth_diffs_as_sbe_frames(spot, session) -> None:
+    """The same events as the JSON stream, as DepthDiffStreamEvent binary frames (µs event time)."""
+    json_client, _ = await connect(session, spot, "/ws/btcusdt@depth")
+    known = set(spot.connections)
+    ws = await session.ws_connect(spot.urls()["ws_url"] + "/sbe/stream?streams=btcusdt@depth",
+                                  autoping=False, headers={"X-MBX-APIKEY": "key"})
+    await wait_until(lambda: set(spot.connections) - known != set())
+    sbe_client = Client(ws, "echo")
+    await publish(spot, SYM, 3)
+    for _ in range(3):
+        ev = await json_client.event()
+        msg = await sbe_client.next()
+        assert msg.type == WSMsgType.BINARY
+        diff = decode_depth_diff(msg.data)
+        assert (diff.first_update_id, diff.last_update_id, diff.symbol) == (ev["U"], ev["u"], SYM)
+        assert diff.event_time_us == ev["E"] * 1000
+        for sbe_side, json_side in ((diff.bids, ev["b"]), (diff.asks, ev["a"])):
+            assert [(Decimal(p), Decimal(q)) for p, q in sbe_side] == [
+                (Decimal(p), Decimal(q)) for p, q in json_side]
+    await json_client.aclose()
+    await sbe_client.aclose()
