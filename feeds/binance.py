@@ -1,13 +1,20 @@
-"""Binance Spot and USDⓈ-M Futures diff-depth feeds.
+"""Binance Spot, USDⓈ-M Futures and COIN-M Futures diff-depth feeds.
 
-The procedure is Binance's "How to manage a local order book correctly" (Spot and USDⓈ-M
-Futures API docs).
+The procedure is Binance's "How to manage a local order book correctly" (Spot, USDⓈ-M
+Futures and COIN-M Futures API docs; COIN-M's page is USDⓈ-M's with ``dstream``/``dapi`` URLs).
 
-Both markets speak the same protocol with different constants, so there is one
+The markets speak the same protocol with different constants, so there is one
 implementation, :class:`_BinanceFeed`, and the differences are data
 (:class:`BinanceMarket`): REST prefix, sequencing rule (spot ``U``/``u``, futures
 ``pu``), snapshot limits and their request weights, the default weight budget,
-stream speeds and the incoming-message limit.
+stream speeds, the incoming-message limit and the name of exchangeInfo's status field.
+
+COIN-M (``binance-coinm``) trades inverse contracts: ``BTCUSD_PERP`` is quoted in USD per BTC
+and its depth sizes are **contracts** (each worth ``contractSize`` USD, 100 for BTC and 10 for
+the others), which is what the book holds, exactly as the venue writes them.  The canonical
+``BTC-USD`` is spelled ``BTCUSD_PERP``, the perpetual; a delivery contract takes an explicit
+mapping (``symbols = { "BTC-USD" = "BTCUSD_260626" }``).  Sizes are not converted to BTC: that
+takes a division by the price, which is not exact, and a contract count is what one can trade.
 
 What the feed does, per Binance's Spot and USDⓈ-M Futures API docs:
 
@@ -32,6 +39,12 @@ What the feed does, per Binance's Spot and USDⓈ-M Futures API docs:
 * ``<sym>@bookTicker`` beside each depth stream (unless ``bbo_check`` is off): the venue's best bid
   and ask as of order-book update id ``u``, compared with the book's top when the book is at that
   id (:mod:`~aggbook.feeds.crosscheck`);
+* ``rpi`` (USD-M only, off by default): the book with RPI orders, from ``/fapi/v1/rpiDepth``
+  (limit 1000, weight 20) and ``<sym>@rpiDepth@500ms`` ("Order Book RPI" and "RPI Diff. Book Depth
+  Streams"), same ``pu`` procedure; ``bookTicker`` excludes RPI orders, so the cross-check is off;
+* ``transport = "sbe"`` (spot only): ``<sym>@depth`` as SBE ``DepthDiffStreamEvent`` frames (25 ms)
+  from ``stream-sbe.binance.com`` with an Ed25519 API key in ``X-MBX-APIKEY``, decoded by
+  :mod:`~aggbook.feeds.binance_sbe` ("SBE Market Data Streams"); same spot procedure;
 * ``serverShutdown`` (raw, or ``!serverShutdown`` on combined streams) triggers the
   base's make-before-break rollover, as does ``max_connection_age`` (23.5 h, before
   the venue's 24 h cut);
@@ -47,6 +60,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Literal
@@ -64,16 +78,18 @@ from aggbook.feeds.base import (
     SnapshotError,
     VenueFeed,
 )
+from aggbook.feeds.binance_sbe import DEPTH_DIFF_TEMPLATE, SbeError, decode_depth_diff, read_header
 from aggbook.feeds.config import VenueConfig
 from aggbook.feeds.crosscheck import Bbo
 from aggbook.feeds.metrics import FeedMetrics
 from aggbook.feeds.pacing import RequestPacer, WeightBudget
-from aggbook.feeds.spec import VenueSpec
+from aggbook.feeds.spec import SymbolSpelling, VenueSpec
 
 log = logging.getLogger("aggbook.feeds.binance")
 
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 INVALID_SYMBOL_CODE = -1121
+SBE_KEY_ENV = "BINANCE_SBE_API_KEY"
 
 _INTERVAL_SECONDS = {"SECOND": 1.0, "MINUTE": 60.0, "HOUR": 3600.0, "DAY": 86400.0}
 
@@ -149,6 +165,9 @@ class BinanceMarket:
     exchange_info_weight: int  # what one exchangeInfo request costs
     speeds: tuple[str, ...]  # allowed depth-stream speed suffixes ("" = the stream's default)
     exchange_info_filter: bool  # exchangeInfo accepts ?symbols=[...]
+    title: str = "Binance spot"
+    rpi_limit: int | None = None  # the one limit /rpiDepth takes; None = the market has no RPI book
+    status_field: str = "status"  # exchangeInfo's symbol status; COIN-M calls it "contractStatus"
 
 
 SPOT = BinanceMarket(
@@ -177,6 +196,27 @@ FUTURES = BinanceMarket(
     exchange_info_weight=1,
     speeds=("", "100ms", "500ms"),  # "@depth (supports @500ms / @100ms)"
     exchange_info_filter=False,
+    title="Binance USD-M futures",
+    rpi_limit=1000,  # "Order Book RPI": limit default 1000, valid [1000], weight 20
+)
+
+# COIN-M: the same procedure and pu chain as USD-M ("How to manage a local order book correctly",
+# COIN-M Futures), on /dapi/v1 and dstream.binance.com.  Limits, weights and the 2400/min budget
+# are from the public COIN-M "Order Book" and "LIMITS" pages (not in our copy); exchangeInfo says.
+COINM = BinanceMarket(
+    rest_prefix="/dapi/v1",
+    rule=BINANCE_FUTURES,
+    prev_field="pu",
+    default_depth=1000,
+    max_depth=1000,
+    allowed_depths=(5, 10, 20, 50, 100, 500, 1000),
+    depth_weights=((50, 2), (100, 5), (500, 10), (1000, 20)),
+    weight_budget=2400,
+    exchange_info_weight=1,
+    speeds=("", "100ms", "500ms"),
+    exchange_info_filter=False,
+    title="Binance COIN-M futures",
+    status_field="contractStatus",
 )
 
 
@@ -221,14 +261,50 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
     weight_headroom: float = 0.8  # snapshots spend at most this share a window; the header watch holds here
     weight_reserve: float | None = None  # weight a window left to other requests; None = 2 exchangeInfo calls
     snapshot_burst_share: float = 0.1  # share of the usable weight the pacer may send at once
+    # USD-M only: keep the book that includes RPI (Retail Price Improvement) orders, from
+    # /fapi/v1/rpiDepth and <sym>@rpiDepth@500ms, instead of /depth and @depth, which leave them out
+    rpi: bool = False
+    # spot only: "sbe" reads <sym>@depth as SBE DepthDiffStreamEvent frames (every 25 ms) from
+    # sbe_ws_url, authenticated by an Ed25519 API key (api_key, else $BINANCE_SBE_API_KEY) sent as
+    # X-MBX-APIKEY on the handshake ("SBE Market Data Streams"); "json" is the ordinary stream
+    transport: str = "json"
+    sbe_ws_url: str = "wss://stream-sbe.binance.com:9443"
+    api_key: str = ""
 
     def __init__(self, config: VenueConfig, *, metrics: FeedMetrics | None = None) -> None:
         market = self.market
         # before the base class builds the snapshot pacer, whose pacing depends on the snapshot weight
-        self.depth = int(config.depth) if config.depth is not None else market.default_depth
+        rpi = config.options.get("rpi", False) is True
+        if rpi and market.rpi_limit is None:
+            raise ValueError(f"venues.{config.name}.options.rpi: {market.title} publishes no RPI book "
+                             "(only binance-futures does)")
+        self.depth = int(config.depth) if config.depth is not None else (
+            market.rpi_limit if rpi and market.rpi_limit else market.default_depth)
+        if rpi and self.depth != market.rpi_limit:
+            raise ValueError(f"venues.{config.name}.depth: {self.depth} is not a limit /rpiDepth accepts "
+                             f"(only {market.rpi_limit})")
         if (problem := self.depth_problem(self.depth)) is not None:
             raise ValueError(f"venues.{config.name}.depth: {problem}")
         super().__init__(config, metrics=metrics)
+        if self.rpi:
+            # bookTicker leaves RPI orders out, so it would disagree with an RPI book's top by design
+            if config.options.get("bbo_check") is True:
+                raise ValueError(f"venues.{config.name}.options: bbo_check cannot check an RPI book "
+                                 "(bookTicker excludes RPI orders)")
+            self.bbo_check = False
+        if self.transport not in ("json", "sbe"):
+            raise ValueError(f"venues.{config.name}.options.transport: {self.transport!r} not json or sbe")
+        if self.transport == "sbe":
+            if market is not SPOT:
+                raise ValueError(f"venues.{config.name}.options.transport: SBE streams are spot's only")
+            self.api_key = self.api_key or os.environ.get(SBE_KEY_ENV, "")
+            if not self.api_key:
+                raise ValueError(f"venues.{config.name}.options.api_key: the SBE streams need an Ed25519 API "
+                                 f"key (options.api_key or ${SBE_KEY_ENV})")
+            if config.options.get("bbo_check") is True:
+                raise ValueError(f"venues.{config.name}.options: bbo_check reads the JSON bookTicker, "
+                                 "not available with transport sbe")
+            self.bbo_check = False  # the SBE bestBidAsk is culled under load and not read here
         if self.stream_speed not in market.speeds:
             raise ValueError(f"venues.{config.name}.options.stream_speed: {self.stream_speed!r} "
                              f"not one of {market.speeds}")
@@ -273,7 +349,7 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
 
     @classmethod
     def market_title(cls) -> str:
-        return "Binance spot" if cls.market is SPOT else "Binance USD-M futures"
+        return cls.market.title
 
     def snapshot_weight(self, canonical: str) -> float:
         for upto, weight in self.market.depth_weights:
@@ -298,6 +374,10 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
         return (float(options.get("snapshot_rate", rate)), float(options.get("snapshot_burst", burst)))
 
     def stream_name(self, canonical: str) -> str:
+        if self.rpi:
+            return f"{self.config.symbols[canonical].lower()}@rpiDepth@500ms"  # the only RPI speed
+        if self.transport == "sbe":
+            return f"{self.config.symbols[canonical].lower()}@depth"  # DepthDiffStreamEvent, 25 ms
         suffix = f"@{self.stream_speed}" if self.stream_speed else ""
         return f"{self.config.symbols[canonical].lower()}@depth{suffix}"
 
@@ -309,9 +389,18 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
 
     def ws_url_for(self, conn: Connection[BinanceConnState]) -> str:
         in_url = "/".join(self.streams(conn)[: int(self.url_max_streams)])
+        base = self.sbe_ws_url if self.transport == "sbe" else self.config.ws_url
         if self.combined:
-            return f"{self.config.ws_url}/stream?streams={in_url}"
-        return f"{self.config.ws_url}/ws/{in_url}"
+            return f"{base}/stream?streams={in_url}"
+        return f"{base}/ws/{in_url}"
+
+    async def connect(self, conn: Connection[BinanceConnState]) -> aiohttp.ClientWebSocketResponse:
+        if self.transport != "sbe":
+            return await super().connect(conn)
+        assert self.http.session is not None, "the feed is not started"
+        return await self.http.session.ws_connect(self.ws_url_for(conn), autoping=True, heartbeat=None,
+                                                  max_msg_size=64 * 1024 * 1024, compress=0,
+                                                  headers={"X-MBX-APIKEY": self.api_key})
 
     # ------------------------------------------------------------------ control frames
     def new_connection_state(self) -> BinanceConnState:
@@ -386,7 +475,10 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
     async def handle(self, conn: Connection[BinanceConnState], msg: aiohttp.WSMessage) -> None:
         """Depth events decode straight into :class:`DepthUpdate`; anything else takes the slow path."""
         if msg.type is aiohttp.WSMsgType.BINARY:
-            raise FrameError("unexpected binary frame")
+            if self.transport != "sbe":
+                raise FrameError("unexpected binary frame")
+            self._on_sbe(conn, msg.data)
+            return
         if msg.type is not aiohttp.WSMsgType.TEXT:
             return
         try:
@@ -408,6 +500,23 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
                 raise FrameError(f"bad depthUpdate: {self.market.prev_field} missing")
         self.deliver(conn, canonical, Delta(event.U, event.u, prev, event.b, event.a,
                                             event.E / 1000 if event.E is not None else None))
+
+    def _on_sbe(self, conn: Connection[BinanceConnState], frame: bytes) -> None:
+        """A binary frame of the SBE streams: a DepthDiffStreamEvent, or a template the book does not use."""
+        try:
+            header = read_header(frame)
+            if header.template_id != DEPTH_DIFF_TEMPLATE:
+                log.debug("%s: ignored SBE template %d", self.venue, header.template_id)
+                return
+            event = decode_depth_diff(frame, header)
+        except SbeError as exc:
+            raise FrameError(f"bad SBE frame: {exc}") from exc
+        canonical = self._by_symbol.get(event.symbol)
+        if canonical is None:
+            log.debug("%s: SBE depth event for unconfigured symbol %r", self.venue, event.symbol)
+            return
+        self.deliver(conn, canonical, Delta(event.first_update_id, event.last_update_id, None, event.bids,
+                                            event.asks, event.event_time_us / 1_000_000))
 
     def _on_other(self, conn: Connection[BinanceConnState], text: str) -> None:
         """A frame that is not a well-formed depth event: a control frame, or a broken depth event."""
@@ -450,7 +559,7 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
 
     async def fetch_snapshot(self, conn: Connection[BinanceConnState], canonical: str) -> Snapshot | None:
         symbol = self.config.symbols[canonical]
-        status, headers, body = await self.get_json(self._rest("depth"),
+        status, headers, body = await self.get_json(self._rest("rpiDepth" if self.rpi else "depth"),
                                                     {"symbol": symbol.upper(), "limit": str(self.depth)})
         self._note_weight(headers)
         if status != 200:
@@ -513,7 +622,7 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
             if info is None:
                 errors[canonical] = f"{venue_symbol} is not listed by {self.venue} (exchangeInfo)"
                 continue
-            status_text = str(info.get("status", ""))
+            status_text = str(info.get(self.market.status_field, ""))
             self.symbol_status[canonical] = status_text
             if status_text != "TRADING":
                 log.warning("%s: %s status is %s; its book stays quiet until TRADING", self.venue,
@@ -578,6 +687,17 @@ class BinanceFuturesFeed(_BinanceFeed):
     client_ping_interval = 10.0  # the venue pings only every 3 minutes
 
 
+class BinanceCoinMFeed(_BinanceFeed):
+    """Binance COIN-M Futures ``<sym>@depth@100ms`` on ``dstream.binance.com`` + ``/dapi/v1/depth``.
+
+    The Connect page: pings every 3 minutes, 10 incoming messages a second, 1024 streams.
+    """
+
+    market = COINM
+    control_rate = 8.0
+    client_ping_interval = 10.0
+
+
 VENUES = (
     VenueSpec(
         kind="binance",
@@ -597,5 +717,15 @@ VENUES = (
         ws_url="wss://fstream.binance.com/public",
         rules=(BINANCE_FUTURES,),
         simulator="aggbook.simulator.binance:BinanceFuturesVenue",
+    ),
+    VenueSpec(
+        kind="binance-coinm",
+        title="Binance COIN-M futures",
+        feed=BinanceCoinMFeed,
+        rest_url="https://dapi.binance.com",
+        ws_url="wss://dstream.binance.com",
+        rules=(BINANCE_FUTURES,),
+        simulator="aggbook.simulator.binance:BinanceCoinMVenue",
+        spelling=SymbolSpelling(suffix="_PERP"),  # BTC-USD -> BTCUSD_PERP, the perpetual
     ),
 )

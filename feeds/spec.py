@@ -30,16 +30,18 @@ class SymbolSpelling:
     """How a venue writes a canonical ``BASE-QUOTE`` symbol when the config gives no explicit mapping.
 
     ``SymbolSpelling()`` is ``BTCUSDT``; ``separator="-"`` gives ``BTC-USDT``; ``lower=True``
-    gives ``btcusdt``.  Venues whose spelling is not one of these take an explicit mapping in the
+    gives ``btcusdt``; ``suffix="_PERP"`` gives ``BTCUSDT_PERP``.
+    Venues whose spelling is not one of these take an explicit mapping in the
     config (``symbols = { "BTC-USDT" = "XBT/USDT" }``).
     """
 
     separator: str = ""
     lower: bool = False
+    suffix: str = ""
 
     def spell(self, canonical: str) -> str:
         base, quote = canonical.split("-", 1)
-        text = f"{base}{self.separator}{quote}"
+        text = f"{base}{self.separator}{quote}{self.suffix}"
         return text.lower() if self.lower else text
 
 

@@ -242,9 +242,9 @@ def simulate_ports(
     """Each started venue's port: ``--port venue=N``, else ``--base-port`` plus the venue's place.
 
     The place is the venue's index among *all* known venue kinds sorted by name (binance 0,
-    binance-futures 1, bitv 2, btse 3, mexc 4, nhex 5), not among the ones started, so a venue keeps
-    its port whatever ``--venues`` selects and can be restarted at the same URL.  A venue given no
-    port (or 0) takes any free port.  ``ValueError`` names what is wrong.
+    binance-coinm 1, binance-futures 2, bitv 3, btse 4, mexc 5, nhex 6), not among the ones started,
+    so a venue keeps its port whatever ``--venues`` selects and can be restarted at the same URL.
+    A venue given no port (or 0) takes any free port.  ``ValueError`` names what is wrong.
     """
     order = sorted(known)
     ports: dict[str, int] = {}
@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--base-port", type=int, default=None,
                    help="venue i listens on BASE_PORT + i, i its place among all venue kinds sorted by "
-                        "name, started or not (binance +0, binance-futures +1, ...); default: any free port")
+                        "name, started or not (binance +0, binance-coinm +1, ...); default: any free port")
     p.add_argument("--port", action="append", metavar="VENUE=PORT",
                    help="one venue's port (repeatable, overrides --base-port): restart it at the same URL")
     p.add_argument("--venues", default="", help="comma-separated (default: all)")

@@ -1,4 +1,4 @@
-"""Simulated Binance Spot and USDⓈ-M Futures market data (REST depth + diff-depth WebSocket).
+"""Simulated Binance Spot, USDⓈ-M and COIN-M Futures market data (REST depth + diff-depth WebSocket).
 
 Both venues speak the wire protocol of the real endpoints closely enough that a feed
 written against the Binance docs runs unchanged against them:
@@ -18,6 +18,11 @@ written against the Binance docs runs unchanged against them:
   ``U == previous u + 1``, futures carries ``pu`` and lets ``U`` jump so that only the
   ``pu`` chain proves continuity.
 
+USD-M also serves the book with RPI orders (``/fapi/v1/rpiDepth``, ``<symbol>@rpiDepth@500ms``):
+an overlay of RPI quantity at or behind each side's best ordinary price, with its own ``pu``
+chain; :meth:`BinanceFuturesVenue.rpi_truth` is that book.  COIN-M (``/dapi/v1``,
+``dstream``) is USD-M's protocol with inverse symbols (``BTCUSD_PERP``) sized in contracts.
+
 Update speeds are not modelled: every market step is pushed at once on every depth
 stream of the symbol, whatever its suffix.
 
@@ -36,6 +41,7 @@ import json
 import math
 import random
 import re
+import struct
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -131,6 +137,28 @@ class WeightLimiter:
         return self.used
 
 
+def encode_sbe_depth_diff(spec: SymbolSpec, event: dict) -> bytes:
+    """A JSON ``depthUpdate`` as the SBE ``DepthDiffStreamEvent`` (schema 1 version 0, template 10003).
+
+    Written from the schema (``proto/binance_stream_1_0.xml``), not with the feed's decoder:
+    header (blockLength 26, templateId, schemaId, version), eventTime in µs, first and last
+    update id, price and qty exponents (the symbol's tick and lot decimals), then the ``bids`` and
+    ``asks`` groups (u16 blockLength 16, u16 count, int64 mantissas) and the varString8 symbol.
+    """
+    price_exp, qty_exp = -spec.price_decimals, -spec.size_decimals
+    out = bytearray(struct.pack("<HHHH", 26, 10003, 1, 0))
+    out += struct.pack("<qqqbb", event["E"] * 1000, event["U"], event["u"], price_exp, qty_exp)
+    for side in ("b", "a"):
+        levels = event[side]
+        out += struct.pack("<HH", 16, len(levels))
+        for price, qty in levels:
+            mantissas = int(Decimal(price).scaleb(-price_exp)), int(Decimal(qty).scaleb(-qty_exp))
+            out += struct.pack("<qq", *mantissas)
+    name = event["s"].encode()
+    out += struct.pack("<B", len(name)) + name
+    return bytes(out)
+
+
 class _ControlError(Exception):
     """A JSON control message the venue rejects: ``{"error":{"code":..,"msg":..},"id":..}``."""
 
@@ -170,6 +198,9 @@ class BinanceEndpoint:
     allowed_limits: tuple[int, ...] | None  # only these limits are accepted (futures); None = 1..
     depth_weights: tuple[tuple[int, int], ...]  # (limit up to, request weight), ascending
     min_decimals: int  # prices and sizes written with at least this many decimals (spot: 8)
+    rpi_depth: bool = False  # serves /rpiDepth and <sym>@rpiDepth@500ms (the book with RPI orders)
+    # WebSocket route prefix standing for the SBE stream host (stream-sbe.binance.com); None = no SBE
+    sbe_prefix: str | None = None
 
 
 SPOT = BinanceEndpoint(
@@ -190,6 +221,7 @@ SPOT = BinanceEndpoint(
     allowed_limits=None,
     depth_weights=((100, 5), (500, 25), (1000, 50), (5000, 250)),
     min_decimals=8,  # "93180.10000000"
+    sbe_prefix="/sbe",
 )
 
 FUTURES = BinanceEndpoint(
@@ -197,6 +229,32 @@ FUTURES = BinanceEndpoint(
     ws_prefixes=("/public", ""),  # "" = the legacy unrouted /ws and /stream paths
     ws_url_path="/public",
     depth_streams=("depth", "depth@100ms", "depth@500ms"),  # "@depth (supports @500ms / @100ms)"
+    ping_interval=180.0,
+    pong_timeout=600.0,
+    max_incoming=10,
+    weight_limit=2400,
+    pong_must_echo=False,
+    invalid_json_disconnects=True,
+    sends_shutdown_notice=False,
+    exchange_info_weight=1,
+    default_limit=500,
+    max_limit=1000,
+    allowed_limits=(5, 10, 20, 50, 100, 500, 1000),
+    depth_weights=((50, 2), (100, 5), (500, 10), (1000, 20)),
+    min_decimals=0,
+    rpi_depth=True,
+)
+
+RPI_LIMIT = 1000  # "Order Book RPI": limit default 1000, valid [1000], weight 20
+RPI_WEIGHT = 20
+
+# COIN-M: USD-M's protocol on /dapi/v1 and dstream.binance.com, whose Connect page has no /public
+# routing (raw /ws/<stream> and combined /stream?streams=)
+COINM = BinanceEndpoint(
+    rest_prefix="/dapi/v1",
+    ws_prefixes=("",),
+    ws_url_path="",
+    depth_streams=("depth", "depth@100ms", "depth@500ms"),
     ping_interval=180.0,
     pong_timeout=600.0,
     max_incoming=10,
@@ -269,10 +327,18 @@ class _BinanceVenue(VenueServer):
         app.router.add_get(f"{self.endpoint.rest_prefix}/exchangeInfo", self._h_exchange_info)
         app.router.add_get(f"{self.endpoint.rest_prefix}/ping", self._h_ping)
         app.router.add_get(f"{self.endpoint.rest_prefix}/time", self._h_time)
-        for prefix in self.endpoint.ws_prefixes:
+        for prefix in self._all_ws_prefixes():
             app.router.add_get(f"{prefix}/ws", self._h_ws)
             app.router.add_get(f"{prefix}/ws/{{streams:.*}}", self._h_ws)
             app.router.add_get(f"{prefix}/stream", self._h_ws)
+
+    def _all_ws_prefixes(self) -> tuple[str, ...]:
+        sbe = self.endpoint.sbe_prefix
+        return (*self.endpoint.ws_prefixes, *((sbe,) if sbe else ()))
+
+    def _is_sbe(self, request: web.Request) -> bool:
+        sbe = self.endpoint.sbe_prefix
+        return sbe is not None and request.path.startswith(f"{sbe}/")
 
     def urls(self) -> dict[str, str]:
         base = super().urls()
@@ -452,7 +518,7 @@ class _BinanceVenue(VenueServer):
     def _parse_ws_request(self, request: web.Request) -> tuple[list[str], bool]:
         """Streams named in the URL and the initial ``combined`` property."""
         path = request.path
-        for prefix in self.endpoint.ws_prefixes:
+        for prefix in self._all_ws_prefixes():
             if path == f"{prefix}/stream":
                 raw = request.query.get("streams", "")
                 return [s for s in raw.split("/") if s], True
@@ -469,11 +535,15 @@ class _BinanceVenue(VenueServer):
         streams = [s for s in streams if _STREAM_RE.match(s)]
         if len(set(streams)) > self.max_streams:
             return self._error(400, 2, f"Invalid request: too many streams (max {self.max_streams})")
+        sbe = self._is_sbe(request)
+        if sbe and not request.headers.get("X-MBX-APIKEY"):  # "an API key is required"
+            return self._error(401, -2014, "API-key format invalid.")
         ws = web.WebSocketResponse(autoping=False)
         await ws.prepare(request)
         conn = self.register(ws, request.path_qs)
         now = time.monotonic()
         conn.state.update(
+            sbe=sbe,  # depth events go out as SBE DepthDiffStreamEvent binary frames
             combined=combined,
             streams={},  # ordered set: LIST_SUBSCRIPTIONS answers in subscription order
             first_U={},  # symbol -> U of the first event sent (STALE_SNAPSHOT reference)
@@ -732,6 +802,12 @@ class _BinanceVenue(VenueServer):
                     return {**event, key: [lvl for lvl in event[key] if lvl[0] != price]}
         return None
 
+    def _depth_frame(self, conn: SimConnection, stream: str, event: dict) -> str | bytes:
+        """A diff event as JSON text, or as an SBE binary frame on the SBE endpoint."""
+        if conn.state.get("sbe"):
+            return encode_sbe_depth_diff(self.markets[event["s"]].spec, event)
+        return self._frame(conn, stream, event)
+
     def _frame(self, conn: SimConnection, stream: str, event: dict) -> str:
         if conn.state["micros"]:
             event = {**event, **{k: event[k] * 1000 for k in ("E", "T") if k in event}}
@@ -760,7 +836,7 @@ class _BinanceVenue(VenueServer):
                 and (lossy := self._silent_loss(symbol, event)) is not None
                 and take(Fault.SILENT_LOSS, symbol, conn.id) is not None):
             event = lossy  # asked only where a top-moving change exists, so an armed fault waits for one
-        text = self._frame(conn, stream, event)
+        text = self._depth_frame(conn, stream, event)
         last_id: int | None = event["u"]  # what note_sent records once the frame is written
         if take(Fault.MALFORMED, symbol, conn.id) is not None:
             text = text[: len(text) // 2]
@@ -775,9 +851,11 @@ class _BinanceVenue(VenueServer):
         if held is not None:
             await self._write_event(conn, symbol, *held)
 
-    async def _write_event(self, conn: SimConnection, symbol: str, text: str, last_id: int | None) -> None:
+    async def _write_event(self, conn: SimConnection, symbol: str, text: str | bytes,
+                           last_id: int | None) -> None:
         """Write one diff frame and, if it really went out, note its ``u`` for ``truth_sent``."""
-        if await conn.send_str(text) and last_id is not None:
+        sent = await (conn.send_bytes(text) if isinstance(text, bytes) else conn.send_str(text))
+        if sent and last_id is not None:
             self.note_sent(conn, symbol, last_id)
 
 
@@ -867,6 +945,120 @@ class BinanceFuturesVenue(_BinanceVenue):
                 "bids": self._levels(market, book.bids[:limit]),
                 "asks": self._levels(market, book.asks[:limit])}
 
+    # ------------------------------------------------------------------ RPI book
+    # RPI (Retail Price Improvement) orders rest beside the ordinary ones but /depth, @depth and
+    # @bookTicker leave them out; /rpiDepth and <sym>@rpiDepth@500ms show the book with them,
+    # aggregated per price, with crossed RPI quantity hidden.  Here the RPI orders are an overlay
+    # of extra quantity at or behind each side's best ordinary price, moved now and then as the
+    # market steps; the RPI view (ordinary + visible RPI quantity) has an update-id chain of its
+    # own, chained by ``pu`` like @depth.
+    def configure(self) -> None:
+        super().configure()
+        # a generator of its own, so the ordinary @depth stream is the same with or without RPI
+        self._rpi_rng = random.Random(f"{self.name}:rpi:{self.options.seed}")
+        self._rpi_orders: dict[str, tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]] = {
+            s: ({}, {}) for s in self.markets}
+        self._rpi_view: dict[str, tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]] = {
+            s: (dict(m.bids), dict(m.asks)) for s, m in self.markets.items()}
+        self._rpi_u: dict[str, int] = {s: self._rpi_rng.randint(10**9, 9 * 10**9) for s in self.markets}
+
+    def add_routes(self, app: web.Application) -> None:
+        super().add_routes(app)
+        if self.endpoint.rpi_depth:
+            app.router.add_get(f"{self.endpoint.rest_prefix}/rpiDepth", self._h_rpi_depth)
+
+    def rpi_truth(self, symbol: str) -> TruthBook:
+        """The book /rpiDepth serves: ordinary plus visible RPI quantity, at the RPI stream's last ``u``."""
+        symbol = self.resolve_symbol(symbol)
+        bids, asks = self._rpi_view[symbol]
+        return TruthBook(self._rpi_u[symbol], tuple(sorted(bids.items(), reverse=True)),
+                         tuple(sorted(asks.items())))
+
+    def _move_rpi_orders(self, symbol: str) -> set[Decimal]:
+        """Place, resize or pull an RPI order now and then; the prices it touched."""
+        market = self.markets[symbol]
+        touched: set[Decimal] = set()
+        for _ in range(self._rpi_rng.choice((0, 0, 1, 2))):
+            side = self._rpi_rng.randrange(2)
+            orders = self._rpi_orders[symbol][side]
+            levels = market.snapshot(6)[side]
+            if orders and self._rpi_rng.random() < 0.4:
+                price = self._rpi_rng.choice(sorted(orders))
+                del orders[price]
+            elif levels:
+                price = self._rpi_rng.choice(levels)[0]
+                orders[price] = market.spec.lot * self._rpi_rng.randint(1, 50)
+            else:
+                continue
+            touched.add(price)
+        return touched
+
+    def _rpi_changes(self, symbol: str, changes: list[LevelChange]) -> tuple[list, list]:
+        """The RPI view's level changes after ``changes``: ``[price, qty]`` per side."""
+        market = self.markets[symbol]
+        best_bid, best_ask = market.best_bid(), market.best_ask()
+        candidates: tuple[set[Decimal], set[Decimal]] = (set(), set())
+        for change in changes:
+            candidates[0 if change.side == BID else 1].add(change.price)
+        touched = self._move_rpi_orders(symbol)
+        out: tuple[list, list] = ([], [])
+        for side, base in ((0, market.bids), (1, market.asks)):
+            orders, view = self._rpi_orders[symbol][side], self._rpi_view[symbol][side]
+            prices = candidates[side] | touched | set(orders)
+            for price in sorted(prices):
+                # crossed RPI quantity is hidden: a bid above the best ordinary bid (or at or above
+                # the best ask), an ask below the best ordinary ask
+                if side == 0:
+                    visible = (best_bid is not None and price <= best_bid
+                               and (best_ask is None or price < best_ask))
+                else:
+                    visible = (best_ask is not None and price >= best_ask
+                               and (best_bid is None or price > best_bid))
+                qty = base.get(price, Decimal(0)) + (orders.get(price, Decimal(0)) if visible else 0)
+                if qty == view.get(price, Decimal(0)):
+                    continue
+                if qty:
+                    view[price] = qty
+                else:
+                    view.pop(price, None)
+                out[side].append([self._fmt_price(market, price), self._fmt_size(market, qty)])
+        return out
+
+    async def publish(self, symbol: str, changes: list[LevelChange]) -> None:
+        await super().publish(symbol, changes)
+        if not self.endpoint.rpi_depth or not changes:
+            return
+        bids, asks = self._rpi_changes(symbol, changes)
+        if not bids and not asks:
+            return
+        previous = self._rpi_u[symbol]
+        first = previous + 1 + self._rpi_rng.choice((0, 0, 1, 3))
+        last = first + len(bids) + len(asks) - 1 + self._rpi_rng.randint(0, self.id_extra_max)
+        self._rpi_u[symbol] = last
+        now = _now_ms()
+        event = {"e": "depthUpdate", "E": now, "T": now - self._rpi_rng.randint(0, 5), "s": symbol,
+                 "U": first, "u": last, "pu": previous, "b": bids, "a": asks}
+        stream = f"{symbol.lower()}@rpiDepth@500ms"
+        for conn in list(self.connections.values()):
+            if conn.closed or stream not in conn.state["streams"]:
+                continue
+            if self.faults.take(Fault.GAP, symbol, conn.id) is not None:
+                continue
+            await conn.send_str(self._frame(conn, stream, event))
+
+    async def _h_rpi_depth(self, request: web.Request) -> web.Response:
+        refused = self._charge(RPI_WEIGHT)
+        if refused is not None:
+            return refused
+        raw_limit = request.query.get("limit")
+        if raw_limit is not None and raw_limit != str(RPI_LIMIT):
+            return self._error(400, -1130, "Data sent for parameter 'limit' is not valid.")
+        symbol, bad_symbol = self._parse_symbol(request.query.get("symbol"))
+        if bad_symbol is not None:
+            return bad_symbol
+        assert symbol is not None
+        return self._json(self._snapshot_body(self.markets[symbol], self.rpi_truth(symbol), RPI_LIMIT))
+
     def _valid_id(self, value: object) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _UINT64
 
@@ -918,4 +1110,70 @@ class BinanceFuturesVenue(_BinanceVenue):
                 {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 300},
             ],
             "exchangeFilters": [], "assets": [], "symbols": symbols,
+        }
+
+
+class BinanceCoinMVenue(BinanceFuturesVenue):
+    """Binance COIN-M Futures: ``/dapi/v1`` REST and ``dstream.binance.com`` streams.
+
+    Each symbol is the base asset's inverse perpetual against USD (``BTC-USDT`` of the shared
+    reference is served as ``BTCUSD_PERP``), quoted in USD per coin, with sizes in whole
+    contracts of ``contractSize`` USD (100 for BTC, 10 for the others).  The depth event adds
+    ``ps`` (the pair), the snapshot ``symbol`` and ``pair``; exchangeInfo's symbol status is
+    ``contractStatus``.
+    """
+
+    name = "binance-coinm"
+    endpoint = COINM
+    # inverse contracts: a whole number of contracts per level, on the coin's coarse USD tick
+    market_profile = MarketProfile(
+        spread=2, size_scale=3.0, offset=1, drift=1.0, noise=1,
+        rules={"BTC-USDT": ("0.1", "1"), "ETH-USDT": ("0.01", "1"), "SOL-USDT": ("0.01", "1"),
+               "DOGE-USDT": ("0.00001", "1"), "XRP-USDT": ("0.0001", "1")},
+    )
+
+    def venue_symbol(self, spec: SymbolSpec) -> str:
+        return f"{spec.base}USD_PERP".upper()
+
+    @staticmethod
+    def _pair(symbol: str) -> str:
+        return symbol.partition("_")[0]
+
+    @staticmethod
+    def contract_size(symbol: str) -> int:
+        return 100 if symbol.startswith("BTCUSD") else 10
+
+    def _snapshot_body(self, market: MarketModel, book: TruthBook, limit: int) -> dict:
+        body = super()._snapshot_body(market, book, limit)
+        name = self.venue_symbol(market.spec)
+        return {"lastUpdateId": body.pop("lastUpdateId"), "symbol": name, "pair": self._pair(name), **body}
+
+    def _make_event(self, symbol: str, changes: list[LevelChange]) -> dict:
+        event = super()._make_event(symbol, changes)
+        return {**event, "ps": self._pair(symbol)}
+
+    def _exchange_info_body(self, names: list[str]) -> dict:
+        symbols = []
+        for name in names:
+            spec = self.specs[name]
+            tick = decimal_text(spec.tick, spec.price_decimals)
+            lot = decimal_text(spec.lot, spec.size_decimals)
+            symbols.append({
+                "symbol": name, "pair": self._pair(name), "contractType": "PERPETUAL",
+                "deliveryDate": 4133404800000, "onboardDate": 1597042800000,
+                "contractStatus": "TRADING", "contractSize": self.contract_size(name),
+                "marginAsset": spec.base, "baseAsset": spec.base, "quoteAsset": "USD",
+                "pricePrecision": spec.price_decimals, "quantityPrecision": spec.size_decimals,
+                "filters": [
+                    {"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": "4520958", "tickSize": tick},
+                    {"filterType": "LOT_SIZE", "stepSize": lot, "maxQty": "1000000", "minQty": lot},
+                ],
+            })
+        return {
+            "timezone": "UTC", "serverTime": _now_ms(),
+            "rateLimits": [
+                self._weight_limit_entry(),
+                {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
+            ],
+            "exchangeFilters": [], "symbols": symbols,
         }

@@ -1,4 +1,4 @@
-"""Binance Spot and USDⓈ-M Futures feeds against the simulated venues over real sockets.
+"""Binance Spot, USDⓈ-M and COIN-M Futures feeds against the simulated venues over real sockets.
 
 Each test starts a simulated venue with shortened timers (server pings every 0.3 s
 with a 1 s pong deadline, so a feed that did not answer pings would be dropped),
@@ -23,9 +23,9 @@ import pytest
 
 from aggbook.book.sync import BookSync, Reason, SyncState, Transition
 from aggbook.feeds.base import Connection, FeedError, FrameError, VenueFeed
-from aggbook.feeds.binance import BinanceFuturesFeed, BinanceSpotFeed
+from aggbook.feeds.binance import BinanceCoinMFeed, BinanceFuturesFeed, BinanceSpotFeed
 from aggbook.feeds.config import VenueConfig
-from aggbook.simulator.binance import BinanceFuturesVenue, BinanceSpotVenue
+from aggbook.simulator.binance import BinanceCoinMVenue, BinanceFuturesVenue, BinanceSpotVenue
 from aggbook.simulator.faults import Fault
 from aggbook.simulator.market import DEFAULT_SYMBOLS, SymbolSpec, extra_symbol
 from aggbook.simulator.venue import VenueServer
@@ -50,7 +50,9 @@ class Market:
 
 SPOT = Market("binance", BinanceSpotVenue, BinanceSpotFeed)
 FUTURES = Market("binance-futures", BinanceFuturesVenue, BinanceFuturesFeed)
-MARKETS = [pytest.param(SPOT, id="spot"), pytest.param(FUTURES, id="futures")]
+COINM = Market("binance-coinm", BinanceCoinMVenue, BinanceCoinMFeed)
+MARKETS = [pytest.param(SPOT, id="spot"), pytest.param(FUTURES, id="futures"),
+           pytest.param(COINM, id="coinm")]
 
 
 # ---------------------------------------------------------------------------- harness
@@ -191,8 +193,9 @@ async def test_happy_path_books_equal_truth(market: Market, combined: bool) -> N
         report(f"happy path ({'combined' if combined else 'raw'})", h, start_to_live)
 
         feed = h.feed
-        assert isinstance(feed, (BinanceSpotFeed, BinanceFuturesFeed))
-        stream = "btcusdt@depth@100ms" if combined else "btcusdt@depth"
+        assert isinstance(feed, (BinanceSpotFeed, BinanceFuturesFeed, BinanceCoinMFeed))
+        lower = feed.config.symbols[SYM].lower()  # btcusdt; COIN-M btcusd_perp
+        stream = f"{lower}@depth@100ms" if combined else f"{lower}@depth"
         (conn,) = h.venue.connections.values()
         assert conn.path.startswith("/public/" if market is FUTURES else "/")
         assert ("/stream?streams=" if combined else "/ws/") in conn.path
@@ -200,7 +203,9 @@ async def test_happy_path_books_equal_truth(market: Market, combined: bool) -> N
         rules = h.venue.specs[h.venue.resolve_symbol(SYM)]  # the grid the venue's book is on
         # learned from exchangeInfo
         assert (feed.tick_sizes[SYM], feed.lot_sizes[SYM]) == (rules.tick, rules.lot)
-        assert feed.tick_sizes[SYM] == Decimal("0.01" if market is not FUTURES else "0.1")
+        assert feed.tick_sizes[SYM] == Decimal("0.01" if market is SPOT else "0.1")
+        if market is COINM:  # sizes are whole contracts
+            assert feed.config.symbols[SYM] == "BTCUSD_PERP" and feed.lot_sizes[SYM] == 1
         assert feed.symbol_status == {SYM: "TRADING", OTHER: "TRADING"}
         assert feed.reconnects == 0  # the venue's pings were answered (pong deadline 1 s)
         assert h.fetch_count(SYM) == 1 and h.fetch_count(OTHER) == 1
@@ -282,7 +287,7 @@ FUTURES_CASES = {Fault.DUPLICATE: Case(Fault.DUPLICATE, reasons=(Reason.GAP,), f
 @pytest.mark.parametrize("market", MARKETS)
 @pytest.mark.parametrize("case", CASES, ids=[c.fault.value for c in CASES])
 async def test_fault_recovers_to_truth(market: Market, case: Case) -> None:
-    if market is FUTURES:
+    if market is not SPOT:
         case = FUTURES_CASES.get(case.fault, case)
     async with running(market, options=case.options) as h:
         start_to_live = await h.wait_all_live()
@@ -435,13 +440,15 @@ async def test_without_exchange_info_the_documented_budget_paces() -> None:
 @pytest.mark.parametrize(("market", "depth", "weight"), [
     (SPOT, 100, 5), (SPOT, 101, 25), (SPOT, 1000, 50), (SPOT, 5000, 250),
     (FUTURES, 50, 2), (FUTURES, 100, 5), (FUTURES, 500, 10), (FUTURES, 1000, 20),
+    (COINM, 5, 2), (COINM, 100, 5), (COINM, 500, 10), (COINM, 1000, 20),
 ])
 def test_snapshot_weight_follows_the_limit(market: Market, depth: int, weight: int) -> None:
     config = VenueConfig(name=market.kind, kind=market.kind, symbols={SYM: "BTCUSDT"}, depth=depth)
     assert market.feed_cls(config).snapshot_weight(SYM) == weight
 
 
-@pytest.mark.parametrize(("market", "depth"), [(SPOT, 0), (SPOT, 5001), (FUTURES, 200), (FUTURES, 5000)])
+@pytest.mark.parametrize(("market", "depth"), [(SPOT, 0), (SPOT, 5001), (FUTURES, 200), (FUTURES, 5000),
+                                                (COINM, 200), (COINM, 5000)])
 def test_bad_depth_is_a_config_error(market: Market, depth: int) -> None:
     with pytest.raises(ValueError, match="depth"):
         market.feed_cls(VenueConfig(name="b", kind=market.kind, symbols={SYM: "BTCUSDT"}, depth=depth))
@@ -487,11 +494,11 @@ def _most_frames_in_one_second(rate: float, burst: float, frames: int = 200) -> 
     return max(sum(1 for t in times if start <= t < start + 1.0 - 1e-9) for start in times)
 
 
-@pytest.mark.parametrize(("market", "limit"), [(SPOT, 5), (FUTURES, 10)])
+@pytest.mark.parametrize(("market", "limit"), [(SPOT, 5), (FUTURES, 10), (COINM, 10)])
 def test_control_pacing_leaves_room_for_a_pong(market: Market, limit: int) -> None:
     """Pings, pongs and control frames share the incoming limit: paced frames plus one pong fit."""
     feed = market.feed_cls(VenueConfig(name=market.kind, kind=market.kind, symbols={SYM: "BTCUSDT"}))
-    assert isinstance(feed, (BinanceSpotFeed, BinanceFuturesFeed))
+    assert isinstance(feed, (BinanceSpotFeed, BinanceFuturesFeed, BinanceCoinMFeed))
     assert _most_frames_in_one_second(feed.control_rate, feed.control_burst) + 1 <= limit
     assert _most_frames_in_one_second(4.0, 2.0) + 1 > 5  # the old spot pacing did not leave room
 
@@ -521,7 +528,7 @@ def test_unknown_option_and_speed_are_config_errors() -> None:
 
 
 @pytest.mark.parametrize(("market", "speed"), [(SPOT, "1000ms"), (SPOT, "500ms"), (FUTURES, "250ms"),
-                                               (FUTURES, "1000ms")])
+                                               (FUTURES, "1000ms"), (COINM, "250ms")])
 def test_undocumented_stream_speed_is_a_config_error(market: Market, speed: str) -> None:
     """Only the documented names: spot <sym>@depth[@100ms], futures <sym>@depth[@500ms|@100ms]."""
     with pytest.raises(ValueError, match="stream_speed"):
@@ -537,7 +544,7 @@ def test_undocumented_stream_speed_is_a_config_error(market: Market, speed: str)
 async def test_error_reply_to_subscribe_is_seen_in_either_shape(market: Market, reply: dict) -> None:
     """Both shapes of an error reply to our SUBSCRIBE fail the connection; result null does not."""
     feed = market.feed_cls(VenueConfig(name=market.kind, kind=market.kind, symbols={SYM: "BTCUSDT"}))
-    assert isinstance(feed, (BinanceSpotFeed, BinanceFuturesFeed))
+    assert isinstance(feed, (BinanceSpotFeed, BinanceFuturesFeed, BinanceCoinMFeed))
     conn = Connection(symbols=[SYM], syncs={}, venue_state=feed.new_connection_state())
     conn.venue_state.pending = {5: ["btcusdt@depth@100ms"], 6: ["ethusdt@depth@100ms"]}
     ok = aiohttp.WSMessage(aiohttp.WSMsgType.TEXT, '{"result":null,"id":6}', None)
@@ -576,3 +583,62 @@ async def test_depth_frames_outside_the_schema_are_frame_errors(market: Market) 
     assert sync.buffered == 2
     await feed.handle(conn, text({"stream": "!serverShutdown", "data": {"e": "serverShutdown", "E": 1}}))
     assert conn.rollover.is_set()
+
+
+# ---------------------------------------------------------------------------- RPI book (USD-M)
+def rpi_matches(h: Harness) -> bool:
+    syncs = h.feed.current_syncs()
+    venue = h.venue
+    assert isinstance(venue, BinanceFuturesVenue)
+    return all(c in syncs and book_matches(syncs[c], venue.rpi_truth(c)) for c in h.expected())
+
+
+def rpi_differs(venue: BinanceFuturesVenue) -> bool:
+    """RPI orders are in the RPI book: it is not the ordinary book (so matching it proves something)."""
+    rpi, plain = venue.rpi_truth(SYM), venue.truth(SYM)
+    return (rpi.bids, rpi.asks) != (plain.bids, plain.asks)
+
+
+async def test_rpi_option_keeps_the_book_with_rpi_orders() -> None:
+    async with running(FUTURES, options={"rpi": True}) as h:
+        venue = h.venue
+        assert isinstance(venue, BinanceFuturesVenue)
+        await h.wait_all_live()
+        await wait_for(lambda: all(h.sync(c).counters.applied >= 20 for c in h.expected()), 10,
+                       "20 RPI deltas applied per book")
+        await wait_for(lambda: rpi_differs(venue), 10, "RPI orders resting in the book")
+        venue.pause()
+        await wait_for(lambda: rpi_matches(h), 10, "books equal to the RPI truth")
+        (conn,) = venue.connections.values()
+        # no bookTicker: it leaves RPI orders out
+        assert set(conn.subscriptions) == {"btcusdt@rpiDepth@500ms", "ethusdt@rpiDepth@500ms"}
+        assert rpi_differs(venue) and not book_matches(h.sync(SYM), venue.truth(SYM))
+        assert h.feed.depth == 1000 and not h.feed.bbo_check
+        assert all(not h.recorder.resyncs(c) for c in h.expected())
+
+
+async def test_rpi_gap_resyncs_from_the_rpi_snapshot() -> None:
+    async with running(FUTURES, options={"rpi": True}) as h:
+        venue = h.venue
+        assert isinstance(venue, BinanceFuturesVenue)
+        await h.wait_all_live()
+        await wait_for(lambda: h.sync(SYM).counters.applied >= 3, 5, "a few RPI deltas")
+        fetches = h.fetch_count(SYM)
+        venue.inject(Fault.GAP, SYM)
+        await wait_for(lambda: h.recorder.resyncs(SYM)[Reason.GAP] >= 1, 5, "gap resync counted")
+        await wait_for(h.all_live, 10, "live again")
+        venue.pause()
+        await wait_for(lambda: rpi_matches(h), 10, "books equal to the RPI truth")
+        assert h.fetch_count(SYM) - fetches == 1
+
+
+@pytest.mark.parametrize(("market", "depth", "options", "error"), [
+    (SPOT, None, {"rpi": True}, "publishes no RPI book"),
+    (COINM, None, {"rpi": True}, "publishes no RPI book"),
+    (FUTURES, 500, {"rpi": True}, "only 1000"),
+    (FUTURES, None, {"rpi": True, "bbo_check": True}, "bbo_check"),
+])
+def test_rpi_config_errors(market: Market, depth: int | None, options: dict, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        market.feed_cls(VenueConfig(name="b", kind=market.kind, symbols={SYM: "BTCUSDT"}, depth=depth,
+                                    options=options))

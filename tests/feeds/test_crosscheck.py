@@ -32,7 +32,7 @@ SPECS = DEFAULT_SYMBOLS[:2]
 SYM = "BTC-USDT"
 ALLOWANCE = 0.5  # seconds an id-less bbo may disagree with the book (the option's default is 2)
 FAST = {"backoff_base": 0.05, "backoff_cap": 0.5, "bbo_allowance": ALLOWANCE}
-VENUES = ["binance", "binance-futures", "mexc", "btse", "nhex", "bitv"]
+VENUES = ["binance", "binance-futures", "binance-coinm", "mexc", "btse", "nhex", "bitv"]
 
 
 class Transitions:

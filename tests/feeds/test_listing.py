@@ -25,7 +25,7 @@ from aggbook.simulator.venue import VenueServer
 from tests.conftest import describe_mismatch, wait_for
 from tests.feeds.fleet import equal_to_truth, truth_seen_by_feed
 
-KINDS = ["binance", "binance-futures", "mexc", "btse", "nhex", "bitv"]
+KINDS = ["binance", "binance-futures", "binance-coinm", "mexc", "btse", "nhex", "bitv"]
 SPECS = DEFAULT_SYMBOLS[:2]
 SYM, OTHER = (spec.canonical for spec in SPECS)
 # re-checks and reconnects in tens of milliseconds, so the tests wait for states, not for timers

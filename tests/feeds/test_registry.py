@@ -29,7 +29,7 @@ from aggbook.simulator.market import DEFAULT_SYMBOLS
 from tests.conftest import wait_for
 from tests.feeds.fleet import running_fleet
 
-BUILT_IN = {"binance", "binance-futures", "mexc", "btse", "nhex", "bitv"}
+BUILT_IN = {"binance", "binance-coinm", "binance-futures", "mexc", "btse", "nhex", "bitv"}
 
 
 def test_every_built_in_venue_is_discovered_with_a_simulator() -> None:
@@ -49,6 +49,11 @@ def test_each_venue_spells_symbols_its_own_way(kind: str, spelled: str) -> None:
     assert venue_spec(kind).symbol("BTC-USDT") == spelled
 
 
+def test_coinm_spells_the_canonical_pair_as_its_perpetual() -> None:
+    """COIN-M's inverse perpetual: BTC-USD is BTCUSD_PERP (a delivery contract needs a mapping)."""
+    assert venue_spec("binance-coinm").symbol("BTC-USD") == "BTCUSD_PERP"
+
+
 def test_a_venue_config_without_urls_gets_the_production_ones_from_the_spec() -> None:
     config = VenueConfig(name="x", kind="btse", symbols={"BTC-USDT": "BTC-USDT"})
     assert (config.rest_url, config.ws_url) == ("https://api.btse.com/spot", "wss://ws.btse.com/ws/oss/spot")
@@ -57,7 +62,7 @@ def test_a_venue_config_without_urls_gets_the_production_ones_from_the_spec() ->
 
 
 def test_unknown_kind_names_the_known_ones() -> None:
-    expected = r"unknown venue kind 'nope'; known: .*\bbinance, binance-futures\b"
+    expected = r"unknown venue kind 'nope'; known: .*\bbinance, binance-coinm, binance-futures\b"
     with pytest.raises(UnknownVenue, match=expected) as raised:
         feed_class("nope")
     assert all(kind in str(raised.value) for kind in BUILT_IN)

@@ -243,12 +243,12 @@ def _free_ports(count: int) -> int:
 
 
 async def test_simulate_base_port_places_each_venue(spawn) -> None:
-    base = _free_ports(6)
+    base = _free_ports(7)
     proc = await spawn("simulate", "--venues", "btse,binance", "--symbols", "1", "--base-port", str(base))
     await proc.read_until("Ctrl-C to stop")
     out = "".join(proc.stdout)
     assert f"binance          rest_url = http://127.0.0.1:{base}\n" in out
-    assert f"btse             rest_url = http://127.0.0.1:{base + 3}/spot" in out
+    assert f"btse             rest_url = http://127.0.0.1:{base + 4}/spot" in out  # after binance-coinm
     assert await proc.stop() == 0
     proc = await spawn("simulate", "--venues", "btse", "--port", "mexc=1")
     assert await asyncio.wait_for(proc.proc.wait(), 15) == 2

@@ -18,9 +18,10 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
-from aggbook.simulator.binance import WEIGHT_HEADER, BinanceFuturesVenue, BinanceSpotVenue
+from aggbook.feeds.binance_sbe import decode_depth_diff
+from aggbook.simulator.binance import WEIGHT_HEADER, BinanceCoinMVenue, BinanceFuturesVenue, BinanceSpotVenue
 from aggbook.simulator.faults import Fault
-from aggbook.simulator.market import DEFAULT_SYMBOLS
+from aggbook.simulator.market import DEFAULT_SYMBOLS, TruthBook
 from aggbook.simulator.venue import VenueServer
 
 SYMBOLS = DEFAULT_SYMBOLS[:2]  # BTCUSDT, ETHUSDT
@@ -129,6 +130,12 @@ async def futures() -> AsyncIterator[VenueServer]:
         yield venue
 
 
+@pytest.fixture
+async def coinm() -> AsyncIterator[VenueServer]:
+    async with venue_running(BinanceCoinMVenue) as venue:
+        yield venue
+
+
 async def connect(session: aiohttp.ClientSession, venue: VenueServer, path: str,
                   pong: str = "echo") -> tuple[Client, int]:
     """Open ``ws_url + path``; returns the client and the venue's connection id for it."""
@@ -195,7 +202,9 @@ class RefBook:
         return bool(self.bids and self.asks and max(self.bids) >= min(self.asks))
 
     def matches(self, venue: VenueServer, symbol: str = SYM) -> bool:
-        truth = venue.truth(symbol)
+        return self.matches_book(venue.truth(symbol))
+
+    def matches_book(self, truth: TruthBook) -> bool:
         return (sorted(self.bids.items(), reverse=True) == list(truth.bids)
                 and sorted(self.asks.items()) == list(truth.asks))
 
@@ -212,7 +221,7 @@ async def sync(session: aiohttp.ClientSession, venue: VenueServer, client: Clien
     await publish(venue, symbol, 2)
     buffered = [await client.event() for _ in range(2)]
     fetches = 0
-    url = (futures_depth_url if is_futures else spot_depth_url)(venue, f"symbol={symbol}&limit=1000")
+    url = f"{venue.urls()['rest_url']}{venue.endpoint.rest_prefix}/depth?symbol={symbol}&limit=1000"  # type: ignore[attr-defined]
     while True:
         status, _, snap = await get(session, url)
         assert status == 200, snap
@@ -795,3 +804,126 @@ def test_depth_stream_names_are_the_documented_ones() -> None:
     assert BinanceSpotVenue()._depth_stream_names("BTCUSDT") == {"btcusdt@depth", "btcusdt@depth@100ms"}
     assert BinanceFuturesVenue()._depth_stream_names("BTCUSDT") == {
         "btcusdt@depth", "btcusdt@depth@100ms", "btcusdt@depth@500ms"}
+
+
+# ---------------------------------------------------------------------------- COIN-M
+CM = "BTCUSD_PERP"
+
+
+async def test_coinm_pu_chain_and_snapshot_reproduce_truth(coinm, session) -> None:
+    """dstream has no /public routing; events add ``ps``; sizes are whole contracts."""
+    assert coinm.urls()["ws_url"] == coinm.base_url.replace("http://", "ws://")
+    assert coinm.resolve_symbol("BTC-USDT") == CM
+    client, _ = await connect(session, coinm, "/stream?streams=btcusd_perp@depth@100ms")
+    book, _ = await sync(session, coinm, client, CM)
+    await publish(coinm, CM, 30)
+    events = [await client.event() for _ in range(30)]
+    for prev, ev in zip([None, *events], events, strict=False):
+        assert set(ev) == {"e", "E", "T", "s", "ps", "U", "u", "pu", "b", "a"}
+        assert ev["s"] == CM and ev["ps"] == "BTCUSD"
+        for _price, qty in ev["b"] + ev["a"]:
+            assert qty.isdigit()  # contracts
+        if prev is not None:
+            assert ev["pu"] == prev["u"]
+        assert book.apply(ev) == "ok"
+    assert book.matches(coinm, CM)
+    await client.aclose()
+
+
+async def test_coinm_snapshot_exchange_info_and_weights(coinm, session) -> None:
+    base = coinm.urls()["rest_url"]
+    status, headers, snap = await get(session, f"{base}/dapi/v1/depth?symbol={CM}")
+    assert status == 200 and headers[WEIGHT_HEADER] == "10"  # default limit 500
+    assert set(snap) == {"lastUpdateId", "symbol", "pair", "E", "T", "bids", "asks"}
+    assert (snap["symbol"], snap["pair"]) == (CM, "BTCUSD")
+    status, headers, _ = await get(session, f"{base}/dapi/v1/depth?symbol={CM}&limit=1000")
+    assert headers[WEIGHT_HEADER] == "30"
+    status, _, body = await get(session, f"{base}/dapi/v1/depth?symbol={CM}&limit=7")
+    assert status == 400 and body["code"] == -1130
+    async with session.get(f"{base}/fapi/v1/depth?symbol={CM}") as resp:
+        assert resp.status == 404  # dapi only
+    status, _, info = await get(session, f"{base}/dapi/v1/exchangeInfo")
+    item = next(s for s in info["symbols"] if s["symbol"] == CM)
+    assert item["contractStatus"] == "TRADING" and "status" not in item
+    assert item["contractSize"] == 100 and item["quoteAsset"] == "USD"
+    filters = {f["filterType"]: f for f in item["filters"]}
+    assert filters["LOT_SIZE"]["stepSize"] == "1" and filters["PRICE_FILTER"]["tickSize"] == "0.1"
+    assert info["rateLimits"][0] == {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE",
+                                     "intervalNum": 1, "limit": 2400}
+
+
+async def test_coinm_gap_breaks_the_pu_chain_and_resync_recovers(coinm, session) -> None:
+    client, conn_id = await connect(session, coinm, "/ws/btcusd_perp@depth")
+    book, _ = await sync(session, coinm, client, CM)
+    coinm.inject(Fault.GAP, CM, conn_id)
+    await publish(coinm, CM, 2)
+    assert book.apply(await client.event()) == "gap"
+    book, _ = await sync(session, coinm, client, CM)
+    await run(coinm, client, book, 3, CM)
+    assert book.matches(coinm, CM)
+    await client.aclose()
+
+
+# ---------------------------------------------------------------------------- USD-M RPI book
+async def test_futures_rpi_snapshot_and_stream_reproduce_the_rpi_book(futures, session) -> None:
+    """/fapi/v1/rpiDepth + <sym>@rpiDepth@500ms, by the documented pu procedure, give rpi_truth;
+    the ordinary /depth leaves the RPI orders out."""
+    client, _ = await connect(session, futures, "/ws/btcusdt@rpiDepth@500ms")
+    base = futures.urls()["rest_url"]
+    await publish(futures, SYM, 3)  # the market is paused between steps: the snapshot is current
+    status, headers, snap = await get(session, f"{base}/fapi/v1/rpiDepth?symbol={SYM}")
+    assert status == 200 and headers[WEIGHT_HEADER] == "20"
+    assert set(snap) == {"lastUpdateId", "E", "T", "bids", "asks"}
+    assert snap["lastUpdateId"] == futures.rpi_truth(SYM).seq
+    book = RefBook(futures=True)
+    book.load(snap)
+    while True:  # drop what the snapshot already holds (u < L, or the event ending at L)
+        ev = await client.event()
+        if ev["u"] == book.id:
+            break
+        assert ev["u"] < book.id
+    book.first = False  # from here each event's pu must be the last u: the snapshot's id first
+    differed = False
+    for _ in range(40):
+        await futures.step_all(1)
+        while futures.rpi_truth(SYM).seq != book.id:
+            ev = await client.event()
+            assert set(ev) == {"e", "E", "T", "s", "U", "u", "pu", "b", "a"}
+            assert book.apply(ev) == "ok"
+        assert book.matches_book(futures.rpi_truth(SYM))
+        assert not book.crossed()
+        plain = futures.truth(SYM)
+        differed = differed or (book.bids != dict(plain.bids) or book.asks != dict(plain.asks))
+    assert differed, "no RPI order was ever in the book"
+    status, _, body = await get(session, f"{base}/fapi/v1/rpiDepth?symbol={SYM}&limit=500")
+    assert status == 400 and body["code"] == -1130
+    await client.aclose()
+
+
+async def test_coinm_serves_no_rpi_book(coinm, session) -> None:
+    async with session.get(f"{coinm.urls()['rest_url']}/dapi/v1/rpiDepth?symbol={CM}") as resp:
+        assert resp.status == 404
+
+
+# ---------------------------------------------------------------------------- spot SBE streams
+async def test_spot_sbe_endpoint_sends_depth_diffs_as_sbe_frames(spot, session) -> None:
+    """The same events as the JSON stream, as DepthDiffStreamEvent binary frames (µs event time)."""
+    json_client, _ = await connect(session, spot, "/ws/btcusdt@depth")
+    known = set(spot.connections)
+    ws = await session.ws_connect(spot.urls()["ws_url"] + "/sbe/stream?streams=btcusdt@depth",
+                                  autoping=False, headers={"X-MBX-APIKEY": "key"})
+    await wait_until(lambda: set(spot.connections) - known != set())
+    sbe_client = Client(ws, "echo")
+    await publish(spot, SYM, 3)
+    for _ in range(3):
+        ev = await json_client.event()
+        msg = await sbe_client.next()
+        assert msg.type == WSMsgType.BINARY
+        diff = decode_depth_diff(msg.data)
+        assert (diff.first_update_id, diff.last_update_id, diff.symbol) == (ev["U"], ev["u"], SYM)
+        assert diff.event_time_us == ev["E"] * 1000
+        for sbe_side, json_side in ((diff.bids, ev["b"]), (diff.asks, ev["a"])):
+            assert [(Decimal(p), Decimal(q)) for p, q in sbe_side] == [
+                (Decimal(p), Decimal(q)) for p, q in json_side]
+    await json_client.aclose()
+    await sbe_client.aclose()

@@ -139,6 +139,7 @@ def _huobi(body: dict) -> dict[str, tuple[str, str]]:
 RULES: dict[str, tuple[str, Callable[[object], dict[str, tuple[str, str]]]]] = {
     "binance": ("/api/v3/exchangeInfo", _binance),  # type: ignore[dict-item]
     "binance-futures": ("/fapi/v1/exchangeInfo", _binance),  # type: ignore[dict-item]
+    "binance-coinm": ("/dapi/v1/exchangeInfo", _binance),  # type: ignore[dict-item]
     "mexc": ("/api/v3/exchangeInfo", _mexc),  # type: ignore[dict-item]
     "btse": ("/api/v3.3/market_summary", _btse),  # type: ignore[dict-item]
     "nhex": ("/v1/common/symbols", _huobi),  # type: ignore[dict-item]

@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from aggbook.proto import mexc_push_pb2 as pb
-from aggbook.simulator.binance import BinanceFuturesVenue, BinanceSpotVenue
+from aggbook.simulator.binance import BinanceCoinMVenue, BinanceFuturesVenue, BinanceSpotVenue, _BinanceVenue
 from aggbook.simulator.bitv import BitvVenue
 from aggbook.simulator.btse import BtseVenue
 from aggbook.simulator.faults import Fault
@@ -161,13 +161,20 @@ class BinanceClient(RawClient):
     def is_barrier_reply(self, reply: dict, token: int) -> bool:
         return reply.get("id") == token
 
+    @property
+    def venue_symbol(self) -> str:
+        return self.venue.resolve_symbol("BTC-USDT")  # BTCUSDT; COIN-M BTCUSD_PERP
+
     async def subscribe(self) -> None:
-        prefix = "/public" if isinstance(self.venue, BinanceFuturesVenue) else ""
-        await self.connect(self.venue.base_url.replace("http://", "ws://") + f"{prefix}/ws/btcusdt@depth")
+        assert isinstance(self.venue, _BinanceVenue)
+        prefix = self.venue.endpoint.ws_url_path
+        await self.connect(self.venue.base_url.replace("http://", "ws://")
+                           + f"{prefix}/ws/{self.venue_symbol.lower()}@depth")
 
     async def snapshot(self) -> RefBook:
-        path = "/fapi/v1/depth" if isinstance(self.venue, BinanceFuturesVenue) else "/api/v3/depth"
-        async with self.session.get(f"{self.venue.base_url}{path}?symbol={self.symbol}&limit=1000") as resp:
+        assert isinstance(self.venue, _BinanceVenue)
+        url = f"{self.venue.base_url}{self.venue.endpoint.rest_prefix}/depth"
+        async with self.session.get(f"{url}?symbol={self.venue_symbol}&limit=1000") as resp:
             body = await resp.json()
         return RefBook(body["lastUpdateId"], body["bids"], body["asks"])
 
@@ -295,6 +302,7 @@ MBP_QUIET = {"mbp_interval": None, "ping_interval": 60.0, "req_min_interval": 0.
 VENUES: dict[str, tuple[type[VenueServer], type[RawClient], dict]] = {
     "binance": (BinanceSpotVenue, BinanceClient, {"max_incoming_per_sec": 1000}),
     "binance-futures": (BinanceFuturesVenue, BinanceClient, {"max_incoming_per_sec": 1000}),
+    "binance-coinm": (BinanceCoinMVenue, BinanceClient, {"max_incoming_per_sec": 1000}),
     "mexc": (MexcVenue, MexcClient, {"empty_push_probability": 0.0}),
     "btse": (BtseVenue, BtseClient, {}),
     "nhex": (NhexVenue, GzipMbpClient, MBP_QUIET),
