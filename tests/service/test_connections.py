@@ -86,7 +86,12 @@ async def test_a_head_sent_a_byte_at_a_time_is_closed_before_it_completes(serve)
             sent += 1
             await asyncio.sleep(0.01)
     assert sent < len(head)  # the head never completed
-    assert b"200" not in await closed_by_server(reader)
+    try:
+        answer = await closed_by_server(reader)
+    except ConnectionResetError:  # a byte of ours that arrived after the server closed drew a reset
+        answer = b""
+    assert b"200" not in answer
+    assert 'route="/healthz"' not in svc.metrics.render().decode()  # the service never answered it
     writer.close()
 
 
