@@ -1,6 +1,6 @@
-"""A sorted in-memory L2 book that keeps every price and size as the text the venue sent.
+"""An in-memory L2 book that keeps every price and size as the text the venue sent.
 
-Why this shape:
+What it must do:
 
 * Output must be the venue's exact decimal text (``"93180.10"``), so each level
   stores the ``(price_text, size_text)`` pair it last received.
@@ -8,11 +8,36 @@ Why this shape:
   are keyed by the price as an exact integer count of ``10**-scale`` units.  The
   scale grows on demand (a price with more decimals than any seen so far rescales
   the book once), and a per-book cache turns repeated price strings into keys
-  with one dict lookup, which is what makes the hot path cheap.
-* Bids are keyed by the negated integer so both sides are ascending
-  ``SortedList``s whose element 0 is the best price.
-* An update is parsed and validated completely before anything is written, so a
-  bad level raises :class:`InvalidLevel` and leaves the book untouched.
+  with one dict lookup.  Bids are keyed by the negated integer, so on both sides
+  the smallest key is the best price.
+* The best bid and ask are read after every message (the consolidated book); sorted
+  depth is read only on demand (merged ladder, ``/v1/books``, sweeps).
+* An update is validated completely before anything is written, so a bad level
+  raises :class:`InvalidLevel` and leaves the book untouched.
+
+Why this structure:
+
+Writes dominate: every venue message sets or deletes a handful of levels, and a
+sorted container (``SortedList``, which this module used before) pays an ordered
+insert or remove in Python for every new or deleted price, most of the write cost.
+Only the best price is needed after every message, so each side is a ``dict`` of
+levels plus a ``heapq`` min-heap of keys (heapq is C) that answers just that:
+
+* A message side is parsed and validated into ``(key, level)`` operations, then
+  written in one loop: a dict store per level, and a ``heappush`` only when the
+  price is new to the book.  Bulk C-level variants (``zip``/``map``/``dict.update``
+  per message side) were measured and lost: messages are small (a few levels per
+  side), and a dozen C calls per side cost more than the loop they replace.
+* The heap gets a key pushed only when the price is new to the book; a deleted
+  price stays in the heap until it surfaces at the top, where it is popped (lazy
+  deletion).  After every write the top of the heap is a live level, so the best
+  price and ``cross_state()`` are O(1) reads.  Stale keys are bounded: when the heap
+  holds more than twice the live levels (plus slack) it is rebuilt from the dict.
+* A depth query sorts on demand and caches the result (``view``) until the next
+  change to that side.  A short query on a deep book pops its levels from a copy
+  of the heap instead of sorting every level.
+* ``max_depth`` (venues that publish a window of N levels) drops the worst levels,
+  the largest keys, after each message; the heap forgets them lazily.
 """
 
 from __future__ import annotations
@@ -21,8 +46,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from decimal import Context, Decimal
-
-from sortedcontainers import SortedList
+from heapq import heapify, heappop, heappush, nlargest
 
 from aggbook.book.errors import InvalidLevel
 
@@ -38,6 +62,103 @@ _NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", re.ASCII)
 _PLAIN = re.compile(r"(\d*)\.?(\d*)", re.ASCII)  # digits, an optional point: parsed without Decimal
 _MAX_DECIMALS = 30
 _CACHE_LIMIT = 100_000
+_HEAP_SLACK = 64  # stale heap keys tolerated beyond one per live level before a rebuild
+_SHORT_QUERY = 8  # a depth query for fewer than 1/_SHORT_QUERY of the levels pops them from the heap
+
+_Ops = list[tuple[int, Level | None]]  # one side of a message, validated: (key, level or None to delete)
+
+
+class _Side:
+    """One side of the book: levels by key, the key heap, and the cached sorted view."""
+
+    __slots__ = ("levels", "heap", "view")
+
+    def __init__(self) -> None:
+        self.levels: dict[int, Level] = {}
+        # every live key, plus keys deleted since they were pushed; heap[0] is live after every write
+        self.heap: list[int] = []
+        # the best len(view) levels in order, valid until the next change; None when stale
+        self.view: list[Level] | None = []
+
+    def write(self, ops: _Ops) -> Level | None:
+        """Apply validated operations in message order; return the best level afterwards."""
+        levels = self.levels
+        heap = self.heap
+        for key, level in ops:
+            if level is None:
+                levels.pop(key, None)  # its heap key dies lazily
+            else:
+                if key not in levels:
+                    heappush(heap, key)
+                levels[key] = level
+        self.view = None
+        return self.settle()
+
+    def load(self, ops: _Ops) -> None:
+        """Fill an empty side from a snapshot: one heapify instead of a push per level."""
+        levels = self.levels
+        for key, level in ops:
+            if level is None:
+                levels.pop(key, None)
+            else:
+                levels[key] = level
+        self.heap = list(levels)
+        heapify(self.heap)
+        self.view = None
+
+    def settle(self) -> Level | None:
+        """Pop dead keys off the top of the heap, rebuild it if mostly dead; return the best level."""
+        levels = self.levels
+        heap = self.heap
+        if not levels:
+            heap.clear()
+            return None
+        if len(heap) > 2 * len(levels) + _HEAP_SLACK:
+            heap[:] = levels
+            heapify(heap)
+        else:
+            while heap[0] not in levels:
+                heappop(heap)
+        return levels[heap[0]]
+
+    def trim(self, depth: int) -> None:
+        """Drop all but the best ``depth`` levels; their heap keys die lazily."""
+        levels = self.levels
+        excess = len(levels) - depth
+        if excess <= 0:
+            return
+        if excess == 1:
+            del levels[max(levels)]
+        else:
+            for key in nlargest(excess, levels):
+                del levels[key]
+        self.view = None
+
+    def rescale(self, factor: int) -> None:
+        """Multiply every key by ``factor`` (the content, and so the view, is unchanged)."""
+        self.levels = {k * factor: v for k, v in self.levels.items()}
+        self.heap = list(self.levels)
+        heapify(self.heap)
+
+    def best(self, n: int | None) -> list[Level]:
+        """The best ``n`` levels in order (all when ``n`` is None); slice semantics otherwise."""
+        levels = self.levels
+        view = self.view
+        if view is not None and (len(view) == len(levels) or (n is not None and 0 <= n <= len(view))):
+            return view[:n]
+        if n is not None and n >= 0 and n * _SHORT_QUERY < len(levels):
+            keys: list[int] = []
+            heap = self.heap.copy()
+            last = None
+            while len(keys) < n:  # n < len(levels): the heap cannot run dry first
+                key = heappop(heap)
+                if key != last and key in levels:  # a re-added key can be in the heap twice
+                    keys.append(key)
+                    last = key
+        else:
+            keys = sorted(levels)
+        view = self.view = list(map(levels.__getitem__, keys))
+        return view[:n]
 
 
 class L2Book:
@@ -49,8 +170,6 @@ class L2Book:
         "_ask_cache",
         "_bids",
         "_asks",
-        "_bid_keys",
-        "_ask_keys",
         "_best_bid",
         "_best_ask",
         "max_depth",
@@ -63,10 +182,8 @@ class L2Book:
         self._scale = 0
         self._bid_cache: dict[str, int] = {}  # price text -> -units
         self._ask_cache: dict[str, int] = {}  # price text -> +units
-        self._bids: dict[int, Level] = {}
-        self._asks: dict[int, Level] = {}
-        self._bid_keys: SortedList = SortedList()
-        self._ask_keys: SortedList = SortedList()
+        self._bids = _Side()
+        self._asks = _Side()
         # best level per side, cached: read after every message by the consolidated book
         self._best_bid: Level | None = None
         self._best_ask: Level | None = None
@@ -109,14 +226,12 @@ class L2Book:
         self._scale = scale
         self._bid_cache.clear()
         self._ask_cache.clear()
-        self._bids = {k * factor: v for k, v in self._bids.items()}
-        self._asks = {k * factor: v for k, v in self._asks.items()}
-        self._bid_keys = SortedList(self._bids)
-        self._ask_keys = SortedList(self._asks)
+        self._bids.rescale(factor)
+        self._asks.rescale(factor)
 
-    def _parse(self, levels: Iterable[RawLevel], cache: dict[str, int]) -> list[tuple[int, Level | None]]:
-        """Turn raw ``[price, size]`` pairs into ``(key, level or None-for-delete)``."""
-        out: list[tuple[int, Level | None]] = []
+    def _parse(self, levels: Iterable[RawLevel], cache: dict[str, int]) -> _Ops:
+        """Turn raw ``[price, size]`` pairs into ``(key, level or None-for-delete)``, in order."""
+        out: _Ops = []
         append = out.append
         inf = _INF
         try:
@@ -140,15 +255,15 @@ class L2Book:
 
     def _parse_both(
         self, bids: Iterable[RawLevel] | None, asks: Iterable[RawLevel] | None
-    ) -> tuple[list[tuple[int, Level | None]], list[tuple[int, Level | None]]]:
+    ) -> tuple[_Ops | None, _Ops | None]:
         if bids and not isinstance(bids, (list, tuple)):
             bids = list(bids)  # iterated twice if a rescale happens
         if asks and not isinstance(asks, (list, tuple)):
             asks = list(asks)
         while True:
             scale = self._scale
-            bid_ops = self._parse(bids, self._bid_cache) if bids else []
-            ask_ops = self._parse(asks, self._ask_cache) if asks else []
+            bid_ops = self._parse(bids, self._bid_cache) if bids else None
+            ask_ops = self._parse(asks, self._ask_cache) if asks else None
             if self._scale == scale:  # no rescale happened half-way: keys are consistent
                 return bid_ops, ask_ops
 
@@ -156,24 +271,15 @@ class L2Book:
     def apply_snapshot(self, bids: Iterable[RawLevel], asks: Iterable[RawLevel]) -> None:
         """Replace the whole book (levels in order; a zero size removes, as in a delta)."""
         bid_ops, ask_ops = self._parse_both(bids, asks)
-        self._bids = self._collect(bid_ops)
-        self._asks = self._collect(ask_ops)
-        self._bid_keys = SortedList(self._bids)
-        self._ask_keys = SortedList(self._asks)
+        self._bids = _Side()
+        self._asks = _Side()
+        if bid_ops:
+            self._bids.load(bid_ops)
+        if ask_ops:
+            self._asks.load(ask_ops)
         self._trim()
-        self._best_bid = self._bids[self._bid_keys[0]] if self._bids else None
-        self._best_ask = self._asks[self._ask_keys[0]] if self._asks else None
-
-    @staticmethod
-    def _collect(ops: list[tuple[int, Level | None]]) -> dict[int, Level]:
-        """Levels in message order: a repeated price keeps its last size, a zero removes it."""
-        levels: dict[int, Level] = {}
-        for key, level in ops:
-            if level is None:
-                levels.pop(key, None)
-            else:
-                levels[key] = level
-        return levels
+        self._best_bid = self._bids.settle()
+        self._best_ask = self._asks.settle()
 
     def apply(self, bids: Iterable[RawLevel] | None, asks: Iterable[RawLevel] | None) -> int:
         """Apply absolute level sizes (size 0 removes; removing an absent level is a no-op).
@@ -184,36 +290,18 @@ class L2Book:
         bid_ops, ask_ops = self._parse_both(bids, asks)
         changed = 0
         if bid_ops:
-            keys = self._bid_keys
-            levels = self._bids
-            self._write(bid_ops, levels, keys)
-            top = levels[keys[0]] if levels else None
+            top = self._bids.write(bid_ops)
             if top is not self._best_bid:
                 self._best_bid = top
                 changed = BID_TOP_CHANGED
         if ask_ops:
-            keys = self._ask_keys
-            levels = self._asks
-            self._write(ask_ops, levels, keys)
-            top = levels[keys[0]] if levels else None
+            top = self._asks.write(ask_ops)
             if top is not self._best_ask:
                 self._best_ask = top
                 changed |= ASK_TOP_CHANGED
         if self.max_depth is not None:
             self._trim()
         return changed
-
-    @staticmethod
-    def _write(ops: list[tuple[int, Level | None]], levels: dict[int, Level], keys: SortedList) -> None:
-        add = keys.add
-        for key, level in ops:
-            if level is None:
-                if levels.pop(key, None) is not None:
-                    keys.remove(key)
-            else:
-                if key not in levels:
-                    add(key)
-                levels[key] = level
 
     def set_level(self, side: str, price: str, size: str) -> int:
         """Set one level on ``side`` ("bid" or "ask") to an absolute size."""
@@ -225,10 +313,8 @@ class L2Book:
 
     def clear(self) -> None:
         self._best_bid = self._best_ask = None
-        self._bids.clear()
-        self._asks.clear()
-        self._bid_keys.clear()
-        self._ask_keys.clear()
+        self._bids = _Side()
+        self._asks = _Side()
 
     def _trim(self) -> None:
         if self.max_depth is not None:
@@ -238,9 +324,8 @@ class L2Book:
         """Keep only the best ``depth`` levels per side (for venues that publish a window)."""
         if depth < 1:
             raise ValueError("depth must be >= 1")
-        for levels, keys in ((self._bids, self._bid_keys), (self._asks, self._ask_keys)):
-            while len(keys) > depth:
-                del levels[keys.pop()]
+        self._bids.trim(depth)  # never the best level: the heap tops stay live
+        self._asks.trim(depth)
 
     # ------------------------------------------------------------------ reading
     def best_bid(self) -> Level | None:
@@ -251,27 +336,25 @@ class L2Book:
 
     def bids(self, n: int | None = None) -> list[Level]:
         """Best ``n`` bids, highest price first (all when ``n`` is None)."""
-        levels = self._bids
-        return [levels[k] for k in self._bid_keys.islice(0, n)]
+        return self._bids.best(n)
 
     def asks(self, n: int | None = None) -> list[Level]:
         """Best ``n`` asks, lowest price first (all when ``n`` is None)."""
-        levels = self._asks
-        return [levels[k] for k in self._ask_keys.islice(0, n)]
+        return self._asks.best(n)
 
     def __len__(self) -> int:
-        return len(self._bids) + len(self._asks)
+        return len(self._bids.levels) + len(self._asks.levels)
 
     @property
     def depth(self) -> tuple[int, int]:
-        return len(self._bids), len(self._asks)
+        return len(self._bids.levels), len(self._asks.levels)
 
     def cross_state(self) -> str | None:
         """``"crossed"`` if best bid > best ask, ``"locked"`` if equal, else None."""
-        if not self._bid_keys or not self._ask_keys:
+        if not self._bids.levels or not self._asks.levels:
             return None
-        bid_units = -self._bid_keys[0]
-        ask_units = self._ask_keys[0]
+        bid_units = -self._bids.heap[0]  # live after every write: see _Side.settle
+        ask_units = self._asks.heap[0]
         if bid_units > ask_units:
             return "crossed"
         if bid_units == ask_units:
@@ -284,6 +367,6 @@ class L2Book:
     def as_decimal(self) -> tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]:
         """Both sides as ``{price: size}`` Decimals: for comparisons in tests and checks."""
         return (
-            {Decimal(p): Decimal(s) for p, s in self._bids.values()},
-            {Decimal(p): Decimal(s) for p, s in self._asks.values()},
+            {Decimal(p): Decimal(s) for p, s in self._bids.levels.values()},
+            {Decimal(p): Decimal(s) for p, s in self._asks.levels.values()},
         )
