@@ -60,6 +60,7 @@ class StructureMachine(RuleBasedStateMachine):
         self.asks: Ref = {}
         self.book = L2Book()
         self.depth: int | None = None  # the window the book trims to on its next write
+        self.trimmed = [0, 0]  # levels removed per side by explicit trims since the last write
 
     @initialize(depth=st.sampled_from([None, 1, 3, 8]), slack=st.sampled_from([0, 2, 64]))
     def setup(self, depth: int | None, slack: int) -> None:
@@ -78,6 +79,7 @@ class StructureMachine(RuleBasedStateMachine):
     @rule(b=levels, a=levels)
     def snapshot(self, b: list[tuple[str, str]], a: list[tuple[str, str]]) -> None:
         self.book.apply_snapshot(b, a)
+        self.trimmed = [0, 0]
         self.bids, self.asks = {}, {}
         ref_apply(self.bids, b)
         ref_apply(self.asks, a)
@@ -87,6 +89,7 @@ class StructureMachine(RuleBasedStateMachine):
     def update(self, b: list[tuple[str, str]], a: list[tuple[str, str]]) -> None:
         before = (self.book.best_bid(), self.book.best_ask())
         changed = self.book.apply(b, a)
+        self.trimmed = [0, 0]
         ref_apply(self.bids, b)
         ref_apply(self.asks, a)
         self._trim_reference()
@@ -112,12 +115,15 @@ class StructureMachine(RuleBasedStateMachine):
     def trim(self, depth: int) -> None:
         """An explicit trim, outside any write, must invalidate cached depth by itself."""
         self.book.trim(depth)
+        self.trimmed[0] += max(0, len(self.bids) - depth)
+        self.trimmed[1] += max(0, len(self.asks) - depth)
         ref_trim(self.bids, depth, bids=True)
         ref_trim(self.asks, depth, bids=False)
 
     @rule()
     def clear(self) -> None:
         self.book.clear()
+        self.trimmed = [0, 0]
         self.bids, self.asks = {}, {}
 
     @invariant()
@@ -143,7 +149,7 @@ class StructureMachine(RuleBasedStateMachine):
 
     @invariant()
     def heaps_hold_every_live_key_with_a_live_top(self) -> None:
-        for side in (self.book._bids, self.book._asks):
+        for side, trimmed in zip((self.book._bids, self.book._asks), self.trimmed, strict=True):
             heap, levels = side.heap, side.levels
             assert all(heap[i] <= heap[c] for i in range(len(heap))
                        for c in (2 * i + 1, 2 * i + 2) if c < len(heap))
@@ -152,8 +158,8 @@ class StructureMachine(RuleBasedStateMachine):
                 assert heap[0] in levels and heap[0] == min(levels)
             else:
                 assert heap == []
-            # rebuilt once stale keys exceed the live ones plus slack; the window trims after that
-            window = len(levels) if self.depth is None else self.depth + 20
+            # rebuilt at a write once stale keys exceed the live ones plus slack; trims come after
+            window = (len(levels) if self.depth is None else self.depth + 20) + trimmed
             assert len(heap) <= 2 * window + l2._HEAP_SLACK
 
     @invariant()
