@@ -71,27 +71,36 @@ _Ops = list[tuple[int, Level | None]]  # one side of a message, validated: (key,
 class _Side:
     """One side of the book: levels by key, the key heap, and the cached sorted view."""
 
-    __slots__ = ("levels", "heap", "view")
+    __slots__ = ("levels", "heap", "view", "view_end")
 
     def __init__(self) -> None:
         self.levels: dict[int, Level] = {}
         # every live key, plus keys deleted since they were pushed; heap[0] is live after every write
         self.heap: list[int] = []
-        # the best len(view) levels in order, valid until the next change; None when stale
+        # the best len(view) levels in order, valid until a change reaches them; None when stale
         self.view: list[Level] | None = []
+        # the key of the view's last level: a write strictly beyond it leaves the view a valid prefix
+        self.view_end: int | None = None
 
     def write(self, ops: _Ops) -> Level | None:
         """Apply validated operations in message order; return the best level afterwards."""
         levels = self.levels
         heap = self.heap
+        end = self.view_end
         for key, level in ops:
+            if end is not None and key <= end:
+                end = None  # this change reaches into the cached view
             if level is None:
                 levels.pop(key, None)  # its heap key dies lazily
             else:
                 if key not in levels:
                     heappush(heap, key)
                 levels[key] = level
-        self.view = None
+        if end is None:
+            # Changes below the cached view (the common case: most updates are deep) keep it: a
+            # ladder asked for after every message then costs a slice, not a new sort.
+            self.view = None
+            self.view_end = None
         return self.settle()
 
     def load(self, ops: _Ops) -> None:
@@ -105,6 +114,7 @@ class _Side:
         self.heap = list(levels)
         heapify(self.heap)
         self.view = None
+        self.view_end = None
 
     def settle(self) -> Level | None:
         """Pop dead keys off the top of the heap, rebuild it if mostly dead; return the best level."""
@@ -133,12 +143,15 @@ class _Side:
             for key in nlargest(excess, levels):
                 del levels[key]
         self.view = None
+        self.view_end = None
 
     def rescale(self, factor: int) -> None:
         """Multiply every key by ``factor`` (the content, and so the view, is unchanged)."""
         self.levels = {k * factor: v for k, v in self.levels.items()}
         self.heap = list(self.levels)
         heapify(self.heap)
+        if self.view_end is not None:
+            self.view_end *= factor
 
     def best(self, n: int | None) -> list[Level]:
         """The best ``n`` levels in order (all when ``n`` is None); slice semantics otherwise."""
@@ -158,6 +171,7 @@ class _Side:
         else:
             keys = sorted(levels)
         view = self.view = list(map(levels.__getitem__, keys))
+        self.view_end = keys[-1] if keys else None
         return view[:n]
 
 
