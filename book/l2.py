@@ -1,6 +1,6 @@
-"""A sorted in-memory L2 book that keeps every price and size as the text the venue sent.
+"""An in-memory L2 book that keeps every price and size as the text the venue sent.
 
-Why this shape:
+What it must do:
 
 * Output must be the venue's exact decimal text (``"93180.10"``), so each level
   stores the ``(price_text, size_text)`` pair it last received.
@@ -8,11 +8,41 @@ Why this shape:
   are keyed by the price as an exact integer count of ``10**-scale`` units.  The
   scale grows on demand (a price with more decimals than any seen so far rescales
   the book once), and a per-book cache turns repeated price strings into keys
-  with one dict lookup, which is what makes the hot path cheap.
-* Bids are keyed by the negated integer so both sides are ascending
-  ``SortedList``s whose element 0 is the best price.
-* An update is parsed and validated completely before anything is written, so a
-  bad level raises :class:`InvalidLevel` and leaves the book untouched.
+  with one dict lookup.  Bids are keyed by the negated integer, so on both sides
+  the smallest key is the best price.
+* The best bid and ask are read after every message (the consolidated book); sorted
+  depth is read only on demand (merged ladder, ``/v1/books``, sweeps).
+* An update is validated completely before anything is written, so a bad level
+  raises :class:`InvalidLevel` and leaves the book untouched.
+
+Why this structure:
+
+Writes dominate: every venue message sets or deletes a handful of levels, and a
+sorted container (``SortedList``, which this module kept in step on every write
+before) pays an ordered insert or remove in Python for every new or deleted price,
+most of the write cost.
+Only the best price is needed after every message, so each side is a ``dict`` of
+levels plus a ``heapq`` min-heap of keys (heapq is C) that answers just that:
+
+* A message side is parsed and validated into ``(key, level)`` operations, then
+  written in one loop: a dict store per level, and a ``heappush`` only when the
+  price is new to the book.  Bulk C-level variants (``zip``/``map``/``dict.update``
+  per message side) were measured and lost: messages are small (a few levels per
+  side), and a dozen C calls per side cost more than the loop they replace.
+* The heap gets a key pushed only when the price is new to the book; a deleted
+  price stays in the heap until it surfaces at the top, where it is popped (lazy
+  deletion).  After every write the top of the heap is a live level, so the best
+  price and ``cross_state()`` are O(1) reads.  Stale keys are bounded: when the heap
+  holds more than twice the live levels (plus slack) it is rebuilt from the dict.
+* A short depth query (a ladder's few levels of a deep book) pops them from a copy
+  of the heap.  Longer ones (a sweep, a deep ``/v1/books``) read a ``SortedList``
+  of keys, brought up to date only when such a query asks: a write notes each
+  price that appeared or vanished in a list (a C append), and the query applies
+  their net effect (an add or discard per noted price) before it slices.  A side
+  never queried that way notes at most about one change per level (plus slack),
+  then drops its order and the next such query rebuilds it in one sort.
+* ``max_depth`` (venues that publish a window of N levels) drops the worst levels,
+  the largest keys, after each message; the heap forgets them lazily.
 
 Known depth (the book's *window*).  A venue's snapshot covers only part of its book, and a level
 outside it is unknown until it changes (Binance's "How to manage a local order book": "the
@@ -47,6 +77,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from decimal import Context, Decimal
+from heapq import heapify, heappop, heappush, nlargest
 
 from sortedcontainers import SortedList
 
@@ -64,6 +95,160 @@ _NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", re.ASCII)
 _PLAIN = re.compile(r"(\d*)\.?(\d*)", re.ASCII)  # digits, an optional point: parsed without Decimal
 _MAX_DECIMALS = 30
 _CACHE_LIMIT = 100_000
+_HEAP_SLACK = 64  # stale heap keys tolerated beyond one per live level before a rebuild
+_PENDING_SLACK = 64  # order changes kept for the next depth query beyond one per live level
+_SHORT_QUERY = 8  # a depth query for fewer than 1/_SHORT_QUERY of the levels pops them from the heap
+
+_Ops = list[tuple[int, Level | None]]  # one side of a message, validated: (key, level or None to delete)
+
+
+class _Side:
+    """One side of the book: levels by key, the key heap for the best price, the sorted keys for depth."""
+
+    __slots__ = ("levels", "heap", "ordered", "pending", "limit")
+
+    def __init__(self) -> None:
+        self.levels: dict[int, Level] = {}
+        # every live key, plus keys deleted since they were pushed; heap[0] is live after every write
+        self.heap: list[int] = []
+        # the keys in price order as of the last depth query; None: rebuilt by the next one
+        self.ordered: SortedList | None = None
+        # keys added or removed since ``ordered`` was brought up to date (a key may repeat)
+        self.pending: list[int] = []
+        # snapshot window: (key of the worst price known, its text); None = complete to the end
+        self.limit: tuple[int, str] | None = None
+
+    def write(self, ops: _Ops) -> Level | None:
+        """Apply validated operations in message order; return the best level afterwards."""
+        levels = self.levels
+        heap = self.heap
+        note = self.pending.append
+        for key, level in ops:
+            if level is None:
+                if levels.pop(key, None) is not None:
+                    note(key)  # its heap key dies lazily
+            else:
+                if key not in levels:
+                    heappush(heap, key)
+                    note(key)
+                levels[key] = level
+        if len(self.pending) > len(levels) + _PENDING_SLACK:
+            self.forget_order()  # no depth query for a while: rebuilding will be cheaper
+        return self.settle()
+
+    def load(self, ops: _Ops) -> None:
+        """Fill an empty side from a snapshot: one heapify instead of a push per level."""
+        levels = self.levels
+        for key, level in ops:
+            if level is None:
+                levels.pop(key, None)
+            else:
+                levels[key] = level
+        self.heap = list(levels)
+        heapify(self.heap)
+        self.forget_order()
+
+    def forget_order(self) -> None:
+        self.ordered = None
+        self.pending = []
+
+    def settle(self) -> Level | None:
+        """Pop dead keys off the top of the heap, rebuild it if mostly dead; return the best level."""
+        levels = self.levels
+        heap = self.heap
+        if not levels:
+            heap.clear()
+            return None
+        if len(heap) > 2 * len(levels) + _HEAP_SLACK:
+            heap[:] = levels
+            heapify(heap)
+        else:
+            while heap[0] not in levels:
+                heappop(heap)
+        return levels[heap[0]]
+
+    def trim(self, depth: int) -> None:
+        """Drop all but the best ``depth`` levels; their heap keys die lazily."""
+        levels = self.levels
+        excess = len(levels) - depth
+        if excess <= 0:
+            return
+        if excess == 1:
+            worst = max(levels)
+            del levels[worst]
+            self.pending.append(worst)
+        else:
+            for key in nlargest(excess, levels):
+                del levels[key]
+                self.pending.append(key)
+
+    def rescale(self, factor: int) -> None:
+        """Multiply every key by ``factor`` (the content and its order are unchanged)."""
+        self.levels = {k * factor: v for k, v in self.levels.items()}
+        self.heap = list(self.levels)
+        heapify(self.heap)
+        self.forget_order()
+        if self.limit is not None:
+            self.limit = (self.limit[0] * factor, self.limit[1])
+
+    def bound(self, depth: int | None) -> None:
+        """Set the snapshot window after a load: a side that filled ``depth`` ends at its worst price."""
+        levels = self.levels
+        if depth is None or len(levels) < depth:
+            self.limit = None
+        else:
+            worst = max(levels)
+            self.limit = (worst, levels[worst][0])
+
+    def within(self, ops: _Ops) -> _Ops:
+        """The operations inside the snapshot window: beyond it the context is unknown."""
+        if self.limit is None:
+            return ops
+        edge = self.limit[0]
+        return [op for op in ops if op[0] <= edge]
+
+    def edge(self, max_depth: int | None) -> str | None:
+        """The price text this side is complete down to; None = to the end."""
+        levels = self.levels
+        if max_depth is not None and len(levels) >= max_depth:
+            return levels[max(levels)][0]  # a full top-N window ends at its N-th level
+        return None if self.limit is None else self.limit[1]
+
+    def best(self, n: int | None) -> list[Level]:
+        """The best ``n`` levels in order (all when ``n`` is None); slice semantics otherwise."""
+        levels = self.levels
+        if n is not None and n >= 0 and n * _SHORT_QUERY < len(levels):
+            return self.top(n)
+        ordered = self.ordered
+        if ordered is None:
+            ordered = self.ordered = SortedList(levels)
+            self.pending = []
+        elif self.pending:
+            for key in set(self.pending):  # a key's net change: is it a level now?
+                if key in levels:
+                    if key not in ordered:
+                        ordered.add(key)
+                else:
+                    ordered.discard(key)
+            self.pending = []
+        return list(map(levels.__getitem__, ordered.islice(0, n)))
+
+    def top(self, n: int) -> list[Level]:
+        """The best ``n`` levels (fewer than the side holds) popped from a copy of the heap.
+
+        A ladder asks for a few levels of a deep book after most messages: a C copy of the heap
+        and ``n`` pops cost less than bringing the sorted keys up to date, and touch nothing.
+        """
+        levels = self.levels
+        heap = self.heap.copy()
+        out: list[Level] = []
+        last = None
+        while len(out) < n:  # n < len(levels): the heap cannot run dry first
+            key = heappop(heap)
+            if key != last and key in levels:  # a re-added price can be in the heap twice
+                out.append(levels[key])
+                last = key
+        return out
 
 
 class L2Book:
@@ -75,12 +260,8 @@ class L2Book:
         "_ask_cache",
         "_bids",
         "_asks",
-        "_bid_keys",
-        "_ask_keys",
         "_best_bid",
         "_best_ask",
-        "_bid_limit",
-        "_ask_limit",
         "max_depth",
     )
 
@@ -91,16 +272,11 @@ class L2Book:
         self._scale = 0
         self._bid_cache: dict[str, int] = {}  # price text -> -units
         self._ask_cache: dict[str, int] = {}  # price text -> +units
-        self._bids: dict[int, Level] = {}
-        self._asks: dict[int, Level] = {}
-        self._bid_keys: SortedList = SortedList()
-        self._ask_keys: SortedList = SortedList()
+        self._bids = _Side()
+        self._asks = _Side()
         # best level per side, cached: read after every message by the consolidated book
         self._best_bid: Level | None = None
         self._best_ask: Level | None = None
-        # snapshot window per side: (key of the worst price known, its text); None = complete to the end
-        self._bid_limit: tuple[int, str] | None = None
-        self._ask_limit: tuple[int, str] | None = None
 
     # ------------------------------------------------------------------ parsing
     def _learn(self, price: object) -> None:
@@ -140,18 +316,12 @@ class L2Book:
         self._scale = scale
         self._bid_cache.clear()
         self._ask_cache.clear()
-        self._bids = {k * factor: v for k, v in self._bids.items()}
-        self._asks = {k * factor: v for k, v in self._asks.items()}
-        self._bid_keys = SortedList(self._bids)
-        self._ask_keys = SortedList(self._asks)
-        if self._bid_limit is not None:
-            self._bid_limit = (self._bid_limit[0] * factor, self._bid_limit[1])
-        if self._ask_limit is not None:
-            self._ask_limit = (self._ask_limit[0] * factor, self._ask_limit[1])
+        self._bids.rescale(factor)
+        self._asks.rescale(factor)
 
-    def _parse(self, levels: Iterable[RawLevel], cache: dict[str, int]) -> list[tuple[int, Level | None]]:
-        """Turn raw ``[price, size]`` pairs into ``(key, level or None-for-delete)``."""
-        out: list[tuple[int, Level | None]] = []
+    def _parse(self, levels: Iterable[RawLevel], cache: dict[str, int]) -> _Ops:
+        """Turn raw ``[price, size]`` pairs into ``(key, level or None-for-delete)``, in order."""
+        out: _Ops = []
         append = out.append
         inf = _INF
         try:
@@ -175,15 +345,15 @@ class L2Book:
 
     def _parse_both(
         self, bids: Iterable[RawLevel] | None, asks: Iterable[RawLevel] | None
-    ) -> tuple[list[tuple[int, Level | None]], list[tuple[int, Level | None]]]:
+    ) -> tuple[_Ops | None, _Ops | None]:
         if bids and not isinstance(bids, (list, tuple)):
             bids = list(bids)  # iterated twice if a rescale happens
         if asks and not isinstance(asks, (list, tuple)):
             asks = list(asks)
         while True:
             scale = self._scale
-            bid_ops = self._parse(bids, self._bid_cache) if bids else []
-            ask_ops = self._parse(asks, self._ask_cache) if asks else []
+            bid_ops = self._parse(bids, self._bid_cache) if bids else None
+            ask_ops = self._parse(asks, self._ask_cache) if asks else None
             if self._scale == scale:  # no rescale happened half-way: keys are consistent
                 return bid_ops, ask_ops
 
@@ -200,33 +370,17 @@ class L2Book:
         if depth is not None and depth < 1:
             raise ValueError("depth must be >= 1")
         bid_ops, ask_ops = self._parse_both(bids, asks)
-        self._bids = self._collect(bid_ops)
-        self._asks = self._collect(ask_ops)
-        self._bid_keys = SortedList(self._bids)
-        self._ask_keys = SortedList(self._asks)
-        self._bid_limit = self._limit(self._bids, self._bid_keys, depth)
-        self._ask_limit = self._limit(self._asks, self._ask_keys, depth)
+        self._bids = _Side()
+        self._asks = _Side()
+        if bid_ops:
+            self._bids.load(bid_ops)
+        if ask_ops:
+            self._asks.load(ask_ops)
+        self._bids.bound(depth)
+        self._asks.bound(depth)
         self._trim()
-        self._best_bid = self._bids[self._bid_keys[0]] if self._bids else None
-        self._best_ask = self._asks[self._ask_keys[0]] if self._asks else None
-
-    @staticmethod
-    def _limit(levels: dict[int, Level], keys: SortedList, depth: int | None) -> tuple[int, str] | None:
-        if depth is None or len(keys) < depth:
-            return None
-        worst = keys[-1]
-        return worst, levels[worst][0]
-
-    @staticmethod
-    def _collect(ops: list[tuple[int, Level | None]]) -> dict[int, Level]:
-        """Levels in message order: a repeated price keeps its last size, a zero removes it."""
-        levels: dict[int, Level] = {}
-        for key, level in ops:
-            if level is None:
-                levels.pop(key, None)
-            else:
-                levels[key] = level
-        return levels
+        self._best_bid = self._bids.settle()
+        self._best_ask = self._asks.settle()
 
     def apply(self, bids: Iterable[RawLevel] | None, asks: Iterable[RawLevel] | None) -> int:
         """Apply absolute level sizes (size 0 removes; removing an absent level is a no-op).
@@ -236,43 +390,23 @@ class L2Book:
         """
         bid_ops, ask_ops = self._parse_both(bids, asks)
         changed = 0
-        if self._bid_limit is not None and bid_ops:
-            edge = self._bid_limit[0]
-            bid_ops = [op for op in bid_ops if op[0] <= edge]  # beyond the window: unknown context
-        if self._ask_limit is not None and ask_ops:
-            edge = self._ask_limit[0]
-            ask_ops = [op for op in ask_ops if op[0] <= edge]
         if bid_ops:
-            keys = self._bid_keys
-            levels = self._bids
-            self._write(bid_ops, levels, keys)
-            top = levels[keys[0]] if levels else None
+            bid_ops = self._bids.within(bid_ops)
+        if ask_ops:
+            ask_ops = self._asks.within(ask_ops)
+        if bid_ops:
+            top = self._bids.write(bid_ops)
             if top is not self._best_bid:
                 self._best_bid = top
                 changed = BID_TOP_CHANGED
         if ask_ops:
-            keys = self._ask_keys
-            levels = self._asks
-            self._write(ask_ops, levels, keys)
-            top = levels[keys[0]] if levels else None
+            top = self._asks.write(ask_ops)
             if top is not self._best_ask:
                 self._best_ask = top
                 changed |= ASK_TOP_CHANGED
         if self.max_depth is not None:
             self._trim()
         return changed
-
-    @staticmethod
-    def _write(ops: list[tuple[int, Level | None]], levels: dict[int, Level], keys: SortedList) -> None:
-        add = keys.add
-        for key, level in ops:
-            if level is None:
-                if levels.pop(key, None) is not None:
-                    keys.remove(key)
-            else:
-                if key not in levels:
-                    add(key)
-                levels[key] = level
 
     def set_level(self, side: str, price: str, size: str) -> int:
         """Set one level on ``side`` ("bid" or "ask") to an absolute size."""
@@ -284,11 +418,8 @@ class L2Book:
 
     def clear(self) -> None:
         self._best_bid = self._best_ask = None
-        self._bid_limit = self._ask_limit = None
-        self._bids.clear()
-        self._asks.clear()
-        self._bid_keys.clear()
-        self._ask_keys.clear()
+        self._bids = _Side()
+        self._asks = _Side()
 
     def _trim(self) -> None:
         if self.max_depth is not None:
@@ -298,9 +429,8 @@ class L2Book:
         """Keep only the best ``depth`` levels per side (for venues that publish a window)."""
         if depth < 1:
             raise ValueError("depth must be >= 1")
-        for levels, keys in ((self._bids, self._bid_keys), (self._asks, self._ask_keys)):
-            while len(keys) > depth:
-                del levels[keys.pop()]
+        self._bids.trim(depth)  # never the best level: the heap tops stay live
+        self._asks.trim(depth)
 
     # ------------------------------------------------------------------ reading
     def best_bid(self) -> Level | None:
@@ -311,13 +441,11 @@ class L2Book:
 
     def bids(self, n: int | None = None) -> list[Level]:
         """Best ``n`` bids, highest price first (all when ``n`` is None)."""
-        levels = self._bids
-        return [levels[k] for k in self._bid_keys.islice(0, n)]
+        return self._bids.best(n)
 
     def asks(self, n: int | None = None) -> list[Level]:
         """Best ``n`` asks, lowest price first (all when ``n`` is None)."""
-        levels = self._asks
-        return [levels[k] for k in self._ask_keys.islice(0, n)]
+        return self._asks.best(n)
 
     def window(self) -> tuple[str | None, str | None]:
         """Per side (bids, asks), the price text the side is complete down to; None = to the end.
@@ -325,32 +453,26 @@ class L2Book:
         Every level the book holds is inside its window; see the module docstring for how the
         window is kept.
         """
-        return (self._edge(self._bids, self._bid_keys, self._bid_limit),
-                self._edge(self._asks, self._ask_keys, self._ask_limit))
-
-    def _edge(self, levels: dict[int, Level], keys: SortedList, limit: tuple[int, str] | None) -> str | None:
-        if self.max_depth is not None and len(keys) >= self.max_depth:
-            return levels[keys[-1]][0]  # a full top-N window ends at its N-th level
-        return None if limit is None else limit[1]
+        return self._bids.edge(self.max_depth), self._asks.edge(self.max_depth)
 
     def exhausted(self) -> bool:
         """A side with a snapshot window holds no level: its best price is unknown."""
-        return ((self._bid_limit is not None and not self._bids)
-                or (self._ask_limit is not None and not self._asks))
+        bids, asks = self._bids, self._asks
+        return (bids.limit is not None and not bids.levels) or (asks.limit is not None and not asks.levels)
 
     def __len__(self) -> int:
-        return len(self._bids) + len(self._asks)
+        return len(self._bids.levels) + len(self._asks.levels)
 
     @property
     def depth(self) -> tuple[int, int]:
-        return len(self._bids), len(self._asks)
+        return len(self._bids.levels), len(self._asks.levels)
 
     def cross_state(self) -> str | None:
         """``"crossed"`` if best bid > best ask, ``"locked"`` if equal, else None."""
-        if not self._bid_keys or not self._ask_keys:
+        if not self._bids.levels or not self._asks.levels:
             return None
-        bid_units = -self._bid_keys[0]
-        ask_units = self._ask_keys[0]
+        bid_units = -self._bids.heap[0]  # live after every write: see _Side.settle
+        ask_units = self._asks.heap[0]
         if bid_units > ask_units:
             return "crossed"
         if bid_units == ask_units:
@@ -363,6 +485,6 @@ class L2Book:
     def as_decimal(self) -> tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]:
         """Both sides as ``{price: size}`` Decimals: for comparisons in tests and checks."""
         return (
-            {Decimal(p): Decimal(s) for p, s in self._bids.values()},
-            {Decimal(p): Decimal(s) for p, s in self._asks.values()},
+            {Decimal(p): Decimal(s) for p, s in self._bids.levels.values()},
+            {Decimal(p): Decimal(s) for p, s in self._asks.levels.values()},
         )
