@@ -23,7 +23,9 @@ processes:
    simulator pushes as fast as it can.
 3. **cold start** (``--cold-symbols`` symbols on every venue of ``--venues``): seconds from
    spawning ``aggbook serve`` until every book reports ``aggbook_book_live 1``, next to the bound the
-   Binance request-weight budget sets for the snapshots at the configured ``--binance-depth``.
+   venues' published budgets set (the slowest venue's ``cold_start_bound_s``, as ``aggbook
+   check-config`` prints it: Binance's request weight at ``--binance-depth``, NHEX/BitV's ``req``
+   spacing per connection, ...).
 
 Self-checks (the run fails loudly otherwise): every book live when a window starts and ends, no
 gap or resync counted during a window, every subscriber got a snapshot of every symbol and a
@@ -68,23 +70,19 @@ HOST = "127.0.0.1"
 START_TIMEOUT = 60.0  # a child process must announce itself within this many seconds
 STOP_TIMEOUT = 15.0
 
-# Binance spot's documented REQUEST_WEIGHT budget and the share the feed uses before it slows down
-# (feeds/binance.py: weight_budget, weight_headroom), and the snapshot weight per depth limit.
-BINANCE_WEIGHT_PER_MIN = 6000
-BINANCE_HEADROOM = 0.8
-BINANCE_DEPTH_WEIGHTS = ((100, 5), (500, 25), (1000, 50), (5000, 250))
+def cold_start_bounds(config_path: str) -> dict[str, float]:
+    """Per venue, the earliest second its snapshot pacing lets the last cold-start request out.
 
-
-def cold_start_bound(symbols: int, depth: int) -> float:
-    """Seconds the Binance snapshots of a cold start need at the budget's sustained rate.
-
-    The service exposes no cold-start bound of its own, so it is computed here from the Binance
-    budget alone: ``symbols`` snapshots at the weight of ``depth``, paid at 6000 weight per minute
-    with 80 % headroom (4800 weight per minute, 80 per second).  The other venues' snapshot pacing
-    is not part of it, so a measured cold start may exceed it without anything being wrong.
+    The figure ``aggbook check-config`` prints, from the service's own feeds built on the generated
+    config: each venue's published budget (Binance's request weight at the configured depth, NHEX/BitV's
+    100 ms ``req`` spacing per connection, the others' snapshot pacing).  Round trips and the
+    venue's own answer time are not in it, so a measured cold start sits somewhat above it.
     """
-    weight = next((w for upto, w in BINANCE_DEPTH_WEIGHTS if depth <= upto), BINANCE_DEPTH_WEIGHTS[-1][1])
-    return symbols * weight / (BINANCE_WEIGHT_PER_MIN * BINANCE_HEADROOM / 60.0)
+    from aggbook.service.aggregator import default_feed_factory
+    from aggbook.service.config import load_config
+
+    config = load_config(config_path)
+    return {vc.name: default_feed_factory(vc).cold_start_bound_s() for vc in config.enabled_venues}
 
 
 def _run_loop(coro: Any) -> Any:
@@ -569,13 +567,15 @@ async def measure_window(args: argparse.Namespace, rate: float, with_http: bool)
     return window
 
 
-async def measure_cold_start(args: argparse.Namespace) -> float:
+async def measure_cold_start(args: argparse.Namespace) -> tuple[float, dict[str, float]]:
+    """Seconds until every book is live, and each venue's bound on the same generated config."""
     budget = args.cold_timeout + 2 * START_TIMEOUT
     with simulator_and_service(args, args.cold_symbols, args.cold_rate, budget) as stack:
+        bounds = cold_start_bounds(os.path.join(stack.tmp, "aggbook.toml"))
         async with aiohttp.ClientSession() as session:
             live_at = await wait_live(session, stack.base, stack.books, args.cold_timeout, stack.svc)
         seconds = live_at - stack.svc.spawned
-    return seconds
+    return seconds, bounds
 
 
 def _fmt(value: float, digits: int) -> str:
@@ -611,8 +611,13 @@ class Report:
     paced: Window
     flat: Window
     cold_start_s: float
-    cold_bound_s: float
+    cold_bounds: dict[str, float]  # per venue
     cold_symbols: int
+
+    @property
+    def cold_bound_s(self) -> float:
+        """The slowest venue's bound: no cold start can be live sooner."""
+        return max(self.cold_bounds.values())
 
 
 def main(argv: list[str] | None = None) -> Report | None:
@@ -628,9 +633,8 @@ def main(argv: list[str] | None = None) -> Report | None:
     async def run() -> Report:
         paced = await measure_window(args, args.rate, with_http=True)
         flat = await measure_window(args, math.inf, with_http=False)
-        cold = await measure_cold_start(args)
-        bound = cold_start_bound(args.cold_symbols, args.binance_depth)
-        return Report(paced, flat, cold, bound, args.cold_symbols)
+        cold, bounds = await measure_cold_start(args)
+        return Report(paced, flat, cold, bounds, args.cold_symbols)
 
     load_before = os.getloadavg()
     report = asyncio.run(run())
@@ -647,8 +651,9 @@ def main(argv: list[str] | None = None) -> Report | None:
     print(f"  HTTP /v1/quotes/{{symbol}}: service {p.http_service:,.0f} req/s, trivial aiohttp handler "
           f"{p.http_trivial:,.0f} req/s ({args.http_concurrency} connections, {args.http_seconds:.0f}s each)")
     print(f"  cold start: {report.cold_symbols} symbols x {venues} venues all live in "
-          f"{report.cold_start_s:.2f}s after spawning the service; "
-          f"Binance budget bound at depth {args.binance_depth}: {report.cold_bound_s:.2f}s")
+          f"{report.cold_start_s:.2f}s after spawning the service; bound by each venue's published "
+          f"budget (Binance depth {args.binance_depth}): "
+          + ", ".join(f"{v} {b:.2f}s" for v, b in report.cold_bounds.items()))
     print(f"service frames_per_s={report.flat.frames_per_s:.0f} cpu_s_per_1k_frames={p.cpu_s_per_1k:.4f} "
           f"p50_ms={p.p50_ms:.2f} p99_ms={p.p99_ms:.2f} http_ratio_vs_trivial={_fmt(p.http_ratio, 3)} "
           f"cold_start_{report.cold_symbols}_s={report.cold_start_s:.2f} "

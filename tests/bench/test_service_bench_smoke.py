@@ -49,18 +49,29 @@ def test_service_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     pattern = "service " + " ".join(f"({key})=(\\S+)" for key in KEYS)
     match = re.fullmatch(pattern, last)
     assert match, last
-    values = [float(v) for v in match.groups()[1::2]]
-    assert all(v > 0 and not math.isnan(v) for v in values), last
+    values = dict(zip(match.groups()[0::2], map(float, match.groups()[1::2]), strict=True))
+    bound = values.pop("cold_start_bound_s")  # 4 snapshots leave in the pacers' opening burst: 0
+    assert all(v > 0 and not math.isnan(v) for v in values.values()), last
+    assert bound == max(report.cold_bounds.values()) >= 0, last
+    assert set(report.cold_bounds) == {"binance", "mexc"}, last  # every venue run, each its own bound
     assert match.group(11) == "cold_start_4_s", last
 
 
-def test_cold_start_bound_from_the_binance_budget() -> None:
+@pytest.mark.parametrize("depth, binance_bound", [(100, 524 / (4284 / 60)), (1000, 9524 / (4284 / 60))])
+def test_cold_start_bounds_are_the_services_own(tmp_path: Path, depth: int, binance_bound: float) -> None:
     bench = _load_bench()
-    # 4800 weight a minute = 80 a second: 200 snapshots at depth 100 (weight 5) take 12.5 s,
-    # at depth 1000 (weight 50) 125 s
-    assert bench.cold_start_bound(200, 100) == pytest.approx(12.5)
-    assert bench.cold_start_bound(200, 1000) == pytest.approx(125.0)
-    assert bench.cold_start_bound(1, 5000) == pytest.approx(250 / 80)
+    venues = {name: {"rest_url": "http://127.0.0.1:1", "ws_url": "ws://127.0.0.1:1/ws",
+                     "symbols": {f"S{i}-USDT": f"S{i}USDT" for i in range(200)}}
+              for name in ("binance", "nhex")}
+    config = tmp_path / "aggbook.toml"
+    bench.write_config(str(config), venues, 1, depth)
+    bounds = bench.cold_start_bounds(str(config))
+    assert set(bounds) == {"binance", "nhex"}
+    # Binance's documented 6000 weight a minute: 80 % headroom less two exchangeInfo calls (40) leaves
+    # 4760 a minute, a tenth of it (476) as the opening burst, 4284 a minute after it; 200 snapshots at
+    # depth 100 weigh 1000 (weight 5 each), at depth 1000 10000 (weight 50 each)
+    assert bounds["binance"] == pytest.approx(binance_bound, rel=0.01)
+    assert bounds["nhex"] > 0
 
 
 def test_histogram_quantile_interpolates_within_the_bucket() -> None:
