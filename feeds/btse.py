@@ -184,6 +184,11 @@ class BtseFeed(VenueFeed[BtseConnState]):
     def rule_for(self, canonical: str) -> SequenceRule:
         return BTSE
 
+    def cold_start_bound_s(self, symbols: int | None = None) -> float:
+        """A cold start is one subscribe frame per connection carrying every topic, not paced: the
+        snapshots arrive in-stream at once.  ``snapshot_rate`` paces only the resubscribes of resyncs."""
+        return 0.0
+
     def status(self) -> dict:
         out = super().status()
         out.update(venue_errors=dict(self.venue_errors), unrecognised_frames=self.unrecognised_frames,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aggbook.feeds.binance import BinanceFuturesFeed, BinanceSpotFeed
+from aggbook.feeds.btse import BtseFeed
 from aggbook.feeds.config import VenueConfig
 from aggbook.feeds.nhex import NhexFeed
 from aggbook.feeds.pacing import WeightBudget, cold_start_bound_s
@@ -79,3 +80,10 @@ def test_mbp_cold_start_is_bound_by_the_req_spacing_per_connection() -> None:
     assert feed.max_symbols_per_connection == 30
     assert feed.cold_start_bound_s(200) == pytest.approx(29 * 0.11)  # the venue-wide pacer: 3.0 s
     assert feed.cold_start_bound_s(1) == 0.0
+
+
+def test_btse_cold_start_is_one_subscribe_per_connection_not_paced() -> None:
+    """The subscribe on connect carries every topic; only resync resubscribes go through the pacer."""
+    feed = BtseFeed(VenueConfig(name="t", kind="btse", symbols={"BTC-USDT": "BTC-USDT"}))
+    assert feed.cold_start_bound_s(200) == 0.0
+    assert feed.snapshot_pacing() == (5.0, 10.0)  # resyncs stay paced
