@@ -61,7 +61,7 @@ import contextlib
 import itertools
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Literal
 
@@ -203,19 +203,11 @@ FUTURES = BinanceMarket(
 # COIN-M: the same procedure and pu chain as USD-M ("How to manage a local order book correctly",
 # COIN-M Futures), on /dapi/v1 and dstream.binance.com.  Limits, weights and the 2400/min budget
 # are from the public COIN-M "Order Book" and "LIMITS" pages (not in our copy); exchangeInfo says.
-COINM = BinanceMarket(
+COINM = replace(
+    FUTURES,
     rest_prefix="/dapi/v1",
-    rule=BINANCE_FUTURES,
-    prev_field="pu",
-    default_depth=1000,
-    max_depth=1000,
-    allowed_depths=(5, 10, 20, 50, 100, 500, 1000),
-    depth_weights=((50, 2), (100, 5), (500, 10), (1000, 20)),
-    weight_budget=2400,
-    exchange_info_weight=1,
-    speeds=("", "100ms", "500ms"),
-    exchange_info_filter=False,
     title="Binance COIN-M futures",
+    rpi_limit=None,
     status_field="contractStatus",
 )
 

@@ -45,7 +45,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import ClassVar
 
@@ -250,25 +250,7 @@ RPI_WEIGHT = 20
 
 # COIN-M: USD-M's protocol on /dapi/v1 and dstream.binance.com, whose Connect page has no /public
 # routing (raw /ws/<stream> and combined /stream?streams=)
-COINM = BinanceEndpoint(
-    rest_prefix="/dapi/v1",
-    ws_prefixes=("",),
-    ws_url_path="",
-    depth_streams=("depth", "depth@100ms", "depth@500ms"),
-    ping_interval=180.0,
-    pong_timeout=600.0,
-    max_incoming=10,
-    weight_limit=2400,
-    pong_must_echo=False,
-    invalid_json_disconnects=True,
-    sends_shutdown_notice=False,
-    exchange_info_weight=1,
-    default_limit=500,
-    max_limit=1000,
-    allowed_limits=(5, 10, 20, 50, 100, 500, 1000),
-    depth_weights=((50, 2), (100, 5), (500, 10), (1000, 20)),
-    min_decimals=0,
-)
+COINM = replace(FUTURES, rest_prefix="/dapi/v1", ws_prefixes=("",), ws_url_path="", rpi_depth=False)
 
 
 @dataclass(frozen=True, kw_only=True)
