@@ -86,6 +86,8 @@ class Subscription:
         "seq",
         "pending_snapshot",
         "last",
+        "render_key",
+        "heads",
     )
 
     def __init__(
@@ -109,11 +111,10 @@ class Subscription:
         self.seq = 0  # seq of the last message of this subscription queued or sent
         self.pending_snapshot = False  # a conflation marker is queued
         self.last: bytes | None = None  # payload of the last message queued, to skip repeats
-
-    @property
-    def render_key(self) -> tuple:
-        """Subscriptions with the same render key receive the same payload bytes."""
-        return (self.channel, self.symbol, self.depth, self.venues, self.fees)
+        # subscriptions with the same render key receive the same payload bytes
+        self.render_key: tuple = (channel, symbol, depth, venues, fees)
+        # each message's JSON up to its seq, by type: the part that is this subscription's own
+        self.heads = {kind: _head(kind, key, channel, symbol) for kind in ("snapshot", "update")}
 
     def describe(self) -> dict:
         out: dict[str, Any] = {"sub": self.key, "channel": self.channel, "symbol": self.symbol}
@@ -139,26 +140,39 @@ class ProtocolError(Exception):
         self.message = message
 
 
-def _frame(kind: str, sub: Subscription, payload: bytes, reason: str | None = None) -> bytes:
-    msg: dict[str, Any] = {
-        "type": kind,
-        "sub": sub.key,
-        "channel": sub.channel,
-        "symbol": sub.symbol,
-        "seq": sub.seq,
-        "ts": round(time.time(), 6),
-    }
-    # the latest venue event folded into this state and when the service applied it (docs/api.md)
-    times = sub.client.hub.aggregator.event_times.get(sub.symbol)
+def _head(kind: str, key: str, channel: str, symbol: str) -> bytes:
+    """``{"type":kind,"sub":key,"channel":channel,"symbol":symbol,"seq":`` as orjson writes it."""
+    return b"".join(
+        (b'{"type":', orjson.dumps(kind), b',"sub":', orjson.dumps(key), b',"channel":',
+         orjson.dumps(channel), b',"symbol":', orjson.dumps(symbol), b',"seq":')
+    )
+
+
+def frame_tail(source: Source, symbol: str, payload: bytes, reason: str | None = None) -> bytes:
+    """A snapshot's or update's JSON after its ``seq``: the same bytes for every subscriber of the
+    same payload, so a change fanned out to many subscribers is serialised once, not once each.
+
+    ``ts`` is when the tail was made; ``event_ts`` and ``recv_ts`` the latest venue event folded
+    into this state and when the service applied it (docs/api.md)."""
+    parts = [b',"ts":', orjson.dumps(round(time.time(), 6))]
+    times = source.event_times.get(symbol)
     if times is not None:
         event_ts, recv_ts = times
         if event_ts is not None:
-            msg["event_ts"] = round(event_ts, 6)
-        msg["recv_ts"] = round(recv_ts, 6)
+            parts += (b',"event_ts":', orjson.dumps(round(event_ts, 6)))
+        parts += (b',"recv_ts":', orjson.dumps(round(recv_ts, 6)))
     if reason is not None:
-        msg["reason"] = reason
-    msg["data"] = orjson.Fragment(payload)
-    return orjson.dumps(msg)
+        parts += (b',"reason":', orjson.dumps(reason))
+    parts += (b',"data":', payload, b"}")
+    return b"".join(parts)
+
+
+def _frame(kind: str, sub: Subscription, tail: bytes) -> bytes:
+    """The whole message: the subscription's head, its ``seq``, the shared tail.
+
+    Byte for byte what ``orjson.dumps`` of the message object writes (the keys in the order
+    type, sub, channel, symbol, seq, ts, event_ts, recv_ts, reason, data)."""
+    return b"%b%d%b" % (sub.heads[kind], sub.seq, tail)
 
 
 class Client:
@@ -243,9 +257,17 @@ class Client:
         self._push([_PLAIN, "heartbeat", payload])
 
     def send_sub(
-        self, sub: Subscription, payload: bytes, kind: str = "update", reason: str | None = None
+        self,
+        sub: Subscription,
+        payload: bytes,
+        kind: str = "update",
+        reason: str | None = None,
+        tail: bytes | None = None,
     ) -> None:
-        """Queue a snapshot or update of ``sub`` carrying ``payload`` (the data object's JSON)."""
+        """Queue a snapshot or update of ``sub`` carrying ``payload`` (the data object's JSON).
+
+        ``tail`` is :func:`frame_tail` of ``payload`` (and ``reason``) when the caller has made it
+        once for every subscriber of the payload; made here otherwise."""
         if self.closing or sub.key not in self.subs:
             return
         if kind == "update" and payload == sub.last:
@@ -260,7 +282,9 @@ class Client:
             return
         sub.seq += 1
         sub.last = payload
-        self._push([_SUB, sub, _frame(kind, sub, payload, reason)])
+        if tail is None:
+            tail = frame_tail(self.hub.aggregator, sub.symbol, payload, reason)
+        self._push([_SUB, sub, _frame(kind, sub, tail)])
 
     def _drop(self, n: int) -> None:
         self.dropped += n
@@ -302,9 +326,13 @@ class Client:
     async def run_writer(self) -> None:
         ws = self.ws
         metrics = self.hub.metrics
+        unreported = 0  # messages sent and not yet counted in the metrics: counted once per batch
         try:
             while True:
                 if not self.queue:
+                    if unreported:
+                        metrics.ws.messages_sent(unreported)
+                        unreported = 0
                     self.behind = 0
                     self.wakeup.clear()
                     await self.wakeup.wait()
@@ -319,7 +347,8 @@ class Client:
                     payload = self.hub.render(sub)
                     sub.seq += 1
                     sub.last = payload
-                    data = _frame("snapshot", sub, payload, "conflated")
+                    data = _frame("snapshot", sub, frame_tail(self.hub.aggregator, sub.symbol, payload,
+                                                              "conflated"))
                 else:
                     self.queued_bytes -= len(data)
                 if ws.closed:
@@ -328,9 +357,12 @@ class Client:
                 await ws.send_frame(data, WSMsgType.TEXT)
                 self.sending_since = None
                 self.sent += 1
-                metrics.ws.message_sent()
+                unreported += 1
         except (ConnectionError, RuntimeError) as exc:  # peer went away mid-send
             log.debug("ws writer for %s stopped: %s", self.peer, exc)
+        finally:
+            if unreported:
+                metrics.ws.messages_sent(unreported)
 
     # ------------------------------------------------------------------ closing
     def close_slow(self, why: str) -> None:
@@ -734,20 +766,21 @@ class Hub:
         :meth:`_publish_heavy`, so no client's deep subscriptions can delay anyone's quotes.
         """
         self.flushes += 1
-        rendered: dict[tuple, bytes] = {}
+        rendered: dict[tuple, tuple[bytes, bytes]] = {}  # render key -> (payload, frame tail)
         for sub in list(subs):
             if sub.channel == "quotes" and not top:
                 continue  # depth below every venue's top moved: only ladders change
             key = sub.render_key
             if self.is_heavy(sub):
                 if key not in rendered:
-                    rendered[key] = b""  # held once per key, whatever the number of its subscribers
+                    rendered[key] = (b"", b"")  # held once per key, whatever the number of its subscribers
                     self._hold_heavy(key)
                 continue
-            payload = rendered.get(key)
-            if payload is None:
-                payload = rendered[key] = self.render(sub)
-            sub.client.send_sub(sub, payload)
+            done = rendered.get(key)
+            if done is None:
+                payload = self.render(sub)
+                done = rendered[key] = (payload, frame_tail(self.aggregator, symbol, payload))
+            sub.client.send_sub(sub, done[0], tail=done[1])
 
     # ------------------------------------------------------------------ heavy subscriptions
     def _hold_heavy(self, key: tuple) -> None:
@@ -789,10 +822,12 @@ class Hub:
             subs = self._by_key.get(key)
             if not subs:
                 continue
-            payload = self.render(next(iter(subs)))
+            first = next(iter(subs))
+            payload = self.render(first)
+            tail = frame_tail(self.aggregator, first.symbol, payload)
             rendered += 1
             for sub in list(subs):
-                sub.client.send_sub(sub, payload)
+                sub.client.send_sub(sub, payload, tail=tail)
         self._schedule_heavy()
 
     # ------------------------------------------------------------------ observability

@@ -247,6 +247,8 @@ class NatsView:
         self.started_at = time.time()
         self.link = NatsLink(settings.url, name="aggbook-gateway", metrics=metrics.link, on_up=self._on_up)
         self.link.on_slow_consumer = self._slow_consumer
+        # each kind's counter child, looked up once: ``labels()`` per message costs a lock and a dict
+        self._received = {kind: metrics.received.labels(kind) for kind in subjects.KINDS}
         self._sub: Subscription | None = None
         self._tasks: list[asyncio.Task] = []
         self._reloading: asyncio.Task | None = None
@@ -371,13 +373,13 @@ class NatsView:
             log.warning("undecodable message", extra={"subject": msg.subject})
             return
         if kind in (subjects.QUOTE, subjects.BOOK):
-            self.metrics.received.labels(kind).inc()
+            self._received[kind].inc()
             self._apply(kind, parts[2], env, from_snapshot=False)
         elif kind == subjects.STATUS and len(parts) == 4:
-            self.metrics.received.labels(kind).inc()
+            self._received[kind].inc()
             self._status(parts[2], parts[3], env)
         elif kind == subjects.HEARTBEAT:
-            self.metrics.received.labels(kind).inc()
+            self._received[kind].inc()
             self._heartbeat(env)
 
     def _state(self, symbol: str) -> SymbolState:
