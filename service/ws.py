@@ -461,7 +461,8 @@ class Hub:
         # changes held back by ``publish_interval`` (with the default 0 every change goes out at once:
         # the aggregator already delivers at most one change per symbol per event-loop iteration)
         self._held_tops: set[str] = set()
-        self._held_books: set[str] = set()
+        self._held_books: set[str] = set()  # every symbol held
+        self._held_depths: set[str] = set()  # ... whose merged book may have moved
         self._handle: asyncio.TimerHandle | None = None
         self._last_publish = 0.0
         # every subscription by what it renders: the service-wide count of distinct subscriptions,
@@ -715,13 +716,17 @@ class Hub:
         for venue, transition in change.transitions:
             if transition.old is not transition.new:
                 self._send_status(venue, symbol, transition, subs)
+        if not (change.top or change.depth):
+            return  # only venue states: the status messages above are all there is to send
         interval = self.settings.publish_interval
         if interval <= 0:
-            self._publish(symbol, change.top, subs)
+            self._publish(symbol, change.top, subs, change.depth)
             return
         if change.top:
             self._held_tops.add(symbol)
-        self._held_books.add(symbol)  # every change may move the ladder
+        if change.depth:
+            self._held_depths.add(symbol)
+        self._held_books.add(symbol)
         if self._handle is None:
             loop = asyncio.get_running_loop()
             delay = max(0.0, self._last_publish + interval - loop.time())
@@ -753,14 +758,17 @@ class Hub:
         self._handle = None
         self._last_publish = asyncio.get_running_loop().time()
         tops, self._held_tops = self._held_tops, set()
+        depths, self._held_depths = self._held_depths, set()
         books, self._held_books = self._held_books, set()
         for symbol in books:
             subs = self.by_symbol.get(symbol)
             if subs:
-                self._publish(symbol, symbol in tops, subs)
+                self._publish(symbol, symbol in tops, subs, symbol in depths)
 
-    def _publish(self, symbol: str, top: bool, subs: set[Subscription]) -> None:
+    def _publish(self, symbol: str, top: bool, subs: set[Subscription], depth: bool = True) -> None:
         """Look each distinct payload up once and hand the same bytes to every subscriber of it.
+
+        ``top``: the quote may have moved; ``depth``: the merged book may have moved.
 
         Quotes and shallow books go out now.  Heavy (deep) books wait their turn in
         :meth:`_publish_heavy`, so no client's deep subscriptions can delay anyone's quotes.
@@ -768,8 +776,11 @@ class Hub:
         self.flushes += 1
         rendered: dict[tuple, tuple[bytes, bytes]] = {}  # render key -> (payload, frame tail)
         for sub in list(subs):
-            if sub.channel == "quotes" and not top:
-                continue  # depth below every venue's top moved: only ladders change
+            if sub.channel == "quotes":
+                if not top:
+                    continue  # depth below every venue's top moved: only ladders change
+            elif not depth:
+                continue  # the source knows the merged book did not move (a gateway's quote message)
             key = sub.render_key
             if self.is_heavy(sub):
                 if key not in rendered:
