@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from collections import deque
 from typing import Any, cast
@@ -167,6 +168,15 @@ def frame_tail(source: Source, symbol: str, payload: bytes, reason: str | None =
     return b"".join(parts)
 
 
+def _text_frame_header(length: int) -> bytes:
+    """RFC 6455 header of an unmasked, final, uncompressed text frame (a server's, no extensions)."""
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 65536:
+        return struct.pack("!BBH", 0x81, 126, length)
+    return struct.pack("!BBQ", 0x81, 127, length)
+
+
 def _frame(kind: str, sub: Subscription, tail: bytes) -> bytes:
     """The whole message: the subscription's head, its ``seq``, the shared tail.
 
@@ -284,7 +294,32 @@ class Client:
         sub.last = payload
         if tail is None:
             tail = frame_tail(self.hub.aggregator, sub.symbol, payload, reason)
-        self._push([_SUB, sub, _frame(kind, sub, tail)])
+        frame = _frame(kind, sub, tail)
+        if self.queue or not self._write_now(frame):
+            self._push([_SUB, sub, frame])
+
+    def _write_now(self, data: bytes) -> bool:
+        """Write ``data`` to the socket at once, as the writer task would, when nothing can be
+        ahead of it: the queue is empty, the writer is not in a send, the transport holds nothing
+        unsent (the kernel took all so far) and the socket is open.  Otherwise it is queued.
+
+        A change fanned out to many clients then costs each client one write instead of a queue
+        entry, a task wake-up and a write: the common case, a client that keeps up.  A client that
+        does not keep up has bytes left in its transport and goes through the bounded queue, with its
+        conflation and stall detection, as before."""
+        transport = self.transport
+        if (
+            transport is None
+            or self.sending_since is not None
+            or self.ws.closed
+            or transport.is_closing()
+            or transport.get_write_buffer_size()
+        ):
+            return False
+        transport.write(_text_frame_header(len(data)) + data)
+        self.sent += 1
+        self.hub.metrics.ws.messages_sent()
+        return True
 
     def _drop(self, n: int) -> None:
         self.dropped += n

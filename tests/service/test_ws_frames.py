@@ -72,3 +72,28 @@ def test_one_tail_serves_every_subscriber_with_its_own_head_and_seq() -> None:
     assert [(m["sub"], m["seq"]) for m in got] == [("quotes:BTC-USDT", 3), ("mine", 41)]
     assert got[0]["recv_ts"] == got[1]["recv_ts"] == 12.5 and "event_ts" not in got[0]
     assert got[0]["data"] == got[1]["data"] == {"bid": None}
+
+
+class Transport:
+    def __init__(self) -> None:
+        self.written = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("length", [0, 125, 126, 65535, 65536, 200_000])
+async def test_a_frame_written_at_once_is_the_frame_aiohttp_writes(length: int) -> None:
+    """A client that keeps up gets its frames written straight to the socket: the same bytes as
+    aiohttp's own writer sends for a server's uncompressed text frame."""
+    from aiohttp import WSMsgType
+    from aiohttp._websocket.writer import WebSocketWriter
+
+    theirs = Transport()
+    writer = WebSocketWriter(object(), theirs, use_mask=False)  # type: ignore[arg-type]
+    data = b"x" * length
+    await writer.send_frame(data, WSMsgType.TEXT)
+    assert ws._text_frame_header(length) + data == bytes(theirs.written)
