@@ -287,34 +287,116 @@ def check(clients: list[Client]) -> None:
 
 
 # ---------------------------------------------------------------------- scenarios
+def sched_seconds(pid: int) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for one) of every thread of ``pid`` so far.
+
+    From ``/proc/<pid>/task/*/schedstat``.  Their sum over a window, per second of the window, is the
+    process's *demand*: 1.0 means it was runnable all the time, i.e. it had always work to do and was
+    bounded by the CPU it got, not by its input.  On a shared machine the CPU a process gets may be
+    far below its demand; the demand still tells who was saturated.
+    """
+    run = wait = 0
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError), open(
+                f"/proc/{pid}/task/{tid}/schedstat"
+            ) as f:
+                fields = f.read().split()
+            run += int(fields[0])
+            wait += int(fields[1])
+    return run / 1e9, wait / 1e9
+
+
+@dataclass
+class Load:
+    """One process over a window, per second of the window."""
+
+    cores: float  # CPU seconds it got
+    demand: float  # seconds it was runnable (on a CPU or waiting for one): 1.0 = saturated
+
+
 @dataclass
 class Throughput:
     shards: int
-    frames_per_s: float
-    ws_messages_per_s: float
+    frames_per_s: float  # summed over the shards
+    ws_messages_per_s: float  # delivered by the front (the single process, or the gateway)
+    shard_frames_per_s: list[float]
+    shard_books: list[int]
+    loads: dict[str, Load]  # simulator, shard<K>, gateway, nats, subscribers
+
+    def per_core(self, name: str, rate: float) -> float:
+        """``rate`` per CPU second of process ``name``: what it would do with a core of its own."""
+        cores = self.loads[name].cores
+        return rate / cores if cores > 0 else math.nan
+
+    @property
+    def frames_capacity(self) -> float:
+        """Frames/s the shards would absorb with a core each, at the simulator's even rate per book.
+
+        Every book gets the same rate, so the shard with the most books per unit of capacity sets the
+        pace for all: ``books * min_k(capacity_k / books_k)``; with an uneven split of the symbols
+        the total stays below the sum of the capacities."""
+        caps = [self.per_core(f"shard{k}", f) for k, f in enumerate(self.shard_frames_per_s)]
+        return sum(self.shard_books) * min(c / b for c, b in zip(caps, self.shard_books, strict=True))
+
+    @property
+    def front(self) -> str:
+        return "gateway" if "gateway" in self.loads else "shard0"
+
+    @property
+    def ws_capacity(self) -> float:
+        """WebSocket messages/s the front would deliver with a core of its own."""
+        return self.per_core(self.front, self.ws_messages_per_s)
+
+    @property
+    def busiest(self) -> str:
+        return max(self.loads, key=lambda n: self.loads[n].demand)
+
+    def describe(self) -> str:
+        loads = " ".join(f"{n}={ld.cores:.2f}/{ld.demand:.2f}" for n, ld in self.loads.items())
+        return f"cores/demand {loads}; busiest {self.busiest}"
 
 
 async def measure_throughput(
-    args: argparse.Namespace, tmp: str, shards: int, nats_url: str | None
+    args: argparse.Namespace, tmp: str, shards: int, nats: NatsProcess | None
 ) -> Throughput:
+    nats_url = None if nats is None else nats.url
     async with topology(args, tmp, shards, math.inf, nats_url) as topo, aiohttp.ClientSession() as session:
         tasks: list[asyncio.Task] = []
+        pids = {"simulator": topo.sim.proc.pid}
+        pids |= {f"shard{k}": p.proc.pid for k, (p, _, _) in enumerate(topo.shards)}
+        if topo.gateway is not None:
+            pids["gateway"] = topo.gateway[0].proc.pid
+        if nats is not None:
+            pids["nats"] = nats.child.proc.pid
+        pids["subscribers"] = os.getpid()
         try:
             clients = await start_clients(session, topo.front, topo.symbols, args.subscribers, True, tasks)
+            await asyncio.sleep(1.0)  # past the snapshots: the window sees the steady state
             before = [await sb.scrape(session, base) for _, base, _ in topo.shards]
             sent_before = sum(c.messages for c in clients)
+            sched0 = {n: sched_seconds(pid) for n, pid in pids.items()}
             t0 = time.monotonic()
             await asyncio.sleep(args.seconds)
             elapsed = time.monotonic() - t0
-            after = [await sb.scrape(session, base) for _, base, _ in topo.shards]
+            sched1 = {n: sched_seconds(pid) for n, pid in pids.items()}
             sent = sum(c.messages for c in clients) - sent_before
+            after = [await sb.scrape(session, base) for _, base, _ in topo.shards]
             check(clients)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-    frames = sum(a.frames - b.frames for a, b in zip(after, before, strict=True))
-    return Throughput(shards, frames / elapsed, sent / elapsed)
+        books = [b for _, _, b in topo.shards]
+    loads = {
+        n: Load(
+            (sched1[n][0] - sched0[n][0]) / elapsed,
+            (sched1[n][0] + sched1[n][1] - sched0[n][0] - sched0[n][1]) / elapsed,
+        )
+        for n in pids
+    }
+    per_shard = [(a.frames - b.frames) / elapsed for a, b in zip(after, before, strict=True)]
+    return Throughput(shards, sum(per_shard), sent / elapsed, per_shard, books, loads)
 
 
 @dataclass
@@ -376,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--latency-seconds", type=float, default=4.0)
     parser.add_argument("--live-timeout", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--no-latency", action="store_true", help="scenarios 1 and 2 only")
     return parser
 
 
@@ -396,17 +479,22 @@ def main(argv: list[str] | None = None) -> Report:
             try:
                 one = await measure_throughput(args, tmp, 1, None)
                 print(
-                    f"  1 shard: {one.frames_per_s:,.0f} frames/s absorbed, "
-                    f"{one.ws_messages_per_s:,.0f} WebSocket messages/s delivered",
+                    f"  1 process: {one.frames_per_s:,.0f} frames/s absorbed, "
+                    f"{one.ws_messages_per_s:,.0f} WebSocket messages/s delivered; per core of it "
+                    f"{one.frames_capacity:,.0f} frames/s, {one.ws_capacity:,.0f} messages/s; "
+                    f"{one.describe()}",
                     flush=True,
                 )
-                two = await measure_throughput(args, tmp, 2, nats.url)
+                two = await measure_throughput(args, tmp, 2, nats)
                 print(
-                    f"  2 shards + gateway: {two.frames_per_s:,.0f} frames/s absorbed, "
-                    f"{two.ws_messages_per_s:,.0f} WebSocket messages/s delivered by the gateway",
+                    f"  2 shards ({'+'.join(str(b // len(args.venues.split(','))) for b in two.shard_books)}"
+                    f" symbols) + gateway: {two.frames_per_s:,.0f} frames/s absorbed, "
+                    f"{two.ws_messages_per_s:,.0f} WebSocket messages/s delivered by the gateway; per core "
+                    f"of each {two.frames_capacity:,.0f} frames/s, {two.ws_capacity:,.0f} messages/s; "
+                    f"{two.describe()}",
                     flush=True,
                 )
-                steps = await measure_gateway_subscribers(args, tmp, nats.url)
+                steps = [] if args.no_latency else await measure_gateway_subscribers(args, tmp, nats.url)
             finally:
                 nats.child.stop()
         passing = [s.subscribers for s in steps if s.p99_ms <= 10.0]
@@ -420,13 +508,20 @@ def main(argv: list[str] | None = None) -> Report:
     except ImportError:
         report = asyncio.run(run())
     load_after = os.getloadavg()
+    one, two = report.one, report.two
     print(
         f"{len(args.venues.split(','))} venues x {args.symbols} symbols, {args.subscribers} subscribers "
         f"(quotes and depth-{BOOK_DEPTH} books of every symbol), {args.seconds:.0f}s windows, "
         f"{os.cpu_count()} cores; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after"
     )
-    shard_ratio = report.two.frames_per_s / report.one.frames_per_s
-    fanout_ratio = report.two.ws_messages_per_s / report.one.ws_messages_per_s
+    print(
+        f"raw (as run here, every process sharing the cores): frames/s ratio "
+        f"{two.frames_per_s / one.frames_per_s:.3f}, messages/s ratio "
+        f"{two.ws_messages_per_s / one.ws_messages_per_s:.3f}; busiest: {one.busiest} (1 process), "
+        f"{two.busiest} (2 shards)"
+    )
+    shard_ratio = two.frames_capacity / one.frames_capacity
+    fanout_ratio = two.ws_capacity / one.ws_capacity
     print(
         f"scale shard_ratio={shard_ratio:.3f} gateway_fanout_ratio={fanout_ratio:.3f} "
         f"gateway_subscribers_p99_10ms={report.subscribers_p99_10ms}"

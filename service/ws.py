@@ -213,6 +213,8 @@ class Client:
         self._close_task: asyncio.Task | None = None  # held so the task is not garbage-collected
         limit = self.settings.queue_size
         self.hard_cap = 2 * limit + 2 * self.settings.max_subscriptions + 64
+        # bytes the transport may hold unsent before frames go through the queue (its high-water mark)
+        self.write_limit = transport.get_write_buffer_limits()[1] if transport is not None else 0
 
     # ------------------------------------------------------------------ queueing
     def _push(self, item: list) -> None:
@@ -299,21 +301,22 @@ class Client:
             self._push([_SUB, sub, frame])
 
     def _write_now(self, data: bytes) -> bool:
-        """Write ``data`` to the socket at once, as the writer task would, when nothing can be
-        ahead of it: the queue is empty, the writer is not in a send, the transport holds nothing
-        unsent (the kernel took all so far) and the socket is open.  Otherwise it is queued.
+        """Write ``data`` to the transport at once, as the writer task would, when nothing can be
+        ahead of it: the queue is empty, the writer is not in a send, the socket is open and the
+        transport's buffer is below its high-water mark (the transport would not ask to pause: the
+        client keeps up).  Otherwise it is queued.
 
-        A change fanned out to many clients then costs each client one write instead of a queue
-        entry, a task wake-up and a write: the common case, a client that keeps up.  A client that
-        does not keep up has bytes left in its transport and goes through the bounded queue, with its
-        conflation and stall detection, as before."""
+        A change fanned out to many clients then costs each client a transport write (the event
+        loop sends what a client got in one iteration together) instead of a queue entry, a task
+        wake-up and a write.  A client that does not keep up fills its transport to the mark and
+        goes through the bounded queue, with its conflation and stall detection, as before."""
         transport = self.transport
         if (
             transport is None
             or self.sending_since is not None
             or self.ws.closed
             or transport.is_closing()
-            or transport.get_write_buffer_size()
+            or transport.get_write_buffer_size() >= self.write_limit
         ):
             return False
         transport.write(_text_frame_header(len(data)) + data)
