@@ -321,7 +321,7 @@ class Client:
             return False
         transport.write(_text_frame_header(len(data)) + data)
         self.sent += 1
-        self.hub.metrics.ws.messages_sent()
+        self.hub.count_sent()
         return True
 
     def _drop(self, n: int) -> None:
@@ -512,8 +512,20 @@ class Hub:
         self._heavy_handle: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task] = []
         self.flushes = 0
+        self._unreported_sent = 0  # messages written at once and not yet counted (count_sent)
         aggregator.subscribe(self)  # the one signal the hub hears: "this symbol changed"
         metrics.ws.bind(lambda: len(self.clients), lambda: sum(len(c.queue) for c in self.clients))
+
+    def count_sent(self) -> None:
+        """One message written at once: counted in the metrics once per event-loop iteration,
+        not once each (the counter takes a lock; a change may reach thousands of clients)."""
+        if not self._unreported_sent:
+            asyncio.get_running_loop().call_soon(self._report_sent)
+        self._unreported_sent += 1
+
+    def _report_sent(self) -> None:
+        self.metrics.ws.messages_sent(self._unreported_sent)
+        self._unreported_sent = 0
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
