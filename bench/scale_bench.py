@@ -461,22 +461,27 @@ async def measure_throughput(
                     subs.append(await SubscriberProcess.start(topo.front, topo.symbols, share, True))
             pids |= {f"subscribers{k}": p.proc.pid for k, p in enumerate(subs)}
             await asyncio.sleep(1.0)  # past the snapshots: the window sees the steady state
+            # the clock is read outside the schedstat reads, so that the interval the CPU figures are
+            # divided by is never shorter than the one they were taken over (a demand stays <= 1.0
+            # however long this process waits for a CPU between the two)
+            s0 = time.monotonic()
+            sched0 = {n: sched_seconds(pid) for n, pid in pids.items()}
             before = [await sb.scrape(session, base) for _, base, _ in topo.shards]
             sent_before = sum([await p.count() for p in subs])
-            sched0 = {n: sched_seconds(pid) for n, pid in pids.items()}
             t0 = time.monotonic()
             await asyncio.sleep(args.seconds)
-            elapsed = time.monotonic() - t0
-            sched1 = {n: sched_seconds(pid) for n, pid in pids.items()}
             sent = sum([await p.count() for p in subs]) - sent_before
             after = [await sb.scrape(session, base) for _, base, _ in topo.shards]
+            elapsed = time.monotonic() - t0
+            sched1 = {n: sched_seconds(pid) for n, pid in pids.items()}
+            sched_elapsed = time.monotonic() - s0
         finally:
             await asyncio.gather(*(p.stop() for p in subs), return_exceptions=True)
         books = [b for _, _, b in topo.shards]
     loads = {
         n: Load(
-            (sched1[n][0] - sched0[n][0]) / elapsed,
-            (sched1[n][0] + sched1[n][1] - sched0[n][0] - sched0[n][1]) / elapsed,
+            (sched1[n][0] - sched0[n][0]) / sched_elapsed,
+            (sched1[n][0] + sched1[n][1] - sched0[n][0] - sched0[n][1]) / sched_elapsed,
         )
         for n in pids
     }
