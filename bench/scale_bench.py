@@ -1,11 +1,12 @@
-"""Scale-out over NATS on this machine: one shard against two shards and a gateway.
+"""Scale-out over NATS on this machine: one process against two shards and a gateway.
 
 Every part is its own process on 127.0.0.1: a ``nats-server -js``, the simulated venues (the
-``simulator`` role of ``service_bench.py``), ``aggbook serve`` processes and an ``aggbook gateway``.
-The WebSocket subscribers run in this process (on uvloop when it is installed).  Three scenarios,
-each with fresh processes:
+``simulator`` role of ``service_bench.py``), ``aggbook serve`` processes, an ``aggbook gateway`` and
+the WebSocket subscribers of scenarios 1 and 2 (``--subscriber-procs`` processes of this script,
+each with its share of the clients: the load generator must not be what limits delivery).  Three
+scenarios, each with fresh processes:
 
-1. **one shard** (``rate=inf``, the simulator as fast as it can): a single ``aggbook serve`` with
+1. **one process** (``rate=inf``, the simulator as fast as it can): a single ``aggbook serve`` with
    ``--symbols`` symbols on ``--venues``, ``--subscribers`` WebSocket clients on it, each subscribed
    to the quotes of every symbol and the book of every symbol at depth 10.  Over a window of
    ``--seconds``: frames absorbed (delta of ``aggbook_feed_messages_total``) and WebSocket messages
@@ -14,24 +15,41 @@ each with fresh processes:
    publishing to NATS, the same clients on an ``aggbook gateway``.  Frames are summed over both
    shards; messages are those the gateway delivered.
 3. **subscribers per gateway** (the simulator at ``--latency-rate`` steps per second per symbol):
-   two shards and a gateway; subscribers (quotes of every symbol) are added in steps
-   (``--latency-steps``) and, at each step, the delivery latency of every update is measured over
-   ``--latency-seconds``: receive wall clock minus the update's ``recv_ts`` (when the owning shard
-   applied the venue frame), so it spans the shard's publisher, NATS, the gateway and its
+   two shards and a gateway; subscribers (quotes of every symbol, in this process) are added in
+   steps (``--latency-steps``) and, at each step, the delivery latency of every update is measured
+   over ``--latency-seconds``: receive wall clock minus the update's ``recv_ts`` (when the owning
+   shard applied the venue frame), so it spans the shard's publisher, NATS, the gateway and its
    WebSocket queue.  The figure is the largest count whose p99 stays within 10 ms.
 
-On a machine with few cores the processes share them, the simulator included: the ratios say what
-the scale-out buys *here*, not on a machine with a core per shard.
+**What bounds a window.**  For every process the window records the CPU it got (*cores*, CPU seconds
+per second, from ``/proc/<pid>/task/*/schedstat``) and its *demand*: the time it was on a CPU or
+runnable and waiting for one, per second.  A demand near 1.0 means the process always had work: it
+was saturated and set the pace; the process with the highest demand is printed as the busiest.
+On a machine with fewer cores than processes (or shared with other work) every process gets a
+slice of the cores, so raw frames/s and messages/s measure the scheduler as much as aggbook.  The
+ratios are therefore taken **per core**: each aggbook process's rate over the CPU it used, i.e.
+what it would do with a core of its own, which is what the scale-out buys on a machine with a core
+per shard and per gateway:
+
+* ``shard_ratio``: frames/s two shards would absorb with a core each over the single process's
+  frames per CPU second.  The simulator's rate is the same for every book, so the shard with the
+  most books per unit of capacity sets the pace (``books * min_k(capacity_k / books_k)``): an uneven
+  split of the symbols caps it (the 6 default symbols split 4+2, which caps it at 1.5; the default
+  4 split 2+2);
+* ``gateway_fanout_ratio``: WebSocket messages per CPU second of the gateway over those of the
+  single process (which also runs the feeds).
+
+A process that was not saturated (demand well below 1.0) did its work in smaller batches than it
+would at full load, so its per-core figure is a lower bound of its capacity.  The raw ratios are
+printed too.
 
 Self-checks (the run fails otherwise): every book live on every shard before a window, every
 subscriber got a snapshot of every subscription and a gap-free ``seq``, every update carried
 ``recv_ts``, and every aggbook process exits 0 on SIGTERM.
 
 The last line is machine-readable:
-``scale shard_ratio=<r> gateway_fanout_ratio=<r> gateway_subscribers_p99_10ms=<n>``:
-``shard_ratio`` is frames/s absorbed by two shards over one, ``gateway_fanout_ratio`` WebSocket
-messages/s delivered by the gateway over the single process, and the last figure from scenario 3
-(0 when even the first step passes 10 ms).
+``scale shard_ratio=<r> gateway_fanout_ratio=<r> gateway_subscribers_p99_10ms=<n>``, the two
+per-core ratios above and the figure of scenario 3 (0 when even the first step passes 10 ms).
 """
 
 from __future__ import annotations
@@ -280,6 +298,72 @@ async def start_clients(
     return clients
 
 
+async def role_subscribers(args: argparse.Namespace) -> None:
+    """A subscriber process: ``--clients`` clients of ``--base``, then one JSON line per stdin line:
+    messages received so far and the self-checks' problems.  Several of these carry the load of
+    scenarios 1 and 2, so the clients are never what limits the delivery measured."""
+    symbols = args.symbol_list.split(",")
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    tasks: list[asyncio.Task] = []
+    async with aiohttp.ClientSession() as session:
+        clients = await start_clients(session, args.base, symbols, args.clients, args.books, tasks)
+        print(json.dumps({"ready": True}), flush=True)
+        while await reader.readline():
+            print(json.dumps({"messages": sum(c.messages for c in clients),
+                              "problems": [p for c in clients for p in c.problems][:5]}), flush=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class SubscriberProcess:
+    """A :func:`role_subscribers` child, asked for its count at the start and end of a window."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, base: str, symbols: list[str], clients: int, books: bool) -> SubscriberProcess:
+        cmd = [sys.executable, os.path.abspath(__file__), "--role", "subscribers", "--base", base,
+               "--symbol-list", ",".join(symbols), "--clients", str(clients)]
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, *(["--books"] if books else []), stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        self = cls(proc)
+        line = await self._line()
+        if not line.get("ready"):
+            raise RuntimeError(f"subscriber process did not start: {line}")
+        return self
+
+    async def _line(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        raw = await asyncio.wait_for(self.proc.stdout.readline(), sb.START_TIMEOUT)
+        if not raw:
+            raise RuntimeError(f"subscriber process exited {await self.proc.wait()}")
+        return dict(json.loads(raw))
+
+    async def count(self) -> int:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"count\n")
+        await self.proc.stdin.drain()
+        answer = await self._line()
+        if answer["problems"]:
+            raise RuntimeError(f"subscriber self-checks failed: {answer['problems']}")
+        return int(answer["messages"])
+
+    async def stop(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), sb.STOP_TIMEOUT)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+
+
 def check(clients: list[Client]) -> None:
     problems = [p for c in clients for p in c.problems]
     if problems:
@@ -287,34 +371,122 @@ def check(clients: list[Client]) -> None:
 
 
 # ---------------------------------------------------------------------- scenarios
+def sched_seconds(pid: int) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for one) of every thread of ``pid`` so far.
+
+    From ``/proc/<pid>/task/*/schedstat``.  Their sum over a window, per second of the window, is the
+    process's *demand*: 1.0 means it was runnable all the time, i.e. it had always work to do and was
+    bounded by the CPU it got, not by its input.  On a shared machine the CPU a process gets may be
+    far below its demand; the demand still tells who was saturated.
+    """
+    run = wait = 0
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError), open(
+                f"/proc/{pid}/task/{tid}/schedstat"
+            ) as f:
+                fields = f.read().split()
+            run += int(fields[0])
+            wait += int(fields[1])
+    return run / 1e9, wait / 1e9
+
+
+@dataclass
+class Load:
+    """One process over a window, per second of the window."""
+
+    cores: float  # CPU seconds it got
+    demand: float  # seconds it was runnable (on a CPU or waiting for one): 1.0 = saturated
+
+
 @dataclass
 class Throughput:
     shards: int
-    frames_per_s: float
-    ws_messages_per_s: float
+    frames_per_s: float  # summed over the shards
+    ws_messages_per_s: float  # delivered by the front (the single process, or the gateway)
+    shard_frames_per_s: list[float]
+    shard_books: list[int]
+    loads: dict[str, Load]  # simulator, shard<K>, gateway, nats, subscribers
+
+    def per_core(self, name: str, rate: float) -> float:
+        """``rate`` per CPU second of process ``name``: what it would do with a core of its own."""
+        cores = self.loads[name].cores
+        return rate / cores if cores > 0 else math.nan
+
+    @property
+    def frames_capacity(self) -> float:
+        """Frames/s the shards would absorb with a core each, at the simulator's even rate per book.
+
+        Every book gets the same rate, so the shard with the most books per unit of capacity sets the
+        pace for all: ``books * min_k(capacity_k / books_k)``; with an uneven split of the symbols
+        the total stays below the sum of the capacities."""
+        caps = [self.per_core(f"shard{k}", f) for k, f in enumerate(self.shard_frames_per_s)]
+        return sum(self.shard_books) * min(c / b for c, b in zip(caps, self.shard_books, strict=True))
+
+    @property
+    def front(self) -> str:
+        return "gateway" if "gateway" in self.loads else "shard0"
+
+    @property
+    def ws_capacity(self) -> float:
+        """WebSocket messages/s the front would deliver with a core of its own."""
+        return self.per_core(self.front, self.ws_messages_per_s)
+
+    @property
+    def busiest(self) -> str:
+        return max(self.loads, key=lambda n: self.loads[n].demand)
+
+    def describe(self) -> str:
+        loads = " ".join(f"{n}={ld.cores:.2f}/{ld.demand:.2f}" for n, ld in self.loads.items())
+        return f"cores/demand {loads}; busiest {self.busiest}"
 
 
 async def measure_throughput(
-    args: argparse.Namespace, tmp: str, shards: int, nats_url: str | None
+    args: argparse.Namespace, tmp: str, shards: int, nats: NatsProcess | None
 ) -> Throughput:
+    nats_url = None if nats is None else nats.url
     async with topology(args, tmp, shards, math.inf, nats_url) as topo, aiohttp.ClientSession() as session:
-        tasks: list[asyncio.Task] = []
+        pids = {"simulator": topo.sim.proc.pid}
+        pids |= {f"shard{k}": p.proc.pid for k, (p, _, _) in enumerate(topo.shards)}
+        if topo.gateway is not None:
+            pids["gateway"] = topo.gateway[0].proc.pid
+        if nats is not None:
+            pids["nats"] = nats.child.proc.pid
+        subs: list[SubscriberProcess] = []
         try:
-            clients = await start_clients(session, topo.front, topo.symbols, args.subscribers, True, tasks)
+            n = args.subscriber_procs
+            for k in range(n):
+                share = args.subscribers // n + (1 if k < args.subscribers % n else 0)
+                if share:
+                    subs.append(await SubscriberProcess.start(topo.front, topo.symbols, share, True))
+            pids |= {f"subscribers{k}": p.proc.pid for k, p in enumerate(subs)}
+            await asyncio.sleep(1.0)  # past the snapshots: the window sees the steady state
+            # the clock is read outside the schedstat reads, so that the interval the CPU figures are
+            # divided by is never shorter than the one they were taken over (a demand stays <= 1.0
+            # however long this process waits for a CPU between the two)
+            s0 = time.monotonic()
+            sched0 = {n: sched_seconds(pid) for n, pid in pids.items()}
             before = [await sb.scrape(session, base) for _, base, _ in topo.shards]
-            sent_before = sum(c.messages for c in clients)
+            sent_before = sum([await p.count() for p in subs])
             t0 = time.monotonic()
             await asyncio.sleep(args.seconds)
-            elapsed = time.monotonic() - t0
+            sent = sum([await p.count() for p in subs]) - sent_before
             after = [await sb.scrape(session, base) for _, base, _ in topo.shards]
-            sent = sum(c.messages for c in clients) - sent_before
-            check(clients)
+            elapsed = time.monotonic() - t0
+            sched1 = {n: sched_seconds(pid) for n, pid in pids.items()}
+            sched_elapsed = time.monotonic() - s0
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-    frames = sum(a.frames - b.frames for a, b in zip(after, before, strict=True))
-    return Throughput(shards, frames / elapsed, sent / elapsed)
+            await asyncio.gather(*(p.stop() for p in subs), return_exceptions=True)
+        books = [b for _, _, b in topo.shards]
+    loads = {
+        n: Load(
+            (sched1[n][0] - sched0[n][0]) / sched_elapsed,
+            (sched1[n][0] + sched1[n][1] - sched0[n][0] - sched0[n][1]) / sched_elapsed,
+        )
+        for n in pids
+    }
+    per_shard = [(a.frames - b.frames) / elapsed for a, b in zip(after, before, strict=True)]
+    return Throughput(shards, sum(per_shard), sent / elapsed, per_shard, books, loads)
 
 
 @dataclass
@@ -368,14 +540,23 @@ async def measure_gateway_subscribers(args: argparse.Namespace, tmp: str, nats_u
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--venues", default="binance,mexc,btse")
-    parser.add_argument("--symbols", type=int, default=6)
+    # 4: the default symbols split 2+2 over two shards (6 split 4+2, which caps two shards at 1.5x)
+    parser.add_argument("--symbols", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=8.0, help="measured window of scenarios 1 and 2")
-    parser.add_argument("--subscribers", type=int, default=8, help="clients in scenarios 1 and 2")
+    parser.add_argument("--subscribers", type=int, default=48, help="clients in scenarios 1 and 2")
     parser.add_argument("--latency-rate", type=float, default=20.0, help="steps/s per symbol in scenario 3")
     parser.add_argument("--latency-steps", default="1,2,5,10,25,50,100,200,400,800")
     parser.add_argument("--latency-seconds", type=float, default=4.0)
     parser.add_argument("--live-timeout", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--subscriber-procs", type=int, default=3,
+                        help="processes the clients of scenarios 1 and 2 are spread over")
+    parser.add_argument("--no-latency", action="store_true", help="scenarios 1 and 2 only")
+    parser.add_argument("--role", choices=("subscribers",), help=argparse.SUPPRESS)
+    parser.add_argument("--base", help=argparse.SUPPRESS)
+    parser.add_argument("--symbol-list", help=argparse.SUPPRESS)
+    parser.add_argument("--clients", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--books", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
@@ -387,8 +568,11 @@ class Report:
     subscribers_p99_10ms: int
 
 
-def main(argv: list[str] | None = None) -> Report:
+def main(argv: list[str] | None = None) -> Report | None:
     args = build_parser().parse_args(argv)
+    if args.role == "subscribers":
+        sb._run_loop(role_subscribers(args))
+        return None
 
     async def run() -> Report:
         with tempfile.TemporaryDirectory(prefix="scale_bench") as tmp:
@@ -396,17 +580,22 @@ def main(argv: list[str] | None = None) -> Report:
             try:
                 one = await measure_throughput(args, tmp, 1, None)
                 print(
-                    f"  1 shard: {one.frames_per_s:,.0f} frames/s absorbed, "
-                    f"{one.ws_messages_per_s:,.0f} WebSocket messages/s delivered",
+                    f"  1 process: {one.frames_per_s:,.0f} frames/s absorbed, "
+                    f"{one.ws_messages_per_s:,.0f} WebSocket messages/s delivered; per core of it "
+                    f"{one.frames_capacity:,.0f} frames/s, {one.ws_capacity:,.0f} messages/s; "
+                    f"{one.describe()}",
                     flush=True,
                 )
-                two = await measure_throughput(args, tmp, 2, nats.url)
+                two = await measure_throughput(args, tmp, 2, nats)
                 print(
-                    f"  2 shards + gateway: {two.frames_per_s:,.0f} frames/s absorbed, "
-                    f"{two.ws_messages_per_s:,.0f} WebSocket messages/s delivered by the gateway",
+                    f"  2 shards ({'+'.join(str(b // len(args.venues.split(','))) for b in two.shard_books)}"
+                    f" symbols) + gateway: {two.frames_per_s:,.0f} frames/s absorbed, "
+                    f"{two.ws_messages_per_s:,.0f} WebSocket messages/s delivered by the gateway; per core "
+                    f"of each {two.frames_capacity:,.0f} frames/s, {two.ws_capacity:,.0f} messages/s; "
+                    f"{two.describe()}",
                     flush=True,
                 )
-                steps = await measure_gateway_subscribers(args, tmp, nats.url)
+                steps = [] if args.no_latency else await measure_gateway_subscribers(args, tmp, nats.url)
             finally:
                 nats.child.stop()
         passing = [s.subscribers for s in steps if s.p99_ms <= 10.0]
@@ -420,13 +609,21 @@ def main(argv: list[str] | None = None) -> Report:
     except ImportError:
         report = asyncio.run(run())
     load_after = os.getloadavg()
+    one, two = report.one, report.two
     print(
         f"{len(args.venues.split(','))} venues x {args.symbols} symbols, {args.subscribers} subscribers "
+        f"in {args.subscriber_procs} processes "
         f"(quotes and depth-{BOOK_DEPTH} books of every symbol), {args.seconds:.0f}s windows, "
         f"{os.cpu_count()} cores; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after"
     )
-    shard_ratio = report.two.frames_per_s / report.one.frames_per_s
-    fanout_ratio = report.two.ws_messages_per_s / report.one.ws_messages_per_s
+    print(
+        f"raw (as run here, every process sharing the cores): frames/s ratio "
+        f"{two.frames_per_s / one.frames_per_s:.3f}, messages/s ratio "
+        f"{two.ws_messages_per_s / one.ws_messages_per_s:.3f}; busiest: {one.busiest} (1 process), "
+        f"{two.busiest} (2 shards)"
+    )
+    shard_ratio = two.frames_capacity / one.frames_capacity
+    fanout_ratio = two.ws_capacity / one.ws_capacity
     print(
         f"scale shard_ratio={shard_ratio:.3f} gateway_fanout_ratio={fanout_ratio:.3f} "
         f"gateway_subscribers_p99_10ms={report.subscribers_p99_10ms}"

@@ -63,15 +63,18 @@ FeedFactory = Callable[..., Feed]
 class SymbolChange:
     """What moved for one symbol during one event-loop iteration: the one signal subscribers get.
 
-    Every change may have moved the merged depth.  ``quote`` is set when a venue's top of book or a
-    venue's state moved (it is the freshly computed consolidated quote, without fees);
-    ``transitions`` lists the venues' state transitions in the order they happened.
+    Every change of the aggregator may have moved the merged depth.  ``quote`` is set when a venue's
+    top of book or a venue's state moved (it is the freshly computed consolidated quote, without
+    fees); ``transitions`` lists the venues' state transitions in the order they happened.
+    ``depth`` is false when the source knows the merged book did not move (a gateway hearing a quote
+    or a venue state only): the hub then leaves the symbol's book subscriptions alone.
     """
 
     symbol: str
     top: bool = False
     quote: ConsolidatedQuote | None = None
     transitions: list[tuple[str, Transition]] = field(default_factory=list)
+    depth: bool = True
 
 
 class ChangeSubscriber(Protocol):

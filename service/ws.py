@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from collections import deque
 from typing import Any, cast
@@ -86,6 +87,8 @@ class Subscription:
         "seq",
         "pending_snapshot",
         "last",
+        "render_key",
+        "heads",
     )
 
     def __init__(
@@ -109,11 +112,10 @@ class Subscription:
         self.seq = 0  # seq of the last message of this subscription queued or sent
         self.pending_snapshot = False  # a conflation marker is queued
         self.last: bytes | None = None  # payload of the last message queued, to skip repeats
-
-    @property
-    def render_key(self) -> tuple:
-        """Subscriptions with the same render key receive the same payload bytes."""
-        return (self.channel, self.symbol, self.depth, self.venues, self.fees)
+        # subscriptions with the same render key receive the same payload bytes
+        self.render_key: tuple = (channel, symbol, depth, venues, fees)
+        # each message's JSON up to its seq, by type: the part that is this subscription's own
+        self.heads = {kind: _head(kind, key, channel, symbol) for kind in ("snapshot", "update")}
 
     def describe(self) -> dict:
         out: dict[str, Any] = {"sub": self.key, "channel": self.channel, "symbol": self.symbol}
@@ -139,26 +141,48 @@ class ProtocolError(Exception):
         self.message = message
 
 
-def _frame(kind: str, sub: Subscription, payload: bytes, reason: str | None = None) -> bytes:
-    msg: dict[str, Any] = {
-        "type": kind,
-        "sub": sub.key,
-        "channel": sub.channel,
-        "symbol": sub.symbol,
-        "seq": sub.seq,
-        "ts": round(time.time(), 6),
-    }
-    # the latest venue event folded into this state and when the service applied it (docs/api.md)
-    times = sub.client.hub.aggregator.event_times.get(sub.symbol)
+def _head(kind: str, key: str, channel: str, symbol: str) -> bytes:
+    """``{"type":kind,"sub":key,"channel":channel,"symbol":symbol,"seq":`` as orjson writes it."""
+    return b"".join(
+        (b'{"type":', orjson.dumps(kind), b',"sub":', orjson.dumps(key), b',"channel":',
+         orjson.dumps(channel), b',"symbol":', orjson.dumps(symbol), b',"seq":')
+    )
+
+
+def frame_tail(source: Source, symbol: str, payload: bytes, reason: str | None = None) -> bytes:
+    """A snapshot's or update's JSON after its ``seq``: the same bytes for every subscriber of the
+    same payload, so a change fanned out to many subscribers is serialised once, not once each.
+
+    ``ts`` is when the tail was made; ``event_ts`` and ``recv_ts`` the latest venue event folded
+    into this state and when the service applied it (docs/api.md)."""
+    parts = [b',"ts":', orjson.dumps(round(time.time(), 6))]
+    times = source.event_times.get(symbol)
     if times is not None:
         event_ts, recv_ts = times
         if event_ts is not None:
-            msg["event_ts"] = round(event_ts, 6)
-        msg["recv_ts"] = round(recv_ts, 6)
+            parts += (b',"event_ts":', orjson.dumps(round(event_ts, 6)))
+        parts += (b',"recv_ts":', orjson.dumps(round(recv_ts, 6)))
     if reason is not None:
-        msg["reason"] = reason
-    msg["data"] = orjson.Fragment(payload)
-    return orjson.dumps(msg)
+        parts += (b',"reason":', orjson.dumps(reason))
+    parts += (b',"data":', payload, b"}")
+    return b"".join(parts)
+
+
+def _text_frame_header(length: int) -> bytes:
+    """RFC 6455 header of an unmasked, final, uncompressed text frame (a server's, no extensions)."""
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 65536:
+        return struct.pack("!BBH", 0x81, 126, length)
+    return struct.pack("!BBQ", 0x81, 127, length)
+
+
+def _frame(kind: str, sub: Subscription, tail: bytes) -> bytes:
+    """The whole message: the subscription's head, its ``seq``, the shared tail.
+
+    Byte for byte what ``orjson.dumps`` of the message object writes (the keys in the order
+    type, sub, channel, symbol, seq, ts, event_ts, recv_ts, reason, data)."""
+    return b"%b%d%b" % (sub.heads[kind], sub.seq, tail)
 
 
 class Client:
@@ -189,6 +213,8 @@ class Client:
         self._close_task: asyncio.Task | None = None  # held so the task is not garbage-collected
         limit = self.settings.queue_size
         self.hard_cap = 2 * limit + 2 * self.settings.max_subscriptions + 64
+        # bytes the transport may hold unsent before frames go through the queue (its high-water mark)
+        self.write_limit = transport.get_write_buffer_limits()[1] if transport is not None else 0
 
     # ------------------------------------------------------------------ queueing
     def _push(self, item: list) -> None:
@@ -243,9 +269,17 @@ class Client:
         self._push([_PLAIN, "heartbeat", payload])
 
     def send_sub(
-        self, sub: Subscription, payload: bytes, kind: str = "update", reason: str | None = None
+        self,
+        sub: Subscription,
+        payload: bytes,
+        kind: str = "update",
+        reason: str | None = None,
+        tail: bytes | None = None,
     ) -> None:
-        """Queue a snapshot or update of ``sub`` carrying ``payload`` (the data object's JSON)."""
+        """Queue a snapshot or update of ``sub`` carrying ``payload`` (the data object's JSON).
+
+        ``tail`` is :func:`frame_tail` of ``payload`` (and ``reason``) when the caller has made it
+        once for every subscriber of the payload; made here otherwise."""
         if self.closing or sub.key not in self.subs:
             return
         if kind == "update" and payload == sub.last:
@@ -260,7 +294,35 @@ class Client:
             return
         sub.seq += 1
         sub.last = payload
-        self._push([_SUB, sub, _frame(kind, sub, payload, reason)])
+        if tail is None:
+            tail = frame_tail(self.hub.aggregator, sub.symbol, payload, reason)
+        frame = _frame(kind, sub, tail)
+        if self.queue or not self._write_now(frame):
+            self._push([_SUB, sub, frame])
+
+    def _write_now(self, data: bytes) -> bool:
+        """Write ``data`` to the transport at once, as the writer task would, when nothing can be
+        ahead of it: the queue is empty, the writer is not in a send, the socket is open and the
+        transport's buffer is below its high-water mark (the transport would not ask to pause: the
+        client keeps up).  Otherwise it is queued.
+
+        A change fanned out to many clients then costs each client a transport write (the event
+        loop sends what a client got in one iteration together) instead of a queue entry, a task
+        wake-up and a write.  A client that does not keep up fills its transport to the mark and
+        goes through the bounded queue, with its conflation and stall detection, as before."""
+        transport = self.transport
+        if (
+            transport is None
+            or self.sending_since is not None
+            or self.ws.closed
+            or transport.is_closing()
+            or transport.get_write_buffer_size() >= self.write_limit
+        ):
+            return False
+        transport.write(_text_frame_header(len(data)) + data)
+        self.sent += 1
+        self.hub.count_sent()
+        return True
 
     def _drop(self, n: int) -> None:
         self.dropped += n
@@ -302,9 +364,13 @@ class Client:
     async def run_writer(self) -> None:
         ws = self.ws
         metrics = self.hub.metrics
+        unreported = 0  # messages sent and not yet counted in the metrics: counted once per batch
         try:
             while True:
                 if not self.queue:
+                    if unreported:
+                        metrics.ws.messages_sent(unreported)
+                        unreported = 0
                     self.behind = 0
                     self.wakeup.clear()
                     await self.wakeup.wait()
@@ -319,7 +385,8 @@ class Client:
                     payload = self.hub.render(sub)
                     sub.seq += 1
                     sub.last = payload
-                    data = _frame("snapshot", sub, payload, "conflated")
+                    data = _frame("snapshot", sub, frame_tail(self.hub.aggregator, sub.symbol, payload,
+                                                              "conflated"))
                 else:
                     self.queued_bytes -= len(data)
                 if ws.closed:
@@ -328,9 +395,12 @@ class Client:
                 await ws.send_frame(data, WSMsgType.TEXT)
                 self.sending_since = None
                 self.sent += 1
-                metrics.ws.message_sent()
+                unreported += 1
         except (ConnectionError, RuntimeError) as exc:  # peer went away mid-send
             log.debug("ws writer for %s stopped: %s", self.peer, exc)
+        finally:
+            if unreported:
+                metrics.ws.messages_sent(unreported)
 
     # ------------------------------------------------------------------ closing
     def close_slow(self, why: str) -> None:
@@ -429,7 +499,8 @@ class Hub:
         # changes held back by ``publish_interval`` (with the default 0 every change goes out at once:
         # the aggregator already delivers at most one change per symbol per event-loop iteration)
         self._held_tops: set[str] = set()
-        self._held_books: set[str] = set()
+        self._held_books: set[str] = set()  # every symbol held
+        self._held_depths: set[str] = set()  # ... whose merged book may have moved
         self._handle: asyncio.TimerHandle | None = None
         self._last_publish = 0.0
         # every subscription by what it renders: the service-wide count of distinct subscriptions,
@@ -441,8 +512,20 @@ class Hub:
         self._heavy_handle: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task] = []
         self.flushes = 0
+        self._unreported_sent = 0  # messages written at once and not yet counted (count_sent)
         aggregator.subscribe(self)  # the one signal the hub hears: "this symbol changed"
         metrics.ws.bind(lambda: len(self.clients), lambda: sum(len(c.queue) for c in self.clients))
+
+    def count_sent(self) -> None:
+        """One message written at once: counted in the metrics once per event-loop iteration,
+        not once each (the counter takes a lock; a change may reach thousands of clients)."""
+        if not self._unreported_sent:
+            asyncio.get_running_loop().call_soon(self._report_sent)
+        self._unreported_sent += 1
+
+    def _report_sent(self) -> None:
+        self.metrics.ws.messages_sent(self._unreported_sent)
+        self._unreported_sent = 0
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -683,13 +766,17 @@ class Hub:
         for venue, transition in change.transitions:
             if transition.old is not transition.new:
                 self._send_status(venue, symbol, transition, subs)
+        if not (change.top or change.depth):
+            return  # only venue states: the status messages above are all there is to send
         interval = self.settings.publish_interval
         if interval <= 0:
-            self._publish(symbol, change.top, subs)
+            self._publish(symbol, change.top, subs, change.depth)
             return
         if change.top:
             self._held_tops.add(symbol)
-        self._held_books.add(symbol)  # every change may move the ladder
+        if change.depth:
+            self._held_depths.add(symbol)
+        self._held_books.add(symbol)
         if self._handle is None:
             loop = asyncio.get_running_loop()
             delay = max(0.0, self._last_publish + interval - loop.time())
@@ -721,33 +808,40 @@ class Hub:
         self._handle = None
         self._last_publish = asyncio.get_running_loop().time()
         tops, self._held_tops = self._held_tops, set()
+        depths, self._held_depths = self._held_depths, set()
         books, self._held_books = self._held_books, set()
         for symbol in books:
             subs = self.by_symbol.get(symbol)
             if subs:
-                self._publish(symbol, symbol in tops, subs)
+                self._publish(symbol, symbol in tops, subs, symbol in depths)
 
-    def _publish(self, symbol: str, top: bool, subs: set[Subscription]) -> None:
+    def _publish(self, symbol: str, top: bool, subs: set[Subscription], depth: bool = True) -> None:
         """Look each distinct payload up once and hand the same bytes to every subscriber of it.
+
+        ``top``: the quote may have moved; ``depth``: the merged book may have moved.
 
         Quotes and shallow books go out now.  Heavy (deep) books wait their turn in
         :meth:`_publish_heavy`, so no client's deep subscriptions can delay anyone's quotes.
         """
         self.flushes += 1
-        rendered: dict[tuple, bytes] = {}
+        rendered: dict[tuple, tuple[bytes, bytes]] = {}  # render key -> (payload, frame tail)
         for sub in list(subs):
-            if sub.channel == "quotes" and not top:
-                continue  # depth below every venue's top moved: only ladders change
+            if sub.channel == "quotes":
+                if not top:
+                    continue  # depth below every venue's top moved: only ladders change
+            elif not depth:
+                continue  # the source knows the merged book did not move (a gateway's quote message)
             key = sub.render_key
             if self.is_heavy(sub):
                 if key not in rendered:
-                    rendered[key] = b""  # held once per key, whatever the number of its subscribers
+                    rendered[key] = (b"", b"")  # held once per key, whatever the number of its subscribers
                     self._hold_heavy(key)
                 continue
-            payload = rendered.get(key)
-            if payload is None:
-                payload = rendered[key] = self.render(sub)
-            sub.client.send_sub(sub, payload)
+            done = rendered.get(key)
+            if done is None:
+                payload = self.render(sub)
+                done = rendered[key] = (payload, frame_tail(self.aggregator, symbol, payload))
+            sub.client.send_sub(sub, done[0], tail=done[1])
 
     # ------------------------------------------------------------------ heavy subscriptions
     def _hold_heavy(self, key: tuple) -> None:
@@ -789,10 +883,12 @@ class Hub:
             subs = self._by_key.get(key)
             if not subs:
                 continue
-            payload = self.render(next(iter(subs)))
+            first = next(iter(subs))
+            payload = self.render(first)
+            tail = frame_tail(self.aggregator, first.symbol, payload)
             rendered += 1
             for sub in list(subs):
-                sub.client.send_sub(sub, payload)
+                sub.client.send_sub(sub, payload, tail=tail)
         self._schedule_heavy()
 
     # ------------------------------------------------------------------ observability

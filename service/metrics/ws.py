@@ -42,8 +42,8 @@ class WsMetrics:
         self.clients.set_function(clients)
         self.queued.set_function(queued)
 
-    def message_sent(self) -> None:
-        self.sent.inc()
+    def messages_sent(self, n: int = 1) -> None:
+        self.sent.inc(n)
 
     def handshake_abandoned(self) -> None:
         self.handshakes_abandoned.inc()

@@ -135,7 +135,7 @@ class GatewayPayloads:
 
     def quote_stream(self, symbol: str, fees: bool) -> bytes:
         st = self.view.consolidated[symbol]
-        key = ("quote", fees)
+        key = (subjects.QUOTE, fees)
         payload = st.cache.get(key)
         if payload is None:
             self.renders += 1
@@ -179,7 +179,7 @@ class GatewayPayloads:
                 "of all venues only (ask the shard that owns the symbol)",
             )
         st = self.view.consolidated[symbol]
-        key = ("book", depth)
+        key = (subjects.BOOK, depth)
         payload = st.cache.get(key)
         if payload is not None:
             self.hits += 1
@@ -247,6 +247,8 @@ class NatsView:
         self.started_at = time.time()
         self.link = NatsLink(settings.url, name="aggbook-gateway", metrics=metrics.link, on_up=self._on_up)
         self.link.on_slow_consumer = self._slow_consumer
+        # each kind's counter child, looked up once: ``labels()`` per message costs a lock and a dict
+        self._received = {kind: metrics.received.labels(kind) for kind in subjects.KINDS}
         self._sub: Subscription | None = None
         self._tasks: list[asyncio.Task] = []
         self._reloading: asyncio.Task | None = None
@@ -371,13 +373,13 @@ class NatsView:
             log.warning("undecodable message", extra={"subject": msg.subject})
             return
         if kind in (subjects.QUOTE, subjects.BOOK):
-            self.metrics.received.labels(kind).inc()
+            self._received[kind].inc()
             self._apply(kind, parts[2], env, from_snapshot=False)
         elif kind == subjects.STATUS and len(parts) == 4:
-            self.metrics.received.labels(kind).inc()
+            self._received[kind].inc()
             self._status(parts[2], parts[3], env)
         elif kind == subjects.HEARTBEAT:
-            self.metrics.received.labels(kind).inc()
+            self._received[kind].inc()
             self._heartbeat(env)
 
     def _state(self, symbol: str) -> SymbolState:
@@ -400,7 +402,9 @@ class NatsView:
             return False
         follows = _follows(prev, env)
         setattr(st, attr, env)
-        st.cache.clear()
+        # only the payloads of this kind: a quote leaves the rendered books as they are
+        for key in [k for k in st.cache if k[0] == kind]:
+            del st.cache[key]
         if "recv_ts" in env:
             self.event_times[symbol] = (env.get("event_ts"), env["recv_ts"])
         if from_snapshot or symbol not in self.consolidated:
@@ -409,7 +413,8 @@ class NatsView:
             self.metrics.gaps.labels(kind).inc()
             self._resnapshot(symbol)
             return True
-        self._notify(SymbolChange(symbol, top=kind == subjects.QUOTE))
+        quote = kind == subjects.QUOTE
+        self._notify(SymbolChange(symbol, top=quote, depth=not quote))
         return True
 
     def _status(self, venue: str, symbol: str, env: dict[str, Any]) -> None:
@@ -426,7 +431,7 @@ class NatsView:
         except (KeyError, ValueError):
             log.warning("unreadable status message", extra={"venue": venue, "symbol": symbol})
             return
-        self._notify(SymbolChange(symbol, transitions=[(venue, transition)]))
+        self._notify(SymbolChange(symbol, transitions=[(venue, transition)], depth=False))
 
     def _heartbeat(self, beat: dict[str, Any]) -> None:
         try:
