@@ -50,6 +50,7 @@ class Connection(Generic[S]):
     frame_bytes: int = 0  # size of the frame being handled (for the message metric)
     frame_counted: bool = False  # the frame was counted against a symbol already
     went_live: bool = False
+    silenced: bool = False  # the silence watch ended the read: no frame for the venue's silence_timeout
     task: asyncio.Task | None = None
 
     @property

@@ -123,20 +123,52 @@ class ConnectionSupervisor:
         self.feed.request_rollover(conn)
 
     async def _read(self, conn: Connection) -> None:
+        """Read until the socket fails; silence past ``silence_timeout`` (the watch below) fails it too."""
+        reader = asyncio.current_task()
+        watch = conn.spawn(self._silence_watch(conn, reader), name=f"{self.feed.venue}-silence")
+        try:
+            await self._read_frames(conn)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if conn.silenced and task is not None and task.uncancel() == 0:  # the watch's, not a stop
+                raise FeedError(f"no frame for {self.feed.silence_timeout}s") from None
+            raise
+        finally:
+            watch.cancel()
+
+    async def _silence_watch(self, conn: Connection, reader: asyncio.Task | None) -> None:
+        """Cancel ``reader`` once the connection has been silent for ``silence_timeout``.
+
+        One timer per silence period instead of a timeout around every receive: arming and
+        disarming a timer per frame cost as much as the rest of the read loop (aiohttp says so of
+        its own receive timeout), for a limit measured in seconds.
+        """
+        limit = self.feed.silence_timeout
+        if not limit:
+            return  # no silence limit configured
+        while True:
+            silent = conn.liveness.silent_for(time.monotonic())
+            if silent >= limit:
+                break
+            await asyncio.sleep(limit - silent)
+        conn.silenced = True
+        if reader is not None:
+            reader.cancel()
+
+    async def _read_frames(self, conn: Connection) -> None:
         feed = self.feed
         venue, metrics = feed.venue, feed.metrics
         ws = conn.ws
         assert ws is not None
+        receive = ws.receive
+        liveness = conn.liveness
         while True:
-            try:
-                msg = await ws.receive(timeout=feed.silence_timeout)
-            except TimeoutError as exc:
-                raise FeedError(f"no frame for {feed.silence_timeout}s") from exc
+            msg = await receive()
             if msg.type in _CLOSED:
                 raise FeedError(f"closed by venue ({ws.close_code})")
             if msg.type is aiohttp.WSMsgType.ERROR:
                 raise FeedError(f"socket error: {ws.exception()}")
-            conn.liveness.heard(time.monotonic())
+            liveness.heard(time.monotonic())
             if msg.type is aiohttp.WSMsgType.PING:
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await ws.pong(msg.data)

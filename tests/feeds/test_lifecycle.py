@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from decimal import Decimal
+
+import pytest
 
 from aggbook.book.consolidated import ConsolidatedBook
 from aggbook.book.sync import BookSync, Reason, Snapshot
@@ -259,3 +262,21 @@ async def test_a_snapshot_answered_as_its_socket_closes_is_not_applied() -> None
     await wait_for(lambda: not conn.tasks, 5, "the snapshot request to end")
     assert not sync.live and sync.counters.snapshots == 0, (sync.state, sync.counters.snapshots)
     assert sync.counters.resyncs[Reason.DISCONNECT] == 1
+
+
+async def test_a_silent_connection_is_dropped_by_its_silence_watch(caplog: pytest.LogCaptureFixture) -> None:
+    """No frame at all for ``silence_timeout`` (1 s here) ends the read with that reason, then reconnects;
+    a connection that keeps hearing frames is never dropped by the watch."""
+    caplog.set_level(logging.WARNING, logger="aggbook.feeds")
+    async with running(SPOT) as h:
+        await h.wait_all_live()
+        first = next(iter(h.feed.connections.values()))
+        await asyncio.sleep(0)  # the watch is armed with the read loop
+        assert any(t.get_name().endswith("-silence") and not t.done() for t in first.tasks)
+        h.venue.inject(Fault.SILENT, SYM)
+        await wait_for(lambda: h.feed.reconnects == 1, 10, "the silent connection dropped")
+        assert first.silenced
+        assert any("no frame for 1.0s" in r.getMessage() for r in caplog.records), caplog.text
+        await h.wait_all_live()
+        replacement = next(iter(h.feed.connections.values()))
+        assert replacement is not first and not replacement.silenced
