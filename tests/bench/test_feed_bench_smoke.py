@@ -6,29 +6,17 @@ numbers for every venue and that each venue's replay applied every recorded fram
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.bench.loader import load_bench
+
 pytestmark = pytest.mark.integration
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "feed_bench.py"
-
-
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("feed_bench", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_feed_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
-    bench = _load_bench()
+    bench = load_bench("feed_bench")
     results = bench.main(["--frames", "40", "--runs", "1"])
 
     assert [r.venue for r in results] == list(bench.VENUES)

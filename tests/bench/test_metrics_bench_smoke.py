@@ -6,27 +6,15 @@ the machine-readable line is there with positive numbers.
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "metrics_bench.py"
-
-
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("metrics_bench", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+from tests.bench.loader import load_bench
 
 
 def test_metrics_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
-    bench = _load_bench()
+    bench = load_bench("metrics_bench")
     frames = bench.make_frames(250)
     new, direct = bench.main(["--frames", "250", "--runs", "1"])
     for result in (new, direct):

@@ -8,32 +8,22 @@ line must say ``cryptofeed=nan``.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.bench.loader import load_bench
+
 pytestmark = pytest.mark.integration
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "peer_bench.py"
 LINE = re.compile(r"peer_msgs_per_s aggbook=(\S+) cryptofeed=(\S+) ccxt=(\S+) "
                   r"ratio_vs_cryptofeed=(\S+) ratio_vs_ccxt=(\S+)")
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("peer_bench", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_peer_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
-    bench = _load_bench()
+    bench = load_bench("peer_bench")
     has_cryptofeed = bench.available("cryptofeed")
     results = bench.main(["--frames", "200", "--runs", "1"])
 
@@ -53,7 +43,7 @@ def test_peer_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_peer_bench_cryptofeed_replay_is_checked(tmp_path: Path) -> None:
     """cryptofeed's own replay on a tiny recording (skipped when cryptofeed is not installed)."""
-    bench = _load_bench()
+    bench = load_bench("peer_bench")
     if not bench.available("cryptofeed"):
         pytest.skip("cryptofeed is not installed")
     rec = bench.record(frames=50, levels=20, seed=3)
@@ -64,7 +54,7 @@ def test_peer_bench_cryptofeed_replay_is_checked(tmp_path: Path) -> None:
 
 
 def test_check_refuses_a_replay_that_ends_elsewhere() -> None:
-    bench = _load_bench()
+    bench = load_bench("peer_bench")
     truth = {"last_update_id": 100, "best_bid": "10.00", "best_ask": "10.01"}
     good = {"frames": 5, "last_update_id": 100, "best_bid": "10.0", "best_ask": 10.01, "applied": 5}
     bench.check("x", good, truth, 5)  # the same prices written differently are the same prices

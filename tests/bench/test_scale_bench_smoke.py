@@ -7,32 +7,18 @@ subscriber steps ran.  Needs nats-server, like tests/service/nats.
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.bench.loader import load_bench
 from tests.service.nats.natsserver import nats_server_binary
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "scale_bench.py"
-
-
-def _load_bench():
-    sys.path.insert(0, str(BENCH.parent))  # the bench imports its sibling service_bench.py
-    spec = importlib.util.spec_from_file_location("scale_bench", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.integration
 def test_scale_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     nats_server_binary()  # skips (or fails under AGGBOOK_REQUIRE_NATS=1) without it
-    bench = _load_bench()
+    bench = load_bench("scale_bench")
     report = bench.main(["--venues", "binance,mexc", "--symbols", "3", "--seconds", "1", "--subscribers", "2",
                          "--latency-steps", "1,2", "--latency-seconds", "1", "--live-timeout", "30"])
     for run in (report.one, report.two):

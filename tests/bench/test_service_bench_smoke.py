@@ -7,31 +7,21 @@ HTTP answers and a clean service exit.  The helpers are checked on fixed inputs.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "service_bench.py"
+from tests.bench.loader import load_bench
+
 KEYS = ("frames_per_s", "cpu_s_per_1k_frames", "p50_ms", "p99_ms", "http_ratio_vs_trivial",
         r"cold_start_\d+_s", "cold_start_bound_s", "loop_lag_p99_ms")
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("service_bench", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.integration
 def test_service_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
-    bench = _load_bench()
+    bench = load_bench("service_bench")
     report = bench.main(["--venues", "binance,mexc", "--symbols", "2", "--rate", "20", "--seconds", "2",
                          "--subscribers", "2", "--http-seconds", "0.5", "--http-concurrency", "2",
                          "--http-max-requests", "2000", "--cold-symbols", "4", "--cold-timeout", "60",
@@ -59,7 +49,7 @@ def test_service_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.parametrize("depth, binance_bound", [(100, 524 / (4284 / 60)), (1000, 9524 / (4284 / 60))])
 def test_cold_start_bounds_are_the_services_own(tmp_path: Path, depth: int, binance_bound: float) -> None:
-    bench = _load_bench()
+    bench = load_bench("service_bench")
     venues = {name: {"rest_url": "http://127.0.0.1:1", "ws_url": "ws://127.0.0.1:1/ws",
                      "symbols": {f"S{i}-USDT": f"S{i}USDT" for i in range(200)}}
               for name in ("binance", "nhex")}
@@ -75,7 +65,7 @@ def test_cold_start_bounds_are_the_services_own(tmp_path: Path, depth: int, bina
 
 
 def test_histogram_quantile_interpolates_within_the_bucket() -> None:
-    bench = _load_bench()
+    bench = load_bench("service_bench")
     before = {0.001: 10.0, 0.01: 10.0, math.inf: 10.0}
     after = {0.001: 60.0, 0.01: 110.0, math.inf: 110.0}  # 50 at <= 1 ms, 50 in (1, 10] ms
     assert bench.histogram_quantile(0.5, before, after) == pytest.approx(0.001)
