@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import aiohttp
+import orjson
 
 from aggbook.book.sync import BookSync, Delta, Reason, Snapshot
 from aggbook.feeds.config import VenueConfig
@@ -147,6 +148,25 @@ async def running_hub(
     finally:
         await hub.close_all()
         await agg.stop()
+
+
+class RecordingSocket:
+    """Stands for a client's WebSocket: keeps every frame the hub sends it, decoded."""
+
+    def __init__(self) -> None:
+        self.frames: list[dict] = []
+        self.closed = False
+
+    async def send_frame(self, data: bytes, opcode: object) -> None:
+        self.frames.append(orjson.loads(data))
+
+    async def close(self, *, code: int, message: bytes, drain: bool = True) -> bool:
+        self.closed = True
+        return True
+
+    def of(self, sub: str, kind: str | None = None) -> list[dict]:
+        """The frames of subscription ``sub`` (of one ``type`` when ``kind`` is given)."""
+        return [f for f in self.frames if f.get("sub") == sub and (kind is None or f["type"] == kind)]
 
 
 def attach_client(hub: Hub, sock: Any) -> Client:

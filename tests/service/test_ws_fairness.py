@@ -15,23 +15,8 @@ import pytest
 from aggbook.service.config import WebSocketSettings
 from aggbook.service.ws import Client, Hub
 from tests.conftest import wait_for
-from tests.service.fakes import FakeFeeds, attach_client, running_hub
+from tests.service.fakes import FakeFeeds, RecordingSocket, attach_client, running_hub
 from tests.service.test_api import value
-
-
-class OpenSocket:
-    def __init__(self) -> None:
-        self.frames: list[dict] = []
-        self.closed = False
-
-    async def send_frame(self, data: bytes, opcode: object) -> None:
-        self.frames.append(orjson.loads(data))
-
-    async def close(self, *, code: int, message: bytes, drain: bool = True) -> bool:
-        return True
-
-    def of(self, sub: str, kind: str | None = None) -> list[dict]:
-        return [f for f in self.frames if f.get("sub") == sub and (kind is None or f["type"] == kind)]
 
 
 @pytest.fixture
@@ -41,8 +26,8 @@ async def hub_and_feeds(request) -> AsyncIterator[tuple[Hub, FakeFeeds]]:
         yield hub_feeds
 
 
-def attach(hub: Hub) -> tuple[Client, OpenSocket]:
-    sock = OpenSocket()
+def attach(hub: Hub) -> tuple[Client, RecordingSocket]:
+    sock = RecordingSocket()
     return attach_client(hub, sock), sock
 
 

@@ -16,22 +16,9 @@ from aggbook.service.nats.metrics import GatewayMetrics
 from aggbook.service.nats.view import NatsView, ViewSettings
 from aggbook.service.ws import Client, Hub
 from tests.conftest import wait_for
-from tests.service.fakes import attach_client
+from tests.service.fakes import RecordingSocket, attach_client
 
 SYMBOL = "BTC-USDT"
-
-
-class Socket:
-    def __init__(self) -> None:
-        self.frames: list[dict] = []
-        self.closed = False
-
-    async def send_frame(self, data: bytes, opcode: object) -> None:
-        self.frames.append(orjson.loads(data))
-
-    async def close(self, *, code: int, message: bytes, drain: bool = True) -> bool:
-        self.closed = True
-        return True
 
 
 def envelope(seq: int, **body: Any) -> dict[str, Any]:
@@ -59,9 +46,9 @@ async def test_each_message_renders_once_for_all_subscribers_and_sends_only_what
     view._apply(subjects.BOOK, SYMBOL, book(1, "100"), from_snapshot=False)
     hub = Hub(view, WebSocketSettings(), ServiceMetrics(), default_depth=5, max_depth=5,
               renders=view.payloads)
-    clients: list[tuple[Client, Socket]] = []
+    clients: list[tuple[Client, RecordingSocket]] = []
     for _ in range(3):
-        sock = Socket()
+        sock = RecordingSocket()
         client = attach_client(hub, sock)
         for sub in ({"channel": "quotes", "symbols": [SYMBOL]}, {"channel": "book", "symbol": SYMBOL}):
             client.handle_text(orjson.dumps({"op": "subscribe", **sub}).decode())
