@@ -136,10 +136,15 @@ PAGE_VIEW = """() => {
 
 
 async def settle(demo: Demo, page: Any, symbol: str) -> dict[str, int]:
-    """Pause the markets, wait until every book of ``symbol`` equals the simulator's truth and the
-    page has shown the last message of each of its subscriptions; the service's seqs then."""
+    """Pause the markets, wait until every book equals the simulator's truth and the page has shown the
+    last message of each of its subscriptions; the service's seqs then.
+
+    Every symbol's books, not only the shown one's: the page subscribes to the quotes of every symbol,
+    and a frame of another symbol still on its way (a busy machine) would move their seqs later."""
     await demo.pause()
-    await until(lambda: demo.run(_books_equal_truth, demo, symbol), what=f"{symbol} books equal to the truth")
+    for each in SYMBOLS:
+        await until(lambda s=each: demo.run(_books_equal_truth, demo, s),
+                    what=f"{each} books equal to the truth")
     keys = (f"quotes:{symbol}", f"quotes:{symbol}:fees", f"book:{symbol}:{BOOK_DEPTH}")
 
     async def caught_up() -> bool:
