@@ -213,6 +213,8 @@ async def sweep_on_page(page: Any, side: str, qty: str, fees: bool) -> dict:
     return await page.eval_on_selector(
         "#sweep-result",
         """e => ({state: e.dataset.state, text: e.textContent,
+                 fits: ((card) => card.scrollWidth <= card.clientWidth
+                        || getComputedStyle(card).overflowX === 'auto')(e.closest('.card')),
                  rows: Object.fromEntries([...e.querySelectorAll('.sweep-summary tr')].map(
                      (tr) => [tr.dataset.field, tr.lastElementChild.textContent])),
                  venues: [...e.querySelectorAll('.sweep-alloc tr[data-venue]')].map(
@@ -230,6 +232,7 @@ async def test_the_page_shows_what_the_api_answers_for_every_symbol(demo: Demo) 
             shown = await sweep_on_page(page, side, qty, fees)
             api = await demo.get(f"/v1/sweep/BTC-USDT?side={side}&qty={qty}&fees={str(fees).lower()}")
             assert shown["state"] == "done" and shown["rows"]["notional"] == api["notional"]
+            assert shown["fits"], "the sweep's answer runs out of its card"  # long exact decimals scroll
             assert shown["rows"]["average price"] == api["average_price"]
             assert shown["rows"]["worst price"] == api["worst_price"]
             if fees:
