@@ -56,6 +56,9 @@ _conn_ids = itertools.count(1)
 
 DEFAULT_HISTORY = 64  # past truth books kept per symbol (3.2 s at the default 20 steps/s)
 CLOSED_KEPT = 64  # closed connections whose sent marks stay readable by ``truth_sent``
+# market steps a pump that fell behind may still owe, in seconds of its rate; older debt is dropped
+# (a stalled event loop or a busy machine): paying it in one burst would stall the loop longer still
+MAX_CATCH_UP = 0.25
 
 
 def book_at(history: Reversible[TruthBook], seq: int, what: str) -> TruthBook:
@@ -329,13 +332,17 @@ class VenueServer:
         del self.quiet_until[symbol]
         return False
 
-    async def step_all(self, steps: int = 1) -> None:
+    async def step_all(self, steps: int = 1, *, until_paused: bool = False) -> None:
         """Advance every symbol by ``steps`` events and publish them (usable while paused).
 
-        A quiet symbol (:meth:`quiet`) lets the steps pass without a change or a frame.
+        A quiet symbol (:meth:`quiet`) lets the steps pass without a change or a frame.  With
+        ``until_paused`` (the pump) a :meth:`pause` takes effect between two steps: a publish may
+        wait for a socket, and a venue paused meanwhile must send nothing more.
         """
         chance = self.options.quiet_chance
         for _ in range(steps):
+            if until_paused and self.paused:
+                return
             now = time.monotonic()
             for symbol, market in self.markets.items():
                 if self._is_quiet(symbol, now):
@@ -357,16 +364,17 @@ class VenueServer:
         interval = 1.0 / self.rate if self.rate > 0 else 1.0
         next_at = time.monotonic()
         while True:
-            await self._paused.wait()
+            if self.paused:
+                await self._paused.wait()
+                next_at = time.monotonic()  # a pause is no debt: resume at the rate, not in a burst
             now = time.monotonic()
-            owed = max(1, min(1000, int((now - next_at) / interval) + 1))
+            # steps owed since the last batch (the sleep is coarse), but never more than MAX_CATCH_UP
+            # seconds' worth: a loop that stalled must not be answered by a longer stall
+            next_at = max(next_at, now - MAX_CATCH_UP)
+            owed = max(1, int((now - next_at) / interval) + 1)
             await self._step_guarded(owed)
             next_at += owed * interval
-            delay = next_at - time.monotonic()
-            if delay < -1.0:  # fell far behind: do not try to catch up in a burst
-                next_at = time.monotonic()
-                delay = 0
-            await asyncio.sleep(max(delay, 0.0005))
+            await asyncio.sleep(max(next_at - time.monotonic(), 0.0005))
 
     async def _pump_flat_out(self) -> None:
         """``rate=math.inf``: as many market steps as the machine can push (for benchmarks).
@@ -381,7 +389,7 @@ class VenueServer:
 
     async def _step_guarded(self, steps: int) -> None:
         try:
-            await self.step_all(steps)
+            await self.step_all(steps, until_paused=True)
         except Exception:  # a bug in one step must not kill the venue
             log.exception("%s pump step failed", self.name)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 
@@ -22,7 +23,7 @@ from aggbook.simulator.exchange import SimulatedExchange, venue_classes
 from aggbook.simulator.faults import Fault, FaultInjector
 from aggbook.simulator.gzip_mbp import GzipMbpVenue
 from aggbook.simulator.market import ASK, BID, DEFAULT_SYMBOLS, LevelChange, MarketModel, SymbolSpec
-from aggbook.simulator.venue import VenueServer
+from aggbook.simulator.venue import MAX_CATCH_UP, VenueServer
 
 SPECS = DEFAULT_SYMBOLS[:2]
 COARSE = SymbolSpec("ZERO", "USDT", Decimal("5000"), Decimal("1"), Decimal("1"))  # 0 decimals
@@ -368,3 +369,70 @@ async def test_unbounded_rate_pumps_flat_out_and_stays_responsive(session: aioht
         paused_at = venue.steps_published
         await call(session, "GET", f"{venue.base_url}/_sim/faults")  # a full round trip later
         assert venue.steps_published == paused_at
+
+
+class RecordedBatches:
+    """Every batch the pump asks for (``step_all`` with ``until_paused``), and the steps it really made."""
+
+    def __init__(self, venue: VenueServer) -> None:
+        self.venue = venue
+        self.batches: list[tuple[int, int]] = []  # (steps owed, steps made)
+        self.on_publish: Callable[[], None] | None = None
+        plain_step_all, plain_publish = venue.step_all, venue.publish
+
+        async def step_all(steps: int = 1, **options: bool) -> None:
+            before = venue.steps_published
+            await plain_step_all(steps, **options)
+            made = (venue.steps_published - before) // len(venue.markets)
+            self.batches.append((steps, made))
+
+        async def publish(symbol: str, changes: list[LevelChange]) -> None:
+            if self.on_publish is not None:
+                self.on_publish()
+            await plain_publish(symbol, changes)
+
+        venue.step_all = step_all  # type: ignore[method-assign]
+        venue.publish = publish  # type: ignore[method-assign]
+
+    async def next_batch(self) -> tuple[int, int]:
+        """The next batch the pump makes from now on."""
+        seen = len(self.batches)
+        await wait_until(lambda: len(self.batches) > seen, what="the pump's next batch")
+        return self.batches[seen]
+
+
+def stall(seconds: float) -> None:
+    """Block the event loop, as a busy machine or a long callback does."""
+    time.sleep(seconds)
+
+
+async def test_a_pump_that_fell_behind_does_not_pay_its_debt_in_one_burst() -> None:
+    """Steps owed beyond MAX_CATCH_UP seconds are dropped: a 2 s stall at 100 steps/s is answered by at
+    most 26 steps, not 200 (the old burst held the loop for seconds on a busy machine, long enough
+    for the feeds sharing it to miss their heartbeats)."""
+    async with BinanceSpotVenue(SPECS, rate=100.0) as venue:
+        batches = RecordedBatches(venue)
+        await batches.next_batch()
+        stall(2.0)
+        owed, made = await batches.next_batch()
+        assert owed == made and 1 < owed <= 100 * MAX_CATCH_UP + 1, (owed, made)
+
+
+async def test_a_pause_stops_the_pump_between_two_steps_and_is_no_debt() -> None:
+    """A venue paused while its pump makes a batch sends nothing more; resumed, it goes on at its rate
+    instead of making up the time it was paused."""
+    async with BinanceSpotVenue(SPECS, rate=100.0) as venue:
+        batches = RecordedBatches(venue)
+        await batches.next_batch()
+        stall(0.1)  # about 10 steps owed: the next batch is several steps long
+        batches.on_publish = venue.pause  # paused during the batch's first step
+        owed, made = await batches.next_batch()
+        assert owed > 1 and made == 1, (owed, made)  # the step under way ends (every symbol), no more
+        batches.on_publish = None
+        paused_at = venue.steps_published
+        stall(1.0)  # 100 steps' time while paused
+        await asyncio.sleep(0.05)
+        assert venue.steps_published == paused_at
+        venue.resume()
+        owed, made = await batches.next_batch()
+        assert owed == made == 1, (owed, made)
