@@ -115,7 +115,7 @@ def _bbo(tick: dict) -> Bbo:
 
 
 def _text(value: object) -> str:
-    """A decoded JSON number as exact text: ``parse_float`` already gave text; ints are made text."""
+    """A decoded JSON number as exact text: ``float_hook`` already gave text; ints are made text."""
     if value.__class__ is str:
         return value
     if value.__class__ is int:
