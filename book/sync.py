@@ -318,6 +318,18 @@ class BookSync:
 
     def on_delta(self, delta: Delta) -> None:
         if self.state is SyncState.LIVE:
+            # the common case first: a live book and the delta that continues it, which every rule
+            # applies as it is; anything else (first delta after a snapshot, overlap, repeat, gap,
+            # BTSE's non-contiguous ids) takes the full check in ``_on_live``
+            cur = self.last_id
+            last = delta.last
+            if not self._first_pending and cur is not None and last > cur:
+                rule = self.rule
+                prev = delta.prev
+                if (prev == cur if rule.chain is Chain.PREV_ID else delta.first == cur + 1) and (
+                        not rule.contiguous_ids or prev is None or last == prev + 1):
+                    self._apply(delta)
+                    return
             self._on_live(delta)
         elif self.state is SyncState.INVALID:
             return
@@ -443,8 +455,13 @@ class BookSync:
             elif d.first != cur + 1 and not (rule.overlap_ok and d.first < cur + 1):
                 self._gap(d, f"delta first {d.first} != last applied {cur} + 1")
                 return
+        self._apply(d)
+
+    def _apply(self, d: Delta) -> None:
+        """Write a delta that passed its sequence test, then check the book it leaves."""
+        book = self.book
         try:
-            changed = self.book.apply(d.bids, d.asks)
+            changed = book.apply(d.bids, d.asks)
         except BookError as exc:
             self._buffer.clear()
             self._resync(Reason.DECODE_ERROR, f"bad delta {d.last}: {exc}")
@@ -455,14 +472,16 @@ class BookSync:
         if d.event_time is not None:
             self.last_event_time = d.event_time
         self.counters.applied += 1
-        if changed and rule.resync_on_cross and self.book.cross_state() is not None:
-            self._buffer.clear()
-            self._resync(Reason.CROSSED_BOOK, f"book {self.book.cross_state()} after delta {d.last}")
-            return
-        if changed and self.book.exhausted():
-            self._buffer.clear()
-            self._resync(Reason.DEPTH_EXHAUSTED, f"a side's snapshot window is empty after delta {d.last}")
-            return
+        if changed:  # the top moved: is it still a book?
+            if self.rule.resync_on_cross and book.cross_state() is not None:
+                self._buffer.clear()
+                self._resync(Reason.CROSSED_BOOK, f"book {book.cross_state()} after delta {d.last}")
+                return
+            if book.exhausted():
+                self._buffer.clear()
+                self._resync(Reason.DEPTH_EXHAUSTED,
+                             f"a side's snapshot window is empty after delta {d.last}")
+                return
         updates = self._updates
         if updates is not None:
             updates.on_update(self, changed)

@@ -261,18 +261,22 @@ class VenueFeed(Generic[S]):
             self.metrics.message(self.venue, canonical, conn.frame_bytes)
 
     def deliver(self, conn: Connection[S], canonical: str, delta: Delta) -> None:
+        """Every diff of every venue passes here: kept to plain attribute reads and the calls it needs."""
         sync = conn.syncs.get(canonical)
         if sync is None:
             return
-        self.count_frame(conn, canonical)
+        if not conn.frame_counted:  # count_frame, inlined
+            conn.frame_counted = True
+            self.metrics.message(self.venue, canonical, conn.frame_bytes)
         sync.on_delta(delta)
         self.crosscheck.after_book(sync)
-        if conn.snapshot_attempts and sync.confirmed:
+        live = sync.state is SyncState.LIVE
+        if live and conn.snapshot_attempts and sync.confirmed:
             # the stream continued the snapshot: the symbol's snapshot backoff starts afresh
             conn.snapshot_attempts.pop(canonical, None)
         if delta.event_time is not None:
             self.metrics.lag(self.venue, max(0.0, time.time() - delta.event_time))
-        if sync.wants_snapshot():
+        if not live and sync.wants_snapshot():  # a live book never wants one
             self.request_snapshot(conn, canonical)
 
     def deliver_snapshot(self, conn: Connection[S], canonical: str, snap: Snapshot) -> None:

@@ -105,8 +105,12 @@ BINANCE_FUTURES = SequenceRule("binance-futures", Chain.PREV_ID, FirstAfterSnaps
 Level = tuple[str, str]  # [price, quantity] as the venue's decimal text
 
 
-class DepthUpdate(msgspec.Struct, kw_only=True):
-    """A ``<symbol>@depth`` event: Spot chains by ``U``/``u``, USDⓈ-M adds ``pu``; other keys are ignored."""
+class DepthUpdate(msgspec.Struct, kw_only=True, gc=False):
+    """A ``<symbol>@depth`` event: Spot chains by ``U``/``u``, USDⓈ-M adds ``pu``; other keys are ignored.
+
+    ``gc=False`` (as :class:`CombinedDepth`): one is made per frame and holds no reference back to
+    itself, so the cycle collector need not track it.
+    """
 
     e: Literal["depthUpdate"]
     s: str
@@ -118,7 +122,7 @@ class DepthUpdate(msgspec.Struct, kw_only=True):
     E: int | None = None
 
 
-class CombinedDepth(msgspec.Struct):
+class CombinedDepth(msgspec.Struct, gc=False):
     """A depth event on a combined stream (``/stream?streams=``): ``{"stream": ..., "data": event}``."""
 
     stream: str
@@ -148,6 +152,8 @@ class BookTicker(msgspec.Struct, kw_only=True):
 
 _COMBINED_DEPTH = msgspec.json.Decoder(CombinedDepth)
 _RAW_DEPTH = msgspec.json.Decoder(DepthUpdate)
+_TEXT = aiohttp.WSMsgType.TEXT
+_BINARY = aiohttp.WSMsgType.BINARY
 
 
 @dataclass(frozen=True)
@@ -316,6 +322,8 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
             raise ValueError(f"venues.{config.name}.options: weight_budget and weight_window must be > 0 "
                              "and weight_headroom in (0, 1]")
         self._by_symbol = {vs.upper(): canonical for canonical, vs in config.symbols.items()}
+        self._depth_decoder = _COMBINED_DEPTH if self.combined else _RAW_DEPTH
+        self._needs_prev = market.prev_field is not None  # futures chain by ``pu``; spot has none
         self._ids = itertools.count(1)
         self.symbol_status: dict[str, str] = {}  # canonical -> TRADING / HALT / BREAK ...
         self.weight_used: int | None = None  # last X-MBX-USED-WEIGHT-1M seen
@@ -466,19 +474,19 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
     # ------------------------------------------------------------------ frames
     async def handle(self, conn: Connection[BinanceConnState], msg: aiohttp.WSMessage) -> None:
         """Depth events decode straight into :class:`DepthUpdate`; anything else takes the slow path."""
-        if msg.type is aiohttp.WSMsgType.BINARY:
-            if self.transport != "sbe":
-                raise FrameError("unexpected binary frame")
-            self._on_sbe(conn, msg.data)
-            return
-        if msg.type is not aiohttp.WSMsgType.TEXT:
+        kind = msg.type
+        if kind is not _TEXT:
+            if kind is _BINARY:
+                if self.transport != "sbe":
+                    raise FrameError("unexpected binary frame")
+                self._on_sbe(conn, msg.data)
             return
         try:
-            event = _COMBINED_DEPTH.decode(msg.data).data if self.combined else _RAW_DEPTH.decode(msg.data)
+            decoded = self._depth_decoder.decode(msg.data)
         except msgspec.DecodeError:
             self._on_other(conn, msg.data)  # control replies, shutdown notices, malformed frames
             return
-        self._on_depth(conn, event)
+        self._on_depth(conn, decoded.data if isinstance(decoded, CombinedDepth) else decoded)
 
     def _on_depth(self, conn: Connection[BinanceConnState], event: DepthUpdate) -> None:
         canonical = self._by_symbol.get(event.s)
@@ -486,12 +494,13 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
             log.debug("%s: depth event for unconfigured symbol %r", self.venue, event.s)
             return
         prev = None
-        if self.market.prev_field is not None:
+        if self._needs_prev:
             prev = event.pu
             if prev is None:
                 raise FrameError(f"bad depthUpdate: {self.market.prev_field} missing")
+        event_ms = event.E
         self.deliver(conn, canonical, Delta(event.U, event.u, prev, event.b, event.a,
-                                            event.E / 1000 if event.E is not None else None))
+                                            None if event_ms is None else event_ms / 1000))
 
     def _on_sbe(self, conn: Connection[BinanceConnState], frame: bytes) -> None:
         """A binary frame of the SBE streams: a DepthDiffStreamEvent, or a template the book does not use."""

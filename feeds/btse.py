@@ -84,8 +84,11 @@ _STREAM_REASONS = frozenset({Reason.GAP, Reason.CROSSED_BOOK, Reason.VENUE_ERROR
 Level = tuple[str, str]  # [price, size] as the venue's decimal text
 
 
-class BookData(msgspec.Struct, kw_only=True):
-    """The ``data`` of an ``update:`` frame; ``prevSeqNum`` is required of deltas (checked on use)."""
+class BookData(msgspec.Struct, kw_only=True, gc=False):
+    """The ``data`` of an ``update:`` frame; ``prevSeqNum`` is required of deltas (checked on use).
+
+    ``gc=False`` (as :class:`BookFrame`): one per frame, never part of a reference cycle.
+    """
 
     type: Literal["snapshot", "delta"]
     seqNum: int
@@ -96,7 +99,7 @@ class BookData(msgspec.Struct, kw_only=True):
     timestamp: int | float | None = None  # epoch ms (the doc types it Double)
 
 
-class BookFrame(msgspec.Struct):
+class BookFrame(msgspec.Struct, gc=False):
     """A frame of an OSS book topic: ``{"topic": "update:BTC-USD_0", "data": {...}}``."""
 
     topic: str
@@ -299,8 +302,8 @@ class BtseFeed(VenueFeed[BtseConnState]):
             self._on_book(conn, frame.topic, frame.data)
 
     def _on_book(self, conn: Connection[BtseConnState], topic: str, data: BookData) -> None:
-        canonical = self._canonical_on(conn, data.symbol or symbol_of_topic(topic))
-        if canonical is None:
+        canonical = self._canonical.get(data.symbol or symbol_of_topic(topic))  # type: ignore[arg-type]
+        if canonical is None or canonical not in conn.syncs:
             return  # a symbol this connection does not carry
         event_time = data.timestamp / 1000 if data.timestamp is not None else None
         if data.type == "snapshot":

@@ -102,6 +102,11 @@ class _BookCheck:
     since: float | None = None  # by time: when the current disagreement began
     seen_at: float | None = None  # by time: the last look at it (a frame of either stream, or the timer)
     timer: asyncio.TimerHandle | None = None
+    # by time: the book's best levels (the L2Book's own objects) that ``book_tops[-1]`` was read from.
+    # A book level is an immutable tuple replaced on every change, so while the book still holds these
+    # very objects its top is that entry and need not be converted to numbers again.
+    top_levels: tuple[object, object] | None = None
+    book: weakref.ref[BookSync] | None = None  # the book, weakly: its death removes this check
 
 
 class TopCrossCheck:
@@ -118,17 +123,27 @@ class TopCrossCheck:
         self.allowance = allowance
         self.clock = clock
         self.counters = CrossCheckCounters()
-        # per book, weakly: a retired book (closed connection, rollover) takes its check with it
-        self._checks: weakref.WeakKeyDictionary[BookSync, _BookCheck] = weakref.WeakKeyDictionary()
+        # per book, weakly: a retired book (closed connection, rollover) takes its check with it.  Keyed
+        # by ``id(book)``, which ``after_book`` looks up on every delta of every venue (a
+        # WeakKeyDictionary lookup costs two Python calls); the book's weak reference removes the
+        # entry as the book dies, before its id can be reused.
+        self._checks: dict[int, _BookCheck] = {}
+
+    def _check_of(self, sync: BookSync) -> _BookCheck:
+        key = id(sync)
+        check = self._checks.get(key)
+        if check is None:
+            checks = self._checks
+            check = checks[key] = _BookCheck()
+            check.book = weakref.ref(sync, lambda _ref: checks.pop(key, None))
+        return check
 
     # ------------------------------------------------------------------ inputs
     def on_bbo(self, sync: BookSync, bbo: Bbo) -> None:
         """A bbo frame for ``sync``'s symbol arrived (``ValueError`` if its numbers are not numbers)."""
         top = bbo_top(bbo)
         self.counters.bbos += 1
-        check = self._checks.get(sync)
-        if check is None:
-            check = self._checks[sync] = _BookCheck()
+        check = self._check_of(sync)
         now = self.clock()
         check.bbo = top
         if bbo.book_id is not None:
@@ -139,7 +154,7 @@ class TopCrossCheck:
 
     def after_book(self, sync: BookSync) -> None:
         """``sync`` applied a snapshot or delta (called by the feed after every one)."""
-        check = self._checks.get(sync)
+        check = self._checks.get(id(sync))
         if check is None:
             return  # no bbo seen for this book yet: nothing to compare with
         if sync.state is not SyncState.LIVE:
@@ -153,11 +168,20 @@ class TopCrossCheck:
                     self._compare_now(sync, check, top)
             return
         if check.bbo_tops:
-            now = self.clock()
-            top = book_top(sync)
+            book = sync.book
+            levels = (book.best_bid(), book.best_ask())
+            top_levels = check.top_levels
+            if (top_levels is not None and levels[0] is top_levels[0] and levels[1] is top_levels[1]
+                    and check.book_tops):
+                return  # the same top as the last one noted (most deltas change deeper levels only)
+            top = (_side(levels[0]), _side(levels[1]))
             if not check.book_tops or check.book_tops[-1][1] != top:
+                now = self.clock()
                 check.book_tops.append((now, top))
+                check.top_levels = levels
                 self._by_time(sync, check, now)
+            else:
+                check.top_levels = levels  # new objects, same top as the entry
 
     # ------------------------------------------------------------------ by id
     def _by_id(self, sync: BookSync, check: _BookCheck, book_id: int, top: Top) -> None:
@@ -184,7 +208,10 @@ class TopCrossCheck:
         if not sync.live or check.bbo is None:
             return
         if not check.book_tops:
-            check.book_tops.append((now, book_top(sync)))
+            book = sync.book
+            levels = (book.best_bid(), book.best_ask())
+            check.book_tops.append((now, (_side(levels[0]), _side(levels[1]))))
+            check.top_levels = levels
         current = check.book_tops[-1][1]
         if not recheck:
             self.counters.compared += 1
@@ -225,7 +252,7 @@ class TopCrossCheck:
     def _timer_fired(self, ref: weakref.ref[BookSync], check: _BookCheck) -> None:
         check.timer = None
         sync = ref()
-        if sync is not None and self._checks.get(sync) is check and check.since is not None:
+        if sync is not None and self._checks.get(id(sync)) is check and check.since is not None:
             self._by_time(sync, check, self.clock(), recheck=True)
 
     # ------------------------------------------------------------------ acting
@@ -237,6 +264,7 @@ class TopCrossCheck:
     def _reset(self, check: _BookCheck) -> None:
         check.pending.clear()
         check.book_tops.clear()
+        check.top_levels = None
         check.since = None
         check.seen_at = None
         if check.timer is not None:

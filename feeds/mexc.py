@@ -94,6 +94,7 @@ class DepthSnapshot(msgspec.Struct):
 
 
 _CONTROL_REPLY = msgspec.json.Decoder(ControlReply)
+_PARSE_PUSH = pb.PushDataV3ApiWrapper.FromString
 
 
 @dataclass(slots=True)
@@ -286,7 +287,7 @@ class MexcFeed(VenueFeed[MexcConnState]):
     # ------------------------------------------------------------------ data frames
     def _on_push(self, conn: Connection[MexcConnState], data: bytes) -> None:
         try:
-            wrapper = pb.PushDataV3ApiWrapper.FromString(data)
+            wrapper = _PARSE_PUSH(data)
         except DecodeError as exc:
             raise FrameError(f"undecodable protobuf push ({len(data)} bytes): {exc}") from exc
         member = wrapper.WhichOneof("body")

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("aggbook.feeds")
 
 _CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
+_ERROR, _PING, _PONG = aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.PING, aiohttp.WSMsgType.PONG
 
 
 class ConnectionSupervisor:
@@ -161,19 +162,21 @@ class ConnectionSupervisor:
         ws = conn.ws
         assert ws is not None
         receive = ws.receive
-        liveness = conn.liveness
+        liveness = conn.liveness  # one per connection, shared by its books
+        monotonic = time.monotonic
         while True:
-            msg = await receive()
-            if msg.type in _CLOSED:
+            msg = await receive()  # silence is the watch's job (_silence_watch), not a timeout per frame
+            kind = msg.type
+            if kind in _CLOSED:
                 raise FeedError(f"closed by venue ({ws.close_code})")
-            if msg.type is aiohttp.WSMsgType.ERROR:
+            if kind is _ERROR:
                 raise FeedError(f"socket error: {ws.exception()}")
-            liveness.heard(time.monotonic())
-            if msg.type is aiohttp.WSMsgType.PING:
+            liveness.heard_at = monotonic()  # Liveness.heard, inlined: every frame of every venue
+            if kind is _PING:
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await ws.pong(msg.data)
                 continue
-            if msg.type is aiohttp.WSMsgType.PONG:
+            if kind is _PONG:
                 continue
             data = msg.data
             conn.frame_bytes = len(data) if isinstance(data, (bytes, str)) else 0

@@ -9,6 +9,7 @@ reveal it: the book resyncs with reason ``bbo_mismatch`` and returns equal to th
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator
 
@@ -207,3 +208,44 @@ def test_by_time_allows_for_streams_out_of_step_but_not_for_a_lasting_disagreeme
         clock.now += 0.3
         check.on_bbo(sync, Bbo(("129", "5"), ("229", "1")))
     assert len(resyncs) == 1 and "disagree for 1.200s" in resyncs[0]
+
+
+def test_by_time_notes_each_top_the_book_returns_to() -> None:
+    # deltas below the top leave the book's top as the last one noted (no new comparison); a top that
+    # returns to a level the book held before is noted again, so the disagreement it ends is seen
+    clock = Clock()
+    resyncs: list[str] = []
+    check = TopCrossCheck(lambda s, d: resyncs.append(d), allowance=1.0, clock=clock)
+    sync = _live_book(clock)
+    check.on_bbo(sync, Bbo(("100", "1"), ("200", "1")))
+    compared = check.counters.compared
+    _delta(sync, 11, [["99", "1"]], [["201", "1"]])  # deeper levels only
+    check.after_book(sync)
+    assert check.counters.compared == compared
+    clock.now += 0.1
+    _delta(sync, 12, [["101", "1"]])  # a better bid the bbo does not show: a disagreement begins
+    check.after_book(sync)
+    assert check.counters.compared == compared + 1 and check.counters.mismatches == 1
+    clock.now += 0.1
+    _delta(sync, 13, [["101", "0"]])  # back to the level it held: the book agrees with the bbo again
+    check.after_book(sync)
+    assert check.counters.compared == compared + 2 and check.counters.mismatches == 1
+    for _ in range(10):  # long past the allowance: nothing disagrees any more
+        clock.now += 0.3
+        check.on_bbo(sync, Bbo(("100", "1"), ("200", "1")))
+    assert resyncs == [] and check.counters.mismatches == 1
+
+
+def test_a_retired_book_takes_its_check_with_it() -> None:
+    clock = Clock()
+    check = TopCrossCheck(lambda s, d: None, allowance=1.0, clock=clock)
+    kept, retired = _live_book(clock), _live_book(clock)
+    check.on_bbo(kept, Bbo(("100", "1"), ("200", "1")))
+    check.on_bbo(retired, Bbo(("100", "1"), ("200", "1")))
+    assert len(check._checks) == 2
+    del retired
+    gc.collect()
+    assert len(check._checks) == 1
+    _delta(kept, 11, [["101", "1"]])
+    check.after_book(kept)  # the survivor's check is still found: its new top is compared
+    assert check.counters.compared == 3

@@ -154,6 +154,25 @@ def test_decode_keeps_exact_number_text() -> None:
         exact_levels([["1.0"]])
 
 
+@pytest.mark.parametrize("raw", [
+    b'{"ch":"c","tick":{"seqNum":2,"prevSeqNum":1,"bids":[[NaN,1.0]]}}',  # not JSON, not a price
+    b'{"ch":"c","tick":{"seqNum":2,"prevSeqNum":1,"bids":[[1.5,Infinity]]}}',
+    b'{"ch":"c\xff","tick":{}}',  # not UTF-8
+    b'[1.5, 2]',  # JSON, but not an object
+])
+def test_decode_refuses_what_is_not_a_json_object(raw: bytes) -> None:
+    with pytest.raises(FrameError):
+        decode_frame(gzip.compress(raw))
+
+
+def test_levels_that_are_not_number_text_are_frame_errors() -> None:
+    tick = decode_frame(gzip.compress(b'{"bids":[[1.5,true]],"asks":[[1.5,"2"]],"x":[1.5,[2.5]]}'))
+    for raw in (tick["bids"], tick["x"], [["1.5", None]], "1.5", [1.5]):
+        with pytest.raises(FrameError):
+            exact_levels(raw)
+    assert exact_levels(tick["asks"]) == [("1.5", "2")]  # a JSON string is taken as the venue's text
+
+
 # ---------------------------------------------------------------------- happy path
 @pytest.mark.parametrize("levels", [5, 20, 150])
 async def test_books_equal_topic_truth(pair, levels: int) -> None:
