@@ -54,7 +54,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from aggbook.simulator.faults import Fault
 from aggbook.simulator.market import BID, LevelChange, MarketModel, MarketProfile, SymbolSpec, TruthBook
-from aggbook.simulator.venue import SimConnection, VenueOptions, VenueServer, decimal_text
+from aggbook.simulator.venue import SimConnection, VenueOptions, VenueServer, decimal_text, venue_websocket
 
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 
@@ -538,7 +538,7 @@ class _BinanceVenue(VenueServer):
         sbe = self._is_sbe(request)
         if sbe and not request.headers.get("X-MBX-APIKEY"):  # "an API key is required"
             return self._error(401, -2014, "API-key format invalid.")
-        ws = web.WebSocketResponse(autoping=False)
+        ws = venue_websocket()
         await ws.prepare(request)
         conn = self.register(ws, request.path_qs)
         now = time.monotonic()
@@ -567,8 +567,7 @@ class _BinanceVenue(VenueServer):
                     await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"Too many requests")
                     break
                 if msg.type == WSMsgType.PING:
-                    with contextlib.suppress(ConnectionError, RuntimeError):
-                        await ws.pong(msg.data)
+                    await conn.pong(msg.data)  # none on a SILENT connection
                 elif msg.type == WSMsgType.PONG:
                     self._on_pong(conn, msg.data)
                 elif msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -720,8 +719,7 @@ class _BinanceVenue(VenueServer):
                         payload += b"."
                     pings[payload] = now
                     state["pings_sent"] += 1
-                    with contextlib.suppress(ConnectionError, RuntimeError):
-                        await conn.ws.ping(payload)
+                    await conn.ping(payload)
 
     async def server_close(self, conn: SimConnection) -> None:
         """SERVER_CLOSE fault: the connection-lifetime rollover, right now."""
