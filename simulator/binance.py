@@ -550,6 +550,7 @@ class _BinanceVenue(VenueServer):
             held={},  # stream -> (frame, its u; None if MALFORMED) held back by REORDER
             pings={},  # payload -> send time of each unanswered server ping
             pings_sent=0,
+            pings_answered=0,  # server pings a pong has answered
             last_ping=now,
             incoming=deque(),
             micros=request.query.get("timeUnit", "").upper() == "MICROSECOND",
@@ -592,6 +593,7 @@ class _BinanceVenue(VenueServer):
     def _on_pong(self, conn: SimConnection, payload: bytes) -> None:
         pings: dict[bytes, float] = conn.state["pings"]
         if not self.pong_must_echo:
+            conn.state["pings_answered"] += len(pings)
             pings.clear()  # futures: any pong keeps the connection alive
             return
         sent = pings.get(bytes(payload))
@@ -599,6 +601,7 @@ class _BinanceVenue(VenueServer):
             return  # unsolicited pong: allowed, but it does not satisfy the deadline
         for key in [k for k, t in pings.items() if t <= sent]:
             del pings[key]
+            conn.state["pings_answered"] += 1
 
     # ------------------------------------------------------------------ WebSocket: control messages
     async def _on_control(self, conn: SimConnection, text: str) -> bool:
