@@ -54,7 +54,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from aggbook.simulator.faults import Fault
 from aggbook.simulator.market import BID, LevelChange, MarketModel, MarketProfile, SymbolSpec, TruthBook
-from aggbook.simulator.venue import SimConnection, VenueOptions, VenueServer, decimal_text
+from aggbook.simulator.venue import SimConnection, VenueOptions, VenueServer, decimal_text, venue_websocket
 
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 
@@ -520,7 +520,7 @@ class _BinanceVenue(VenueServer):
         sbe = self._is_sbe(request)
         if sbe and not request.headers.get("X-MBX-APIKEY"):  # "an API key is required"
             return self._error(401, -2014, "API-key format invalid.")
-        ws = web.WebSocketResponse(autoping=False)
+        ws = venue_websocket()
         await ws.prepare(request)
         conn = self.register(ws, request.path_qs)
         now = time.monotonic()
@@ -532,6 +532,7 @@ class _BinanceVenue(VenueServer):
             held={},  # stream -> (frame, its u; None if MALFORMED) held back by REORDER
             pings={},  # payload -> send time of each unanswered server ping
             pings_sent=0,
+            pings_answered=0,  # server pings a pong has answered
             last_ping=now,
             incoming=deque(),
             micros=request.query.get("timeUnit", "").upper() == "MICROSECOND",
@@ -549,8 +550,7 @@ class _BinanceVenue(VenueServer):
                     await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"Too many requests")
                     break
                 if msg.type == WSMsgType.PING:
-                    with contextlib.suppress(ConnectionError, RuntimeError):
-                        await ws.pong(msg.data)
+                    await conn.pong(msg.data)  # none on a SILENT connection
                 elif msg.type == WSMsgType.PONG:
                     self._on_pong(conn, msg.data)
                 elif msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -575,6 +575,7 @@ class _BinanceVenue(VenueServer):
     def _on_pong(self, conn: SimConnection, payload: bytes) -> None:
         pings: dict[bytes, float] = conn.state["pings"]
         if not self.pong_must_echo:
+            conn.state["pings_answered"] += len(pings)
             pings.clear()  # futures: any pong keeps the connection alive
             return
         sent = pings.get(bytes(payload))
@@ -582,6 +583,7 @@ class _BinanceVenue(VenueServer):
             return  # unsolicited pong: allowed, but it does not satisfy the deadline
         for key in [k for k, t in pings.items() if t <= sent]:
             del pings[key]
+            conn.state["pings_answered"] += 1
 
     # ------------------------------------------------------------------ WebSocket: control messages
     async def _on_control(self, conn: SimConnection, text: str) -> bool:
@@ -702,8 +704,7 @@ class _BinanceVenue(VenueServer):
                         payload += b"."
                     pings[payload] = now
                     state["pings_sent"] += 1
-                    with contextlib.suppress(ConnectionError, RuntimeError):
-                        await conn.ws.ping(payload)
+                    await conn.ping(payload)
 
     async def server_close(self, conn: SimConnection) -> None:
         """SERVER_CLOSE fault: the connection-lifetime rollover, right now."""

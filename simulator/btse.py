@@ -57,7 +57,13 @@ from aggbook.simulator.market import (
     SymbolSpec,
     TruthBook,
 )
-from aggbook.simulator.venue import SimConnection, VenueOptions, VenueServer, read_text_frames
+from aggbook.simulator.venue import (
+    SimConnection,
+    VenueOptions,
+    VenueServer,
+    read_text_frames,
+    venue_websocket,
+)
 
 OSS_PATH = "/ws/oss/spot"
 MAIN_WS_PATH = "/ws/spot"
@@ -422,13 +428,13 @@ class BtseVenue(VenueServer):
         return await self._serve_ws(request, oss=False)
 
     async def _serve_ws(self, request: web.Request, oss: bool) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(autoping=True)
+        ws = venue_websocket()
         await ws.prepare(request)
         conn = self.register(ws, request.path)
         conn.state["last_ping"] = time.monotonic()
         conn.state["failures"] = 0
         try:
-            async for text in read_text_frames(ws):
+            async for text in read_text_frames(conn):
                 if text == "ping":
                     conn.state["last_ping"] = time.monotonic()
                     await conn.send_str("pong")

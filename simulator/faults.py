@@ -25,7 +25,7 @@ class Fault(StrEnum):
     SNAPSHOT_418 = "snapshot_418"  # snapshot answered 418 (ban) with Retry-After
     SLOW_SNAPSHOT = "slow_snapshot"  # snapshot delayed (params: delay seconds)
     DISCONNECT = "disconnect"  # abrupt TCP close mid-stream
-    SILENT = "silent"  # connection stays open, no data and no heartbeats
+    SILENT = "silent"  # connection stays open, sends no frame at all: no data, heartbeats or pongs
     SERVER_CLOSE = "server_close"  # orderly server-initiated close (24 h rollover)
     MALFORMED = "malformed"  # truncated JSON / bad gzip / bad protobuf frame
     UNKNOWN_SYMBOL = "unknown_symbol"  # the venue answers as if the symbol did not exist

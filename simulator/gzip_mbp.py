@@ -94,6 +94,7 @@ from aggbook.simulator.venue import (
     VenueServer,
     book_at,
     read_text_frames,
+    venue_websocket,
 )
 
 FEED_PATH = "/feed"
@@ -684,7 +685,7 @@ class GzipMbpVenue(VenueServer):
 
     # ------------------------------------------------------------------ WebSocket
     async def _ws_handler(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(compress=False)
+        ws = venue_websocket(compress=False)
         await ws.prepare(request)
         conn = self.register(ws, request.path)
         queue: asyncio.Queue[tuple[bytes, SentMark | None]] = asyncio.Queue()
@@ -692,7 +693,7 @@ class GzipMbpVenue(VenueServer):
                           last_req=None)
         writer = asyncio.create_task(self._writer(conn, queue))
         try:
-            async for text in read_text_frames(ws):
+            async for text in read_text_frames(conn):
                 await self._on_message(conn, text)
         finally:
             self.unregister(conn)

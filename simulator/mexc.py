@@ -58,12 +58,18 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from aggbook.simulator import mexc_wire as wire
 from aggbook.simulator.faults import Fault
 from aggbook.simulator.market import ASK, BID, LevelChange, MarketProfile, SymbolSpec, TruthBook
-from aggbook.simulator.venue import SimConnection, VenueOptions, VenueServer
+from aggbook.simulator.venue import (
+    SimConnection,
+    VenueOptions,
+    VenueServer,
+    read_text_frames,
+    venue_websocket,
+)
 
 log = logging.getLogger("aggbook.simulator.mexc")
 
@@ -517,7 +523,7 @@ class MexcVenue(VenueServer):
 
     # ------------------------------------------------------------------ WebSocket
     async def _h_ws(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(autoping=True)
+        ws = venue_websocket()
         await ws.prepare(request)
         conn = self.register(ws, request.path)
         now = time.monotonic()
@@ -533,12 +539,8 @@ class MexcVenue(VenueServer):
             unsubscribed_since=now,
         )
         try:
-            async for msg in ws:
-                if msg.type == WSMsgType.TEXT:
-                    await self._on_text(conn, msg.data)
-                elif msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
-                    break
-                # binary frames from a client are ignored
+            async for text in read_text_frames(conn):  # binary frames from a client are ignored
+                await self._on_text(conn, text)
         finally:
             self.unregister(conn)
         return ws

@@ -31,7 +31,7 @@ import math
 import random
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping, Reversible
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Reversible
 from dataclasses import dataclass, fields
 from decimal import Decimal
 from typing import ClassVar, Self
@@ -112,6 +112,26 @@ class SimConnection:
 
     async def send_json(self, obj: object) -> bool:
         return await self.send_str(orjson.dumps(obj).decode())
+
+    async def ping(self, payload: bytes = b"") -> bool:
+        """Send a WebSocket ping.  True only if it was really written (not silent, closed or failed)."""
+        if self.silent or self.ws.closed:
+            return False
+        try:
+            await self.ws.ping(payload)
+        except (ConnectionError, RuntimeError):
+            return False
+        return True
+
+    async def pong(self, payload: bytes) -> bool:
+        """Answer a client's ping.  A SILENT connection answers none, as a dead TCP path would not."""
+        if self.silent or self.ws.closed:
+            return False
+        try:
+            await self.ws.pong(payload)
+        except (ConnectionError, RuntimeError):
+            return False
+        return True
 
     def abort(self) -> None:
         """Drop the TCP connection without a close handshake (DISCONNECT fault)."""
@@ -711,11 +731,25 @@ class VenueServer:
         ])
 
 
-async def read_text_frames(ws: web.WebSocketResponse):
-    """Yield text frames until the client closes; binary and control frames are skipped."""
-    async for msg in ws:
+def venue_websocket(*, compress: bool = True) -> web.WebSocketResponse:
+    """A venue's server side of a WebSocket, without aiohttp's autoping.
+
+    aiohttp would answer a client's ping inside ``receive`` whatever the connection's state, so a
+    SILENT connection would still prove itself alive to a client that pings.  The venue's read loop
+    answers pings with :meth:`SimConnection.pong` instead (:func:`read_text_frames` does), which
+    stays quiet on a silent connection.
+    """
+    return web.WebSocketResponse(autoping=False, compress=compress)
+
+
+async def read_text_frames(conn: SimConnection) -> AsyncIterator[str]:
+    """Yield text frames until the client closes; pings are answered (unless the connection is
+    SILENT), binary frames and pongs skipped.  ``conn.ws`` comes from :func:`venue_websocket`."""
+    async for msg in conn.ws:
         if msg.type == WSMsgType.TEXT:
             yield msg.data
+        elif msg.type == WSMsgType.PING:
+            await conn.pong(msg.data)
         elif msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
             break
 

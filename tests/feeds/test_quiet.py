@@ -38,9 +38,6 @@ CASES: dict[str, tuple[dict, dict, int | None]] = {
     "nhex": ({"ping_interval": 0.25}, {"silence_timeout": 2.5}, 5),
     "bitv": ({"ping_interval": 0.25}, {"silence_timeout": 2.5}, 5),
 }
-# the simulated Binance answers a client's ping even on a SILENT connection (its control frames
-# bypass the fault), so futures' client pongs keep a silent connection alive there
-SILENCEABLE = [v for v in CASES if v != "binance-futures"]
 
 
 class Watch:
@@ -108,7 +105,7 @@ async def test_a_quiet_book_stays_included_while_its_connection_is_alive(venue_n
         await sim.stop()
 
 
-@pytest.mark.parametrize("venue_name", SILENCEABLE)
+@pytest.mark.parametrize("venue_name", list(CASES))
 async def test_a_silent_connection_makes_its_book_stale_then_resyncs(venue_name: str) -> None:
     sim, venue, feed, watch = await _quiet_feed(venue_name)
     try:

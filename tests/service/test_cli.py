@@ -25,6 +25,10 @@ from tests.conftest import wait_for
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(sys.executable).parent / "aggbook"
+# generous: each test starts a fresh interpreter that imports the package (the demo also starts every
+# simulated venue); on a loaded 2-core machine an interpreter took over 20 s to import the tests alone.
+# A wait ends as soon as its condition holds.
+WAIT = 60.0
 
 
 def command(*args: str) -> list[str]:
@@ -39,7 +43,7 @@ class Proc:
         self.proc = proc
         self.stdout: list[str] = []
 
-    async def read_until(self, pattern: str, timeout: float = 15.0) -> re.Match:
+    async def read_until(self, pattern: str, timeout: float = WAIT) -> re.Match:
         async def scan() -> re.Match:
             while True:
                 line = await self.proc.stdout.readline()  # type: ignore[union-attr]
@@ -53,7 +57,7 @@ class Proc:
 
         return await asyncio.wait_for(scan(), timeout)
 
-    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = WAIT) -> int:
         self.proc.send_signal(sig)
         return await asyncio.wait_for(self.proc.wait(), timeout)
 
@@ -94,7 +98,7 @@ async def wait_ready(http: aiohttp.ClientSession, base: str) -> None:
                 pass
             await asyncio.sleep(0.02)
 
-    await asyncio.wait_for(poll(), 15)
+    await asyncio.wait_for(poll(), WAIT)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -114,10 +118,10 @@ async def test_demo_serves_and_shuts_down_cleanly(spawn, sig: int) -> None:
             assert resp.status == 200
         ws = await http.ws_connect(f"{base}/v1/ws")
         await ws.send_json({"op": "subscribe", "channel": "quotes", "symbols": ["BTC-USDT"]})
-        assert (await ws.receive_json(timeout=5))["type"] == "ack"
+        assert (await ws.receive_json(timeout=WAIT))["type"] == "ack"
         assert await proc.stop(sig) == 0
         while True:  # whatever was in flight, then the close frame
-            msg = await ws.receive(timeout=10)
+            msg = await ws.receive(timeout=WAIT)
             if msg.type != aiohttp.WSMsgType.TEXT:
                 break
         assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1001
@@ -172,7 +176,7 @@ async def test_start_failure_exits_1(spawn) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         proc = await spawn("demo", "--port", str(busy.getsockname()[1]))
-        assert await asyncio.wait_for(proc.proc.wait(), 15) == 1
+        assert await asyncio.wait_for(proc.proc.wait(), WAIT) == 1
         assert "start failed" in await proc.stderr()
 
 
@@ -196,7 +200,7 @@ async def test_simulate_prints_venue_urls(spawn) -> None:
 
 async def test_simulate_rejects_unknown_fault_kinds(spawn) -> None:
     proc = await spawn("simulate", "--fault-rate", "0.1", "--fault-kinds", "gap,meteor")
-    assert await asyncio.wait_for(proc.proc.wait(), 15) == 2
+    assert await asyncio.wait_for(proc.proc.wait(), WAIT) == 2
     assert "unknown fault kind(s): meteor" in await proc.stderr()
 
 
@@ -251,7 +255,7 @@ async def test_simulate_base_port_places_each_venue(spawn) -> None:
     assert f"btse             rest_url = http://127.0.0.1:{base + 4}/spot" in out  # after binance-coinm
     assert await proc.stop() == 0
     proc = await spawn("simulate", "--venues", "btse", "--port", "mexc=1")
-    assert await asyncio.wait_for(proc.proc.wait(), 15) == 2
+    assert await asyncio.wait_for(proc.proc.wait(), WAIT) == 2
     assert "'mexc' is not a started venue" in await proc.stderr()
 
 
@@ -270,14 +274,14 @@ async def test_simulated_venue_restarts_at_the_same_url_and_a_feed_reconnects(sp
     live = lambda: any(s.live for s in feed.current_syncs().values())  # noqa: E731
     await feed.start()
     try:
-        await wait_for(live, 15, "the feed live on the first run")
+        await wait_for(live, WAIT, "the feed live on the first run")
         assert feed.reconnects == 0
         assert await proc.stop() == 0
-        await wait_for(lambda: not live(), 15, "the feed noticing the venue gone")
+        await wait_for(lambda: not live(), WAIT, "the feed noticing the venue gone")
         again = await spawn(*args)
         await again.read_until("Ctrl-C to stop")
         assert f"rest_url = {rest}\n" in "".join(again.stdout)
-        await wait_for(lambda: live() and feed.reconnects >= 1, 30, "the feed live again after a reconnect")
+        await wait_for(lambda: live() and feed.reconnects >= 1, WAIT, "the feed live again after a reconnect")
         assert await again.stop() == 0
     finally:
         await feed.stop()

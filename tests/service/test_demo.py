@@ -30,6 +30,9 @@ from tests.service.test_openapi import check_documented
 pytestmark = pytest.mark.integration
 SYMBOLS = ("BTC-USDT", "ETH-USDT", "SOL-USDT")
 FAST_RECONNECT = {"backoff_base": 0.05, "backoff_cap": 0.3}
+# generous: every simulated venue and the service run in the test's process, which a loaded 2-core
+# machine has left a tenth of a core for seconds at a time; a wait ends when its condition holds
+WAIT = 60.0
 
 
 @dataclass
@@ -78,7 +81,7 @@ async def demo(request) -> AsyncIterator[Demo]:
                     ready = await d.status_of("/readyz") == 200
                     await asyncio.sleep(0.01)
 
-            await asyncio.wait_for(poll(), 10)
+            await asyncio.wait_for(poll(), WAIT)
             yield d
     finally:
         await svc.stop()
@@ -290,14 +293,14 @@ async def test_sequence_continuity_across_venue_resyncs(demo: Demo) -> None:
     async with aiohttp.ClientSession() as http:
         reader = Reader(await http.ws_connect(f"{demo.svc.url}/v1/ws"))
         await subscribe_all(reader.ws, depth=5)
-        await wait_for(lambda: len(reader.by_sub) == 6, what="six snapshots")
+        await wait_for(lambda: len(reader.by_sub) == 6, WAIT, what="six snapshots")
         for venue in ("binance", "btse", "nhex"):  # REST snapshot, in-stream snapshot, req snapshot
             demo.sim.venues[venue].inject("gap", "BTC-USDT")
-            await wait_for(lambda v=venue: reader.statuses(v, "resyncing"), what=f"{venue} resyncing")
-            await wait_for(lambda v=venue: reader.statuses(v, "live"), what=f"{venue} live again")
+            await wait_for(lambda v=venue: reader.statuses(v, "resyncing"), WAIT, what=f"{venue} resyncing")
+            await wait_for(lambda v=venue: reader.statuses(v, "live"), WAIT, what=f"{venue} live again")
             assert reader.statuses(venue, "resyncing")[0]["symbol"] == "BTC-USDT"
         before = len(reader.by_sub["book:BTC-USDT:5"])
-        await wait_for(lambda: len(reader.by_sub["book:BTC-USDT:5"]) > before + 20, what="more updates")
+        await wait_for(lambda: len(reader.by_sub["book:BTC-USDT:5"]) > before + 20, WAIT, what="more updates")
         reader.assert_gap_free()
         assert not any(f.get("reason") == "conflated" for frames in reader.by_sub.values() for f in frames)
         client = next(iter(demo.svc.hub.clients))
@@ -344,10 +347,10 @@ async def test_slow_client_is_bounded_and_closed_while_fast_client_keeps_up(
         ) as slow_http,
     ):
         fast = Reader(await fast_http.ws_connect(f"{demo.svc.url}/v1/ws"))
-        await wait_for(lambda: len(hub.clients) == 1, what="fast client registered")
+        await wait_for(lambda: len(hub.clients) == 1, WAIT, what="fast client registered")
         fast_client = next(iter(hub.clients))
         slow_ws = await slow_http.ws_connect(f"{demo.svc.url}/v1/ws")  # never read until the end
-        await wait_for(lambda: len(hub.clients) == 2, what="slow client registered")
+        await wait_for(lambda: len(hub.clients) == 2, WAIT, what="slow client registered")
         slow_client = next(c for c in hub.clients if c is not fast_client)
         # the server's side of the slow socket small too: it fills after a few frames, not megabytes
         slow_client.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
@@ -369,7 +372,7 @@ async def test_slow_client_is_bounded_and_closed_while_fast_client_keeps_up(
         await wait_for(lambda: sum(len(f) for f in fast.by_sub.values()) > more, what="fast keeps its rate")
         assert fast_client.dropped == 0 and fast_client.total_conflations == 0
         demo.sim.pause()  # a running market keeps refilling the fast queue: empty only now and then
-        await wait_for(lambda: not fast_client.queue, what="fast drained")
+        await wait_for(lambda: not fast_client.queue, WAIT, what="fast drained")
         queued_for_fast = {s.key: s.seq for s in fast_client.subs.values()}
         await wait_for(
             lambda: all(len(fast.by_sub.get(k, [])) >= n for k, n in queued_for_fast.items()),
@@ -401,7 +404,7 @@ async def test_shutdown_closes_a_client_that_never_reads(demo: Demo) -> None:
     ) as http:
         ws = await http.ws_connect(f"{demo.svc.url}/v1/ws")  # never read
         await subscribe_all(ws, depth=1000)
-        await wait_for(lambda: len(hub.clients) == 1, what="client registered")
+        await wait_for(lambda: len(hub.clients) == 1, WAIT, what="client registered")
         client = next(iter(hub.clients))
         await wait_for(
             lambda: client.sending_since is not None and len(client.queue) > 3, what="server blocked writing"
@@ -449,7 +452,7 @@ async def test_every_metric_is_exported_after_running(demo: Demo) -> None:
         reader = Reader(await http.ws_connect(f"{svc.url}/v1/ws"))
         await subscribe_all(reader.ws, depth=5)
         await demo.get("/v1/quotes")
-        await wait_for(lambda: len(reader.msgs) > 20, what="WebSocket traffic")
+        await wait_for(lambda: len(reader.msgs) > 20, WAIT, what="WebSocket traffic")
         text = ""
 
         def has_run() -> bool:

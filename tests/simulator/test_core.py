@@ -292,6 +292,47 @@ async def test_control_delist_and_relist(venue: VenueServer, session: aiohttp.Cl
 
 
 # ---------------------------------------------------------------------- control API, faults firing
+async def next_pong(ws: aiohttp.ClientWebSocketResponse) -> bytes:
+    """The payload of the next pong; the venue's own frames (pings, heartbeats) are passed over."""
+    while True:
+        msg = await asyncio.wait_for(ws.receive(), 10)
+        assert msg.type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+        if msg.type is aiohttp.WSMsgType.PONG:
+            return bytes(msg.data)
+
+
+async def test_a_silent_connection_answers_no_ping(
+        venue: VenueServer, session: aiohttp.ClientSession) -> None:
+    """SILENT is a dead TCP path: a client's WebSocket ping gets no pong on it, on every venue.
+
+    Pongs go out in the order the pings came in, so when the pong of a ping sent after the
+    connection speaks again comes first, the ping sent while it was silent went unanswered.
+    """
+    url = venue.urls()["ws_url"]
+    if isinstance(venue, (BinanceSpotVenue, BinanceFuturesVenue)):
+        url += "/ws"  # raw streams with none named: a connection without subscriptions
+    before = set(venue.connections)
+    async with session.ws_connect(url, autoping=False) as ws:
+        await wait_until(lambda: set(venue.connections) - before, what="the venue to see the connection")
+        (conn,) = (venue.connections[i] for i in set(venue.connections) - before)
+        read: list[bytes] = []  # pings the venue has read, answered or not
+        answer = conn.pong
+
+        async def pong(payload: bytes) -> bool:
+            read.append(bytes(payload))
+            return await answer(payload)
+
+        conn.pong = pong  # type: ignore[method-assign]
+        await ws.ping(b"before")
+        assert await next_pong(ws) == b"before"
+        conn.silent = True  # what the SILENT fault sets when it fires
+        await ws.ping(b"silent")
+        await wait_until(lambda: b"silent" in read, what="the venue to read the ping")
+        conn.silent = False
+        await ws.ping(b"after")
+        assert await next_pong(ws) == b"after"
+
+
 async def spot_depth(session: aiohttp.ClientSession, venue: VenueServer) -> tuple[int, str | None]:
     async with session.get(f"{venue.base_url}/api/v3/depth?symbol=BTCUSDT&limit=5") as resp:
         return resp.status, resp.headers.get("Retry-After")
