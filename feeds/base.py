@@ -69,6 +69,9 @@ class VenueFeed(Generic[S]):
     max_connection_age: float | None = None
     rollover_timeout: float = 30.0
     connect_timeout: float = 10.0
+    # the close handshake of a socket being dropped; a dead path (the usual reason to drop one) never
+    # answers, and aiohttp's default of 10 s would hold the reconnect back that long
+    close_timeout: float = 2.0
     snapshot_rate: float = 5.0  # pacer weight per second
     snapshot_burst: float = 10.0
     snapshot_timeout: float = 10.0
@@ -124,7 +127,12 @@ class VenueFeed(Generic[S]):
         """Open the socket; no autoping: the read loop answers pings so that they count as activity."""
         assert self.http.session is not None, "the feed is not started"
         return await self.http.session.ws_connect(self.ws_url_for(conn), autoping=False, heartbeat=None,
-                                                  max_msg_size=64 * 1024 * 1024, compress=0)
+                                                  max_msg_size=64 * 1024 * 1024, compress=0,
+                                                  timeout=self.ws_timeout())
+
+    def ws_timeout(self) -> aiohttp.ClientWSTimeout:
+        """No receive timeout (the supervisor watches silence), a short close handshake."""
+        return aiohttp.ClientWSTimeout(ws_receive=None, ws_close=self.close_timeout)
 
     async def subscribe(self, conn: Connection[S]) -> None:
         """Send the subscription frames for ``conn.symbols``."""

@@ -400,6 +400,7 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
         assert self.http.session is not None, "the feed is not started"
         return await self.http.session.ws_connect(self.ws_url_for(conn), autoping=True, heartbeat=None,
                                                   max_msg_size=64 * 1024 * 1024, compress=0,
+                                                  timeout=self.ws_timeout(),
                                                   headers={"X-MBX-APIKEY": self.api_key})
 
     # ------------------------------------------------------------------ control frames

@@ -265,18 +265,20 @@ async def test_a_snapshot_answered_as_its_socket_closes_is_not_applied() -> None
 
 
 async def test_a_silent_connection_is_dropped_by_its_silence_watch(caplog: pytest.LogCaptureFixture) -> None:
-    """No frame at all for ``silence_timeout`` (1 s here) ends the read with that reason, then reconnects;
+    """No frame at all for ``silence_timeout`` (3 s here) ends the read with that reason, then reconnects;
     a connection that keeps hearing frames is never dropped by the watch."""
     caplog.set_level(logging.WARNING, logger="aggbook.feeds")
-    async with running(SPOT) as h:
-        await h.wait_all_live()
+    async with running(SPOT, options={"silence_timeout": 3.0}) as h:
+        await h.wait_all_live(30)
         first = next(iter(h.feed.connections.values()))
         await asyncio.sleep(0)  # the watch is armed with the read loop
         assert any(t.get_name().endswith("-silence") and not t.done() for t in first.tasks)
+        # dropping it must not wait aiohttp's default 10 s for a close reply a dead path never sends
+        assert first.ws is not None and first.ws._timeout.ws_close == h.feed.close_timeout == 2.0
         h.venue.inject(Fault.SILENT, SYM)
-        await wait_for(lambda: h.feed.reconnects == 1, 10, "the silent connection dropped")
+        await wait_for(lambda: h.feed.reconnects == 1, 30, "the silent connection dropped")
         assert first.silenced
-        assert any("no frame for 1.0s" in r.getMessage() for r in caplog.records), caplog.text
-        await h.wait_all_live()
+        assert any("no frame for 3.0s" in r.getMessage() for r in caplog.records), caplog.text
+        await h.wait_all_live(30)
         replacement = next(iter(h.feed.connections.values()))
         assert replacement is not first and not replacement.silenced
