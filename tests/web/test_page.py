@@ -172,12 +172,22 @@ def side_venues(side: dict | None, fees: bool) -> str:
 
 
 async def check_page_equals_api(demo: Demo, page: Any, symbol: str) -> None:
-    seqs = await settle(demo, page, symbol)
-    quote = await demo.get(f"/v1/quotes/{symbol}")
-    fee_quote = await demo.get(f"/v1/quotes/{symbol}?fees=true")
-    ladder = await demo.get(f"/v1/books/{symbol}?depth={BOOK_DEPTH}")
-    assert await sub_seqs(demo) == seqs  # nothing was published while the API was read: the same state
-    view = await page.evaluate(PAGE_VIEW)
+    read: dict[str, Any] = {}
+
+    async def one_state() -> bool:
+        """The page and the API read between two equal readings of the service's seqs: one state.
+
+        A message published meanwhile (the markets are paused, yet a venue's state may still move)
+        makes the reading void; it is taken again once the page has caught up with it."""
+        seqs = await settle(demo, page, symbol)
+        read["quote"] = await demo.get(f"/v1/quotes/{symbol}")
+        read["fee_quote"] = await demo.get(f"/v1/quotes/{symbol}?fees=true")
+        read["ladder"] = await demo.get(f"/v1/books/{symbol}?depth={BOOK_DEPTH}")
+        read["view"] = await page.evaluate(PAGE_VIEW)
+        return await sub_seqs(demo) == seqs
+
+    await until(one_state, timeout=60, what=f"{symbol}: the page and the API read at one state")
+    quote, fee_quote, ladder, view = read["quote"], read["fee_quote"], read["ladder"], read["view"]
     for side in ("bid", "ask"):
         plain, fee = quote[side], fee_quote[side]
         assert plain is not None and fee is not None, (symbol, side)
