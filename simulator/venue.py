@@ -31,10 +31,10 @@ import math
 import random
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Reversible
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Reversible
 from dataclasses import dataclass, fields
 from decimal import Decimal
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import orjson
 from aiohttp import WSMsgType, web
@@ -90,48 +90,35 @@ class SimConnection:
     def closed(self) -> bool:
         return self.ws.closed
 
-    async def send_str(self, text: str) -> bool:
-        """Write one text frame.  True only if it was really written (not silent, closed or failed)."""
+    async def _write(self, send: Callable[[Any], Awaitable[None]], payload: Any) -> bool:
+        """One frame through ``send``.  True only if it was really written (not silent, closed or failed).
+
+        A SILENT connection writes nothing at all, control frames included, as a dead TCP path would not.
+        """
         if self.silent or self.ws.closed:
             return False
         try:
-            await self.ws.send_str(text)
+            await send(payload)
         except (ConnectionError, RuntimeError):
             return False
         return True
 
+    async def send_str(self, text: str) -> bool:
+        return await self._write(self.ws.send_str, text)
+
     async def send_bytes(self, data: bytes) -> bool:
-        """Write one binary frame.  True only if it was really written (not silent, closed or failed)."""
-        if self.silent or self.ws.closed:
-            return False
-        try:
-            await self.ws.send_bytes(data)
-        except (ConnectionError, RuntimeError):
-            return False
-        return True
+        return await self._write(self.ws.send_bytes, data)
 
     async def send_json(self, obj: object) -> bool:
         return await self.send_str(orjson.dumps(obj).decode())
 
     async def ping(self, payload: bytes = b"") -> bool:
-        """Send a WebSocket ping.  True only if it was really written (not silent, closed or failed)."""
-        if self.silent or self.ws.closed:
-            return False
-        try:
-            await self.ws.ping(payload)
-        except (ConnectionError, RuntimeError):
-            return False
-        return True
+        """Send a WebSocket ping."""
+        return await self._write(self.ws.ping, payload)
 
     async def pong(self, payload: bytes) -> bool:
-        """Answer a client's ping.  A SILENT connection answers none, as a dead TCP path would not."""
-        if self.silent or self.ws.closed:
-            return False
-        try:
-            await self.ws.pong(payload)
-        except (ConnectionError, RuntimeError):
-            return False
-        return True
+        """Answer a client's ping."""
+        return await self._write(self.ws.pong, payload)
 
     def abort(self) -> None:
         """Drop the TCP connection without a close handshake (DISCONNECT fault)."""
