@@ -27,7 +27,7 @@ from aggbook.service.demo import DEMO_SYMBOLS, demo_config, demo_exchange
 from aggbook.service.runtime import Service
 from aggbook.simulator.exchange import SimulatedExchange
 from aggbook.simulator.faults import Fault
-from tests.conftest import book_matches
+from tests.conftest import book_matches, describe_mismatch
 from tests.feeds.fleet import truth_seen_by_feed
 
 SYMBOLS = [s.canonical for s in DEMO_SYMBOLS]
@@ -152,7 +152,8 @@ def _book_mismatches(svc: Service, sim: SimulatedExchange) -> tuple[int, list[st
             if not sync.live:
                 bad.append(f"{venue} {symbol}: {sync.state.value} ({sync.reason.value})")
             elif not book_matches(sync, truth, sync.book.max_depth):
-                bad.append(f"{venue} {symbol}: not equal to the truth at {truth.seq}")
+                bad.append(f"{venue} {symbol}: not equal to the truth at {truth.seq}: "
+                           + describe_mismatch(sync, truth, sync.book.max_depth))
     return checked, bad
 
 
