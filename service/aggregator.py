@@ -21,7 +21,6 @@ stops.  A burst of venue updates within one event-loop iteration costs one quote
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
@@ -35,6 +34,7 @@ from aggbook.feeds.config import VenueConfig
 from aggbook.feeds.metrics import FeedMetrics
 from aggbook.service.config import ServiceConfig
 from aggbook.service.metrics import NOT_A_RESYNC, ServiceMetrics
+from aggbook.service.tasks import cancel_and_wait
 
 log = logging.getLogger("aggbook.service")
 
@@ -243,12 +243,7 @@ class Aggregator:
         self._tasks.append(asyncio.create_task(self._watch_staleness(interval), name="staleness"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        await cancel_and_wait(self._tasks)
         # Books closing because we stop are not resyncs: stop counting and notifying before the feeds go.
         for book in self.consolidated.values():
             for sync in book.syncs.values():

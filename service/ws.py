@@ -59,6 +59,7 @@ from aggbook.service.config import WebSocketSettings
 from aggbook.service.metrics import ServiceMetrics
 from aggbook.service.renders import RenderCache
 from aggbook.service.source import Payloads, Source
+from aggbook.service.tasks import cancel_and_wait
 
 log = logging.getLogger("aggbook.ws")
 
@@ -533,12 +534,7 @@ class Hub:
         self._tasks.append(asyncio.create_task(self._watch_stalls(), name="ws-stalls"))
 
     async def close_all(self, code: int = CLOSE_GOING_AWAY, message: str = "server shutdown") -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        await cancel_and_wait(self._tasks)
         await asyncio.gather(*(c.close(code, message) for c in list(self.clients)), return_exceptions=True)
         if self._handle is not None:
             self._handle.cancel()

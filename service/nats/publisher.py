@@ -18,7 +18,6 @@ missing and every symbol's quote and book are published again, so the key-value 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -33,6 +32,7 @@ from aggbook.service.nats import subjects
 from aggbook.service.nats.connection import NatsLink
 from aggbook.service.nats.metrics import PublisherMetrics
 from aggbook.service.nats.settings import NatsSettings, Shard
+from aggbook.service.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -141,12 +141,7 @@ class NatsPublisher:
         await self.link.start()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        await cancel_and_wait(self._tasks)
         await self.link.stop()
 
     async def _on_up(self, nc: Client) -> None:
