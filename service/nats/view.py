@@ -17,8 +17,11 @@ Staleness.  Each shard heartbeats with the symbols it owns.  A shard silent for 
 seconds has its symbols *excluded*: their quotes and books are served with every venue excluded
 (reason ``shard stale``), as the local service serves a symbol whose venues all went stale, and
 ``/readyz`` reports them.  When the shard heartbeats again (same or new instance), its symbols are
-reloaded from the key-value bucket and resnapshotted.  After a NATS reconnection, and after NATS
-dropped messages for being read too slowly, every symbol is reloaded and resnapshotted.
+reloaded from the key-value bucket and resnapshotted.  A quote or book held from an earlier process
+of the shard is excluded the same way until the new process has published its own: a restarted
+shard's first heartbeat must not bring back its predecessor's last prices as current.  After a NATS
+reconnection, and after NATS dropped messages for being read too slowly, every symbol is reloaded
+and resnapshotted.
 """
 
 from __future__ import annotations
@@ -405,6 +408,7 @@ class NatsView:
         # only the payloads of this kind: a quote leaves the rendered books as they are
         for key in [k for k in st.cache if k[0] == kind]:
             del st.cache[key]
+        flipped = self._refresh_staleness(st, notify=False)  # the new process's first word
         if "recv_ts" in env:
             self.event_times[symbol] = (env.get("event_ts"), env["recv_ts"])
         if from_snapshot or symbol not in self.consolidated:
@@ -414,7 +418,7 @@ class NatsView:
             self._resnapshot(symbol)
             return True
         quote = kind == subjects.QUOTE
-        self._notify(SymbolChange(symbol, top=quote, depth=not quote))
+        self._notify(SymbolChange(symbol, top=quote or flipped, depth=not quote or flipped))
         return True
 
     def _status(self, venue: str, symbol: str, env: dict[str, Any]) -> None:
@@ -457,8 +461,7 @@ class NatsView:
             st = self.consolidated.get(symbol) or self.pending.setdefault(symbol, SymbolState(symbol))
             st.shard = index
             st.venues = dict(venues)
-            if st.stale:
-                self._refresh_staleness(st)
+            self._refresh_staleness(st)  # back, or (a new instance) held from its predecessor
         if returned or not was_fresh:
             log.info("shard back", extra={"shard": f"{index}/{count}", "instance": instance})
             nc = self.link.nc
@@ -472,14 +475,25 @@ class NatsView:
                 task.add_done_callback(self._background.discard)
 
     # ------------------------------------------------------------------ staleness
-    def _refresh_staleness(self, st: SymbolState) -> None:
+    def _refresh_staleness(self, st: SymbolState, *, notify: bool = True) -> bool:
+        """Is the symbol's shard silent, or is what is held from an earlier process of it?  True
+        when that answer changed (the rendered payloads are dropped, and the hub told if ``notify``)."""
         shard = self.shards.get(st.shard) if st.shard is not None else None
-        stale = shard is None or not shard.fresh
-        if stale != st.stale:
-            st.stale = stale
-            st.cache.clear()
-            if st.symbol in self.consolidated:
-                self._notify(SymbolChange(st.symbol, top=True))
+        stale = (
+            shard is None
+            or not shard.fresh
+            or any(
+                env is not None and env.get("instance") != shard.instance
+                for env in (st.quote_env, st.book_env)
+            )
+        )
+        if stale == st.stale:
+            return False
+        st.stale = stale
+        st.cache.clear()
+        if notify and st.symbol in self.consolidated:
+            self._notify(SymbolChange(st.symbol, top=True))
+        return True
 
     async def _watch_shards(self) -> None:
         interval = max(0.05, self.settings.stale_after / 4)
