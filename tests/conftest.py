@@ -33,10 +33,21 @@ def book_matches(sync: BookSync, truth: TruthBook, depth: int | None = None) -> 
 
 
 def describe_mismatch(sync: BookSync, truth: TruthBook, depth: int | None = None) -> str:
+    """The state, the ids, the top levels of both, and per side where the book first departs from
+    the truth (a wrong deep level under a right top shows only there)."""
     t = truth if depth is None else truth.top(depth)
-    return (f"state={sync.state} reason={sync.reason} last_id={sync.last_id} truth_seq={t.seq}\n"
-            f"book bids={sync.book.bids(5)} asks={sync.book.asks(5)}\n"
-            f"truth bids={t.bids[:5]} asks={t.asks[:5]}")
+    lines = [f"state={sync.state} reason={sync.reason} last_id={sync.last_id} truth_seq={t.seq}",
+             f"book bids={sync.book.bids(5)} asks={sync.book.asks(5)}",
+             f"truth bids={t.bids[:5]} asks={t.asks[:5]}"]
+    sides = (("bids", sync.book.bids(depth), t.bids), ("asks", sync.book.asks(depth), t.asks))
+    for side, mine, true in sides:
+        levels = [(Decimal(p), Decimal(s)) for p, s in mine]
+        first = next((i for i, (a, b) in enumerate(zip(levels, true, strict=False)) if a != b),
+                     min(len(levels), len(true)))
+        if levels != list(true):
+            lines.append(f"{side}: {len(levels)} levels against {len(true)}, first difference at "
+                         f"level {first}: book {levels[first:first + 3]} truth {list(true[first:first + 3])}")
+    return "\n".join(lines)
 
 
 @pytest.fixture
