@@ -66,6 +66,7 @@ class Reason(StrEnum):
     REVIVED = "revived"  # a re-check found the symbol listed (or could not tell): a book is tried again
     DEPTH_EXHAUSTED = "depth_exhausted"  # a side's snapshot window emptied: its best price is unknown
     BBO_MISMATCH = "bbo_mismatch"  # the venue's best bid/offer stream kept disagreeing with the book
+    AUDIT_MISMATCH = "audit_mismatch"  # a fresh snapshot at the book's own id disagreed with it
     STOPPED = "stopped"
 
 
@@ -351,6 +352,25 @@ class BookSync:
         self._buffer.clear()
         self.snapshot_pending = False
         self._resync(reason, detail)
+
+    def repair(self, snap: Snapshot, detail: str) -> None:
+        """An audit found the live book different from ``snap``, a snapshot at the book's own id.
+
+        The book was wrong while its ids were contiguous (a change the venue left out): it is
+        resynchronised like any broken book (counted, logged, a transition to resyncing with reason
+        ``audit_mismatch``), and since ``snap`` is the venue's state at exactly the id the stream is
+        at (for a venue whose snapshot comes in-stream: the base of the stream that follows it), it
+        is also the new base: the book is live again at once and the next delta continues it.
+        """
+        if self.state is not SyncState.LIVE or (
+                snap.last != self.last_id and not self.rule.snapshot_in_stream):
+            raise ValueError(f"a repair needs a live book at the snapshot's id {snap.last}, "
+                             f"not {self.state.value} at {self.last_id}")
+        self._buffer.clear()
+        self.snapshot_pending = False
+        self._resync(Reason.AUDIT_MISMATCH, detail)
+        self.counters.snapshots += 1
+        self._load(snap)  # not ``on_snapshot``: the stream goes on from this id as it did
 
     def invalidate(self, detail: str, reason: Reason = Reason.INVALID_SYMBOL) -> None:
         """The venue says the symbol does not exist (``reason`` says how sure): stop asking for it.

@@ -35,6 +35,7 @@ from typing import Any, Generic
 import aiohttp
 
 from aggbook.book.sync import BookSync, Delta, Liveness, Reason, SequenceRule, Snapshot, SyncState, Transition
+from aggbook.feeds.audit import BookAudit
 from aggbook.feeds.config import VenueConfig
 from aggbook.feeds.connection import Connection, S
 from aggbook.feeds.crosscheck import Bbo, TopCrossCheck
@@ -82,6 +83,9 @@ class VenueFeed(Generic[S]):
     listing_check_cap: float = 300.0  # ...up to this; a delisted symbol is re-checked this often
     bbo_check: bool = True  # subscribe the venue's best bid/offer and check each book's top by it
     bbo_allowance: float = 2.0  # seconds a top may disagree with an id-less bbo (feeds/crosscheck.py)
+    # seconds over which a connection compares each of its live books with a fresh snapshot at the
+    # book's own id, every level (feeds/audit.py); 0: no audits
+    audit_interval: float = 0.0
 
     def __init__(self, config: VenueConfig, *, metrics: FeedMetrics | None = None) -> None:
         self.config = config
@@ -97,6 +101,7 @@ class VenueFeed(Generic[S]):
         self.invalid: dict[str, str] = {}  # canonical -> why the venue refused it, until a re-check
         self.listing = ListingWatch(self)
         self.crosscheck = TopCrossCheck(self._bbo_mismatch, allowance=float(self.bbo_allowance))
+        self.audit = BookAudit(self)
         # learned from the venue's symbol endpoint at start-up (validate_symbols)
         self.tick_sizes: dict[str, Decimal] = {}  # canonical -> price step
         self.lot_sizes: dict[str, Decimal] = {}  # canonical -> size step
@@ -278,6 +283,8 @@ class VenueFeed(Generic[S]):
             self.metrics.message(self.venue, canonical, conn.frame_bytes)
         sync.on_delta(delta)
         self.crosscheck.after_book(sync)
+        if self.audit.waiting:
+            self.audit.after_book(sync)
         live = sync.state is SyncState.LIVE
         if live and conn.snapshot_attempts and sync.confirmed:
             # the stream continued the snapshot: the symbol's snapshot backoff starts afresh
@@ -292,7 +299,8 @@ class VenueFeed(Generic[S]):
         if sync is None:
             return
         self.count_frame(conn, canonical)
-        sync.on_snapshot(snap)
+        if not (self.audit.waiting and self.audit.in_stream_snapshot(sync, snap)):
+            sync.on_snapshot(snap)
         self.crosscheck.after_book(sync)
         if sync.confirmed:
             conn.snapshot_attempts.pop(canonical, None)

@@ -257,6 +257,9 @@ class _BinanceFeed(VenueFeed[BinanceConnState]):
     weight_budget: int | None = None  # REQUEST_WEIGHT per weight_window; None = exchangeInfo, else default
     weight_window: float | None = None  # seconds; None = exchangeInfo's interval, else 60
     weight_headroom: float = 0.8  # snapshots spend at most this share a window; the header watch holds here
+    # no audits by default (feeds/audit.py): @bookTicker proves each book's top at its own id, and a
+    # REST snapshot costs request weight (50 for 1000 levels); the option turns them on
+    audit_interval: float = 0.0
     weight_reserve: float | None = None  # weight a window left to other requests; None = 2 exchangeInfo calls
     snapshot_burst_share: float = 0.1  # share of the usable weight the pacer may send at once
     # USD-M only: keep the book that includes RPI (Retail Price Improvement) orders, from

@@ -151,6 +151,9 @@ class BtseFeed(VenueFeed[BtseConnState]):
 
     snapshot_rate = 5.0  # resubscribes per second across the venue (no documented WS limit: stay modest)
     snapshot_burst = 10.0
+    # every book resubscribed this often, its in-stream snapshot compared with it before it becomes
+    # the base of the new stream (feeds/audit.py)
+    audit_interval = 60.0
     ping_interval = 15.0  # docs.btse.com: ping every 15 s; idle sockets are dropped after 60 s
     pong_timeout = 10.0
     silence_timeout = 30.0  # pongs arrive every ``ping_interval`` even on a quiet market

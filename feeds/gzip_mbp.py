@@ -190,6 +190,9 @@ class GzipMbpFeed(VenueFeed[MbpConnState]):
     # the documents state no venue-wide req budget (only the 100 ms spacing per connection, and 10 REST
     # requests/s per IP, which reqs on the socket are not): this only caps a venue-wide storm
     snapshot_rate: float = 50.0
+    # every book compared with a req snapshot at its own seqNum this often (feeds/audit.py): a req on
+    # the book's own socket, 30 books a connection, one every second
+    audit_interval: float = 30.0
     snapshot_burst: float = 50.0
 
     def __init__(self, config: VenueConfig, *, metrics: FeedMetrics | None = None) -> None:

@@ -31,6 +31,9 @@ class FeedMetrics(Protocol):
     def time_to_live(self, venue: str, symbol: str, seconds: float, after: str) -> None:
         """A book became live: ``after`` is "start" or "resync"."""
 
+    def audit(self, venue: str, outcome: str) -> None:
+        """A book audit ended: ``outcome`` is one of :data:`feeds.audit.OUTCOMES`."""
+
 
 class NullMetrics:
     """Discards everything."""
@@ -51,4 +54,7 @@ class NullMetrics:
         pass
 
     def time_to_live(self, venue: str, symbol: str, seconds: float, after: str) -> None:
+        pass
+
+    def audit(self, venue: str, outcome: str) -> None:
         pass

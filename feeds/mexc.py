@@ -134,6 +134,9 @@ class MexcFeed(VenueFeed[MexcConnState]):
     # states no REST limit); 20 + 10/s * 10 s = 120 a window, under a quarter of it
     snapshot_rate = 10.0
     snapshot_burst = 20.0
+    # every book compared with a REST snapshot at its own version this often (feeds/audit.py): 25
+    # books a connection, one snapshot every 2.4 s, a twentieth of the pacer
+    audit_interval = 60.0
     depth_interval = "100ms"  # or "10ms"; never both for one book
     ping_interval = 17.0  # spec: PING every 15-20 s (the venue drops a connection idle for 60 s)
     pong_timeout = 10.0  # no PONG within this -> reconnect

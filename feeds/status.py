@@ -29,6 +29,8 @@ def render_status(feed: VenueFeed) -> dict[str, Any]:
         "rate_limit_penalties": pacer.penalties,
         # the top-of-book cross-check against the venue's best bid/offer stream (feeds/crosscheck.py)
         "bbo_check": {"enabled": bool(feed.bbo_check), **feed.crosscheck.counters.as_json()},
+        # every level compared with a fresh snapshot at the book's own id (feeds/audit.py)
+        "audits": feed.audit.status(),
         "connections": [
             {
                 "id": c.id,

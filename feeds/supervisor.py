@@ -104,6 +104,7 @@ class ConnectionSupervisor:
             conn.liveness.heard(conn.opened_at)
             for coro in feed.connection_tasks(conn):
                 conn.spawn(coro)
+            conn.spawn(feed.audit.run(conn))
             if feed.max_connection_age:
                 conn.spawn(self._age_timer(conn, feed.max_connection_age))
             await feed.subscribe(conn)

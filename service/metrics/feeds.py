@@ -23,6 +23,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 
+from aggbook.feeds.audit import OUTCOMES as AUDIT_OUTCOMES
+
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 TTL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 LAG_SAMPLE_EVERY = 16
@@ -77,6 +79,10 @@ class FeedCounters:
             "aggbook_book_time_to_live_seconds", "Time for a book to become live", ["venue", "after"],
             buckets=TTL_BUCKETS, registry=r,
         )
+        self.audits = Counter(
+            "aggbook_book_audits_total", "Books compared with a fresh snapshot at their own id, by outcome",
+            ["venue", "outcome"], registry=r,
+        )
         # venue -> (frames to skip before the next observation, the venue's labelled histogram)
         self._lag: dict[str, list[Any]] = {}
 
@@ -94,6 +100,8 @@ class FeedCounters:
                 self.snapshots.labels(venue, result)
             for after in ("start", "resync"):
                 self.ttl.labels(venue, after)
+            for outcome in AUDIT_OUTCOMES:
+                self.audits.labels(venue, outcome)
 
     def frames(self, venue: str, symbol: str) -> tuple[int, int]:
         """(frames, bytes) counted so far for the pair: what the next scrape exports."""
@@ -129,3 +137,6 @@ class FeedCounters:
 
     def time_to_live(self, venue: str, symbol: str, seconds: float, after: str) -> None:
         self.ttl.labels(venue, after).observe(max(0.0, seconds))
+
+    def audit(self, venue: str, outcome: str) -> None:
+        self.audits.labels(venue, outcome).inc()

@@ -16,6 +16,7 @@ class RecordingMetrics:
         self.snapshots: Counter[tuple[str, bool]] = Counter()  # (symbol, ok) -> fetches
         self.lags: list[float] = []
         self.ttl: list[tuple[str, float, str]] = []  # (symbol, seconds, "start" | "resync")
+        self.audits: Counter[str] = Counter()  # outcome -> audits
 
     def message(self, venue: str, symbol: str, nbytes: int) -> None:
         self.messages += 1
@@ -35,6 +36,9 @@ class RecordingMetrics:
 
     def time_to_live(self, venue: str, symbol: str, seconds: float, after: str) -> None:
         self.ttl.append((symbol, seconds, after))
+
+    def audit(self, venue: str, outcome: str) -> None:
+        self.audits[outcome] += 1
 
     # ------------------------------------------------------------------ queries
     def snapshot_count(self, ok: bool, symbol: str | None = None) -> int:

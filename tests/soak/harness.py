@@ -31,8 +31,9 @@ from tests.conftest import book_matches, describe_mismatch
 from tests.feeds.fleet import truth_seen_by_feed
 
 SYMBOLS = [s.canonical for s in DEMO_SYMBOLS]
-# quick recovery, so a short run spends its time in faults rather than in backoff
-FEED_OPTIONS = {"backoff_base": 0.05, "backoff_cap": 0.5}
+# quick recovery, so a short run spends its time in faults rather than in backoff; audits often enough
+# that a change a venue left out (SILENT_LOSS) and the market moved past is repaired within the settle
+FEED_OPTIONS = {"backoff_base": 0.05, "backoff_cap": 0.5, "audit_interval": 3.0}
 # bans and slow answers short enough that a run spends its time in faults, not in waiting them out
 # (honouring the venues' own long Retry-After is tested per venue in tests/feeds)
 RANDOM_FAULT_PARAMS = {Fault.SNAPSHOT_418: {"retry_after": 2}, Fault.SNAPSHOT_429: {"retry_after": 1},
@@ -153,8 +154,26 @@ def _book_mismatches(svc: Service, sim: SimulatedExchange) -> tuple[int, list[st
                 bad.append(f"{venue} {symbol}: {sync.state.value} ({sync.reason.value})")
             elif not book_matches(sync, truth, sync.book.max_depth):
                 bad.append(f"{venue} {symbol}: not equal to the truth at {truth.seq}: "
-                           + describe_mismatch(sync, truth, sync.book.max_depth))
+                           + describe_mismatch(sync, truth, sync.book.max_depth) + "\n"
+                           + _whereabouts(svc, sim, venue, symbol, sync))
     return checked, bad
+
+
+def _whereabouts(svc: Service, sim: SimulatedExchange, venue: str, symbol: str, sync: object) -> str:
+    """Which of the feed's connections holds the served book, and what the venue sent on each of its own."""
+    feed = svc.aggregator.feeds[venue]
+    mine = [f"{cid}:{c.state}{'*' if c.syncs.get(symbol) is sync else ''}"
+            f"({c.syncs[symbol].state.value}@{c.syncs[symbol].last_id})"
+            for cid, c in getattr(feed, "connections", {}).items() if symbol in c.syncs]
+    server = sim.venues[venue]
+    theirs = []
+    for cid, conn in sorted(server.connections.items()):
+        try:
+            seq: object = server.truth_sent(cid, symbol).seq
+        except KeyError:
+            seq = "-"
+        theirs.append(f"{cid}:{conn.path}{'(closed)' if conn.closed else ''}@{seq}")
+    return f"feed connections (* serves the book): {mine}; venue connections: {theirs}"
 
 
 async def _settle(deadline: float, check: Callable[[], list[str]]) -> list[str]:
