@@ -22,6 +22,8 @@ async def test_service_soak_ends_with_every_book_and_client_equal_to_the_truth()
     assert sum(report.faults_fired.values()) > 0 and report.resyncs > 0  # the run did see faults
     assert report.books_checked == 15  # three symbols on five venues
     problems = [*report.mismatches, *report.subscriber_problems, *report.http_errors]
+    for problem in problems[:30]:
+        print("problem:", problem)  # whole: an assertion's message is cut short
     assert problems == [], problems[:30]
     assert report.http_requests > 0 and report.ws_sessions > 0
     assert report.peak_rss_mb < MEMORY_BOUND_MB
