@@ -32,7 +32,8 @@ from tests.feeds.fleet import equal_to_truth, truth_seen_by_feed
 SPECS = DEFAULT_SYMBOLS[:2]
 SYM = "BTC-USDT"
 ALLOWANCE = 0.5  # seconds an id-less bbo may disagree with the book (the option's default is 2)
-FAST = {"backoff_base": 0.05, "backoff_cap": 0.5, "bbo_allowance": ALLOWANCE}
+# audits off: they would find the lost change too (tests/feeds/test_audit.py), and this is the bbo's test
+FAST = {"backoff_base": 0.05, "backoff_cap": 0.5, "bbo_allowance": ALLOWANCE, "audit_interval": 0.0}
 VENUES = ["binance", "binance-futures", "binance-coinm", "mexc", "btse", "nhex", "bitv"]
 
 
