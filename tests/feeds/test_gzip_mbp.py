@@ -365,13 +365,25 @@ async def test_reqs_spaced_on_one_connection(pair) -> None:
     async with running(pair, symbols=symbols, req_min_interval=0.1) as h:
         await h.wait_live()
         assert len(h.feed.connections) == 1
+        sent: list[float] = []  # when each req left the feed, as the feed wrote it to the socket
+        send = h.feed._send
+
+        async def timed(conn, obj: dict) -> None:
+            if "req" in obj:
+                sent.append(time.monotonic())
+            await send(conn, obj)
+
+        h.feed._send = timed  # type: ignore[method-assign]
         h.venue.inject(Fault.MALFORMED, FINE)  # every book on the socket resyncs at once
         await wait_for(lambda: h.metrics.decode_errors >= 1, WAIT, "decode error")
         await wait_for(lambda: all(h.sync(s).counters.snapshots >= 2 for s in symbols), WAIT,
                        "second snapshots")
         await h.settle()
-        assert h.feed.venue_errors[TOO_MANY] == 0 and h.feed.pacer.penalties == 0
-        assert sum(h.metrics.snapshots[(s, False)] for s in symbols) == 0
+        # the feed's part, measured where it is decided: five reqs at once left 100 ms apart.  (The
+        # venue judges the spacing by when it reads each req, which a busy machine can squeeze
+        # below what was sent; a 429 then is the venue's call, answered by the tests of 429 below.)
+        assert len(sent) >= len(symbols)
+        assert min(b - a for a, b in zip(sent, sent[1:], strict=False)) >= 0.1 - 0.001  # clock reads
 
 
 async def test_bitv_tick_levels_fall_back_to_150_off_whitelist() -> None:
