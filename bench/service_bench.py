@@ -163,14 +163,15 @@ async def role_trivial(args: argparse.Namespace) -> None:
 async def role_http_load(args: argparse.Namespace) -> None:
     """``--http-concurrency`` keep-alive workers GET ``/v1/quotes/{symbol}`` round-robin over the symbols."""
     symbols = args.load_symbols.split(",")
-    deadline = time.monotonic() + args.seconds
+    deadline = math.inf  # set once the session is ready: a slow start-up must not eat the window
     counts = {"ok": 0, "bad": 0}
     budget = args.http_max_requests
 
     async def worker(session: aiohttp.ClientSession, offset: int) -> None:
         nonlocal budget
         i = offset
-        while time.monotonic() < deadline and budget > 0:
+        # every worker answers at least once, however late the loop let it start
+        while budget > 0 and (i == offset or time.monotonic() < deadline):
             budget -= 1
             symbol = symbols[i % len(symbols)]
             i += 1
@@ -184,6 +185,7 @@ async def role_http_load(args: argparse.Namespace) -> None:
     connector = aiohttp.TCPConnector(limit=args.http_concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         start = time.monotonic()
+        deadline = start + args.seconds
         await asyncio.gather(*(worker(session, k) for k in range(args.http_concurrency)))
         elapsed = time.monotonic() - start
     _announce({"ok": counts["ok"], "bad": counts["bad"], "seconds": elapsed})
