@@ -17,6 +17,9 @@ Replay (timed), each contender in its own fresh subprocess per run, on the same 
 * ``aggbook``: the Binance spot feed from ``feeds.registry.create_feed`` with the service's real
   Prometheus metrics (``ServiceMetrics().feeds``), the snapshot loaded through the feed's own
   parser, then ``await feed.handle(conn, msg)`` per ``aiohttp.WSMessage`` as the read loop calls it.
+* ``aggbook_without_metrics``: the same with the metrics discarded (``NullMetrics``), so that the
+  line ``metrics_overhead aggbook=<n> aggbook_without_metrics=<n> overhead_pct=<x>`` says what the
+  service's metrics cost the hot path: (time with them - time without) / time without.
 * ``cryptofeed``: ``cryptofeed.exchanges.Binance`` subscribed to ``L2_BOOK`` with a no-op callback,
   its symbol table set from the recorded exchangeInfo, its own ``_snapshot`` run against the
   recorded REST body, then ``await feed.message_handler(text, conn, receipt_time)`` per frame text.
@@ -57,6 +60,8 @@ import aiohttp
 import orjson
 
 CONTENDERS = ("aggbook", "cryptofeed", "ccxt")
+# aggbook's feed again with its metrics discarded (NullMetrics): what the service's metrics cost it
+BARE = "aggbook_without_metrics"
 CANONICAL = "BTC-USDT"
 UNIFIED = "BTC/USDT"  # ccxt's spelling
 DUMMY_REST = "http://127.0.0.1:9"
@@ -157,15 +162,17 @@ def _settle_gc() -> None:
     gc.freeze()
 
 
-async def replay_aggbook(rec: dict[str, Any]) -> dict[str, Any]:
+async def replay_aggbook(rec: dict[str, Any], with_metrics: bool = True) -> dict[str, Any]:
     from aggbook.feeds.config import VenueConfig
     from aggbook.feeds.registry import create_feed
     from aggbook.service.metrics import ServiceMetrics
 
-    metrics = ServiceMetrics()
+    metrics = ServiceMetrics() if with_metrics else None
     feed = create_feed(VenueConfig(name="binance", kind="binance", symbols={CANONICAL: rec["symbol"]},
-                                   rest_url=DUMMY_REST, ws_url=DUMMY_WS), metrics=metrics.feeds)
-    metrics.feeds.precreate([("binance", CANONICAL)])
+                                   rest_url=DUMMY_REST, ws_url=DUMMY_WS),
+                       metrics=metrics.feeds if metrics is not None else None)
+    if metrics is not None:
+        metrics.feeds.precreate([("binance", CANONICAL)])
     conn = feed.new_connection([CANONICAL], publish_when_live=False)
     sync = conn.syncs[CANONICAL]
     body = orjson.loads(rec["snapshot"])
@@ -276,11 +283,17 @@ async def replay_ccxt(rec: dict[str, Any]) -> dict[str, Any]:
         await exchange.close()
 
 
-REPLAYS = {"aggbook": replay_aggbook, "cryptofeed": replay_cryptofeed, "ccxt": replay_ccxt}
+async def replay_aggbook_without_metrics(rec: dict[str, Any]) -> dict[str, Any]:
+    return await replay_aggbook(rec, with_metrics=False)
+
+
+REPLAYS = {"aggbook": replay_aggbook, "cryptofeed": replay_cryptofeed, "ccxt": replay_ccxt,
+           BARE: replay_aggbook_without_metrics}
 
 
 def available(contender: str) -> bool:
-    module = {"aggbook": "aggbook", "cryptofeed": "cryptofeed", "ccxt": "ccxt.pro"}[contender]
+    module = {"aggbook": "aggbook", BARE: "aggbook", "cryptofeed": "cryptofeed",
+              "ccxt": "ccxt.pro"}[contender]
     try:
         return importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:
@@ -359,7 +372,7 @@ def main(argv: list[str] | None = None) -> dict[str, Result]:
     parser.add_argument("--runs", type=int, default=3, help="subprocess runs per contender (median)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
-    parser.add_argument("--replay", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--replay", choices=(*CONTENDERS, BARE), help=argparse.SUPPRESS)
     parser.add_argument("--recording", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.replay:
@@ -387,6 +400,8 @@ def main(argv: list[str] | None = None) -> dict[str, Result]:
                 running.append(contender)
             else:
                 print(f"{contender}: not installed, no figure")
+        results[BARE] = Result(BARE, len(rec["frames"]), [], 0)
+        running.insert(1, BARE)
         # round-robin: on a shared machine a burst of someone else's load then hits every contender
         # about equally instead of all the runs of one
         for _ in range(args.runs):
@@ -401,9 +416,12 @@ def main(argv: list[str] | None = None) -> dict[str, Result]:
           f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     for r in results.values():
         if r.seconds:
-            print(f"  {r.contender:<10} {r.msgs_per_s:>12,.0f} msgs/s  runs "
+            print(f"  {r.contender:<24} {r.msgs_per_s:>12,.0f} msgs/s  runs "
                   + " ".join(f"{s:.3f}s" for s in r.seconds) + f"  checked {r.checked}/{len(r.seconds)}")
     agg = results["aggbook"].msgs_per_s
+    bare = results[BARE].msgs_per_s
+    # the share of the hot path's time the service's metrics take: (time with - time without) / without
+    print(f"metrics_overhead aggbook={agg:.0f} {BARE}={bare:.0f} overhead_pct={(bare / agg - 1) * 100:.1f}")
     rates = {c: results[c].msgs_per_s if c in results else math.nan for c in CONTENDERS}
     print("peer_msgs_per_s " + " ".join(f"{c}={_fmt(rates[c], 0)}" for c in CONTENDERS)
           + f" ratio_vs_cryptofeed={_fmt(agg / rates['cryptofeed'], 2)}"

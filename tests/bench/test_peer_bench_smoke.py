@@ -27,10 +27,14 @@ def test_peer_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     has_cryptofeed = bench.available("cryptofeed")
     results = bench.main(["--frames", "200", "--runs", "1"])
 
-    for name in ("aggbook", "ccxt", *(("cryptofeed",) if has_cryptofeed else ())):
+    for name in ("aggbook", bench.BARE, "ccxt", *(("cryptofeed",) if has_cryptofeed else ())):
         assert results[name].checked == 1, f"{name}: its replay was not checked against the truth"
         assert results[name].msgs_per_s > 0
-    last = capsys.readouterr().out.strip().splitlines()[-1]
+    lines = capsys.readouterr().out.strip().splitlines()
+    last = lines[-1]
+    overhead = re.fullmatch(r"metrics_overhead aggbook=(\d+) aggbook_without_metrics=(\d+) "
+                            r"overhead_pct=(-?[\d.]+)", lines[-2])
+    assert overhead, lines[-2]
     match = LINE.fullmatch(last)
     assert match, last
     aggbook, cryptofeed, ccxt, vs_cryptofeed, vs_ccxt = (float(v) for v in match.groups())
