@@ -9,7 +9,10 @@ Only a comparison of every level finds it there, and that is what an audit is.
 How.  Each connection audits its live books one after another, spread evenly over
 ``audit_interval`` seconds (an option per venue; 0 turns audits off).  An audit takes a snapshot
 the way the venue's feed takes one for a resync (``fetch_snapshot``), through the venue-wide
-snapshot pacer, so audits share the venue's request budget and its rate-limit pauses.  Then:
+snapshot pacer, so audits share the venue's request budget and its rate-limit pauses; and only
+while no book of the feed is waiting for a snapshot (for one interval at most, so a book that cannot
+get one does not stop the audits of the others), so a cold start or a resync does not queue behind
+an audit.  Then:
 
 * A snapshot with an id (NHEX/BitV ``seqNum``, MEXC ``version``, Binance ``lastUpdateId``) is
   compared when the book is at exactly that id: at once if it is there, else when a later delta
@@ -79,6 +82,10 @@ class BookAudit:
             step = self.interval / max(1, len(symbols))
             for canonical in symbols:
                 await asyncio.sleep(step)
+                deferred = 0.0  # books that need a snapshot to be live come first, for an interval at most
+                while conn.open and self.feed.snapshots.active and deferred < self.interval:
+                    await asyncio.sleep(step)
+                    deferred += step
                 self._forget_dead()
                 sync = conn.syncs.get(canonical)
                 if conn.open and sync is not None and sync.confirmed:

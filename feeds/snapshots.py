@@ -31,6 +31,7 @@ class SnapshotScheduler:
     def __init__(self, feed: VenueFeed) -> None:
         self.feed = feed
         self.pacer = RequestPacer(*feed.snapshot_pacing())
+        self.active = 0  # books whose snapshot is being obtained (queued at the pacer, or on its way)
 
     def repace(self) -> None:
         """Take the feed's pacing again: a venue may publish its budget only once the feed has started."""
@@ -53,6 +54,13 @@ class SnapshotScheduler:
         return backoff
 
     async def _obtain(self, conn: Connection, canonical: str, sync: BookSync) -> None:
+        self.active += 1
+        try:
+            await self._obtain_until_done(conn, canonical, sync)
+        finally:
+            self.active -= 1
+
+    async def _obtain_until_done(self, conn: Connection, canonical: str, sync: BookSync) -> None:
         feed, venue = self.feed, self.feed.venue
         backoff = self.backoff_for(conn, canonical)
         attempts = conn.snapshot_attempts.get(canonical, 0)

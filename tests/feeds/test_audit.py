@@ -7,6 +7,8 @@ delta (SILENT_LOSS, ids contiguous) can only be found by an audit, which must fi
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from types import SimpleNamespace
 
 import pytest
@@ -143,3 +145,40 @@ async def test_audits_of_a_running_market_agree_with_its_books(kind: str) -> Non
         await wait_for(lambda: feed.audit.outcomes[MATCH] >= 4, 30, "audits that match")
         assert feed.audit.outcomes[MISMATCH] == 0
         assert all(r in (Reason.START, Reason.SNAPSHOT) for s in (SYM,) for r in seen.reasons(s))
+
+
+async def test_audits_wait_while_a_book_of_the_feed_waits_for_its_snapshot() -> None:
+    """A cold start or a resync must not queue behind audits; a book that never gets its snapshot
+    must not stop the audits of the others either (they wait one interval at most)."""
+    sync, _ = live_book()
+    sync._first_pending = False  # confirmed: the stream continued the snapshot
+    asked: list[float] = []
+
+    async def fetch_snapshot(conn: object, canonical: str) -> Snapshot:
+        asked.append(asyncio.get_running_loop().time())
+        return Snapshot(5, BIDS, ASKS)
+
+    class Pacer:
+        async def acquire(self, weight: float = 1.0) -> None:
+            pass
+
+    feed = SimpleNamespace(metrics=RecordingMetrics(), venue="v", audit_interval=0.4, snapshot_timeout=5,
+                           snapshots=SimpleNamespace(active=1, pacer=Pacer()), fetch_snapshot=fetch_snapshot,
+                           snapshot_weight=lambda canonical: 1.0)
+    conn = SimpleNamespace(open=True, symbols=["S"], syncs={"S": sync})
+    audit = BookAudit(feed)  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    task = asyncio.create_task(audit.run(conn))  # type: ignore[arg-type]
+    try:
+        await wait_for(lambda: len(asked) >= 2, 10, "audits despite a book that never gets its snapshot")
+        # the first waited for its turn (0.4 s) plus one interval of deferral; none came earlier
+        assert asked[0] - started >= 0.8 - 0.05
+        feed.snapshots.active = 0
+        count = len(asked)
+        await wait_for(lambda: len(asked) >= count + 2, 10, "audits at their own pace")
+        assert audit.outcomes[MATCH] >= 3 and not audit.outcomes[MISMATCH]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
