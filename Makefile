@@ -9,8 +9,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# ccxt (a test and bench peer) pins uvloop 0.22.1, which closes live connections after a cancelled
+# connect (service/cli.py runs on asyncio's loop with it); ccxt itself runs on the fixed 0.23, so it
+# is installed over ccxt's pin (pip says it disagrees, and installs it)
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/pip install --quiet 'uvloop>=0.23; sys_platform != "win32"'
 	touch $(STAMP)
 
 run: $(STAMP)

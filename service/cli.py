@@ -27,10 +27,30 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 2
 
 
+# uvloop before 0.23 leaves a cancelled ``create_connection(sock=...)``'s socket owning a descriptor
+# libuv already closed; its later close hits whatever connection reused the number (EBADF, then an
+# abort of the process during a loaded cold start, where connects time out).  Fixed in uvloop 0.23.
+UVLOOP_FIXED = (0, 23)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when it is installed and has the fix above; otherwise asyncio's own loop, said once."""
     try:
         import uvloop
     except ImportError:
+        return None
+    if _version(uvloop.__version__) < UVLOOP_FIXED:
+        log.warning("uvloop %s can close a live connection after a cancelled connect; running on "
+                    "asyncio's event loop (install uvloop>=%s to use uvloop)", uvloop.__version__,
+                    ".".join(map(str, UVLOOP_FIXED)))
         return None
     return uvloop.new_event_loop
 

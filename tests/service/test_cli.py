@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import signal
@@ -285,3 +286,20 @@ async def test_simulated_venue_restarts_at_the_same_url_and_a_feed_reconnects(sp
         assert await again.stop() == 0
     finally:
         await feed.stop()
+
+
+@pytest.mark.parametrize(("version", "uses_uvloop"), [("0.22.1", False), ("0.19.0", False), ("0.23.0", True),
+                                                      ("0.23.1.dev0", True), ("1.0.0", True)])
+def test_uvloop_is_used_only_where_a_cancelled_connect_is_safe(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, version: str, uses_uvloop: bool,
+) -> None:
+    import uvloop
+
+    from aggbook.service import cli
+
+    monkeypatch.setattr(uvloop, "__version__", version)
+    with caplog.at_level(logging.WARNING, logger="aggbook.cli"):
+        factory = cli._loop_factory()
+    assert (factory is uvloop.new_event_loop) is uses_uvloop
+    assert (factory is None) is not uses_uvloop
+    assert any("asyncio's event loop" in r.getMessage() for r in caplog.records) is not uses_uvloop
