@@ -17,9 +17,16 @@ scenarios, each with fresh processes:
 3. **subscribers per gateway** (the simulator at ``--latency-rate`` steps per second per symbol):
    two shards and a gateway; subscribers (quotes of every symbol, in this process) are added in
    steps (``--latency-steps``) and, at each step, the delivery latency of every update is measured
-   over ``--latency-seconds``: receive wall clock minus the update's ``recv_ts`` (when the owning
-   shard applied the venue frame), so it spans the shard's publisher, NATS, the gateway and its
-   WebSocket queue.  The figure is the largest count whose p99 stays within 10 ms.
+   over ``--latency-seconds`` twice: *end to end*, receive wall clock minus the update's ``recv_ts``
+   (when the owning shard applied the venue frame), which spans the shard's publisher, NATS, the
+   gateway and its WebSocket queue; and *the gateway's own part*, receive wall clock minus the
+   update's ``ts`` (when the gateway made the message, once for all its subscribers), which spans
+   the fan-out to every subscriber, their sockets and their wake-up.  The figure is the largest
+   count whose gateway p99 stays within 10 ms, the capacity of a gateway; the end-to-end figure is
+   printed next to it.  The upstream part (shard, NATS, the gateway reading NATS) does not grow with
+   the subscribers, but it crosses three processes, and on a machine with fewer cores than busy
+   processes each wake-up may wait for a core: there it alone can pass 10 ms at p99 with a single
+   subscriber, which said nothing about how many subscribers a gateway serves.
 
 **What bounds a window.**  For every process the window records the CPU it got (*cores*, CPU seconds
 per second, from ``/proc/<pid>/task/*/schedstat``) and its *demand*: the time it was on a CPU or
@@ -48,8 +55,9 @@ subscriber got a snapshot of every subscription and a gap-free ``seq``, every up
 ``recv_ts``, and every aggbook process exits 0 on SIGTERM.
 
 The last line is machine-readable:
-``scale shard_ratio=<r> gateway_fanout_ratio=<r> gateway_subscribers_p99_10ms=<n>``, the two
-per-core ratios above and the figure of scenario 3 (0 when even the first step passes 10 ms).
+``scale shard_ratio=<r> gateway_fanout_ratio=<r> gateway_subscribers_p99_10ms=<n>
+end_to_end_subscribers_p99_10ms=<n>``, the two per-core ratios above and the figures of scenario 3
+(0 when even the first step passes 10 ms).
 """
 
 from __future__ import annotations
@@ -238,7 +246,8 @@ class Client:
     snapshots: set[str] = field(default_factory=set)
     seqs: dict[str, int] = field(default_factory=dict)
     messages: int = 0
-    latencies: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)  # shard applied the frame -> received
+    gateway_latencies: list[float] = field(default_factory=list)  # the gateway made the message -> received
     recording: bool = False
     problems: list[str] = field(default_factory=list)
 
@@ -264,6 +273,7 @@ class Client:
             self.problems.append(f"{sub}: update without recv_ts")
         elif self.recording and msg["channel"] == "quotes":
             self.latencies.append(received - recv_ts)
+            self.gateway_latencies.append(received - msg["ts"])
 
     async def run(self, session: aiohttp.ClientSession, base: str, ready: asyncio.Event) -> None:
         async with session.ws_connect(f"{base.replace('http', 'ws', 1)}/v1/ws", max_msg_size=0) as ws:
@@ -492,8 +502,14 @@ async def measure_throughput(
 @dataclass
 class Step:
     subscribers: int
-    p99_ms: float
+    p99_ms: float  # end to end: the owning shard applying the frame -> the subscriber receiving it
     updates: int
+    gateway_p99_ms: float = math.nan  # the gateway's own part: it making the message -> received
+
+
+def p99_ms(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000 if ordered else math.nan
 
 
 async def measure_gateway_subscribers(args: argparse.Namespace, tmp: str, nats_url: str) -> list[Step]:
@@ -514,20 +530,26 @@ async def measure_gateway_subscribers(args: argparse.Namespace, tmp: str, nats_u
                 await asyncio.sleep(0.5)  # the new clients' snapshots are out of the way
                 for c in clients:
                     c.latencies.clear()
+                    c.gateway_latencies.clear()
                     c.recording = True
                 await asyncio.sleep(args.latency_seconds)
                 for c in clients:
                     c.recording = False
                 check(clients)
                 lat = sorted(x for c in clients for x in c.latencies)
-                p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000 if lat else math.nan
-                results.append(Step(n, p99, len(lat)))
+                p99 = p99_ms(lat)
+                gateway = [x for c in clients for x in c.gateway_latencies]
+                step = Step(n, p99, len(lat), p99_ms(gateway))
+                results.append(step)
                 print(
-                    f"  gateway with {n} subscribers: p99 {p99:.2f} ms, p50 "
-                    f"{statistics.median(lat) * 1000 if lat else math.nan:.2f} ms over {len(lat)} updates",
+                    f"  gateway with {n} subscribers: end to end p99 {p99:.2f} ms, p50 "
+                    f"{statistics.median(lat) * 1000 if lat else math.nan:.2f} ms; the gateway's own part "
+                    f"p99 {step.gateway_p99_ms:.2f} ms, p50 "
+                    f"{statistics.median(gateway) * 1000 if gateway else math.nan:.2f} ms; "
+                    f"over {len(lat)} updates",
                     flush=True,
                 )
-                if not p99 <= 10.0:
+                if not step.gateway_p99_ms <= 10.0:
                     break
         finally:
             for task in tasks:
@@ -565,7 +587,8 @@ class Report:
     one: Throughput
     two: Throughput
     steps: list[Step]
-    subscribers_p99_10ms: int
+    subscribers_p99_10ms: int  # by the gateway's own delivery latency
+    end_to_end_subscribers_p99_10ms: int  # by the latency from the owning shard
 
 
 def main(argv: list[str] | None = None) -> Report | None:
@@ -598,8 +621,9 @@ def main(argv: list[str] | None = None) -> Report | None:
                 steps = [] if args.no_latency else await measure_gateway_subscribers(args, tmp, nats.url)
             finally:
                 nats.child.stop()
-        passing = [s.subscribers for s in steps if s.p99_ms <= 10.0]
-        return Report(one, two, steps, max(passing, default=0))
+        passing = [s.subscribers for s in steps if s.gateway_p99_ms <= 10.0]
+        end_to_end = [s.subscribers for s in steps if s.p99_ms <= 10.0]
+        return Report(one, two, steps, max(passing, default=0), max(end_to_end, default=0))
 
     load_before = os.getloadavg()
     try:
@@ -626,7 +650,8 @@ def main(argv: list[str] | None = None) -> Report | None:
     fanout_ratio = two.ws_capacity / one.ws_capacity
     print(
         f"scale shard_ratio={shard_ratio:.3f} gateway_fanout_ratio={fanout_ratio:.3f} "
-        f"gateway_subscribers_p99_10ms={report.subscribers_p99_10ms}"
+        f"gateway_subscribers_p99_10ms={report.subscribers_p99_10ms} "
+        f"end_to_end_subscribers_p99_10ms={report.end_to_end_subscribers_p99_10ms}"
     )
     return report
 

@@ -27,8 +27,12 @@ def test_scale_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert report.steps and report.steps[0].subscribers == 1 and report.steps[0].updates > 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     match = re.fullmatch(
-        r"scale shard_ratio=(\S+) gateway_fanout_ratio=(\S+) gateway_subscribers_p99_10ms=(\d+)", last
+        r"scale shard_ratio=(\S+) gateway_fanout_ratio=(\S+) gateway_subscribers_p99_10ms=(\d+) "
+        r"end_to_end_subscribers_p99_10ms=(\d+)",
+        last,
     )
     assert match, last
     assert float(match[1]) > 0 and float(match[2]) > 0
     assert int(match[3]) in (0, *(s.subscribers for s in report.steps))
+    assert int(match[4]) in (0, *(s.subscribers for s in report.steps))
+    assert all(s.gateway_p99_ms > 0 for s in report.steps)  # every step measured the gateway's part too
