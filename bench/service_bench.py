@@ -25,7 +25,8 @@ processes:
    spawning ``aggbook serve`` until every book reports ``aggbook_book_live 1``, next to the bound the
    venues' published budgets set (the slowest venue's ``cold_start_bound_s``, as ``aggbook
    check-config`` prints it: Binance's request weight at ``--binance-depth``, NHEX/BitV's ``req``
-   spacing per connection, ...).
+   spacing per connection, ...); then, every book live, the p99 of ``aggbook_event_loop_lag_seconds``
+   over ``--seconds``, the lag with that many symbols.
 
 Self-checks (the run fails loudly otherwise): every book live when a window starts and ends, no
 gap or resync counted during a window, every subscriber got a snapshot of every symbol and a
@@ -45,10 +46,11 @@ second leg is the service's own, and the figure its latency target is about (``s
 The last line is machine-readable:
 ``service frames_per_s=<n> cpu_s_per_1k_frames=<x> p50_ms=<x> p99_ms=<x> http_ratio_vs_trivial=<r>
 cold_start_200_s=<x> cold_start_bound_s=<x> loop_lag_p99_ms=<x> service_p50_ms=<x> service_p99_ms=<x>
-flat_service_p99_ms=<x>`` (one line): ``frames_per_s`` and ``flat_service_p99_ms`` from the flat-out
-scenario, ``cold_start_200_s`` for ``--cold-symbols`` symbols (200 by default), every other figure
-from the set-rate scenario; ``p50_ms``/``p99_ms`` venue->subscriber, ``service_*`` the
-service->subscriber leg.
+flat_service_p99_ms=<x> loop_lag_200_p99_ms=<x>`` (one line): ``frames_per_s`` and
+``flat_service_p99_ms`` from the flat-out scenario, ``cold_start_200_s`` and ``loop_lag_200_p99_ms``
+(the event-loop lag over ``--seconds`` once every book of the cold start is live) for
+``--cold-symbols`` symbols (200 by default), every other figure from the set-rate scenario;
+``p50_ms``/``p99_ms`` venue->subscriber, ``service_*`` the service->subscriber leg.
 """
 
 from __future__ import annotations
@@ -613,15 +615,21 @@ async def measure_window(args: argparse.Namespace, rate: float, with_http: bool)
     return window
 
 
-async def measure_cold_start(args: argparse.Namespace) -> tuple[float, dict[str, float]]:
-    """Seconds until every book is live, and each venue's bound on the same generated config."""
-    budget = args.cold_timeout + 2 * START_TIMEOUT
+async def measure_cold_start(args: argparse.Namespace) -> tuple[float, dict[str, float], float]:
+    """Seconds until every book is live, each venue's bound on the same generated config, and the
+    p99 event-loop lag (ms) of the service over ``--seconds`` once every book is live: the lag with
+    all ``--cold-symbols`` symbols on every venue, at ``--cold-rate``."""
+    budget = args.cold_timeout + args.seconds + 2 * START_TIMEOUT
     with simulator_and_service(args, args.cold_symbols, args.cold_rate, budget) as stack:
         bounds = cold_start_bounds(os.path.join(stack.tmp, "aggbook.toml"))
         async with aiohttp.ClientSession() as session:
             live_at = await wait_live(session, stack.base, stack.books, args.cold_timeout, stack.svc)
+            m0 = await scrape(session, stack.base)
+            await asyncio.sleep(args.seconds)
+            m1 = await scrape(session, stack.base)
         seconds = live_at - stack.svc.spawned
-    return seconds, bounds
+        lag_ms = histogram_quantile(0.99, m0.lag_buckets, m1.lag_buckets) * 1000
+    return seconds, bounds, lag_ms
 
 
 def _fmt(value: float, digits: int) -> str:
@@ -659,6 +667,7 @@ class Report:
     cold_start_s: float
     cold_bounds: dict[str, float]  # per venue
     cold_symbols: int
+    cold_loop_lag_p99_ms: float = math.nan  # with every cold-start book live
 
     @property
     def cold_bound_s(self) -> float:
@@ -682,8 +691,8 @@ def main(argv: list[str] | None = None) -> Report | None:
         print(describe_window(paced), flush=True)
         flat = await measure_window(args, math.inf, with_http=False)
         print(describe_window(flat), flush=True)
-        cold, bounds = await measure_cold_start(args)
-        return Report(paced, flat, cold, bounds, args.cold_symbols)
+        cold, bounds, lag = await measure_cold_start(args)
+        return Report(paced, flat, cold, bounds, args.cold_symbols, lag)
 
     load_before = os.getloadavg()
     report = asyncio.run(run())
@@ -697,13 +706,16 @@ def main(argv: list[str] | None = None) -> Report | None:
     print(f"  cold start: {report.cold_symbols} symbols x {venues} venues all live in "
           f"{report.cold_start_s:.2f}s after spawning the service; bound by each venue's published "
           f"budget (Binance depth {args.binance_depth}): "
-          + ", ".join(f"{v} {b:.2f}s" for v, b in report.cold_bounds.items()))
+          + ", ".join(f"{v} {b:.2f}s" for v, b in report.cold_bounds.items())
+          + f"; then loop lag p99 {_fmt(report.cold_loop_lag_p99_ms, 2)} ms over {args.seconds:.0f}s "
+          f"at {args.cold_rate:g} steps/s per symbol")
     print(f"service frames_per_s={report.flat.frames_per_s:.0f} cpu_s_per_1k_frames={p.cpu_s_per_1k:.4f} "
           f"p50_ms={p.p50_ms:.2f} p99_ms={p.p99_ms:.2f} http_ratio_vs_trivial={_fmt(p.http_ratio, 3)} "
           f"cold_start_{report.cold_symbols}_s={report.cold_start_s:.2f} "
           f"cold_start_bound_s={report.cold_bound_s:.2f} loop_lag_p99_ms={_fmt(p.loop_lag_p99_ms, 2)} "
           f"service_p50_ms={p.to_subscriber_ms[0]:.2f} service_p99_ms={p.to_subscriber_ms[1]:.2f} "
-          f"flat_service_p99_ms={report.flat.to_subscriber_ms[1]:.2f}")
+          f"flat_service_p99_ms={report.flat.to_subscriber_ms[1]:.2f} "
+          f"loop_lag_{report.cold_symbols}_p99_ms={_fmt(report.cold_loop_lag_p99_ms, 2)}")
     return report
 
 

@@ -17,7 +17,7 @@ from tests.bench.loader import load_bench
 
 KEYS = ("frames_per_s", "cpu_s_per_1k_frames", "p50_ms", "p99_ms", "http_ratio_vs_trivial",
         r"cold_start_\d+_s", "cold_start_bound_s", "loop_lag_p99_ms", "service_p50_ms", "service_p99_ms",
-        "flat_service_p99_ms")
+        "flat_service_p99_ms", r"loop_lag_\d+_p99_ms")
 
 
 @pytest.mark.integration
@@ -46,6 +46,7 @@ def test_service_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert bound == max(report.cold_bounds.values()) >= 0, last
     assert set(report.cold_bounds) == {"binance", "mexc"}, last  # every venue run, each its own bound
     assert match.group(11) == "cold_start_4_s", last
+    assert match.group(23) == "loop_lag_4_p99_ms", last
 
 
 @pytest.mark.parametrize("depth, binance_bound", [(100, 524 / (4284 / 60)), (1000, 9524 / (4284 / 60))])
