@@ -15,7 +15,8 @@ scenarios, each with fresh processes:
    publishing to NATS, the same clients on an ``aggbook gateway``.  Frames are summed over both
    shards; messages are those the gateway delivered.
 3. **subscribers per gateway** (the simulator at ``--latency-rate`` steps per second per symbol):
-   two shards and a gateway; subscribers (quotes of every symbol, in this process) are added in
+   two shards and a gateway; subscribers (quotes of every symbol, spread over
+   ``--subscriber-procs`` processes that report latency histograms of 0.1 ms buckets) are added in
    steps (``--latency-steps``) and, at each step, the delivery latency of every update is measured
    over ``--latency-seconds`` twice: *end to end*, receive wall clock minus the update's ``recv_ts``
    (when the owning shard applied the venue frame), which spans the shard's publisher, NATS, the
@@ -70,7 +71,6 @@ import math
 import os
 import re
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -308,10 +308,46 @@ async def start_clients(
     return clients
 
 
+HISTOGRAM_STEP_MS = 0.1  # resolution of the latency histograms subscriber processes report
+
+
+def histogram(latencies: list[float]) -> dict[str, int]:
+    """Latencies (seconds) as counts per bucket of ``HISTOGRAM_STEP_MS`` (keyed by bucket index, as
+    JSON keys are): what a subscriber process reports, summed over processes by :func:`merged_p99_ms`."""
+    counts: dict[str, int] = {}
+    for x in latencies:
+        key = str(max(0, int(x * 1000 / HISTOGRAM_STEP_MS)))
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def merged_p99_ms(histograms: list[dict[str, int]]) -> tuple[float, float, int]:
+    """(p99, p50, count) over several processes' histograms, in ms (a bucket's upper edge)."""
+    total: dict[int, int] = {}
+    for h in histograms:
+        for key, n in h.items():
+            total[int(key)] = total.get(int(key), 0) + n
+    count = sum(total.values())
+    if not count:
+        return math.nan, math.nan, 0
+    out = []
+    for q in (0.99, 0.5):
+        rank, seen = min(count, int(q * count) + 1), 0
+        for bucket in sorted(total):
+            seen += total[bucket]
+            if seen >= rank:
+                out.append((bucket + 1) * HISTOGRAM_STEP_MS)
+                break
+    return out[0], out[1], count
+
+
 async def role_subscribers(args: argparse.Namespace) -> None:
     """A subscriber process: ``--clients`` clients of ``--base``, then one JSON line per stdin line:
     messages received so far and the self-checks' problems.  Several of these carry the load of
-    scenarios 1 and 2, so the clients are never what limits the delivery measured."""
+    scenarios 1 and 2, so the clients are never what limits the delivery measured.
+
+    Scenario 3 also sends ``add <n>`` (n more clients), ``record`` (start recording latencies
+    afresh) and ``report`` (stop, and answer with the latency histograms as well)."""
     symbols = args.symbol_list.split(",")
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -320,9 +356,22 @@ async def role_subscribers(args: argparse.Namespace) -> None:
     async with aiohttp.ClientSession() as session:
         clients = await start_clients(session, args.base, symbols, args.clients, args.books, tasks)
         print(json.dumps({"ready": True}), flush=True)
-        while await reader.readline():
-            print(json.dumps({"messages": sum(c.messages for c in clients),
-                              "problems": [p for c in clients for p in c.problems][:5]}), flush=True)
+        while line := (await reader.readline()).decode().split():
+            answer: dict[str, Any] = {"messages": sum(c.messages for c in clients),
+                                      "problems": [p for c in clients for p in c.problems][:5]}
+            if line[0] == "add":
+                clients += await start_clients(session, args.base, symbols, int(line[1]), args.books, tasks)
+            elif line[0] == "record":
+                for c in clients:
+                    c.latencies.clear()
+                    c.gateway_latencies.clear()
+                    c.recording = True
+            elif line[0] == "report":
+                for c in clients:
+                    c.recording = False
+                answer["latency"] = histogram([x for c in clients for x in c.latencies])
+                answer["gateway"] = histogram([x for c in clients for x in c.gateway_latencies])
+            print(json.dumps(answer), flush=True)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -355,14 +404,17 @@ class SubscriberProcess:
             raise RuntimeError(f"subscriber process exited {await self.proc.wait()}")
         return dict(json.loads(raw))
 
-    async def count(self) -> int:
+    async def ask(self, command: str) -> dict[str, Any]:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(b"count\n")
+        self.proc.stdin.write(command.encode() + b"\n")
         await self.proc.stdin.drain()
         answer = await self._line()
         if answer["problems"]:
             raise RuntimeError(f"subscriber self-checks failed: {answer['problems']}")
-        return int(answer["messages"])
+        return answer
+
+    async def count(self) -> int:
+        return int((await self.ask("count"))["messages"])
 
     async def stop(self) -> None:
         if self.proc.stdin is not None:
@@ -372,12 +424,6 @@ class SubscriberProcess:
         except TimeoutError:
             self.proc.kill()
             await self.proc.wait()
-
-
-def check(clients: list[Client]) -> None:
-    problems = [p for c in clients for p in c.problems]
-    if problems:
-        raise RuntimeError(f"subscriber self-checks failed: {problems[:5]}")
 
 
 # ---------------------------------------------------------------------- scenarios
@@ -507,54 +553,43 @@ class Step:
     gateway_p99_ms: float = math.nan  # the gateway's own part: it making the message -> received
 
 
-def p99_ms(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000 if ordered else math.nan
-
-
 async def measure_gateway_subscribers(args: argparse.Namespace, tmp: str, nats_url: str) -> list[Step]:
     steps = [int(n) for n in args.latency_steps.split(",")]
     results: list[Step] = []
-    async with (
-        topology(args, tmp, 2, args.latency_rate, nats_url) as topo,
-        aiohttp.ClientSession() as session,
-    ):
+    async with topology(args, tmp, 2, args.latency_rate, nats_url) as topo:
         assert topo.gateway is not None
-        tasks: list[asyncio.Task] = []
-        clients: list[Client] = []
+        # the clients are spread over processes, as in scenarios 1 and 2: a single process receiving
+        # every update of every client would add its own queue to the latency it measures
+        procs: list[SubscriberProcess] = []
         try:
+            procs = [await SubscriberProcess.start(topo.gateway[1], topo.symbols, 0, False)
+                     for _ in range(max(1, args.subscriber_procs))]
+            counts = [0] * len(procs)
             for n in steps:
-                clients += await start_clients(
-                    session, topo.gateway[1], topo.symbols, n - len(clients), False, tasks
-                )
+                added = [0] * len(procs)
+                for _ in range(n - sum(counts)):  # each new client to the process with the fewest
+                    k = counts.index(min(counts))
+                    counts[k] += 1
+                    added[k] += 1
+                await asyncio.gather(*(p.ask(f"add {a}") for p, a in zip(procs, added, strict=True) if a))
                 await asyncio.sleep(0.5)  # the new clients' snapshots are out of the way
-                for c in clients:
-                    c.latencies.clear()
-                    c.gateway_latencies.clear()
-                    c.recording = True
+                await asyncio.gather(*(p.ask("record") for p in procs))
                 await asyncio.sleep(args.latency_seconds)
-                for c in clients:
-                    c.recording = False
-                check(clients)
-                lat = sorted(x for c in clients for x in c.latencies)
-                p99 = p99_ms(lat)
-                gateway = [x for c in clients for x in c.gateway_latencies]
-                step = Step(n, p99, len(lat), p99_ms(gateway))
+                reports = await asyncio.gather(*(p.ask("report") for p in procs))
+                p99, p50, updates = merged_p99_ms([r["latency"] for r in reports])
+                gateway_p99, gateway_p50, _ = merged_p99_ms([r["gateway"] for r in reports])
+                step = Step(n, p99, updates, gateway_p99)
                 results.append(step)
                 print(
-                    f"  gateway with {n} subscribers: end to end p99 {p99:.2f} ms, p50 "
-                    f"{statistics.median(lat) * 1000 if lat else math.nan:.2f} ms; the gateway's own part "
-                    f"p99 {step.gateway_p99_ms:.2f} ms, p50 "
-                    f"{statistics.median(gateway) * 1000 if gateway else math.nan:.2f} ms; "
-                    f"over {len(lat)} updates",
+                    f"  gateway with {n} subscribers ({len(procs)} processes): end to end p99 {p99:.1f} ms, "
+                    f"p50 {p50:.1f} ms; the gateway's own part p99 {gateway_p99:.1f} ms, p50 "
+                    f"{gateway_p50:.1f} ms; over {updates} updates",
                     flush=True,
                 )
                 if not step.gateway_p99_ms <= 10.0:
                     break
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*(p.stop() for p in procs), return_exceptions=True)
     return results
 
 
