@@ -79,8 +79,8 @@ def test_live_count_is_polled_finely_once_nine_books_in_ten_are_live() -> None:
     bench = load_bench("service_bench")
     assert bench.poll_interval(0, 1000, 1.0) == 1.0
     assert bench.poll_interval(899, 1000, 1.0) == 1.0
-    assert bench.poll_interval(900, 1000, 1.0) == 0.1
-    assert bench.poll_interval(4, 4, 0.1) == 0.1
+    assert bench.poll_interval(900, 1000, 1.0) == 0.25
+    assert bench.poll_interval(4, 4, 0.1) == 0.25
 
 
 def test_latency_legs_are_taken_like_the_window_figures() -> None:
