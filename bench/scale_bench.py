@@ -15,11 +15,19 @@ scenarios, each with fresh processes:
    publishing to NATS, the same clients on an ``aggbook gateway``.  Frames are summed over both
    shards; messages are those the gateway delivered.
 3. **subscribers per gateway** (the simulator at ``--latency-rate`` steps per second per symbol):
-   two shards and a gateway; subscribers (quotes of every symbol, in this process) are added in
+   two shards and a gateway; subscribers (quotes of every symbol, spread over
+   ``--subscriber-procs`` processes that report latency histograms of 0.1 ms buckets) are added in
    steps (``--latency-steps``) and, at each step, the delivery latency of every update is measured
-   over ``--latency-seconds``: receive wall clock minus the update's ``recv_ts`` (when the owning
-   shard applied the venue frame), so it spans the shard's publisher, NATS, the gateway and its
-   WebSocket queue.  The figure is the largest count whose p99 stays within 10 ms.
+   over ``--latency-seconds`` twice: *end to end*, receive wall clock minus the update's ``recv_ts``
+   (when the owning shard applied the venue frame), which spans the shard's publisher, NATS, the
+   gateway and its WebSocket queue; and *the gateway's own part*, receive wall clock minus the
+   update's ``ts`` (when the gateway made the message, once for all its subscribers), which spans
+   the fan-out to every subscriber, their sockets and their wake-up.  The figure is the largest
+   count whose gateway p99 stays within 10 ms, the capacity of a gateway; the end-to-end figure is
+   printed next to it.  The upstream part (shard, NATS, the gateway reading NATS) does not grow with
+   the subscribers, but it crosses three processes, and on a machine with fewer cores than busy
+   processes each wake-up may wait for a core: there it alone can pass 10 ms at p99 with a single
+   subscriber, which said nothing about how many subscribers a gateway serves.
 
 **What bounds a window.**  For every process the window records the CPU it got (*cores*, CPU seconds
 per second, from ``/proc/<pid>/task/*/schedstat``) and its *demand*: the time it was on a CPU or
@@ -48,8 +56,9 @@ subscriber got a snapshot of every subscription and a gap-free ``seq``, every up
 ``recv_ts``, and every aggbook process exits 0 on SIGTERM.
 
 The last line is machine-readable:
-``scale shard_ratio=<r> gateway_fanout_ratio=<r> gateway_subscribers_p99_10ms=<n>``, the two
-per-core ratios above and the figure of scenario 3 (0 when even the first step passes 10 ms).
+``scale shard_ratio=<r> gateway_fanout_ratio=<r> gateway_subscribers_p99_10ms=<n>
+end_to_end_subscribers_p99_10ms=<n>``, the two per-core ratios above and the figures of scenario 3
+(0 when even the first step passes 10 ms).
 """
 
 from __future__ import annotations
@@ -62,7 +71,6 @@ import math
 import os
 import re
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -238,7 +246,8 @@ class Client:
     snapshots: set[str] = field(default_factory=set)
     seqs: dict[str, int] = field(default_factory=dict)
     messages: int = 0
-    latencies: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)  # shard applied the frame -> received
+    gateway_latencies: list[float] = field(default_factory=list)  # the gateway made the message -> received
     recording: bool = False
     problems: list[str] = field(default_factory=list)
 
@@ -264,6 +273,7 @@ class Client:
             self.problems.append(f"{sub}: update without recv_ts")
         elif self.recording and msg["channel"] == "quotes":
             self.latencies.append(received - recv_ts)
+            self.gateway_latencies.append(received - msg["ts"])
 
     async def run(self, session: aiohttp.ClientSession, base: str, ready: asyncio.Event) -> None:
         async with session.ws_connect(f"{base.replace('http', 'ws', 1)}/v1/ws", max_msg_size=0) as ws:
@@ -298,10 +308,46 @@ async def start_clients(
     return clients
 
 
+HISTOGRAM_STEP_MS = 0.1  # resolution of the latency histograms subscriber processes report
+
+
+def histogram(latencies: list[float]) -> dict[str, int]:
+    """Latencies (seconds) as counts per bucket of ``HISTOGRAM_STEP_MS`` (keyed by bucket index, as
+    JSON keys are): what a subscriber process reports, summed over processes by :func:`merged_p99_ms`."""
+    counts: dict[str, int] = {}
+    for x in latencies:
+        key = str(max(0, int(x * 1000 / HISTOGRAM_STEP_MS)))
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def merged_p99_ms(histograms: list[dict[str, int]]) -> tuple[float, float, int]:
+    """(p99, p50, count) over several processes' histograms, in ms (a bucket's upper edge)."""
+    total: dict[int, int] = {}
+    for h in histograms:
+        for key, n in h.items():
+            total[int(key)] = total.get(int(key), 0) + n
+    count = sum(total.values())
+    if not count:
+        return math.nan, math.nan, 0
+    out = []
+    for q in (0.99, 0.5):
+        rank, seen = min(count, int(q * count) + 1), 0
+        for bucket in sorted(total):
+            seen += total[bucket]
+            if seen >= rank:
+                out.append((bucket + 1) * HISTOGRAM_STEP_MS)
+                break
+    return out[0], out[1], count
+
+
 async def role_subscribers(args: argparse.Namespace) -> None:
     """A subscriber process: ``--clients`` clients of ``--base``, then one JSON line per stdin line:
     messages received so far and the self-checks' problems.  Several of these carry the load of
-    scenarios 1 and 2, so the clients are never what limits the delivery measured."""
+    scenarios 1 and 2, so the clients are never what limits the delivery measured.
+
+    Scenario 3 also sends ``add <n>`` (n more clients), ``record`` (start recording latencies
+    afresh) and ``report`` (stop, and answer with the latency histograms as well)."""
     symbols = args.symbol_list.split(",")
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -310,9 +356,22 @@ async def role_subscribers(args: argparse.Namespace) -> None:
     async with aiohttp.ClientSession() as session:
         clients = await start_clients(session, args.base, symbols, args.clients, args.books, tasks)
         print(json.dumps({"ready": True}), flush=True)
-        while await reader.readline():
-            print(json.dumps({"messages": sum(c.messages for c in clients),
-                              "problems": [p for c in clients for p in c.problems][:5]}), flush=True)
+        while line := (await reader.readline()).decode().split():
+            answer: dict[str, Any] = {"messages": sum(c.messages for c in clients),
+                                      "problems": [p for c in clients for p in c.problems][:5]}
+            if line[0] == "add":
+                clients += await start_clients(session, args.base, symbols, int(line[1]), args.books, tasks)
+            elif line[0] == "record":
+                for c in clients:
+                    c.latencies.clear()
+                    c.gateway_latencies.clear()
+                    c.recording = True
+            elif line[0] == "report":
+                for c in clients:
+                    c.recording = False
+                answer["latency"] = histogram([x for c in clients for x in c.latencies])
+                answer["gateway"] = histogram([x for c in clients for x in c.gateway_latencies])
+            print(json.dumps(answer), flush=True)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -345,14 +404,17 @@ class SubscriberProcess:
             raise RuntimeError(f"subscriber process exited {await self.proc.wait()}")
         return dict(json.loads(raw))
 
-    async def count(self) -> int:
+    async def ask(self, command: str) -> dict[str, Any]:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(b"count\n")
+        self.proc.stdin.write(command.encode() + b"\n")
         await self.proc.stdin.drain()
         answer = await self._line()
         if answer["problems"]:
             raise RuntimeError(f"subscriber self-checks failed: {answer['problems']}")
-        return int(answer["messages"])
+        return answer
+
+    async def count(self) -> int:
+        return int((await self.ask("count"))["messages"])
 
     async def stop(self) -> None:
         if self.proc.stdin is not None:
@@ -362,12 +424,6 @@ class SubscriberProcess:
         except TimeoutError:
             self.proc.kill()
             await self.proc.wait()
-
-
-def check(clients: list[Client]) -> None:
-    problems = [p for c in clients for p in c.problems]
-    if problems:
-        raise RuntimeError(f"subscriber self-checks failed: {problems[:5]}")
 
 
 # ---------------------------------------------------------------------- scenarios
@@ -492,47 +548,48 @@ async def measure_throughput(
 @dataclass
 class Step:
     subscribers: int
-    p99_ms: float
+    p99_ms: float  # end to end: the owning shard applying the frame -> the subscriber receiving it
     updates: int
+    gateway_p99_ms: float = math.nan  # the gateway's own part: it making the message -> received
 
 
 async def measure_gateway_subscribers(args: argparse.Namespace, tmp: str, nats_url: str) -> list[Step]:
     steps = [int(n) for n in args.latency_steps.split(",")]
     results: list[Step] = []
-    async with (
-        topology(args, tmp, 2, args.latency_rate, nats_url) as topo,
-        aiohttp.ClientSession() as session,
-    ):
+    async with topology(args, tmp, 2, args.latency_rate, nats_url) as topo:
         assert topo.gateway is not None
-        tasks: list[asyncio.Task] = []
-        clients: list[Client] = []
+        # the clients are spread over processes, as in scenarios 1 and 2: a single process receiving
+        # every update of every client would add its own queue to the latency it measures
+        procs: list[SubscriberProcess] = []
         try:
+            procs = [await SubscriberProcess.start(topo.gateway[1], topo.symbols, 0, False)
+                     for _ in range(max(1, args.subscriber_procs))]
+            counts = [0] * len(procs)
             for n in steps:
-                clients += await start_clients(
-                    session, topo.gateway[1], topo.symbols, n - len(clients), False, tasks
-                )
+                added = [0] * len(procs)
+                for _ in range(n - sum(counts)):  # each new client to the process with the fewest
+                    k = counts.index(min(counts))
+                    counts[k] += 1
+                    added[k] += 1
+                await asyncio.gather(*(p.ask(f"add {a}") for p, a in zip(procs, added, strict=True) if a))
                 await asyncio.sleep(0.5)  # the new clients' snapshots are out of the way
-                for c in clients:
-                    c.latencies.clear()
-                    c.recording = True
+                await asyncio.gather(*(p.ask("record") for p in procs))
                 await asyncio.sleep(args.latency_seconds)
-                for c in clients:
-                    c.recording = False
-                check(clients)
-                lat = sorted(x for c in clients for x in c.latencies)
-                p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000 if lat else math.nan
-                results.append(Step(n, p99, len(lat)))
+                reports = await asyncio.gather(*(p.ask("report") for p in procs))
+                p99, p50, updates = merged_p99_ms([r["latency"] for r in reports])
+                gateway_p99, gateway_p50, _ = merged_p99_ms([r["gateway"] for r in reports])
+                step = Step(n, p99, updates, gateway_p99)
+                results.append(step)
                 print(
-                    f"  gateway with {n} subscribers: p99 {p99:.2f} ms, p50 "
-                    f"{statistics.median(lat) * 1000 if lat else math.nan:.2f} ms over {len(lat)} updates",
+                    f"  gateway with {n} subscribers ({len(procs)} processes): end to end p99 {p99:.1f} ms, "
+                    f"p50 {p50:.1f} ms; the gateway's own part p99 {gateway_p99:.1f} ms, p50 "
+                    f"{gateway_p50:.1f} ms; over {updates} updates",
                     flush=True,
                 )
-                if not p99 <= 10.0:
+                if not step.gateway_p99_ms <= 10.0:
                     break
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*(p.stop() for p in procs), return_exceptions=True)
     return results
 
 
@@ -565,7 +622,8 @@ class Report:
     one: Throughput
     two: Throughput
     steps: list[Step]
-    subscribers_p99_10ms: int
+    subscribers_p99_10ms: int  # by the gateway's own delivery latency
+    end_to_end_subscribers_p99_10ms: int  # by the latency from the owning shard
 
 
 def main(argv: list[str] | None = None) -> Report | None:
@@ -598,8 +656,9 @@ def main(argv: list[str] | None = None) -> Report | None:
                 steps = [] if args.no_latency else await measure_gateway_subscribers(args, tmp, nats.url)
             finally:
                 nats.child.stop()
-        passing = [s.subscribers for s in steps if s.p99_ms <= 10.0]
-        return Report(one, two, steps, max(passing, default=0))
+        passing = [s.subscribers for s in steps if s.gateway_p99_ms <= 10.0]
+        end_to_end = [s.subscribers for s in steps if s.p99_ms <= 10.0]
+        return Report(one, two, steps, max(passing, default=0), max(end_to_end, default=0))
 
     load_before = os.getloadavg()
     try:
@@ -626,7 +685,8 @@ def main(argv: list[str] | None = None) -> Report | None:
     fanout_ratio = two.ws_capacity / one.ws_capacity
     print(
         f"scale shard_ratio={shard_ratio:.3f} gateway_fanout_ratio={fanout_ratio:.3f} "
-        f"gateway_subscribers_p99_10ms={report.subscribers_p99_10ms}"
+        f"gateway_subscribers_p99_10ms={report.subscribers_p99_10ms} "
+        f"end_to_end_subscribers_p99_10ms={report.end_to_end_subscribers_p99_10ms}"
     )
     return report
 

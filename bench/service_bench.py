@@ -25,7 +25,8 @@ processes:
    spawning ``aggbook serve`` until every book reports ``aggbook_book_live 1``, next to the bound the
    venues' published budgets set (the slowest venue's ``cold_start_bound_s``, as ``aggbook
    check-config`` prints it: Binance's request weight at ``--binance-depth``, NHEX/BitV's ``req``
-   spacing per connection, ...).
+   spacing per connection, ...); then, every book live, the p99 of ``aggbook_event_loop_lag_seconds``
+   over ``--seconds``, the lag with that many symbols.
 
 Self-checks (the run fails loudly otherwise): every book live when a window starts and ends, no
 gap or resync counted during a window, every subscriber got a snapshot of every symbol and a
@@ -33,11 +34,23 @@ gap-free ``seq`` per subscription, every update carried ``event_ts`` and ``recv_
 ``event_ts <= recv_ts <= receive time``, every HTTP answer was a 200 naming the symbol asked, and
 the service exits 0 on SIGTERM.  Every wait is bounded in time and every loop in count.
 
+Where the latency is.  Each update's venue->subscriber latency is also split at its ``recv_ts``
+(when the service applied the venue's latest frame of the symbol): *venue->service* (the venue's
+event time to the service applying the frame) and *service->subscriber* (applied to received: the
+aggregator's flush, the hub, the socket and the subscriber's wake-up).  The first leg is mostly the
+simulator's: all five venues run in one process, a market step stamps each frame's event time as
+it is built, and the frames of a step go out only when the step is done (a bare client of the same
+simulator, nothing else in between, sees tens of milliseconds at p99 on a loaded machine).  The
+second leg is the service's own, and the figure its latency target is about (``service_p99_ms``).
+
 The last line is machine-readable:
 ``service frames_per_s=<n> cpu_s_per_1k_frames=<x> p50_ms=<x> p99_ms=<x> http_ratio_vs_trivial=<r>
-cold_start_200_s=<x> cold_start_bound_s=<x> loop_lag_p99_ms=<x>`` (one line): ``frames_per_s`` from
-the flat-out scenario, ``cold_start_200_s`` for ``--cold-symbols`` symbols (200 by default), every
-other figure from the set-rate scenario.
+cold_start_200_s=<x> cold_start_bound_s=<x> loop_lag_p99_ms=<x> service_p50_ms=<x> service_p99_ms=<x>
+flat_service_p99_ms=<x> loop_lag_200_p99_ms=<x>`` (one line): ``frames_per_s`` and
+``flat_service_p99_ms`` from the flat-out scenario, ``cold_start_200_s`` and ``loop_lag_200_p99_ms``
+(the event-loop lag over ``--seconds`` once every book of the cold start is live) for
+``--cold-symbols`` symbols (200 by default), every other figure from the set-rate scenario;
+``p50_ms``/``p99_ms`` venue->subscriber, ``service_*`` the service->subscriber leg.
 """
 
 from __future__ import annotations
@@ -294,6 +307,38 @@ class Scrape:
     lag_buckets: dict[float, float]
 
 
+LAG_SERIES = "aggbook_event_loop_lag_seconds_bucket"
+LAG_PROBE_INTERVAL = 0.25  # the service's lag probe sleeps this long between two observations
+
+
+async def scrape_lag(session: aiohttp.ClientSession, base: str) -> dict[float, float]:
+    """The lag histogram's buckets alone (``/metrics?name[]=``).
+
+    A whole ``/metrics`` is rendered in the service's event loop and holds it up for as long as it
+    takes (about a second with a thousand books), and the lag probe records that stall: a window
+    opened by a whole scrape measured the scrape.  The lag window is therefore opened and closed by
+    these narrow scrapes, the whole ones outside it."""
+    async with session.get(f"{base}/metrics", params={"name[]": LAG_SERIES}) as resp:
+        assert resp.status == 200, resp.status
+        text = await resp.text()
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == LAG_SERIES:
+                buckets[float(sample.labels["le"])] = sample.value
+    return buckets
+
+
+async def lag_window(session: aiohttp.ClientSession, base: str, seconds: float) -> float:
+    """p99 event-loop lag (ms) over ``seconds``, opened once the probe has recorded whatever stall a
+    whole scrape just before caused."""
+    await asyncio.sleep(LAG_PROBE_INTERVAL + 0.05)
+    before = await scrape_lag(session, base)
+    await asyncio.sleep(seconds)
+    after = await scrape_lag(session, base)
+    return histogram_quantile(0.99, before, after) * 1000
+
+
 async def scrape(session: aiohttp.ClientSession, base: str) -> Scrape:
     async with session.get(f"{base}/metrics") as resp:
         assert resp.status == 200, resp.status
@@ -338,9 +383,11 @@ async def count_live(session: aiohttp.ClientSession, base: str) -> tuple[int, in
     """(books live, books exported, when): a line scan of ``/metrics``, no exposition parser.
 
     Polling a cold start of a thousand books with the full parser costs this process a core's
-    worth of parsing, on the machine whose cold start is being measured.
+    worth of parsing, on the machine whose cold start is being measured; and the service renders
+    only ``aggbook_book_live`` (``name[]``), not the whole exposition (a second of its event loop
+    with a thousand books, for every poll).
     """
-    async with session.get(f"{base}/metrics") as resp:
+    async with session.get(f"{base}/metrics", params={"name[]": "aggbook_book_live"}) as resp:
         assert resp.status == 200, resp.status
         text = await resp.text()
     at = time.monotonic()
@@ -352,14 +399,21 @@ async def count_live(session: aiohttp.ClientSession, base: str) -> tuple[int, in
     return live, total, at
 
 
+def poll_interval(live: int, books: int, coarse: float, fine: float = 0.25) -> float:
+    """Seconds until the next poll of the live count: ``fine`` once nine books in ten are live."""
+    return fine if live * 10 >= books * 9 else coarse
+
+
 async def wait_live(session: aiohttp.ClientSession, base: str, books: int, timeout: float,
                     proc: Child) -> float:
-    """When every book was first seen live (monotonic); polled at most every 0.1 s to 1 s.
+    """When every book was first seen live (monotonic).
 
-    The service renders ``/metrics`` for every poll, so the interval grows with the book count:
-    the measurement must not become the load.  The figure is late by at most one interval.
+    The service renders ``/metrics`` for every poll, so while most books are still coming the
+    interval grows with the book count (0.1 s to 1 s): the measurement must not become the load.
+    Once nine books in ten are live it is 0.25 s, so the figure is late by at most 0.25 s (a 1 s
+    interval to the end made a cold start of a thousand books look up to 1 s slower than it was).
     """
-    interval = min(1.0, max(0.1, books / 1000))
+    coarse = min(1.0, max(0.1, books / 1000))
     deadline = time.monotonic() + timeout
     live = total = 0
     while time.monotonic() < deadline:
@@ -369,7 +423,7 @@ async def wait_live(session: aiohttp.ClientSession, base: str, books: int, timeo
             live, total, at = await count_live(session, base)
             if total == books and live == books:
                 return at
-        await asyncio.sleep(interval)
+        await asyncio.sleep(poll_interval(live, books, coarse))
     raise RuntimeError(f"not every book live within {timeout:.0f}s: {live}/{books} live")
 
 
@@ -382,6 +436,9 @@ class Subscriber:
     snapshots: set[str] = field(default_factory=set)
     seqs: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)  # seconds, while recording
+    # the same updates split at the service's ``recv_ts``: venue -> service, service -> subscriber
+    to_service: list[float] = field(default_factory=list)
+    to_subscriber: list[float] = field(default_factory=list)
     updates: int = 0
     recording: bool = False
     problems: list[str] = field(default_factory=list)
@@ -408,6 +465,8 @@ class Subscriber:
             self.problems.append(f"{sub}: event_ts {event_ts} recv_ts {recv_ts} received {received}")
         if self.recording:
             self.latencies.append(received - event_ts)
+            self.to_service.append(recv_ts - event_ts)
+            self.to_subscriber.append(received - recv_ts)
 
     async def run(self, session: aiohttp.ClientSession, base: str, ready: asyncio.Event) -> None:
         async with session.ws_connect(f"{base.replace('http', 'ws', 1)}/v1/ws", max_msg_size=0) as ws:
@@ -432,10 +491,31 @@ class Window:
     loop_lag_p99_ms: float
     latencies: int
     sim_cpu_share: float  # simulator CPU seconds per second: near 1.0 means the simulator set the pace
+    # (p50, p99) in ms of each leg, split at the service's ``recv_ts``: where the latency is
+    to_service_ms: tuple[float, float] = (math.nan, math.nan)  # venue event time -> service applied it
+    to_subscriber_ms: tuple[float, float] = (math.nan, math.nan)  # service applied it -> subscriber got it
     checked: dict[str, int] = field(default_factory=dict)  # what the self-checks covered, by check
     http_ratio: float = math.nan
     http_service: float = math.nan
     http_trivial: float = math.nan
+
+
+def percentiles_ms(values: list[float]) -> tuple[float, float]:
+    """(p50, p99) of ``values`` (seconds) in milliseconds, as the window's figures are taken."""
+    if not values:
+        return math.nan, math.nan
+    ordered = sorted(values)
+    return (statistics.median(ordered) * 1000,
+            ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000)
+
+
+def describe_window(w: Window) -> str:
+    return (f"  rate={w.rate:g}/s per symbol: {w.frames_per_s:,.0f} frames/s absorbed, "
+            f"{w.cpu_s_per_1k:.3f} service CPU s per 1k frames, venue->subscriber p50 {w.p50_ms:.2f} ms "
+            f"p99 {w.p99_ms:.2f} ms ({w.latencies} updates; venue->service p50/p99 "
+            f"{w.to_service_ms[0]:.2f}/{w.to_service_ms[1]:.2f} ms, service->subscriber "
+            f"{w.to_subscriber_ms[0]:.2f}/{w.to_subscriber_ms[1]:.2f} ms), loop lag p99 "
+            f"{_fmt(w.loop_lag_p99_ms, 2)} ms, simulator busy {w.sim_cpu_share:.0%} of a core")
 
 
 def _sim_cmd(args: argparse.Namespace, symbols: int, rate: float, max_seconds: float) -> list[str]:
@@ -508,7 +588,7 @@ async def measure_window(args: argparse.Namespace, rate: float, with_http: bool)
                 for s in subs:
                     s.recording = True
                 m0, cpu0, sim0 = await scrape(session, base), svc.cpu_seconds(), sim.cpu_seconds()
-                await asyncio.sleep(args.seconds)
+                lag_ms = await lag_window(session, base, args.seconds)
                 m1, cpu1, sim1 = await scrape(session, base), svc.cpu_seconds(), sim.cpu_seconds()
                 for s in subs:
                     s.recording = False
@@ -537,8 +617,10 @@ async def measure_window(args: argparse.Namespace, rate: float, with_http: bool)
                     cpu_s_per_1k=(cpu1 - cpu0) / frames * 1000,
                     p50_ms=statistics.median(latencies) * 1000,
                     p99_ms=latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000,
-                    loop_lag_p99_ms=histogram_quantile(0.99, m0.lag_buckets, m1.lag_buckets) * 1000,
+                    loop_lag_p99_ms=lag_ms,
                     latencies=len(latencies), sim_cpu_share=(sim1 - sim0) / elapsed,
+                    to_service_ms=percentiles_ms([x for s in subs for x in s.to_service]),
+                    to_subscriber_ms=percentiles_ms([x for s in subs for x in s.to_subscriber]),
                     checked={"books_live": books, "subscribers": len(subs),
                              "updates": sum(s.updates for s in subs),
                              "snapshots": sum(len(s.snapshots) for s in subs)})
@@ -569,15 +651,23 @@ async def measure_window(args: argparse.Namespace, rate: float, with_http: bool)
     return window
 
 
-async def measure_cold_start(args: argparse.Namespace) -> tuple[float, dict[str, float]]:
-    """Seconds until every book is live, and each venue's bound on the same generated config."""
-    budget = args.cold_timeout + 2 * START_TIMEOUT
+async def measure_cold_start(args: argparse.Namespace) -> tuple[float, dict[str, float], float, float]:
+    """Seconds until every book is live, each venue's bound on the same generated config, the p99
+    event-loop lag (ms) of the service over ``--seconds`` once every book is live (the lag with all
+    ``--cold-symbols`` symbols on every venue, at ``--cold-rate``), and the simulator's CPU seconds
+    per second during the cold start (near 1.0: the simulator, not the service, set the pace)."""
+    budget = args.cold_timeout + args.seconds + 2 * START_TIMEOUT
     with simulator_and_service(args, args.cold_symbols, args.cold_rate, budget) as stack:
-        bounds = cold_start_bounds(os.path.join(stack.tmp, "aggbook.toml"))
+        sim0 = stack.sim.cpu_seconds()
         async with aiohttp.ClientSession() as session:
             live_at = await wait_live(session, stack.base, stack.books, args.cold_timeout, stack.svc)
+            sim_share = (stack.sim.cpu_seconds() - sim0) / max(1e-9, live_at - stack.svc.spawned)
+            lag_ms = await lag_window(session, stack.base, args.seconds)
         seconds = live_at - stack.svc.spawned
-    return seconds, bounds
+        # only now: building the feeds for their bounds imports the service and costs this process
+        # about 0.3 s of CPU, which it took from the service it was timing when done at the spawn
+        bounds = cold_start_bounds(os.path.join(stack.tmp, "aggbook.toml"))
+    return seconds, bounds, lag_ms, sim_share
 
 
 def _fmt(value: float, digits: int) -> str:
@@ -615,6 +705,8 @@ class Report:
     cold_start_s: float
     cold_bounds: dict[str, float]  # per venue
     cold_symbols: int
+    cold_loop_lag_p99_ms: float = math.nan  # with every cold-start book live
+    cold_sim_cpu_share: float = math.nan  # simulator CPU seconds per second during the cold start
 
     @property
     def cold_bound_s(self) -> float:
@@ -633,10 +725,13 @@ def main(argv: list[str] | None = None) -> Report | None:
         build_parser().error(f"unknown venues {sorted(unknown)}" if unknown else "counts must be >= 1")
 
     async def run() -> Report:
+        # each scenario's figures as soon as it is measured: a later scenario failing loses nothing
         paced = await measure_window(args, args.rate, with_http=True)
+        print(describe_window(paced), flush=True)
         flat = await measure_window(args, math.inf, with_http=False)
-        cold, bounds = await measure_cold_start(args)
-        return Report(paced, flat, cold, bounds, args.cold_symbols)
+        print(describe_window(flat), flush=True)
+        cold, bounds, lag, sim_share = await measure_cold_start(args)
+        return Report(paced, flat, cold, bounds, args.cold_symbols, lag, sim_share)
 
     load_before = os.getloadavg()
     report = asyncio.run(run())
@@ -644,22 +739,23 @@ def main(argv: list[str] | None = None) -> Report | None:
     venues = len(args.venues.split(","))
     print(f"{venues} venues x {args.symbols} symbols, {args.subscribers} WebSocket subscribers, "
           f"{args.seconds:.0f}s windows; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
-    for w in (report.paced, report.flat):
-        print(f"  rate={w.rate:g}/s per symbol: {w.frames_per_s:,.0f} frames/s absorbed, "
-              f"{w.cpu_s_per_1k:.3f} service CPU s per 1k frames, venue->subscriber p50 {w.p50_ms:.2f} ms "
-              f"p99 {w.p99_ms:.2f} ms ({w.latencies} updates), loop lag p99 {_fmt(w.loop_lag_p99_ms, 2)} ms, "
-              f"simulator busy {w.sim_cpu_share:.0%} of a core")
     p = report.paced
     print(f"  HTTP /v1/quotes/{{symbol}}: service {p.http_service:,.0f} req/s, trivial aiohttp handler "
           f"{p.http_trivial:,.0f} req/s ({args.http_concurrency} connections, {args.http_seconds:.0f}s each)")
     print(f"  cold start: {report.cold_symbols} symbols x {venues} venues all live in "
-          f"{report.cold_start_s:.2f}s after spawning the service; bound by each venue's published "
+          f"{report.cold_start_s:.2f}s after spawning the service (simulator busy "
+          f"{report.cold_sim_cpu_share:.0%} of a core meanwhile); bound by each venue's published "
           f"budget (Binance depth {args.binance_depth}): "
-          + ", ".join(f"{v} {b:.2f}s" for v, b in report.cold_bounds.items()))
+          + ", ".join(f"{v} {b:.2f}s" for v, b in report.cold_bounds.items())
+          + f"; then loop lag p99 {_fmt(report.cold_loop_lag_p99_ms, 2)} ms over {args.seconds:.0f}s "
+          f"at {args.cold_rate:g} steps/s per symbol")
     print(f"service frames_per_s={report.flat.frames_per_s:.0f} cpu_s_per_1k_frames={p.cpu_s_per_1k:.4f} "
           f"p50_ms={p.p50_ms:.2f} p99_ms={p.p99_ms:.2f} http_ratio_vs_trivial={_fmt(p.http_ratio, 3)} "
           f"cold_start_{report.cold_symbols}_s={report.cold_start_s:.2f} "
-          f"cold_start_bound_s={report.cold_bound_s:.2f} loop_lag_p99_ms={_fmt(p.loop_lag_p99_ms, 2)}")
+          f"cold_start_bound_s={report.cold_bound_s:.2f} loop_lag_p99_ms={_fmt(p.loop_lag_p99_ms, 2)} "
+          f"service_p50_ms={p.to_subscriber_ms[0]:.2f} service_p99_ms={p.to_subscriber_ms[1]:.2f} "
+          f"flat_service_p99_ms={report.flat.to_subscriber_ms[1]:.2f} "
+          f"loop_lag_{report.cold_symbols}_p99_ms={_fmt(report.cold_loop_lag_p99_ms, 2)}")
     return report
 
 

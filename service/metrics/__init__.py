@@ -18,7 +18,7 @@ a client id, a path parameter or free text.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
 
@@ -54,5 +54,10 @@ class ServiceMetrics:
         self.feeds.precreate(source.configured_books())
         self.books.attach(source)
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, names: Iterable[str] | None = None) -> bytes:
+        """The exposition; with ``names`` only the series of those names (a sample's name, e.g.
+        ``aggbook_event_loop_lag_seconds_bucket``, or a counter's ``..._total``), read from the
+        metrics that own them alone, so a narrow scrape costs the event loop nothing of the rest."""
+        if names is None:
+            return generate_latest(self.registry)
+        return generate_latest(self.registry.restricted_registry(list(names)))

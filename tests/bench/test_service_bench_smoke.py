@@ -16,7 +16,8 @@ import pytest
 from tests.bench.loader import load_bench
 
 KEYS = ("frames_per_s", "cpu_s_per_1k_frames", "p50_ms", "p99_ms", "http_ratio_vs_trivial",
-        r"cold_start_\d+_s", "cold_start_bound_s", "loop_lag_p99_ms")
+        r"cold_start_\d+_s", "cold_start_bound_s", "loop_lag_p99_ms", "service_p50_ms", "service_p99_ms",
+        "flat_service_p99_ms", r"loop_lag_\d+_p99_ms")
 
 
 @pytest.mark.integration
@@ -45,6 +46,7 @@ def test_service_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert bound == max(report.cold_bounds.values()) >= 0, last
     assert set(report.cold_bounds) == {"binance", "mexc"}, last  # every venue run, each its own bound
     assert match.group(11) == "cold_start_4_s", last
+    assert match.group(23) == "loop_lag_4_p99_ms", last
 
 
 @pytest.mark.parametrize("depth, binance_bound", [(100, 524 / (4284 / 60)), (1000, 9524 / (4284 / 60))])
@@ -71,3 +73,18 @@ def test_histogram_quantile_interpolates_within_the_bucket() -> None:
     assert bench.histogram_quantile(0.5, before, after) == pytest.approx(0.001)
     assert bench.histogram_quantile(0.99, before, after) == pytest.approx(0.001 + 0.009 * 49 / 50)
     assert math.isnan(bench.histogram_quantile(0.99, after, after))  # nothing observed in between
+
+
+def test_live_count_is_polled_finely_once_nine_books_in_ten_are_live() -> None:
+    bench = load_bench("service_bench")
+    assert bench.poll_interval(0, 1000, 1.0) == 1.0
+    assert bench.poll_interval(899, 1000, 1.0) == 1.0
+    assert bench.poll_interval(900, 1000, 1.0) == 0.25
+    assert bench.poll_interval(4, 4, 0.1) == 0.25
+
+
+def test_latency_legs_are_taken_like_the_window_figures() -> None:
+    bench = load_bench("service_bench")
+    p50, p99 = bench.percentiles_ms([i / 1000 for i in range(1, 101)])  # 1 ms to 100 ms
+    assert p50 == pytest.approx(50.5) and p99 == pytest.approx(100.0)
+    assert all(math.isnan(x) for x in bench.percentiles_ms([]))

@@ -382,6 +382,21 @@ async def test_metric_labels_do_not_grow_with_what_clients_send(svc) -> None:
     assert after == before
 
 
+async def test_metrics_answer_only_the_series_named(svc) -> None:
+    service, feeds, http = svc
+    load_all(feeds)
+    names = ("aggbook_event_loop_lag_seconds_count", "aggbook_book_gaps_total")
+    async with http.get("/metrics", params=[("name[]", n) for n in names]) as resp:
+        assert resp.status == 200
+        narrow = parse_metrics(await resp.text())
+    async with http.get("/metrics") as resp:
+        whole = parse_metrics(await resp.text())
+    assert {series for series, _ in narrow} == set(names)
+    assert set(narrow) == {key for key in whole if key[0] in names}  # the same series, every label set
+    async with http.get("/metrics", params={"name[]": "aggbook_no_such_series"}) as resp:
+        assert resp.status == 200 and parse_metrics(await resp.text()) == {}
+
+
 async def test_index_lists_endpoints(svc) -> None:
     _, _, http = svc
     assert "/v1/sweep/{symbol}" in (await get(http, "/"))["endpoints"]
