@@ -44,6 +44,7 @@ from aggbook.book.sync import BookSync, SyncState
 Top = tuple[tuple[Decimal, Decimal] | None, tuple[Decimal, Decimal] | None]  # (bid, ask), numbers
 
 _KEPT = 64  # top states remembered per stream for the by-time comparison
+_LIVE = SyncState.LIVE  # bound once: after_book runs per delta, and an enum member read is slow on 3.11
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +159,7 @@ class TopCrossCheck:
         check = self.checks.get(id(sync))
         if check is None:
             return  # no bbo seen for this book yet: nothing to compare with
-        if sync.state is not SyncState.LIVE:
+        if sync.state is not _LIVE:
             self._reset(check)
             return
         if check.pending:
