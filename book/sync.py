@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+import msgspec
+
 from aggbook.book.errors import BookError
 from aggbook.book.l2 import ASK_TOP_CHANGED, BID_TOP_CHANGED, L2Book, RawLevel
 
@@ -132,9 +134,13 @@ class Liveness:
         return now - self.heard_at <= self.timeout
 
 
-@dataclass(slots=True)
-class Delta:
-    """One diff message, normalised.  ``first == last`` for venues with one id per message."""
+class Delta(msgspec.Struct, gc=False):
+    """One diff message, normalised.  ``first == last`` for venues with one id per message.
+
+    A ``msgspec.Struct`` rather than a dataclass: every frame of every venue makes one, and a
+    Struct is built in C, where a dataclass runs a Python ``__init__``.  ``gc=False``: it holds
+    only the ids and the level lists, never anything that points back at it.
+    """
 
     first: int
     last: int
