@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+import msgspec
+
 from aggbook.book.errors import BookError
 from aggbook.book.l2 import ASK_TOP_CHANGED, BID_TOP_CHANGED, L2Book, RawLevel
 
@@ -102,6 +104,13 @@ class SequenceRule:
 
 
 
+# Enum members bound to module names for the per-delta path: on Python 3.11 reading a member off its
+# class (``SyncState.LIVE``) goes through a descriptor and costs several attribute reads.
+_LIVE = SyncState.LIVE
+_INVALID = SyncState.INVALID
+_PREV_ID = Chain.PREV_ID
+
+
 @dataclass(slots=True)
 class Liveness:
     """When the connection a book arrives on last proved alive: one per socket, shared by its books.
@@ -125,9 +134,13 @@ class Liveness:
         return now - self.heard_at <= self.timeout
 
 
-@dataclass(slots=True)
-class Delta:
-    """One diff message, normalised.  ``first == last`` for venues with one id per message."""
+class Delta(msgspec.Struct, gc=False):
+    """One diff message, normalised.  ``first == last`` for venues with one id per message.
+
+    A ``msgspec.Struct`` rather than a dataclass: every frame of every venue makes one, and a
+    Struct is built in C, where a dataclass runs a Python ``__init__``.  ``gc=False``: it holds
+    only the ids and the level lists, never anything that points back at it.
+    """
 
     first: int
     last: int
@@ -235,7 +248,7 @@ class BookSync:
     # ------------------------------------------------------------------ queries
     @property
     def live(self) -> bool:
-        return self.state is SyncState.LIVE
+        return self.state is _LIVE
 
     @property
     def confirmed(self) -> bool:
@@ -244,7 +257,7 @@ class BookSync:
         Until the first delta after a snapshot passes its test, the snapshot may still turn out
         stale or misaligned: feeds keep their snapshot backoff running until then.
         """
-        return self.state is SyncState.LIVE and not self._first_pending
+        return self.state is _LIVE and not self._first_pending
 
     @property
     def buffered(self) -> int:
@@ -318,7 +331,8 @@ class BookSync:
             buffer.clear()
 
     def on_delta(self, delta: Delta) -> None:
-        if self.state is SyncState.LIVE:
+        state = self.state
+        if state is _LIVE:
             # the common case first: a live book and the delta that continues it, which every rule
             # applies as it is; anything else (first delta after a snapshot, overlap, repeat, gap,
             # BTSE's non-contiguous ids) takes the full check in ``_on_live``
@@ -327,12 +341,12 @@ class BookSync:
             if not self._first_pending and cur is not None and last > cur:
                 rule = self.rule
                 prev = delta.prev
-                if (prev == cur if rule.chain is Chain.PREV_ID else delta.first == cur + 1) and (
+                if (prev == cur if rule.chain is _PREV_ID else delta.first == cur + 1) and (
                         not rule.contiguous_ids or prev is None or last == prev + 1):
                     self._apply(delta)
                     return
             self._on_live(delta)
-        elif self.state is SyncState.INVALID:
+        elif state is _INVALID:
             return
         elif self.rule.snapshot_in_stream:
             self.counters.dropped_before_snapshot += 1

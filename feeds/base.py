@@ -56,6 +56,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("aggbook.feeds")
+_LIVE = SyncState.LIVE  # bound once: a member read off its enum class is slow on Python 3.11
 
 
 class VenueFeed(Generic[S]):
@@ -282,15 +283,19 @@ class VenueFeed(Generic[S]):
             conn.frame_counted = True
             self.metrics.message(self.venue, canonical, conn.frame_bytes)
         sync.on_delta(delta)
-        self.crosscheck.after_book(sync)
+        crosscheck = self.crosscheck
+        if crosscheck.checks:  # a bbo has been seen: the book's top has something to be compared with
+            crosscheck.after_book(sync)
         if self.audit.waiting:
             self.audit.after_book(sync)
-        live = sync.state is SyncState.LIVE
+        live = sync.state is _LIVE
         if live and conn.snapshot_attempts and sync.confirmed:
             # the stream continued the snapshot: the symbol's snapshot backoff starts afresh
             conn.snapshot_attempts.pop(canonical, None)
-        if delta.event_time is not None:
-            self.metrics.lag(self.venue, max(0.0, time.time() - delta.event_time))
+        event_time = delta.event_time
+        if event_time is not None:
+            lag = time.time() - event_time
+            self.metrics.lag(self.venue, lag if lag > 0.0 else 0.0)
         if not live and sync.wants_snapshot():  # a live book never wants one
             self.request_snapshot(conn, canonical)
 

@@ -107,6 +107,7 @@ class BookFrame(msgspec.Struct, gc=False):
 
 
 _BOOK_FRAME = msgspec.json.Decoder(BookFrame)
+_TEXT = aiohttp.WSMsgType.TEXT  # bound once: a member read off its enum class is slow on Python 3.11
 
 
 def _l1_level(levels: list) -> tuple[str, str] | None:
@@ -288,7 +289,7 @@ class BtseFeed(VenueFeed[BtseConnState]):
 
     # ------------------------------------------------------------------ frames
     async def handle(self, conn: Connection[BtseConnState], msg: aiohttp.WSMessage) -> None:
-        if msg.type is not aiohttp.WSMsgType.TEXT:
+        if msg.type is not _TEXT:
             raise FrameError(f"unexpected {msg.type.name} frame")
         text: str = msg.data
         if text == "pong":

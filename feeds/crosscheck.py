@@ -44,6 +44,7 @@ from aggbook.book.sync import BookSync, SyncState
 Top = tuple[tuple[Decimal, Decimal] | None, tuple[Decimal, Decimal] | None]  # (bid, ask), numbers
 
 _KEPT = 64  # top states remembered per stream for the by-time comparison
+_LIVE = SyncState.LIVE  # bound once: after_book runs per delta, and an enum member read is slow on 3.11
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,14 +127,15 @@ class TopCrossCheck:
         # per book, weakly: a retired book (closed connection, rollover) takes its check with it.  Keyed
         # by ``id(book)``, which ``after_book`` looks up on every delta of every venue (a
         # WeakKeyDictionary lookup costs two Python calls); the book's weak reference removes the
-        # entry as the book dies, before its id can be reused.
-        self._checks: dict[int, _BookCheck] = {}
+        # entry as the book dies, before its id can be reused.  Empty until a bbo arrives: the feeds'
+        # ``deliver`` reads it to skip ``after_book`` while there is nothing to compare with.
+        self.checks: dict[int, _BookCheck] = {}
 
     def _check_of(self, sync: BookSync) -> _BookCheck:
         key = id(sync)
-        check = self._checks.get(key)
+        check = self.checks.get(key)
         if check is None:
-            checks = self._checks
+            checks = self.checks
             check = checks[key] = _BookCheck()
             check.book = weakref.ref(sync, lambda _ref: checks.pop(key, None))
         return check
@@ -154,10 +156,10 @@ class TopCrossCheck:
 
     def after_book(self, sync: BookSync) -> None:
         """``sync`` applied a snapshot or delta (called by the feed after every one)."""
-        check = self._checks.get(id(sync))
+        check = self.checks.get(id(sync))
         if check is None:
             return  # no bbo seen for this book yet: nothing to compare with
-        if sync.state is not SyncState.LIVE:
+        if sync.state is not _LIVE:
             self._reset(check)
             return
         if check.pending:
@@ -252,7 +254,7 @@ class TopCrossCheck:
     def _timer_fired(self, ref: weakref.ref[BookSync], check: _BookCheck) -> None:
         check.timer = None
         sync = ref()
-        if sync is not None and self._checks.get(id(sync)) is check and check.since is not None:
+        if sync is not None and self.checks.get(id(sync)) is check and check.since is not None:
             self._by_time(sync, check, self.clock(), recheck=True)
 
     # ------------------------------------------------------------------ acting

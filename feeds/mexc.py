@@ -95,6 +95,9 @@ class DepthSnapshot(msgspec.Struct):
 
 _CONTROL_REPLY = msgspec.json.Decoder(ControlReply)
 _PARSE_PUSH = pb.PushDataV3ApiWrapper.FromString
+# bound once: a member read off its enum class is slow on Python 3.11, and handle() reads one per frame
+_BINARY = aiohttp.WSMsgType.BINARY
+_TEXT = aiohttp.WSMsgType.TEXT
 
 
 @dataclass(slots=True)
@@ -248,9 +251,10 @@ class MexcFeed(VenueFeed[MexcConnState]):
 
     async def handle(self, conn: Connection[MexcConnState], msg: aiohttp.WSMessage) -> None:
         """Binary = protobuf data, text = JSON control: by opcode, as the two decoders must never mix."""
-        if msg.type is aiohttp.WSMsgType.BINARY:
+        kind = msg.type
+        if kind is _BINARY:
             self._on_push(conn, msg.data)
-        elif msg.type is aiohttp.WSMsgType.TEXT:
+        elif kind is _TEXT:
             self._on_control(conn, msg.data)
 
     async def fetch_snapshot(self, conn: Connection[MexcConnState], canonical: str) -> Snapshot:

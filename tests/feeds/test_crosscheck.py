@@ -243,10 +243,10 @@ def test_a_retired_book_takes_its_check_with_it() -> None:
     kept, retired = _live_book(clock), _live_book(clock)
     check.on_bbo(kept, Bbo(("100", "1"), ("200", "1")))
     check.on_bbo(retired, Bbo(("100", "1"), ("200", "1")))
-    assert len(check._checks) == 2
+    assert len(check.checks) == 2
     del retired
     gc.collect()
-    assert len(check._checks) == 1
+    assert len(check.checks) == 1
     _delta(kept, 11, [["101", "1"]])
     check.after_book(kept)  # the survivor's check is still found: its new top is compared
     assert check.counters.compared == 3

@@ -80,3 +80,26 @@ async def test_nhex_bad_frames_on_a_live_book() -> None:
     await _handle(feed, conn, _mbp(14, 12, b'[[99.5,"x"]]'))  # decodes, but "x" is no size
     assert sync.state is SyncState.RESYNCING and sync.reason is Reason.DECODE_ERROR
     assert len(sync.book) == 0 and sync.counters.resyncs == {Reason.DECODE_ERROR: 1}
+
+
+def _ticker(book_id: int, bid: str, ask: str) -> aiohttp.WSMessage:
+    event = {"u": book_id, "s": "BTCUSDT", "b": bid, "B": "1", "a": ask, "A": "1"}
+    text = orjson.dumps({"stream": "btcusdt@bookTicker", "data": event}).decode()
+    return aiohttp.WSMessage(aiohttp.WSMsgType.TEXT, text, None)
+
+
+async def test_deltas_are_cross_checked_once_a_bbo_has_arrived() -> None:
+    """Deliver skips the cross-check while no bbo was seen, and runs it on every delta after one."""
+    feed, conn, asked = _feed("binance", "BTCUSDT")
+    sync = conn.syncs[SYM]
+    feed.deliver_snapshot(conn, SYM, Snapshot(100, [("100", "1"), ("99", "2")], [("101", "1")]))
+    await _handle(feed, conn, _binance(101, 101, [["99.5", "1"]]))
+    assert sync.live and not feed.crosscheck.checks  # nothing to compare with yet
+    await _handle(feed, conn, _ticker(103, "100", "101"))  # the venue's top at id 103
+    await _handle(feed, conn, _ticker(104, "98", "101"))  # and at id 104: bid 100 is gone by then
+    assert feed.crosscheck.counters.compared == 0  # the book is not at either id yet
+    await _handle(feed, conn, _binance(102, 103, [["99.25", "1"]]))  # reaches 103: its top agrees
+    assert sync.live and feed.crosscheck.counters.compared == 1
+    await _handle(feed, conn, _binance(104, 104, [["99.75", "1"]]))  # reaches 104, but bid 100 is kept
+    assert sync.state is SyncState.RESYNCING and sync.reason is Reason.BBO_MISMATCH
+    assert feed.crosscheck.counters.compared == 2 and len(sync.book) == 0
