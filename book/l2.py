@@ -106,7 +106,7 @@ _PENDING_SLACK = 64  # order changes kept for the next depth query beyond one pe
 _SHORT_QUERY = 8  # a depth query for fewer than 1/_SHORT_QUERY of the levels pops them from the heap
 
 _Ops = list[tuple[int, Level | None]]  # one side of a message, validated: (key, level or None to delete)
-_Undo = list[tuple[int, Level | None]]  # writes of a one-pass update: (key, level before it or None)
+_Undo = list[Level | None]  # per level a one-pass update got through: the level it replaced, or None
 
 
 class _Side:
@@ -151,9 +151,10 @@ class _Side:
         """Parse and write one message side in a single pass; return the best level afterwards.
 
         The fast path for known prices and no window: no list of operations is built and read
-        back.  Each write is logged in ``undo`` (key, previous level) so that the caller can take
-        the side back with :meth:`rollback` when a level raises: an unknown price (``KeyError``,
-        learnt by the careful path) or a malformed level (``TypeError``, ``ValueError``).
+        back.  Each level it gets through appends the level it replaced (None: none) to ``undo``,
+        so that the caller can take the side back with :meth:`rollback` when a level raises: an
+        unknown price (``KeyError``, learnt by the careful path) or a malformed level
+        (``TypeError``, ``ValueError``).  Nothing is written for the level that raises.
         """
         levels = self.levels
         heap = self.heap
@@ -168,12 +169,12 @@ class _Side:
                 if old is None:
                     heappush(heap, key)
                     note(key)
-                log((key, old))
+                log(old)
             elif qty == 0.0:
                 old = levels.pop(key, None)
                 if old is not None:
                     note(key)  # its heap key dies lazily
-                    log((key, old))
+                log(old)
             else:
                 raise ValueError(f"size must be a finite non-negative number: {size!r}")
         if len(self.pending) > len(levels) + _PENDING_SLACK:
@@ -184,14 +185,20 @@ class _Side:
             return levels[heap[0]]
         return self.settle()
 
-    def rollback(self, undo: _Undo) -> None:
-        """Undo the writes :meth:`update` logged, newest first: the side is as it was, level objects too."""
+    def rollback(self, raw: Sequence[RawLevel], cache: dict[str, int], undo: _Undo) -> None:
+        """Undo what :meth:`update` did with the first ``len(undo)`` levels of ``raw``, newest first.
+
+        Rolled back, the state after each level is the one before it: where that level found no
+        level (None) its key is absent again, else the level object it found is back.
+        """
         levels = self.levels
         heap = self.heap
         note = self.pending.append
-        for key, old in reversed(undo):
+        for i in range(len(undo) - 1, -1, -1):
+            key = cache[raw[i][0]]
+            old = undo[i]
             if old is None:
-                del levels[key]
+                levels.pop(key, None)
             else:
                 if key not in levels:  # deleted: its heap key may have been popped since
                     heappush(heap, key)
@@ -476,8 +483,10 @@ class L2Book:
                         self._best_ask = top
                         changed |= ASK_TOP_CHANGED
             except (KeyError, TypeError, ValueError):  # a new price or a bad level: as if never seen
-                ask_side.rollback(ask_undo)
-                bid_side.rollback(bid_undo)
+                if asks:
+                    ask_side.rollback(asks, self._ask_cache, ask_undo)
+                if bids:
+                    bid_side.rollback(bids, self._bid_cache, bid_undo)
                 self._best_bid = bid_side.settle()
                 self._best_ask = ask_side.settle()
             else:
