@@ -46,7 +46,8 @@ levels plus a ``heapq`` min-heap of keys (heapq is C) that answers just that:
   price that appeared or vanished in a list (a C append), and the query applies
   their net effect (an add or discard per noted price) before it slices.  A side
   never queried that way notes at most about one change per level (plus slack),
-  then drops its order and the next such query rebuilds it in one sort.
+  then drops its order and the next such query rebuilds it in one sort; without an
+  order the one-pass update notes nothing.
 * ``max_depth`` (venues that publish a window of N levels) drops the worst levels,
   the largest keys, after each message; the heap forgets them lazily.
 
@@ -158,7 +159,9 @@ class _Side:
         """
         levels = self.levels
         heap = self.heap
-        note = self.pending.append
+        # with no sorted order kept (no long depth query since it was dropped) there is nothing to
+        # note: a C call that does nothing costs less than a test per level
+        note = self.pending.append if self.ordered is not None else callable
         log = undo.append
         for price, size in raw:
             key = cache[price]
