@@ -9,8 +9,11 @@ consolidated book needs them after every message).
 
 * ``aggbook``: ``book.l2.L2Book.apply`` (exact text kept, numeric ordering).
 * ``order_book``: the C-extension ``order_book.OrderBook`` with float keys and values,
-  used as cryptofeed's handlers use it.
+  used as cryptofeed's handlers use it; best bid and ask by ``index(0)`` on each side.
 * ``dict``: plain dicts with float keys, best price by ``max``/``min`` over the keys.
+
+The contenders take turns round by round (``--runs`` rounds), each keeping its fastest run,
+so that a busy spell on a shared machine does not land on one contender only.
 
 The last line is machine-readable:
 ``levels_per_s=<n> ratio_vs_order_book=<r> ratio_vs_dict=<r>``.
@@ -22,6 +25,7 @@ import argparse
 import gc
 import random
 import time
+from collections.abc import Callable
 from decimal import Decimal
 
 from sortedcontainers import SortedList
@@ -133,22 +137,28 @@ def run_dict(snapshot: Message, stream: list[Message]) -> float:
     return time.perf_counter() - start
 
 
-def best_of(runs: int, fn, *args) -> float | None:
-    times = []
+def fastest(runs: int, contenders: dict[str, Callable[[], float | None]]) -> dict[str, float | None]:
+    """Each contender's fastest run, the contenders taking turns round by round.
+
+    On a shared machine the load changes from second to second: running all of one contender's
+    repeats before the next one's would hand one of them the quiet spell.
+    """
+    best: dict[str, float | None] = dict.fromkeys(contenders, None)
     for _ in range(runs):
-        gc.collect()
-        t = fn(*args)
-        if t is None:
-            return None
-        times.append(t)
-    return min(times)
+        for name, run in contenders.items():
+            gc.collect()
+            t = run()
+            if t is not None:
+                prev = best[name]
+                best[name] = t if prev is None else min(prev, t)
+    return best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=150_000, help="diff messages (x ~15 levels each)")
     parser.add_argument("--depth", type=int, default=1000, help="levels per side in the snapshot")
-    parser.add_argument("--runs", type=int, default=3, help="repeat each contender, keep the fastest")
+    parser.add_argument("--runs", type=int, default=3, help="rounds; each contender keeps its fastest")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
 
@@ -158,9 +168,13 @@ def main() -> None:
     print(f"stream: {args.messages} messages, {levels} level updates ({deletions / levels:.0%} deletions), "
           f"snapshot depth {args.depth} per side")
 
-    t_agg = best_of(args.runs, run_aggbook, snapshot, stream)
-    t_ob = best_of(args.runs, run_order_book, snapshot, stream)
-    t_dict = best_of(args.runs, run_dict, snapshot, stream)
+    best = fastest(args.runs, {
+        "aggbook": lambda: run_aggbook(snapshot, stream),
+        "order_book": lambda: run_order_book(snapshot, stream),
+        "dict": lambda: run_dict(snapshot, stream),
+    })
+    t_agg, t_ob, t_dict = best["aggbook"], best["order_book"], best["dict"]
+    assert t_agg is not None and t_dict is not None
     rate = levels / t_agg
     print(f"aggbook L2Book     {rate:>14,.0f} levels/s")
     if t_ob is not None:

@@ -24,11 +24,17 @@ most of the write cost.
 Only the best price is needed after every message, so each side is a ``dict`` of
 levels plus a ``heapq`` min-heap of keys (heapq is C) that answers just that:
 
-* A message side is parsed and validated into ``(key, level)`` operations, then
-  written in one loop: a dict store per level, and a ``heappush`` only when the
-  price is new to the book.  Bulk C-level variants (``zip``/``map``/``dict.update``
-  per message side) were measured and lost: messages are small (a few levels per
-  side), and a dozen C calls per side cost more than the loop they replace.
+* The common message (every price seen before, no snapshot window) is parsed and
+  written in one pass per side (``_Side.update``): a dict store per level, and a
+  ``heappush`` only when the price is new to the book.  To stay all-or-nothing
+  without validating first, each write is logged (key, level before) and a level
+  that raises (a new price, a malformed level) takes both sides back
+  (``_Side.rollback``); the message then goes through the careful path, which
+  parses and validates it into ``(key, level)`` operations, learning new prices,
+  before writing any.  Bulk C-level variants (``zip``/``map``/``dict.update`` per
+  message side, a list comprehension, one regular expression over the joined sizes
+  instead of ``float``) were measured and lost: messages are small (a few levels
+  per side), and a dozen C calls or a closure per side cost more than they save.
 * The heap gets a key pushed only when the price is new to the book; a deleted
   price stays in the heap until it surfaces at the top, where it is popped (lazy
   deletion).  After every write the top of the heap is a live level, so the best
@@ -40,7 +46,8 @@ levels plus a ``heapq`` min-heap of keys (heapq is C) that answers just that:
   price that appeared or vanished in a list (a C append), and the query applies
   their net effect (an add or discard per noted price) before it slices.  A side
   never queried that way notes at most about one change per level (plus slack),
-  then drops its order and the next such query rebuilds it in one sort.
+  then drops its order and the next such query rebuilds it in one sort; without an
+  order the one-pass update notes nothing.
 * ``max_depth`` (venues that publish a window of N levels) drops the worst levels,
   the largest keys, after each message; the heap forgets them lazily.
 
@@ -100,6 +107,7 @@ _PENDING_SLACK = 64  # order changes kept for the next depth query beyond one pe
 _SHORT_QUERY = 8  # a depth query for fewer than 1/_SHORT_QUERY of the levels pops them from the heap
 
 _Ops = list[tuple[int, Level | None]]  # one side of a message, validated: (key, level or None to delete)
+_Undo = list[Level | None]  # per level a one-pass update got through: the level it replaced, or None
 
 
 class _Side:
@@ -134,7 +142,72 @@ class _Side:
                 levels[key] = level
         if len(self.pending) > len(levels) + _PENDING_SLACK:
             self.forget_order()  # no depth query for a while: rebuilding will be cheaper
+        if levels and len(heap) <= 2 * len(levels) + _HEAP_SLACK:  # settle(), written out
+            while heap[0] not in levels:
+                heappop(heap)
+            return levels[heap[0]]
         return self.settle()
+
+    def update(self, raw: Sequence[RawLevel], cache: dict[str, int], undo: _Undo) -> Level | None:
+        """Parse and write one message side in a single pass; return the best level afterwards.
+
+        The fast path for known prices and no window: no list of operations is built and read
+        back.  Each level it gets through appends the level it replaced (None: none) to ``undo``,
+        so that the caller can take the side back with :meth:`rollback` when a level raises: an
+        unknown price (``KeyError``, learnt by the careful path) or a malformed level
+        (``TypeError``, ``ValueError``).  Nothing is written for the level that raises.
+        """
+        levels = self.levels
+        heap = self.heap
+        # with no sorted order kept (no long depth query since it was dropped) there is nothing to
+        # note: a C call that does nothing costs less than a test per level
+        note = self.pending.append if self.ordered is not None else callable
+        log = undo.append
+        for price, size in raw:
+            key = cache[price]
+            qty = float(size)
+            if 0.0 < qty < _INF:
+                old = levels.get(key)
+                levels[key] = (price, size)
+                if old is None:
+                    heappush(heap, key)
+                    note(key)
+                log(old)
+            elif qty == 0.0:
+                old = levels.pop(key, None)
+                if old is not None:
+                    note(key)  # its heap key dies lazily
+                log(old)
+            else:
+                raise ValueError(f"size must be a finite non-negative number: {size!r}")
+        if len(self.pending) > len(levels) + _PENDING_SLACK:
+            self.forget_order()  # no depth query for a while: rebuilding will be cheaper
+        if levels and len(heap) <= 2 * len(levels) + _HEAP_SLACK:  # settle(), written out
+            while heap[0] not in levels:
+                heappop(heap)
+            return levels[heap[0]]
+        return self.settle()
+
+    def rollback(self, raw: Sequence[RawLevel], cache: dict[str, int], undo: _Undo) -> None:
+        """Undo what :meth:`update` did with the first ``len(undo)`` levels of ``raw``, newest first.
+
+        Rolled back, the state after each level is the one before it: where that level found no
+        level (None) its key is absent again, else the level object it found is back.
+        """
+        levels = self.levels
+        heap = self.heap
+        note = self.pending.append
+        for i in range(len(undo) - 1, -1, -1):
+            key = cache[raw[i][0]]
+            old = undo[i]
+            if old is None:
+                levels.pop(key, None)
+            else:
+                if key not in levels:  # deleted: its heap key may have been popped since
+                    heappush(heap, key)
+                levels[key] = old
+            note(key)
+        self.settle()
 
     def load(self, ops: _Ops) -> None:
         """Fill an empty side from a snapshot: one heapify instead of a push per level."""
@@ -279,8 +352,8 @@ class L2Book:
         self._best_ask: Level | None = None
 
     # ------------------------------------------------------------------ parsing
-    def _learn(self, price: object) -> None:
-        """Validate a price seen for the first time, rescale if needed, and cache its keys."""
+    def _learn(self, price: object, cache: dict[str, int]) -> int:
+        """Validate a price seen for the first time, rescale if needed, cache its keys; return its key."""
         if type(price) is not str:
             raise InvalidLevel(f"price is not a decimal number: {price!r}")
         plain = _PLAIN.fullmatch(price)
@@ -310,6 +383,7 @@ class L2Book:
             self._bid_cache.clear()
         self._ask_cache[price] = units
         self._bid_cache[price] = -units
+        return cache[price]
 
     def _rescale(self, scale: int) -> None:
         factor = 10 ** (scale - self._scale)
@@ -326,10 +400,10 @@ class L2Book:
         inf = _INF
         try:
             for price, size in levels:
-                key = cache.get(price)
-                if key is None:
-                    self._learn(price)
+                try:
                     key = cache[price]
+                except KeyError:
+                    key = self._learn(price, cache)
                 qty = float(size)
                 if 0.0 < qty < inf:
                     append((key, (price, size)))
@@ -388,24 +462,72 @@ class L2Book:
         Returns a bit mask of :data:`BID_TOP_CHANGED` / :data:`ASK_TOP_CHANGED` so the
         consolidated book only recomputes when a venue's top of book moved.
         """
-        bid_ops, ask_ops = self._parse_both(bids, asks)
+        bid_side = self._bids
+        ask_side = self._asks
+        if (
+            bid_side.limit is None
+            and ask_side.limit is None
+            and (type(bids) is list or type(bids) is tuple or bids is None)
+            and (type(asks) is list or type(asks) is tuple or asks is None)
+        ):
+            # one pass per side (``_Side.update``); the careful path below on anything unusual
+            bid_undo: _Undo = []
+            ask_undo: _Undo = []
+            changed = 0
+            try:
+                if bids:
+                    top = bid_side.update(bids, self._bid_cache, bid_undo)
+                    if top is not self._best_bid:
+                        self._best_bid = top
+                        changed = BID_TOP_CHANGED
+                if asks:
+                    top = ask_side.update(asks, self._ask_cache, ask_undo)
+                    if top is not self._best_ask:
+                        self._best_ask = top
+                        changed |= ASK_TOP_CHANGED
+            except (KeyError, TypeError, ValueError):  # a new price or a bad level: as if never seen
+                if asks:
+                    ask_side.rollback(asks, self._ask_cache, ask_undo)
+                if bids:
+                    bid_side.rollback(bids, self._bid_cache, bid_undo)
+                self._best_bid = bid_side.settle()
+                self._best_ask = ask_side.settle()
+            else:
+                if self.max_depth is not None:
+                    self.trim(self.max_depth)
+                return changed
+        return self._apply_careful(bids, asks)
+
+    def _apply_careful(self, bids: Iterable[RawLevel] | None, asks: Iterable[RawLevel] | None) -> int:
+        """:meth:`apply` through validated operations: new prices, windows, any iterable, errors named."""
+        if bids and not isinstance(bids, (list, tuple)):
+            bids = list(bids)  # parsed twice if a rescale happens
+        if asks and not isinstance(asks, (list, tuple)):
+            asks = list(asks)
+        scale = self._scale
+        bid_ops = self._parse(bids, self._bid_cache) if bids else None
+        ask_ops = self._parse(asks, self._ask_cache) if asks else None
+        if self._scale != scale:  # a new price rescaled the book half-way: keys of both scales
+            bid_ops, ask_ops = self._parse_both(bids, asks)
         changed = 0
         if bid_ops:
-            bid_ops = self._bids.within(bid_ops)
-        if ask_ops:
-            ask_ops = self._asks.within(ask_ops)
-        if bid_ops:
-            top = self._bids.write(bid_ops)
+            side = self._bids
+            if side.limit is not None:
+                bid_ops = side.within(bid_ops)
+            top = side.write(bid_ops)
             if top is not self._best_bid:
                 self._best_bid = top
                 changed = BID_TOP_CHANGED
         if ask_ops:
-            top = self._asks.write(ask_ops)
+            side = self._asks
+            if side.limit is not None:
+                ask_ops = side.within(ask_ops)
+            top = side.write(ask_ops)
             if top is not self._best_ask:
                 self._best_ask = top
                 changed |= ASK_TOP_CHANGED
         if self.max_depth is not None:
-            self._trim()
+            self.trim(self.max_depth)
         return changed
 
     def set_level(self, side: str, price: str, size: str) -> int:

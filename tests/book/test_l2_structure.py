@@ -15,11 +15,13 @@ from __future__ import annotations
 import heapq
 from decimal import Decimal
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from aggbook.book import l2
+from aggbook.book.errors import InvalidLevel
 from aggbook.book.l2 import ASK_TOP_CHANGED, BID_TOP_CHANGED, L2Book
 
 # few distinct prices, several spellings of each: repeats, deletes and re-adds are common
@@ -28,6 +30,9 @@ prices = st.builds(lambda u, d: Decimal(u).scaleb(-d), st.integers(1, 60), st.in
 )
 sizes = st.one_of(st.sampled_from(["0", "0.000"]), st.sampled_from(["1", "2.5", "0.001", "30"]))
 levels = st.lists(st.tuples(prices, sizes), max_size=10)
+bad_levels = st.sampled_from(
+    [("x", "1"), ("5", "-1"), ("5", "nan"), ("5", "inf"), ("5",), ("5", None), ["5", "1", "2"], ("0", "1")]
+)
 queries = st.sampled_from([None, 0, 1, 2, 3, 5, 40, -1])
 
 Ref = dict[Decimal, tuple[str, str]]
@@ -99,6 +104,36 @@ class StructureMachine(RuleBasedStateMachine):
         self._trim_reference()
         assert bool(changed & BID_TOP_CHANGED) == (before[0] is not self.book.best_bid())
         assert bool(changed & ASK_TOP_CHANGED) == (before[1] is not self.book.best_ask())
+
+    @rule(b=levels, a=levels, bad=bad_levels, on_asks=st.booleans(), at=st.integers(0, 10))
+    def bad_update_changes_nothing(self, b: list, a: list, bad: tuple, on_asks: bool, at: int) -> None:
+        """A bad level anywhere, after valid ones on either side, leaves the book as it was.
+
+        The one-pass write logs what it changed and takes it back, levels, heap and best levels
+        included, whichever side and position the bad level is at.
+        """
+        before = (self.book.bids(), self.book.asks(), self.book.best_bid(), self.book.best_ask())
+        side = a if on_asks else b
+        side = [*side[:at], bad, *side[at:]]
+        with pytest.raises(InvalidLevel):
+            self.book.apply(b if on_asks else side, side if on_asks else a)
+        after = (self.book.bids(), self.book.asks(), self.book.best_bid(), self.book.best_ask())
+        assert after == before
+        assert after[2] is before[2] and after[3] is before[3]  # the same objects: no top change to report
+
+    @precondition(lambda self: self.bids and self.asks)
+    @rule(bad_side=st.sampled_from(["bids", "asks"]))
+    def delete_both_bests_then_fail(self, bad_side: str) -> None:
+        """The one-pass write settles a side (pops its deleted best off the heap) before the other
+        side fails: the rollback must put the best back where the heap finds it."""
+        best_bid = self.bids[max(self.bids)][0]
+        best_ask = self.asks[min(self.asks)][0]
+        bids = [(best_bid, "0")] + ([("x", "1")] if bad_side == "bids" else [])
+        asks = [(best_ask, "0")] + ([("x", "1")] if bad_side == "asks" else [])
+        before = (self.book.bids(), self.book.asks(), self.book.best_bid(), self.book.best_ask())
+        with pytest.raises(InvalidLevel):
+            self.book.apply(bids, asks)
+        assert (self.book.bids(), self.book.asks(), self.book.best_bid(), self.book.best_ask()) == before
 
     @rule(n=queries)
     def query_and_scribble(self, n: int | None) -> None:
