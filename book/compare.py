@@ -35,10 +35,10 @@ def _common(levels: _Levels, edges: list[str | None], bids: bool) -> _Levels:
 
 def first_difference(book: L2Book, other: L2Book) -> str | None:
     """None when the two books agree over the range both know; else where they first part."""
-    edges = list(zip(book.window(), other.window(), strict=True))
+    (bid_edge, ask_edge), (other_bid_edge, other_ask_edge) = book.window(), other.window()
     for name, mine, theirs, side_edges in (
-        ("bid", book.bids(), other.bids(), list(edges[0])),
-        ("ask", book.asks(), other.asks(), list(edges[1])),
+        ("bid", book.bids(), other.bids(), [bid_edge, other_bid_edge]),
+        ("ask", book.asks(), other.asks(), [ask_edge, other_ask_edge]),
     ):
         a = _common(_numbers(mine), side_edges, name == "bid")
         b = _common(_numbers(theirs), side_edges, name == "bid")
