@@ -129,6 +129,7 @@ class Aggregator:
         self.event_times: dict[str, tuple[float | None, float]] = {}
         self._flush_handle: asyncio.Handle | None = None
         self._tasks: list[asyncio.Task] = []
+        self._book_count = sum(1 for _ in self.configured_books())
         for vc in config.enabled_venues:
             feed = feed_factory(vc, metrics=self.metrics.feeds)
             feed.on_sync(self._attacher(vc))
@@ -265,6 +266,16 @@ class Aggregator:
             s: [v for v, why in b.eligible(now).items() if why is None] for s, b in self.consolidated.items()
         }
         return all(live.values()), live
+
+    def every_book_live(self) -> bool:
+        """Every configured book has been published by its feed and is live (the cold start is over)."""
+        published = 0
+        for book in self.consolidated.values():
+            for sync in book.syncs.values():
+                if not sync.live:
+                    return False
+                published += 1
+        return published == self._book_count
 
     def venues_for(self, symbol: str) -> list[str]:
         return [v for v, vc in self.venue_configs.items() if symbol in vc.symbols]

@@ -18,7 +18,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aggbook.service.config import ConfigError, ServiceConfig, load_config, resolve_host
+from aggbook.service.gcfreeze import freeze_when_settled
 from aggbook.service.logs import setup_logging
+from aggbook.service.tasks import cancel_and_wait
 
 log = logging.getLogger("aggbook.cli")
 
@@ -76,7 +78,11 @@ async def _serve_until(
     start: Callable[[], Awaitable[None]],
     shutdown: Callable[[], Awaitable[None]],
     on_started: Callable[[], None],
+    settled: Callable[[], bool] | None = None,
 ) -> int:
+    """Start, serve until ``stop``, shut down.  With ``settled`` (the process's own choice, never a
+    library's), long-lived objects are frozen out of the collector's full passes once started and
+    again once ``settled()`` holds: see :mod:`aggbook.service.gcfreeze`."""
     try:
         await start()
     except (OSError, RuntimeError, ValueError, ImportError) as exc:
@@ -85,8 +91,13 @@ async def _serve_until(
             await shutdown()
         return EXIT_FAILED
     on_started()
+    freezer = None
+    if settled is not None:
+        freezer = asyncio.create_task(freeze_when_settled(settled), name="gc-freeze")
     await stop.wait()
     log.info("shutting down")
+    if freezer is not None:
+        await cancel_and_wait([freezer])
     await shutdown()
     return EXIT_OK
 
@@ -114,7 +125,8 @@ async def _serve(config: ServiceConfig, stop: asyncio.Event) -> int:
     except (ValueError, ImportError) as exc:  # a feed rejected its config (unknown option, kind)
         log.error("invalid config: %s", exc)
         return EXIT_CONFIG
-    return await _serve_until(stop, svc.start, svc.stop, lambda: log.info("serving", extra={"url": svc.url}))
+    return await _serve_until(stop, svc.start, svc.stop, lambda: log.info("serving", extra={"url": svc.url}),
+                              svc.aggregator.every_book_live if config.gc_freeze else None)
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
@@ -134,7 +146,8 @@ async def _gateway(args: argparse.Namespace, stop: asyncio.Event) -> int:
         host=args.host, port=args.port, default_depth=args.default_depth, max_depth=args.max_depth,
     )
     gw = Gateway(config)
-    return await _serve_until(stop, gw.start, gw.stop, lambda: log.info("serving", extra={"url": gw.url}))
+    return await _serve_until(stop, gw.start, gw.stop, lambda: log.info("serving", extra={"url": gw.url}),
+                              lambda: True)  # a gateway's long-lived objects all exist once it has started
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

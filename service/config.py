@@ -86,6 +86,7 @@ class ServiceConfig:
     max_depth: int = 1000
     log_level: str = "info"
     log_json: bool = False
+    gc_freeze: bool = True  # freeze long-lived objects after the cold start (service/gcfreeze.py)
     websocket: WebSocketSettings = field(default_factory=WebSocketSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     source: str = "<built-in>"
@@ -226,6 +227,7 @@ _SERVICE_KEYS = {
     "max_depth",
     "log_level",
     "log_json",
+    "gc_freeze",
     "shard",
 }
 _VENUE_KEYS = {"kind", "enabled", "rest_url", "ws_url", "symbols", "depth", "fee_bps", "options"}
@@ -414,6 +416,7 @@ def parse_config(
         max_depth=max_depth,
         log_level=level,
         log_json=_bool(svc.get("log_json", False), "service.log_json"),
+        gc_freeze=_bool(svc.get("gc_freeze", True), "service.gc_freeze"),
         websocket=_websocket(_table(data, "websocket")),
         http=_http(_table(data, "http")),
         source=source,

@@ -40,12 +40,15 @@ METRICS = [
     "aggbook_ws_dropped_messages_total",
     "aggbook_ws_messages_sent_total",
     "aggbook_event_loop_lag_seconds",
+    "aggbook_gc_pause_seconds",
+    "aggbook_gc_frozen_objects",
 ]
 HISTOGRAMS = {
     "aggbook_feed_lag_seconds",
     "aggbook_book_time_to_live_seconds",
     "aggbook_http_request_duration_seconds",
     "aggbook_event_loop_lag_seconds",
+    "aggbook_gc_pause_seconds",
 }
 
 

@@ -44,10 +44,12 @@ class Proc:
         self.proc = proc
         self.stdout: list[str] = []
 
-    async def read_until(self, pattern: str, timeout: float = WAIT) -> re.Match:
+    async def read_until(self, pattern: str, timeout: float = WAIT, *, stderr: bool = False) -> re.Match:
+        stream = self.proc.stderr if stderr else self.proc.stdout
+
         async def scan() -> re.Match:
             while True:
-                line = await self.proc.stdout.readline()  # type: ignore[union-attr]
+                line = await stream.readline()  # type: ignore[union-attr]
                 if not line:
                     raise AssertionError(f"process ended before {pattern!r}: {self.stdout}")
                 text = line.decode()
@@ -170,6 +172,54 @@ async def test_serve_reads_the_config_and_env_overrides_the_port(spawn, tmp_path
             assert [(v["venue"], v["fee_bps"]) for v in venues] == [("binance", "7.5"), ("nhex", "7.5")]
         assert await proc.stop() == 0
         assert "listening" in await proc.stderr()
+
+
+async def every_book_live(http: aiohttp.ClientSession, base: str, books: int) -> None:
+    async def poll() -> None:
+        while True:
+            async with http.get(f"{base}/metrics", params={"name[]": "aggbook_book_live"}) as resp:
+                text = await resp.text()
+            if len(re.findall(r"^aggbook_book_live\{.*\} 1\.0$", text, re.M)) == books:
+                return
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(poll(), WAIT)
+
+
+@pytest.mark.parametrize("gc_freeze", [True, False])
+async def test_serve_freezes_long_lived_objects_once_every_book_is_live(
+    spawn, tmp_path: Path, gc_freeze: bool
+) -> None:
+    async with SimulatedExchange(["binance", "nhex"], symbols=DEFAULT_SYMBOLS[:2]) as sim:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        lines = ["[service]", 'symbols = ["BTC-USDT", "ETH-USDT"]', f"port = {port}",
+                 f"gc_freeze = {str(gc_freeze).lower()}", ""]
+        for name, server in sim.venues.items():
+            urls = server.urls()
+            lines += [f"[venues.{name}]", f'rest_url = "{urls["rest_url"]}"',
+                      f'ws_url = "{urls["ws_url"]}"', ""]
+        cfg = tmp_path / "aggbook.toml"
+        cfg.write_text("\n".join(lines))
+        proc = await spawn("serve", "--config", str(cfg), "--log-json")
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as http:
+            await wait_ready(http, base)
+            await every_book_live(http, base, books=4)
+            if gc_freeze:
+                await proc.read_until(r'"stage":\s*"settled"', stderr=True)
+            async with http.get(f"{base}/metrics", params={"name[]": "aggbook_gc_frozen_objects"}) as resp:
+                found = re.search(r"^aggbook_gc_frozen_objects (\S+)$", await resp.text(), re.M)
+                frozen = float(found.group(1))  # type: ignore[union-attr]
+        assert await proc.stop() == 0
+    logged = [orjson.loads(line) for line in proc.stdout + (await proc.stderr()).splitlines()
+              if line.startswith("{")]
+    stages = [e["stage"] for e in logged if e["msg"] == "long-lived objects frozen"]
+    if gc_freeze:
+        assert stages == ["started", "settled"] and frozen > 10_000  # modules, functions, metrics, books
+    else:
+        assert stages == [] and frozen == 0
 
 
 async def test_start_failure_exits_1(spawn) -> None:
