@@ -41,7 +41,10 @@ levels plus a ``heapq`` min-heap of keys (heapq is C) that answers just that:
   price and ``cross_state()`` are O(1) reads.  Stale keys are bounded: when the heap
   holds more than twice the live levels (plus slack) it is rebuilt from the dict.
 * A short depth query (a ladder's few levels of a deep book) pops them from a copy
-  of the heap.  Longer ones (a sweep, a deep ``/v1/books``) read a ``SortedList``
+  of the heap.  A whole side (an audit, a sweep) with no order kept is one C sort of
+  its keys: the read costs a sort either way, and keeping an order for it would make
+  later writes note their changes and leave tracked lists for the garbage collector.
+  Longer slices (a deep ``/v1/books``) read a ``SortedList``
   of keys, brought up to date only when such a query asks: a write notes each
   price that appeared or vanished in a list (a C append), and the query applies
   their net effect (an add or discard per noted price) before it slices.  A side
@@ -293,6 +296,12 @@ class _Side:
         if n is not None and n >= 0 and n * _SHORT_QUERY < len(levels):
             return self.top(n)
         ordered = self.ordered
+        if ordered is None and (n is None or n >= len(levels)):
+            # the whole side and no order kept: one C sort of the keys.  A whole read costs a sort
+            # either way; keeping a SortedList for it would make every later write note its change,
+            # and leave a few tracked lists per book for the garbage collector's full passes to
+            # walk (an audit reads every book whole, one after another)
+            return list(map(levels.__getitem__, sorted(levels)))
         if ordered is None:
             ordered = self.ordered = SortedList(levels)
             self.pending = []

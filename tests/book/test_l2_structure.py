@@ -249,7 +249,7 @@ def test_deleted_then_readded_price_is_one_level() -> None:
 def test_a_side_never_queried_for_depth_drops_its_order_instead_of_noting_forever() -> None:
     book = L2Book()
     book.apply_snapshot([[str(p), "1"] for p in range(1, 201)], [])
-    assert len(book.bids()) == 200  # a full query keeps the order
+    assert len(book.bids(150)) == 150  # a long slice keeps the order
     assert book._bids.ordered is not None
     for p in range(1000, 1400):  # 800 order changes, more than the side's levels plus slack
         book.apply([[str(p), "1"]], None)
@@ -257,8 +257,24 @@ def test_a_side_never_queried_for_depth_drops_its_order_instead_of_noting_foreve
     assert book._bids.ordered is None and len(book._bids.pending) <= 200 + l2._PENDING_SLACK
     assert [p for p, _ in book.bids(2)] == ["200", "199"]  # a short query: from the heap
     assert book._bids.ordered is None
-    assert [p for p, _ in book.bids()] == [str(p) for p in range(200, 0, -1)]  # rebuilt in one go
+    assert [p for p, _ in book.bids(150)] == [str(p) for p in range(200, 50, -1)]  # rebuilt in one go
     assert book._bids.ordered is not None and book._bids.pending == []
+
+
+def test_a_whole_side_read_sorts_a_copy_and_keeps_no_order() -> None:
+    """An audit reads every book whole in turn: no order is kept for it, so later writes note nothing."""
+    book = L2Book()
+    book.apply_snapshot([[str(p), "1"] for p in range(1, 201)], [[str(p), "2"] for p in range(201, 301)])
+    assert [p for p, _ in book.bids()] == [str(p) for p in range(200, 0, -1)]
+    assert [p for p, _ in book.asks(100)] == [str(p) for p in range(201, 301)]  # n >= the side: whole
+    assert book._bids.ordered is None and book._asks.ordered is None
+    book.apply([["150", "0"], ["150.5", "3"]], None)
+    assert book._bids.ordered is None
+    assert [p for p, _ in book.bids()][49:52] == ["151", "150.5", "149"]
+    assert book.bids(150)[-1] == ("51", "1")  # a long slice builds the order, whole reads then use it
+    assert book._bids.ordered is not None
+    book.apply([["151", "0"]], None)
+    assert [p for p, _ in book.bids()][48:51] == ["152", "150.5", "149"]
 
 
 def test_max_depth_window_refills_from_below() -> None:
