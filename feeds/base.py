@@ -87,6 +87,10 @@ class VenueFeed(Generic[S]):
     # seconds over which a connection compares each of its live books with a fresh snapshot at the
     # book's own id, every level (feeds/audit.py); 0: no audits
     audit_interval: float = 0.0
+    # a snapshot that answers a request on the stream's own socket (Huobi-style ``req``) comes after
+    # every push before it and may be the only word on a quiet book: it is loaded as it arrives.
+    # Others (REST) are parked until a diff shows the stream continues them (deliver_snapshot)
+    _snapshot_on_stream_socket = False
 
     def __init__(self, config: VenueConfig, *, metrics: FeedMetrics | None = None) -> None:
         self.config = config
@@ -296,12 +300,33 @@ class VenueFeed(Generic[S]):
         if event_time is not None:
             lag = time.time() - event_time
             self.metrics.lag(self.venue, lag if lag > 0.0 else 0.0)
-        if not live and sync.wants_snapshot():  # a live book never wants one
-            self.request_snapshot(conn, canonical)
+        if not live:
+            if conn.parked:
+                snap = conn.parked.pop(canonical, None)
+                if snap is not None:  # the diff that can tell whether the parked snapshot fits
+                    sync.snapshot_failed()  # no longer held: on_snapshot clears what it must
+                    self.deliver_snapshot(conn, canonical, snap)
+                    return
+            if sync.wants_snapshot():  # a live book never wants one
+                self.request_snapshot(conn, canonical)
 
     def deliver_snapshot(self, conn: Connection[S], canonical: str, snap: Snapshot) -> None:
+        """A snapshot for the book of ``canonical`` on ``conn``.
+
+        A request-based snapshot that arrives before any diff of its book is parked until the first
+        one: only a diff shows whether the stream continues the snapshot (``L >= F - 1``).  Loaded
+        at once, a snapshot older than the stream's start (a venue's stale REST cache) would be
+        served live, and wrong, until the next diff of a possibly quiet book.  It arises when a
+        snapshot is asked for before the stream has spoken: MEXC asks once the subscription is
+        acknowledged, and any venue once a refused symbol is listed again.
+        """
         sync = conn.syncs.get(canonical)
         if sync is None:
+            return
+        if (not sync.buffered and not sync.rule.snapshot_in_stream and not self._snapshot_on_stream_socket
+                and sync.state is not _LIVE and sync.state is not SyncState.INVALID):
+            conn.parked[canonical] = snap
+            sync.snapshot_requested()  # held: no other request while it waits
             return
         self.count_frame(conn, canonical)
         if not (self.audit.waiting and self.audit.in_stream_snapshot(sync, snap)):

@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 
 import aiohttp
 
-from aggbook.book.sync import BookSync, Liveness
+from aggbook.book.sync import BookSync, Liveness, Snapshot
 
 _conn_ids = itertools.count(1)
 
@@ -47,6 +47,9 @@ class Connection(Generic[S]):
     rollover: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: set[asyncio.Task] = field(default_factory=set)
     snapshot_attempts: dict[str, int] = field(default_factory=dict)  # canonical -> failed in a row
+    # canonical -> a REST snapshot that came before any diff of its book: it waits for the first
+    # diff, which shows whether the stream continues it (``VenueFeed.deliver_snapshot``)
+    parked: dict[str, Snapshot] = field(default_factory=dict)
     frame_bytes: int = 0  # size of the frame being handled (for the message metric)
     frame_counted: bool = False  # the frame was counted against a symbol already
     went_live: bool = False

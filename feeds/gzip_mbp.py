@@ -187,6 +187,7 @@ class GzipMbpFeed(VenueFeed[MbpConnState]):
     req_timeout: float = 5.0  # re-req when a reply has not come
     rate_limit_pause: float = 0.5  # after "429 too many request"
     quiet_snapshot_delay: float = 1.0  # req a book with nothing buffered this long after subbed
+    _snapshot_on_stream_socket = True  # ``req`` answers on the /feed socket (a quiet 5/20 book has no push)
     not_open_retry: float = 60.0  # "symbol trade not open now": resubscribe after this many seconds
     # the documents state no venue-wide req budget (only the 100 ms spacing per connection, and 10 REST
     # requests/s per IP, which reqs on the socket are not): this only caps a venue-wide storm

@@ -358,6 +358,7 @@ class MexcFeed(VenueFeed[MexcConnState]):
             batch.pending -= channels
             state.subscribed |= channels
             self._drop_unacknowledged(conn, batch)
+            self._snapshots_on_ack(conn, channels)
             return
         match = _BRACKETS.search(msg)
         rejected = set(match.group(1).split(",")) if match else set()
@@ -374,6 +375,28 @@ class MexcFeed(VenueFeed[MexcConnState]):
             self.unrecognised_replies += 1
             log.warning("%s: unrecognised control reply on connection %s (counted; data on a channel "
                         "acknowledges it): %r", self.venue, conn.id, msg)
+
+    def _snapshots_on_ack(self, conn: Connection[MexcConnState], channels: set[str]) -> None:
+        """Ask for the snapshots of the books whose depth channel the venue just acknowledged.
+
+        Why not wait for the first diff, as the documented procedure reads: the pacer lets a cold
+        start's snapshots out at the venue's budget from a full bucket, and every second spent
+        waiting for first diffs (up to a second per symbol on a quiet market) is a second of that
+        budget gone; the cold start ended about a second past its bound.  Asking once the venue has
+        the subscription is as safe: every change after the acknowledgement reaches the stream, so a
+        snapshot taken after it is never older than the first diff (``L >= F - 1``); a diff the
+        snapshot already holds is dropped, and a snapshot that does not reach the first diff is
+        discarded and asked again (``stale_snapshot``), exactly as when asked after a diff.
+        """
+        syncs = conn.syncs
+        by_channel = conn.venue_state.by_channel
+        for channel in channels:
+            canonical = by_channel.get(channel)
+            if canonical is None or channel != self.channel_for(self.config.symbols[canonical]):
+                continue  # a book ticker
+            sync = syncs.get(canonical)
+            if sync is not None and sync.wants_snapshot(allow_empty_buffer=True):
+                self.request_snapshot(conn, canonical)
 
     def _served(self, state: MexcConnState, channel: str) -> None:
         """Data arrived on ``channel``: whatever its acknowledgement looked like, it is subscribed."""

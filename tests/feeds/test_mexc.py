@@ -274,6 +274,29 @@ async def test_snapshot_fault_recovers(fault: Fault, params: dict) -> None:
         assert feed_alive(feed)
 
 
+async def test_snapshots_are_asked_at_the_acknowledgement_and_a_stale_one_is_never_served_live() -> None:
+    """The cold start asks for snapshots as soon as the venue acknowledges the depth channels (the
+    pacer's budget is not left waiting for first diffs), and a snapshot that comes before any diff
+    waits for one: a stale REST answer is found out then, never served live meanwhile."""
+    async with running(faults=[(Fault.STALE_SNAPSHOT, {})]) as (venue, feed, rec):
+        # the market is paused: no diff has been sent, yet every book's snapshot is fetched
+        def parked() -> set[str]:
+            return {c for conn in feed.connections.values() for c in conn.parked}
+
+        await wait_for(lambda: parked() == {s.canonical for s in SYMBOLS}, 5, "every snapshot parked")
+        assert venue.faults.pending(Fault.STALE_SNAPSHOT) == 0  # TARGET's snapshot was the stale one
+        await asyncio.sleep(0.2)
+        syncs = feed.current_syncs()
+        assert not any(sync.live for sync in syncs.values())  # none without a diff to continue it
+        await venue.step_all(1)  # the first diffs: the fresh snapshots fit, the stale one does not
+        await wait_for(lambda: all(feed.current_syncs()[c].live for c in OTHERS), 5, "OTHERS live")
+        assert syncs[TARGET].counters.resyncs[Reason.STALE_SNAPSHOT] == 1
+        assert all(syncs[c].counters.snapshots == 1 for c in OTHERS)  # asked once, at the acknowledgement
+        stale = [t for c, t in rec.transitions if c == TARGET and t.reason is Reason.STALE_SNAPSHOT]
+        assert [t.old for t in stale] == [SyncState.WAITING]  # found out before it was ever live
+        await converge(venue, feed, [s.canonical for s in SYMBOLS])
+
+
 async def test_unknown_symbol_waits_for_its_listing_recheck() -> None:
     """-1121 from the depth endpoint stops that book until its re-check; others are unaffected.
 
