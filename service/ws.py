@@ -216,6 +216,9 @@ class Client:
         self.hard_cap = 2 * limit + 2 * self.settings.max_subscriptions + 64
         # bytes the transport may hold unsent before frames go through the queue (its high-water mark)
         self.write_limit = transport.get_write_buffer_limits()[1] if transport is not None else 0
+        # frames written at once during this event-loop iteration, sent together at its end (flush_out)
+        self.out: list[bytes] = []
+        self.out_bytes = 0
 
     # ------------------------------------------------------------------ queueing
     def _push(self, item: list) -> None:
@@ -302,28 +305,48 @@ class Client:
             self._push([_SUB, sub, frame])
 
     def _write_now(self, data: bytes) -> bool:
-        """Write ``data`` to the transport at once, as the writer task would, when nothing can be
-        ahead of it: the queue is empty, the writer is not in a send, the socket is open and the
-        transport's buffer is below its high-water mark (the transport would not ask to pause: the
-        client keeps up).  Otherwise it is queued.
+        """Write ``data`` at once, as the writer task would, when nothing can be ahead of it: the
+        queue is empty, the writer is not in a send, the socket is open and the transport's buffer
+        (with what this iteration wrote) is below its high-water mark (the client keeps up).
+        Otherwise it is queued.
 
-        A change fanned out to many clients then costs each client a transport write (the event
-        loop sends what a client got in one iteration together) instead of a queue entry, a task
-        wake-up and a write.  A client that does not keep up fills its transport to the mark and
-        goes through the bounded queue, with its conflation and stall detection, as before."""
+        A change fanned out to many clients then costs each client no queue entry, task wake-up or
+        send of its own: the frame joins the client's :attr:`out`, and at the end of the event-loop
+        iteration every client's frames of the iteration go to its transport in one write (one
+        ``send`` system call, which was most of a gateway's time when each frame had its own).  A
+        client that does not keep up fills its transport to the mark and goes through the bounded
+        queue, with its conflation and stall detection, as before."""
         transport = self.transport
         if (
             transport is None
             or self.sending_since is not None
             or self.ws.closed
             or transport.is_closing()
-            or transport.get_write_buffer_size() >= self.write_limit
+            or transport.get_write_buffer_size() + self.out_bytes >= self.write_limit
         ):
             return False
-        transport.write(_text_frame_header(len(data)) + data)
+        frame = _text_frame_header(len(data)) + data
+        if not self.out:
+            self.hub.flush_later(self)
+        self.out.append(frame)
+        self.out_bytes += len(frame)
         self.sent += 1
         self.hub.count_sent()
         return True
+
+    def flush_out(self) -> None:
+        """Hand the frames written at once in this iteration to the transport, in one write.
+
+        Called by the hub at the end of the iteration, and by everything else that writes to the
+        socket (the writer task, the close) before it does, so that frames keep their order."""
+        out = self.out
+        if not out:
+            return
+        self.out = []
+        self.out_bytes = 0
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def _drop(self, n: int) -> None:
         self.dropped += n
@@ -392,6 +415,7 @@ class Client:
                     self.queued_bytes -= len(data)
                 if ws.closed:
                     return
+                self.flush_out()  # frames written at once before this one was queued go first
                 self.sending_since = time.monotonic()
                 await ws.send_frame(data, WSMsgType.TEXT)
                 self.sending_since = None
@@ -424,6 +448,7 @@ class Client:
             return
         self.closing = True
         self.close_code = code
+        self.flush_out()  # already counted as sent: they go before the close frame
         self.queue.clear()
         self.queued_bytes = 0
         if self.writer is not None and self.writer is not asyncio.current_task():
@@ -514,8 +539,20 @@ class Hub:
         self._tasks: list[asyncio.Task] = []
         self.flushes = 0
         self._unreported_sent = 0  # messages written at once and not yet counted (count_sent)
+        self._to_flush: list[Client] = []  # clients with frames written at once in this iteration
         aggregator.subscribe(self)  # the one signal the hub hears: "this symbol changed"
         metrics.ws.bind(lambda: len(self.clients), lambda: sum(len(c.queue) for c in self.clients))
+
+    def flush_later(self, client: Client) -> None:
+        """``client`` has frames in its :attr:`Client.out`: write them at the end of this iteration."""
+        if not self._to_flush:
+            asyncio.get_running_loop().call_soon(self._flush_clients)
+        self._to_flush.append(client)
+
+    def _flush_clients(self) -> None:
+        clients, self._to_flush = self._to_flush, []
+        for client in clients:
+            client.flush_out()
 
     def count_sent(self) -> None:
         """One message written at once: counted in the metrics once per event-loop iteration,

@@ -145,3 +145,82 @@ async def test_socket_that_accepts_nothing_is_closed_after_stall_timeout(hub_and
     assert not fine.closing and fine_sock.frames == [
         {"type": "pong", "id": 1, "ts": fine_sock.frames[0]["ts"]}
     ]
+
+
+class CountingTransport:
+    """A transport that keeps up (or, with ``backlog``, says it holds that many unsent bytes)."""
+
+    def __init__(self, log: list[tuple[str, list[dict]]], limit: int = 64 * 1024) -> None:
+        self.log = log
+        self.limit = limit
+        self.backlog = 0
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self.limit // 4, self.limit
+
+    def get_write_buffer_size(self) -> int:
+        return self.backlog
+
+    def is_closing(self) -> bool:
+        return False
+
+    def write(self, data: bytes) -> None:
+        frames = []
+        while data:  # unmasked server text frames with short (< 126) or 16-bit lengths
+            length, head = (data[1], 2) if data[1] < 126 else (int.from_bytes(data[2:4], "big"), 4)
+            frames.append(orjson.loads(data[head:head + length]))
+            data = data[head + length:]
+        self.log.append(("transport", frames))
+
+
+class LoggingSocket(GatedSocket):
+    def __init__(self, log: list[tuple[str, list[dict]]]) -> None:
+        super().__init__()
+        self.log = log
+        self.gate.set()
+
+    async def send_frame(self, data: bytes, opcode: object) -> None:
+        self.log.append(("socket", [orjson.loads(data)]))
+
+
+def attach_with_transport(hub: Hub, log: list, limit: int = 64 * 1024) -> tuple[Client, CountingTransport]:
+    transport = CountingTransport(log, limit)
+    client = Client(LoggingSocket(log), hub, "test", transport=transport)  # type: ignore[arg-type]
+    hub.clients.add(client)
+    client.writer = asyncio.create_task(client.run_writer())
+    return client, transport
+
+
+def updates(log: list[tuple[str, list[dict]]]) -> list[tuple[str, list[tuple[str, int]]]]:
+    return [(where, [(f["symbol"], f["seq"]) for f in frames if f.get("type") == "update"])
+            for where, frames in log if any(f.get("type") == "update" for f in frames)]
+
+
+async def test_what_a_keeping_up_client_gets_in_one_iteration_is_one_write_in_order(hub_and_feeds) -> None:
+    hub, feeds = hub_and_feeds
+    log: list[tuple[str, list[dict]]] = []
+    client, _ = attach_with_transport(hub, log)
+    client.handle_text('{"op": "subscribe", "channel": "quotes", "symbols": ["BTC-USDT", "ETH-USDT"]}')
+    await wait_for(lambda: sum(1 for _, fs in log for f in fs if f.get("type") == "snapshot") == 2)
+    log.clear()
+    feeds["alpha"].delta("BTC-USDT", bids=[("100.5", "1")])  # both in one iteration: one flush of
+    feeds["alpha"].delta("ETH-USDT", bids=[("10.5", "1")])  # the aggregator, one write to the socket
+    await wait_for(lambda: bool(log))
+    await asyncio.sleep(0.01)
+    assert updates(log) == [("transport", [("BTC-USDT", 2), ("ETH-USDT", 2)])]
+
+
+async def test_frames_written_at_once_go_before_a_frame_the_writer_sends_later(hub_and_feeds) -> None:
+    """A frame that finds the transport at its mark is queued behind those already written at once
+    in the same iteration; the writer task hands those to the transport before it sends."""
+    hub, feeds = hub_and_feeds
+    log: list[tuple[str, list[dict]]] = []
+    client, transport = attach_with_transport(hub, log, limit=300)  # room for about one update
+    client.handle_text('{"op": "subscribe", "channel": "quotes", "symbols": ["BTC-USDT", "ETH-USDT"]}')
+    await wait_for(lambda: sum(1 for _, fs in log for f in fs if f.get("type") == "snapshot") == 2)
+    log.clear()
+    feeds["alpha"].delta("BTC-USDT", bids=[("100.5", "1")])
+    feeds["alpha"].delta("ETH-USDT", bids=[("10.5", "1")])
+    await wait_for(lambda: len(updates(log)) == 2)
+    assert updates(log) == [("transport", [("BTC-USDT", 2)]), ("socket", [("ETH-USDT", 2)])]
+    assert client.sent >= 4 and not client.out
